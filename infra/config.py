@@ -1,0 +1,300 @@
+"""The backup policy config: parsed and validated at synth, so a bad config never deploys.
+
+The config lives in `cdk.json` context under `rdsbackup`, or in a JSON file that the context key
+`rdsbackup:config_file` names. Every error names the policy and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ACCOUNT_PATTERN = r"^\d{12}$"
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
+POLICY_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+# EventBridge Scheduler limits a policy's input and names; these keep every derived name valid.
+MAX_POLICIES = 50
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the policy and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_CRON_FIELD_COUNT = 6
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#L\-]+$")
+
+
+def _validate_schedule_expression(expression: str) -> str:
+    if match := re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression):
+        value, unit = int(match.group(1)), match.group(2)
+        if value < 1 or (value == 1) != (not unit.endswith("s")):
+            raise ValueError(f"invalid rate expression {expression!r}: use e.g. 'rate(1 day)', 'rate(12 hours)'")
+        return expression
+    match = re.fullmatch(r"cron\((.*)\)", expression)
+    if not match:
+        raise ValueError(f"{expression!r} is neither cron(...) nor rate(...)")
+    fields = match.group(1).split()
+    if len(fields) != _CRON_FIELD_COUNT:
+        raise ValueError(
+            f"cron expression {expression!r} has {len(fields)} fields; EventBridge needs 6: "
+            "minutes hours day-of-month month day-of-week year, e.g. cron(0 3 * * ? *)"
+        )
+    if not all(_CRON_FIELD.match(field) for field in fields):
+        raise ValueError(f"cron expression {expression!r} has characters EventBridge does not accept")
+    minutes, hours, day_of_month, _month, day_of_week, _year = fields
+    if (day_of_month == "?") == (day_of_week == "?"):
+        raise ValueError(
+            f"cron expression {expression!r}: exactly one of day-of-month and day-of-week must be '?'"
+        )
+    for name, value, upper in (("minutes", minutes, 59), ("hours", hours, 23)):
+        for number in re.findall(r"\d+", value):
+            if int(number) > upper:
+                raise ValueError(f"cron expression {expression!r}: {name} value {number} is out of range")
+    return expression
+
+
+class Schedule(_Strict):
+    """When EventBridge Scheduler starts the policy."""
+
+    expression: str = Field(description="cron(min hour dom month dow year) or rate(N unit)")
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        return _validate_schedule_expression(value.strip())
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')") from exc
+        return value
+
+
+class Selection(_Strict):
+    """Which databases a policy backs up: explicit ids/ARNs and/or tags, in these accounts and regions."""
+
+    resources: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    accounts: list[Annotated[str, Field(pattern=ACCOUNT_PATTERN)]] = Field(default_factory=list)
+    regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> Selection:
+        if not self.resources and not self.tags:
+            raise ValueError("select at least one database: give 'resources' and/or 'tags'")
+        for resource in self.resources:
+            if not re.fullmatch(r"arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:(db|cluster):[a-zA-Z][a-zA-Z0-9-]*", resource) \
+                    and not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9-]{0,62}", resource):
+                raise ValueError(f"resource {resource!r} is neither an RDS DB/cluster ARN nor an identifier")
+        return self
+
+
+class Replication(_Strict):
+    """Where snapshot replicas go: another region and/or another account."""
+
+    region: Annotated[str, Field(pattern=REGION_PATTERN)] | None = None
+    account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
+    kms_key_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:kms:")] | None = None
+    retention: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _has_target(self) -> Replication:
+        if self.region is None and self.account is None:
+            raise ValueError("give a target 'region' and/or 'account'")
+        return self
+
+
+class WorkerSettings(_Strict):
+    """The temporary worker that runs an image-level backup."""
+
+    launch_type: Literal["FARGATE", "EC2"] = "FARGATE"
+    subnets: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")]] = Field(default_factory=list)
+    cpu: Literal[256, 512, 1024, 2048, 4096] = 1024
+    memory: Annotated[int, Field(ge=512, le=30720)] = 2048
+    timeout_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = 240
+
+
+class BackupRetention(_Strict):
+    keep_last: Annotated[int, Field(ge=1)] | None = 7
+    keep_days: Annotated[int, Field(ge=1)] | None = None
+
+
+class ImageBackup(_Strict):
+    """Image-level backup of a policy's databases into a repository."""
+
+    repository: str
+    retention: BackupRetention = BackupRetention()
+    worker: WorkerSettings = WorkerSettings()
+    secret_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:secretsmanager:")] | None = None
+
+
+class Archive(_Strict):
+    repository: str
+    after_days: Annotated[int, Field(ge=1)]
+    retention_days: Annotated[int, Field(ge=1)] | None = None
+
+
+class Policy(_Strict):
+    """One backup policy."""
+
+    name: Annotated[str, Field(pattern=POLICY_NAME_PATTERN)]
+    schedule: Schedule
+    selection: Selection
+    snapshot_retention: Annotated[int, Field(ge=1, le=1000)]
+    concurrency: Annotated[int, Field(ge=1, le=40)] = 4
+    replication: Replication | None = None
+    image_backup: ImageBackup | None = None
+    archive: Archive | None = None
+
+
+class Repository(_Strict):
+    """A backup repository (an S3 bucket the control stack creates)."""
+
+    storage_class: Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] = (
+        "STANDARD"
+    )
+    object_lock_days: Annotated[int, Field(ge=1)] | None = None
+
+
+class Timing(_Strict):
+    """How long to wait and how often to retry. Defaults suit AWS; tests shrink them."""
+
+    retry_interval_seconds: Annotated[int, Field(ge=1)] = 30
+    retry_max_attempts: Annotated[int, Field(ge=0, le=20)] = 6
+    retry_backoff_rate: Annotated[float, Field(ge=1.0)] = 2.0
+    not_available_max_attempts: Annotated[int, Field(ge=0, le=20)] = 8
+    wait_initial_seconds: Annotated[int, Field(ge=0)] = 30
+    wait_max_seconds: Annotated[int, Field(ge=0)] = 300
+    wait_factor: Annotated[float, Field(ge=1.0)] = 1.5
+    wait_timeout_seconds: Annotated[int, Field(ge=1)] = 4 * 3600
+    lease_seconds: Annotated[int, Field(ge=60)] = 6 * 3600
+
+
+class Target(_Strict):
+    account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
+    region: Annotated[str, Field(pattern=REGION_PATTERN)] | None = None
+
+
+class BackupConfig(_Strict):
+    """The whole config: where the control plane lives and the policies it runs."""
+
+    control: Target = Target()
+    notification_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    repositories: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")], Repository] = Field(
+        default_factory=dict
+    )
+    timing: Timing = Timing()
+    policies: Annotated[list[Policy], Field(min_length=1, max_length=MAX_POLICIES)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BackupConfig:
+        names = [policy.name for policy in self.policies]
+        if duplicate := next((name for name in names if names.count(name) > 1), None):
+            raise ValueError(f"policy name {duplicate!r} is used twice")
+        return self
+
+
+def _location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """'policy "demo": field "schedule.expression"' from a pydantic error location."""
+    parts = list(loc)
+    if len(parts) >= 2 and parts[0] == "policies" and isinstance(parts[1], int):
+        policies = raw.get("policies") or []
+        index = parts[1]
+        name = policies[index].get("name") if index < len(policies) and isinstance(policies[index], dict) else None
+        label = f'policy "{name}"' if name else f"policy #{index + 1}"
+        field = ".".join(str(part) for part in parts[2:])
+        return f'{label}: field "{field}"' if field else label
+    return f'field "{".".join(str(part) for part in parts)}"' if parts else "config"
+
+
+def _semantic_checks(config: BackupConfig, default_account: str, default_region: str) -> None:
+    control_account = config.control.account or default_account
+    control_region = config.control.region or default_region
+    for policy in config.policies:
+        where = f'policy "{policy.name}"'
+        for section in (policy.image_backup, policy.archive):
+            if section is not None and section.repository not in config.repositories:
+                known = ", ".join(sorted(config.repositories)) or "none defined"
+                kind = "image_backup" if section is policy.image_backup else "archive"
+                raise ConfigError(
+                    f'{where}: field "{kind}.repository": unknown repository {section.repository!r} '
+                    f"(repositories: {known})"
+                )
+        replication = policy.replication
+        if replication is None:
+            continue
+        accounts = policy.selection.accounts or [control_account]
+        regions = policy.selection.regions or [control_region]
+        if len(accounts) > 1 or (len(regions) > 1 and replication.region is None):
+            raise ConfigError(
+                f'{where}: field "replication": a replicating policy selects from one account, and from one '
+                "region unless replication.region is set (split it into one policy per source account)"
+            )
+        for account in accounts:
+            for region in regions:
+                target = (replication.account or account, replication.region or region)
+                if target == (account, region):
+                    raise ConfigError(
+                        f'{where}: field "replication": the target ({target[0]}, {target[1]}) is the source '
+                        "itself; give another region and/or account"
+                    )
+
+
+def parse_config(raw: Any, *, default_account: str, default_region: str) -> BackupConfig:
+    """Validate a raw config; raise ConfigError naming the policy and field of the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the rdsbackup config must be a JSON object with a 'policies' list")
+    try:
+        config = BackupConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check the spelling; see the README's config reference)"
+            problems.append(f"{_location(error['loc'], raw)}: {message}")
+        raise ConfigError("invalid rdsbackup config: " + "; ".join(problems)) from None
+    _semantic_checks(config, default_account, default_region)
+    return config
+
+
+def load_config(context: dict[str, Any] | None, *, base_dir: Path, default_account: str,
+                default_region: str) -> BackupConfig:
+    """Load the config from CDK context: inline under `rdsbackup` or a file named by `rdsbackup:config_file`."""
+    context = context or {}
+    config_file = context.get("rdsbackup:config_file")
+    if config_file:
+        path = (base_dir / config_file).resolve()
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} (from context rdsbackup:config_file) does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    else:
+        raw = context.get("rdsbackup")
+        if raw is None:
+            raise ConfigError("no rdsbackup config: add a 'rdsbackup' object to cdk.json's context "
+                              "or name a file with 'rdsbackup:config_file'")
+        if isinstance(raw, str):  # `cdk -c rdsbackup='{...}'` passes a string
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"context rdsbackup is not valid JSON: {exc}") from None
+    return parse_config(raw, default_account=default_account, default_region=default_region)

@@ -1,0 +1,215 @@
+"""The backup state machine, assembled in one place. Reading this file tells the whole flow.
+
+    Resolve policy ──(fails)──> Report failed session ──> Fail
+         │
+         ▼
+    Map: each resource (MaxConcurrencyPath = policy concurrency, per-item Catch)
+    │  Acquire lease ──(LeaseHeld…)──────────────────────────────────> Lease not acquired
+    │     │
+    │  Create snapshot ─> Check snapshot <─┐
+    │                         │ not ready ─┴─ Wait (growing interval)
+    │                         ▼ ready
+    │                     Tag snapshot
+    │                         │
+    │                    Replicate? ─no─┐
+    │                         │ yes     │
+    │          Replicate snapshot <─┐   │
+    │                 │ not done ───┴─ Wait
+    │                 ▼ done            │
+    │              Apply retention <────┘
+    │                         │      (any error in these steps is caught into $.error ...)
+    │                         ▼                                   │
+    │                   Release lease  <──────────────────────────┘   (... so this always runs)
+    │                         ▼
+    │                   Resource result
+    ▼
+    Session report ──> Session failed? ──yes──> Fail (cause = the report)
+                             └─no──> Succeed (output = the report)
+
+Handlers are described in docs/state-machine-contract.md; error names are exception class names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import Timing
+from infra.constructs.lambda_step import LambdaStep
+
+RETRIED_TRANSIENT_ERRORS = ["Throttled", "SnapshotQuotaExceeded"]
+NOT_AVAILABLE_ERROR = "DBNotAvailable"
+
+
+@dataclass(frozen=True)
+class WorkflowSteps:
+    """The Lambda steps the backup workflow is made of."""
+
+    resolve_policy: LambdaStep
+    acquire_lease: LambdaStep
+    create_snapshot: LambdaStep
+    check_snapshot: LambdaStep
+    tag_snapshot: LambdaStep
+    replicate_snapshot: LambdaStep
+    apply_retention: LambdaStep
+    release_lease: LambdaStep
+    session_report: LambdaStep
+
+
+def _retry(errors: list[str], timing: Timing, max_attempts: int) -> dict:
+    return {
+        "errors": errors,
+        "interval": Duration.seconds(timing.retry_interval_seconds),
+        "max_attempts": max_attempts,
+        "backoff_rate": timing.retry_backoff_rate,
+        "max_delay": Duration.seconds(max(timing.retry_interval_seconds, 300)),
+        "jitter_strategy": sfn.JitterType.FULL,
+    }
+
+
+class BackupWorkflow(Construct):
+    """Builds the definition of the backup state machine from its steps."""
+
+    def __init__(self, scope: Construct, id_: str, *, steps: WorkflowSteps, timing: Timing):
+        super().__init__(scope, id_)
+        transient = _retry(RETRIED_TRANSIENT_ERRORS, timing, timing.retry_max_attempts)
+        not_available = _retry([NOT_AVAILABLE_ERROR], timing, timing.not_available_max_attempts)
+        throttled = _retry(["Throttled"], timing, timing.retry_max_attempts)
+
+        # --- per resource -------------------------------------------------------------------------
+        release = steps.release_lease.task("Release lease", result_path=None, retries=[throttled])
+        resource_result = sfn.Pass(self, "Resource result", parameters={
+            "resource.$": "$.resource",
+            "snapshot.$": "$.snapshot",
+            "replica.$": "$.replica",
+            "retention.$": "$.retention",
+            "error.$": "$.error",
+            "lease.$": "$.lease",
+        })
+        release.next(resource_result)
+
+        def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
+            """Any failure of a step after the lease is taken goes to Release lease, error recorded."""
+            return task.add_catch(release, errors=["States.ALL"], result_path="$.error")
+
+        acquire = steps.acquire_lease.task("Acquire lease", result_path="$.lease", retries=[throttled])
+        lease_not_acquired = sfn.Pass(self, "Lease not acquired", parameters={
+            "resource.$": "$.resource",
+            "error.$": "$.error",
+        })
+        acquire.add_catch(lease_not_acquired, errors=["States.ALL"], result_path="$.error")
+
+        create = guarded(steps.create_snapshot.task(
+            "Create snapshot", result_path="$.snapshot", retries=[transient, not_available]))
+        check = guarded(steps.check_snapshot.task(
+            "Check snapshot", result_path="$.snapshot_wait", retries=[throttled]))
+        wait_snapshot = sfn.Wait(self, "Wait for snapshot",
+                                 time=sfn.WaitTime.seconds_path("$.snapshot_wait.wait_seconds"))
+        tag = guarded(steps.tag_snapshot.task("Tag snapshot", result_path="$.tags", retries=[throttled]))
+        replicate = guarded(steps.replicate_snapshot.task(
+            "Replicate snapshot", result_path="$.replica", retries=[transient, not_available]))
+        wait_replica = sfn.Wait(self, "Wait for replica",
+                                time=sfn.WaitTime.seconds_path("$.replica.wait_seconds"))
+        retention = guarded(steps.apply_retention.task(
+            "Apply retention", result_path="$.retention", retries=[throttled]))
+        retention.next(release)
+
+        replication_wanted = sfn.Choice(self, "Replicate?").when(
+            sfn.Condition.is_not_null("$.replication"), replicate
+        ).otherwise(retention)
+        replicate.next(sfn.Choice(self, "Replica done?")
+                       .when(sfn.Condition.boolean_equals("$.replica.done", True), retention)
+                       .otherwise(wait_replica.next(replicate)))
+        tag.next(replication_wanted)
+        check.next(sfn.Choice(self, "Snapshot ready?")
+                   .when(sfn.Condition.boolean_equals("$.snapshot_wait.ready", True), tag)
+                   .otherwise(wait_snapshot.next(check)))
+        create.next(check)
+        acquire.next(create)
+
+        # Defaults so `Resource result` can read every key whichever path an item took.
+        item_defaults = sfn.Pass(self, "Start resource", parameters={
+            "session_id.$": "$.session_id",
+            "policy.$": "$.policy",
+            "resource.$": "$.resource",
+            "access_role_arn.$": "$.access_role_arn",
+            "staging_kms_key_arn.$": "$.staging_kms_key_arn",
+            "snapshot_retention.$": "$.snapshot_retention",
+            "replication.$": "$.replication",
+            "lease_seconds.$": "$.lease_seconds",
+            "wait.$": "$.wait",
+            "lease": None,
+            "snapshot": None,
+            "replica": None,
+            "retention": None,
+            "error": None,
+        })
+        item_defaults.next(acquire)
+
+        each_resource = sfn.Map(
+            self, "Back up each resource",
+            items_path="$.session.items",
+            max_concurrency_path="$.session.max_concurrency",
+            result_path="$.results",
+        )
+        each_resource.item_processor(item_defaults)
+
+        # --- session ------------------------------------------------------------------------------
+        resolve = steps.resolve_policy.task("Resolve policy", result_path="$.session", payload={
+            "policy.$": "$.policy",
+            "resources.$": "$.resources",
+            "execution_name.$": "$$.Execution.Name",
+            "started_at.$": "$$.Execution.StartTime",
+        }, retries=[throttled])
+        # `resources` is optional in the execution input: normalise it to null when absent.
+        with_subset = sfn.Pass(self, "Read input", parameters={
+            "policy.$": "$.policy",
+            "resources.$": "$.resources",
+        })
+        whole_policy = sfn.Pass(self, "Read input (whole policy)", parameters={
+            "policy.$": "$.policy",
+            "resources": None,
+        })
+        has_resources = sfn.Choice(self, "Subset given?").when(
+            sfn.Condition.is_present("$.resources"), with_subset
+        ).otherwise(whole_policy)
+        has_policy = sfn.Choice(self, "Policy given?").when(
+            sfn.Condition.is_present("$.policy"), has_resources
+        ).otherwise(sfn.Fail(self, "Invalid input", error="InvalidInput",
+                             cause='The execution input must be {"policy": "<name>"} '
+                                   'optionally with "resources": ["<arn or id>", ...]'))
+        with_subset.next(resolve)
+        whole_policy.next(resolve)
+
+        report = steps.session_report.task("Session report", result_path="$.report", payload={
+            "session.$": "$.session",
+            "results.$": "$.results",
+            "error": None,
+        }, retries=[throttled])
+        failed_report = steps.session_report.task("Report failed session", result_path="$.report", payload={
+            "session": None,
+            "policy.$": "$.policy",
+            "execution_name.$": "$$.Execution.Name",
+            "started_at.$": "$$.Execution.StartTime",
+            "results": [],
+            "error.$": "$.error",
+        }, retries=[throttled])
+        resolve.add_catch(failed_report, errors=["States.ALL"], result_path="$.error")
+
+        session_failed = sfn.Pass(self, "Failure cause", parameters={
+            "cause.$": "States.JsonToString($.report)",
+        }).next(sfn.Fail(self, "Session failed", error="BackupSessionFailed", cause_path="$.cause"))
+        succeeded = sfn.Pass(self, "Session succeeded", output_path="$.report").next(
+            sfn.Succeed(self, "Done"))
+        outcome = sfn.Choice(self, "Session failed?").when(
+            sfn.Condition.string_equals("$.report.status", "Failed"), session_failed
+        ).otherwise(succeeded)
+        report.next(outcome)
+        failed_report.next(session_failed)
+        resolve.next(each_resource)
+        each_resource.next(report)
+
+        self.definition: sfn.IChainable = has_policy

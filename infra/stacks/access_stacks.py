@@ -1,0 +1,133 @@
+"""Stacks in the accounts the control plane reaches: production access, and replica targets.
+
+Each holds a role the control plane assumes (trusting the control account only) and a
+customer-managed KMS key. Their names come from `infra.topology`, so the control stack can name them
+without cross-account references.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack, Token
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.topology import ACCESS_ROLE_PREFIX, REPLICA_KEY_ALIAS, REPLICA_ROLE_PREFIX, STAGING_KEY_ALIAS
+
+# Snapshots this tool makes are all named rdsbackup-...; it deletes and shares nothing else.
+MANAGED_SNAPSHOT_PREFIX = "rdsbackup-"
+_DESCRIBE_ACTIONS = [
+    "rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBSnapshots",
+    "rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshotAttributes",
+    "rds:DescribeDBClusterSnapshotAttributes", "rds:ListTagsForResource",
+]
+_KMS_FOR_RDS_ACTIONS = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom",
+                        "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext"]
+_MANAGED = [f"snapshot:{MANAGED_SNAPSHOT_PREFIX}*", f"cluster-snapshot:{MANAGED_SNAPSHOT_PREFIX}*"]
+
+
+class _ScopedRole:
+    """Adds statements to a role from ARN templates, and acknowledges each wildcard with its reason.
+
+    Templates use {partition}, {region} and {account}; cdk-nag names a finding by the rendered ARN,
+    with tokens shown as <AWS::...>, so both forms are made from the same template.
+    """
+
+    def __init__(self, stack: Stack, role: iam.Role):
+        self._stack, self.role = stack, role
+
+    def _render(self, template: str, nag: bool) -> str:
+        stack = self._stack
+
+        def value(token: str, pseudo: str) -> str:
+            return f"<AWS::{pseudo}>" if nag and Token.is_unresolved(token) else token
+
+        partition = "<AWS::Partition>" if nag else stack.partition
+        return template.format(partition=partition, region=value(stack.region, "Region"),
+                               account=value(stack.account, "AccountId"))
+
+    def allow(self, actions: list[str], templates: list[str], reason: str, conditions: dict | None = None):
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=actions, resources=[self._render(t, nag=False) for t in templates], conditions=conditions))
+        for template in templates:
+            if "*" in template:
+                acknowledge(self.role, f"AwsSolutions-IAM5[Resource::{self._render(template, nag=True)}]", reason)
+
+
+_WHY_DESCRIBE = "Describe/list calls cover this account and region only; tag selection finds databases at run time."
+_WHY_MANAGED = "Only snapshots named rdsbackup-* (the ones this tool makes) in this account and region."
+_WHY_KMS = ("Sources may be encrypted with any of the user's keys: key use is limited to RDS "
+            "(kms:ViaService) in the named account.")
+
+
+class ProductionAccessStack(Stack):
+    """Per production account and region: the role that snapshots, tags, shares and prunes there."""
+
+    def __init__(self, scope: Construct, id_: str, *, control_account: str,
+                 share_with_accounts: list[str], **kwargs):
+        super().__init__(scope, id_, **kwargs)
+        self.role = iam.Role(
+            self, "AccessRole",
+            role_name=f"{ACCESS_ROLE_PREFIX}-{self.region}",
+            assumed_by=iam.AccountPrincipal(control_account),
+            description="rds-backup control plane: snapshot, tag, copy, share and prune managed snapshots",
+        )
+        self.staging_key = kms.Key(
+            self, "StagingKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
+            description="rds-backup: re-encrypts default-key snapshots so they can be shared",
+        )
+        self.staging_key.add_alias(STAGING_KEY_ALIAS)
+        for account in sorted(set(share_with_accounts)):
+            # The replica account copies the shared staging snapshot, which needs this key through RDS.
+            self.staging_key.add_to_resource_policy(iam.PolicyStatement(
+                principals=[iam.AccountPrincipal(account)],
+                actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom"],
+                resources=["*"],  # in a key policy, "*" means this key
+                conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}},
+            ))
+        role = _ScopedRole(self, self.role)
+        here = "arn:{partition}:rds:{region}:{account}:"
+        role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
+        role.allow(["rds:CreateDBSnapshot"], [here + "db:*", here + _MANAGED[0]],
+                   "Tag selection finds DB instances at run time; snapshots are named rdsbackup-*.")
+        role.allow(["rds:CreateDBClusterSnapshot"], [here + "cluster:*", here + _MANAGED[1]],
+                   "Tag selection finds Aurora clusters at run time; snapshots are named rdsbackup-*.")
+        role.allow(["rds:AddTagsToResource", "rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot",
+                    "rds:ModifyDBSnapshotAttribute", "rds:ModifyDBClusterSnapshotAttribute",
+                    "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
+                   [here + managed for managed in _MANAGED], _WHY_MANAGED)
+        role.allow(_KMS_FOR_RDS_ACTIONS, ["arn:{partition}:kms:{region}:{account}:key/*"], _WHY_KMS,
+                   conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}})
+
+
+class ReplicaTargetStack(Stack):
+    """Per replication target account and region: the role that copies replicas in, and their key."""
+
+    def __init__(self, scope: Construct, id_: str, *, control_account: str, source_accounts: list[str],
+                 **kwargs):
+        super().__init__(scope, id_, **kwargs)
+        self.key = kms.Key(self, "ReplicaKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
+                           description="rds-backup: encrypts snapshot replicas in this account and region")
+        self.key.add_alias(REPLICA_KEY_ALIAS)
+        self.role = iam.Role(
+            self, "ReplicaRole",
+            role_name=f"{REPLICA_ROLE_PREFIX}-{self.region}",
+            assumed_by=iam.AccountPrincipal(control_account),
+            description="rds-backup control plane: copy snapshot replicas in, tag and prune them",
+        )
+        role = _ScopedRole(self, self.role)
+        here = "arn:{partition}:rds:{region}:{account}:"
+        role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
+        role.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource",
+                    "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
+                   [here + managed for managed in _MANAGED], _WHY_MANAGED)
+        # The source of a copy: a managed snapshot in a source account, in any region (cross-region).
+        sources = sorted(set(source_accounts))
+        role.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot"],
+                   [f"arn:{{partition}}:rds:*:{account}:{managed}" for account in sources for managed in _MANAGED],
+                   "Copy sources are the managed snapshots (rdsbackup-*) of the named source accounts, "
+                   "in whichever region they were taken.")
+        self.key.grant(self.role, *_KMS_FOR_RDS_ACTIONS)
+        role.allow(_KMS_FOR_RDS_ACTIONS, [f"arn:{{partition}}:kms:*:{account}:key/*" for account in sources],
+                   _WHY_KMS, conditions={"StringLike": {"kms:ViaService": "rds.*.amazonaws.com"}})

@@ -1,0 +1,160 @@
+"""The control stack, in the backup account: state machine, Lambdas, schedules, key, table, topic."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import BackupConfig
+from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
+from infra.constructs.lambda_step import LambdaStep
+from infra.lambda_code import lambda_code
+from infra.nag import acknowledge
+from infra.topology import Topology, access_role_arn, replica_role_arn, runtime_policies
+
+# resolve_policy reads the policies from its environment; Lambda allows 4 KB of variables in all.
+MAX_POLICIES_JSON_BYTES = 3500
+# What DynamoDB and SNS need of a caller's key access for a CMK-encrypted table/topic.
+_TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
+
+
+class ControlStack(Stack):
+    """Everything that runs backups; deployed once, in the backup account."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: BackupConfig, topology: Topology, **kwargs):
+        super().__init__(scope, id_, **kwargs)
+        self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
+                           description="rds-backup: session table, topic, logs and snapshot tag metadata")
+        self.key.add_alias("alias/rdsbackup-control")
+        self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
+
+        self.table = dynamodb.Table(
+            self, "Sessions",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            time_to_live_attribute="ttl",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.topic = sns.Topic(self, "Failures", master_key=self.key, enforce_ssl=True,
+                               display_name="rds-backup failures and warnings")
+        for email in config.notification_emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        self.steps = self._steps(config, topology)
+        workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
+        self.state_machine_logs = logs.LogGroup(self, "StateMachineLogs", encryption_key=self.key,
+                                                retention=logs.RetentionDays.ONE_YEAR,
+                                                removal_policy=RemovalPolicy.DESTROY)
+        self.state_machine = sfn.StateMachine(
+            self, "BackupStateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(workflow.definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.state_machine_logs, level=sfn.LogLevel.ALL,
+                                include_execution_data=True),
+            timeout=Duration.hours(24),
+            comment="rds-backup: snapshot, tag, replicate and apply retention for a policy's databases",
+        )
+        self._schedules(config)
+        self._nag_suppressions()
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "SessionTableName", value=self.table.table_name)
+        CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
+
+    def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
+        code = lambda_code()
+        policies_json = self.to_json_string(runtime_policies(config, topology))
+        if not policies_json.startswith("{\"Fn::") and len(policies_json) > MAX_POLICIES_JSON_BYTES:
+            raise ValueError(
+                f"the policies need {len(policies_json)} bytes of Lambda environment; at most "
+                f"{MAX_POLICIES_JSON_BYTES} fit: shorten the selections or split the config"
+            )
+        tag_env = {"TAG_KMS_KEY_ARN": self.key.key_arn}
+        steps = WorkflowSteps(
+            resolve_policy=LambdaStep(self, "ResolvePolicy", handler="resolve_policy", code=code,
+                                      environment={"POLICIES_JSON": policies_json},
+                                      timeout=Duration.minutes(5)),
+            acquire_lease=LambdaStep(self, "AcquireLease", handler="acquire_lease", code=code,
+                                     environment={"TABLE_NAME": self.table.table_name}),
+            create_snapshot=LambdaStep(self, "CreateSnapshot", handler="create_snapshot", code=code),
+            check_snapshot=LambdaStep(self, "CheckSnapshot", handler="check_snapshot", code=code),
+            tag_snapshot=LambdaStep(self, "TagSnapshot", handler="tag_snapshot", code=code,
+                                    environment=tag_env),
+            replicate_snapshot=LambdaStep(self, "ReplicateSnapshot", handler="replicate_snapshot",
+                                          code=code, environment=tag_env, timeout=Duration.minutes(2)),
+            apply_retention=LambdaStep(self, "ApplyRetention", handler="apply_retention", code=code,
+                                       environment=tag_env, timeout=Duration.minutes(5)),
+            release_lease=LambdaStep(self, "ReleaseLease", handler="release_lease", code=code,
+                                     environment={"TABLE_NAME": self.table.table_name}),
+            session_report=LambdaStep(self, "SessionReport", handler="session_report", code=code,
+                                      environment={"TABLE_NAME": self.table.table_name,
+                                                   "TOPIC_ARN": self.topic.topic_arn}),
+        )
+        access_roles = [access_role_arn(place) for place in topology.access_places]
+        replica_roles = [replica_role_arn(place) for place in topology.replica_places]
+        for step in (steps.resolve_policy, steps.create_snapshot, steps.check_snapshot, steps.tag_snapshot):
+            self._allow_assume(step, access_roles)
+        for step in (steps.replicate_snapshot, steps.apply_retention):
+            self._allow_assume(step, access_roles + replica_roles)
+        for step in (steps.tag_snapshot, steps.replicate_snapshot):
+            self.key.grant(step.role, "kms:GenerateDataKey")
+        self.key.grant_decrypt(steps.apply_retention.role)
+        for step in (steps.acquire_lease, steps.release_lease):
+            self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem")
+            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
+        self.table.grant(steps.session_report.role, "dynamodb:PutItem")
+        self.key.grant(steps.session_report.role, *_TABLE_KEY_ACTIONS)
+        steps.session_report.role.add_to_policy(iam.PolicyStatement(
+            actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        return steps
+
+    @staticmethod
+    def _allow_assume(step: LambdaStep, role_arns: list[str]) -> None:
+        if role_arns:
+            step.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole"], resources=role_arns))
+
+    def _schedules(self, config: BackupConfig) -> None:
+        role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+                        description="rds-backup: EventBridge Scheduler starts backup sessions")
+        self.state_machine.grant_start_execution(role)
+        self.schedules: dict[str, scheduler.CfnSchedule] = {}
+        for policy in config.policies:
+            self.schedules[policy.name] = scheduler.CfnSchedule(
+                self, f"Schedule-{policy.name}",
+                name=f"rdsbackup-{policy.name}",
+                description=f"rds-backup policy {policy.name}",
+                schedule_expression=policy.schedule.expression,
+                schedule_expression_timezone=policy.schedule.timezone,
+                flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                state="ENABLED" if policy.schedule.enabled else "DISABLED",
+                target=scheduler.CfnSchedule.TargetProperty(
+                    arn=self.state_machine.state_machine_arn,
+                    role_arn=role.role_arn,
+                    input=json.dumps({"policy": policy.name}),
+                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                        maximum_event_age_in_seconds=3600, maximum_retry_attempts=3),
+                ),
+            )
+
+    def _nag_suppressions(self) -> None:
+        acknowledge(self.state_machine, "AwsSolutions-IAM5[Resource::*]",
+                    "CloudWatch Logs delivery and X-Ray actions support no resource-level permissions (CDK "
+                    "adds them for the state machine's logging and tracing).")
+        for step in self.steps.__dict__.values():
+            function_id = self.get_logical_id(step.function.node.default_child)
+            acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
+                        "CDK grants invoking the function's versions/aliases too; the function is named.")

@@ -1,0 +1,134 @@
+"""Where things live: the accounts and regions the config reaches, and the names that connect them.
+
+Stacks in different accounts cannot reference each other's outputs, so the control plane finds the
+roles and keys of the production-access and replica-target stacks by names derived here, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.config import BackupConfig, Policy
+
+NAME_PREFIX = "rdsbackup"
+ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-access"
+REPLICA_ROLE_PREFIX = f"{NAME_PREFIX}-replica"
+STAGING_KEY_ALIAS = f"alias/{NAME_PREFIX}-staging"
+REPLICA_KEY_ALIAS = f"alias/{NAME_PREFIX}-replica"
+
+
+@dataclass(frozen=True, order=True)
+class Place:
+    """An account and a region. Either may be a CDK token in a single-account, env-agnostic synth."""
+
+    account: str
+    region: str
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.account}-{self.region}"
+
+
+def access_role_arn(place: Place) -> str:
+    """The role in a production account that the control plane assumes to snapshot its databases."""
+    return f"arn:aws:iam::{place.account}:role/{ACCESS_ROLE_PREFIX}-{place.region}"
+
+
+def replica_role_arn(place: Place) -> str:
+    """The role in a replica-target account/region that copies snapshots into it."""
+    return f"arn:aws:iam::{place.account}:role/{REPLICA_ROLE_PREFIX}-{place.region}"
+
+
+def staging_key_arn(place: Place) -> str:
+    return f"arn:aws:kms:{place.region}:{place.account}:{STAGING_KEY_ALIAS}"
+
+
+def replica_key_arn(place: Place) -> str:
+    return f"arn:aws:kms:{place.region}:{place.account}:{REPLICA_KEY_ALIAS}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every place the config touches, derived from the validated config."""
+
+    control: Place
+    access_places: tuple[Place, ...]
+    replica_places: tuple[Place, ...]
+
+    def sources_of(self, policy: Policy) -> list[Place]:
+        accounts = policy.selection.accounts or [self.control.account]
+        regions = policy.selection.regions or [self.control.region]
+        return [Place(account, region) for account in accounts for region in regions]
+
+    def replica_place(self, policy: Policy, source: Place) -> Place | None:
+        replication = policy.replication
+        if replication is None:
+            return None
+        return Place(replication.account or source.account, replication.region or source.region)
+
+
+def build_topology(config: BackupConfig, *, control: Place) -> Topology:
+    """All production-access places (sources, and source accounts in replica regions for staging)."""
+    probe = Topology(control=control, access_places=(), replica_places=())
+    access: set[Place] = set()
+    replicas: set[Place] = set()
+    for policy in config.policies:
+        for source in probe.sources_of(policy):
+            access.add(source)
+            target = probe.replica_place(policy, source)
+            if target is not None:
+                replicas.add(target)
+                if target.account != source.account and target.region != source.region:
+                    # region-then-account chain: the regional copy is staged on the source account's key
+                    access.add(Place(source.account, target.region))
+    return Topology(control=control, access_places=tuple(sorted(access)), replica_places=tuple(sorted(replicas)))
+
+
+def runtime_policies(config: BackupConfig, topology: Topology) -> dict:
+    """The policies as `resolve_policy` reads them (POLICIES_JSON; docs/state-machine-contract.md)."""
+    timing = config.timing
+    wait = {
+        "initial_seconds": timing.wait_initial_seconds,
+        "max_seconds": timing.wait_max_seconds,
+        "factor": timing.wait_factor,
+        "timeout_seconds": timing.wait_timeout_seconds,
+    }
+    policies = {}
+    for policy in config.policies:
+        sources = topology.sources_of(policy)
+        replication = None
+        if policy.replication is not None:
+            # config validation guarantees a replicating policy has one replica place and one source account
+            target = topology.replica_place(policy, sources[0])
+            assert target is not None
+            replication = {
+                "region": target.region,
+                "account": target.account,
+                "kms_key_arn": policy.replication.kms_key_arn or replica_key_arn(target),
+                "access_role_arn": replica_role_arn(target),
+                # the source account's CMK in the target region, for the region-then-account chain
+                "staging_kms_key_arn": staging_key_arn(Place(sources[0].account, target.region)),
+                "retention": policy.replication.retention or policy.snapshot_retention,
+            }
+        policies[policy.name] = {
+            "selection": {
+                "resources": list(policy.selection.resources),
+                "tags": dict(policy.selection.tags),
+                "targets": [
+                    {
+                        "account": source.account,
+                        "region": source.region,
+                        "access_role_arn": access_role_arn(source),
+                        "staging_kms_key_arn": staging_key_arn(source),
+                    }
+                    for source in sources
+                ],
+            },
+            "snapshot_retention": policy.snapshot_retention,
+            "concurrency": policy.concurrency,
+            "lease_seconds": timing.lease_seconds,
+            "wait": wait,
+            "replication": replication,
+        }
+    return policies
+
