@@ -21,7 +21,7 @@ class LambdaStep(Construct):
     """
 
     def __init__(self, scope: Construct, id_: str, *, handler: str, code: lambda_.Code,
-                 environment: dict[str, str] | None = None, timeout: Duration = Duration.seconds(60),
+                 environment: dict[str, str] | None = None, timeout: Duration | None = None,
                  memory_size: int = 256, log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS):
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
@@ -35,7 +35,7 @@ class LambdaStep(Construct):
             handler=f"rdsbackup_lambdas.handlers.{handler}.handler",
             code=code,
             role=self.role,
-            timeout=timeout,
+            timeout=timeout or Duration.seconds(60),
             memory_size=memory_size,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
