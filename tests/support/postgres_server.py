@@ -209,3 +209,156 @@ def postgres_server() -> Iterator[PostgresServer]:
         pytest.skip("PostgreSQL server binaries are not installed")
     with running_server() as server:
         yield server
+
+
+# --- A rich sample database and the comparisons that prove a restore equal -----------------------------
+
+SAMPLE_ROLE = "app_reader"
+
+SAMPLE_SCHEMA_SQL = r"""
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE SCHEMA app;
+COMMENT ON SCHEMA app IS 'application schema';
+CREATE TYPE app.status AS ENUM ('new', 'paid', 'shipped');
+CREATE DOMAIN app.positive_int AS integer CHECK (VALUE > 0);
+
+CREATE TABLE app.customers (
+    id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, attrs hstore, secret bytea,
+    created timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00');
+COMMENT ON TABLE app.customers IS 'people who buy';
+COMMENT ON COLUMN app.customers.email IS 'contact address';
+
+CREATE TABLE app.orders (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id int NOT NULL REFERENCES app.customers (id),
+    status app.status NOT NULL DEFAULT 'new', qty app.positive_int, total numeric(12, 2),
+    total_with_tax numeric GENERATED ALWAYS AS (total * 1.2) STORED, note text);
+CREATE INDEX orders_customer_idx ON app.orders (customer_id);
+
+CREATE TABLE app.audit (id bigserial PRIMARY KEY, order_id bigint, action text);
+CREATE FUNCTION app.log_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO app.audit (order_id, action) VALUES (NEW.id, TG_OP);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER orders_audit AFTER INSERT OR UPDATE ON app.orders
+    FOR EACH ROW EXECUTE FUNCTION app.log_order();
+CREATE PROCEDURE app.mark_paid(order_id bigint) LANGUAGE sql AS $$
+    UPDATE app.orders SET status = 'paid' WHERE id = order_id $$;
+COMMENT ON FUNCTION app.log_order() IS 'audit trail';
+
+CREATE TABLE app.events (payload jsonb, note text);  -- no primary key: physical order
+CREATE TABLE app.measurements (id int, city text, logdate date NOT NULL, value float8,
+    PRIMARY KEY (id, logdate)) PARTITION BY RANGE (logdate);
+CREATE TABLE app.measurements_2024 PARTITION OF app.measurements
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE app.measurements_2025 PARTITION OF app.measurements
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE app.base (id int PRIMARY KEY, v text);
+CREATE TABLE app.child (extra int) INHERITS (app.base);
+CREATE UNLOGGED TABLE app.cache (k text PRIMARY KEY, v text);
+CREATE TABLE public."Mixed Case" ("Id" int PRIMARY KEY, "va""l" text);
+CREATE TABLE app.docs (id int PRIMARY KEY, doc oid);
+
+CREATE VIEW app.order_totals AS SELECT customer_id, sum(total) AS total FROM app.orders GROUP BY customer_id;
+CREATE MATERIALIZED VIEW app.order_counts AS SELECT status, count(*) AS n FROM app.orders GROUP BY status;
+CREATE UNIQUE INDEX order_counts_status ON app.order_counts (status);
+CREATE SEQUENCE app.ticket_seq START 1000 INCREMENT 7;
+
+ALTER TABLE app.customers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY customers_by_name ON app.customers USING (name = current_user);
+GRANT USAGE ON SCHEMA app TO app_reader;
+GRANT SELECT ON app.orders, app.order_totals TO app_reader;
+"""
+
+SAMPLE_DATA_SQL = r"""
+INSERT INTO app.customers (name, email, attrs, secret)
+SELECT 'customer ' || i, 'c' || i || '@example.com', hstore('tier', (i % 3)::text),
+       CASE WHEN i % 10 = 0 THEN NULL ELSE digest(i::text, 'sha256') END
+FROM generate_series(1, 2000) i;
+INSERT INTO app.customers (name, email) VALUES
+    (E'tab\there, new\nline, back\\slash, quote '' and "dq"', NULL), ('ünïcødé ✓ 日本', 'u@example.com');
+INSERT INTO app.orders (customer_id, status, qty, total, note)
+SELECT 1 + (i * 7919) % 2000, (ARRAY['new', 'paid', 'shipped'])[1 + i % 3]::app.status, 1 + i % 5,
+       round((i * 1.37)::numeric, 2), CASE WHEN i % 4 = 0 THEN NULL ELSE repeat('n', i % 50) END
+FROM generate_series(1, 20000) i;
+INSERT INTO app.events SELECT jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i % 7)), 'e' || i
+FROM generate_series(1, 5000) i;
+INSERT INTO app.measurements SELECT i, 'city ' || (i % 17), DATE '2024-01-01' + (i % 700), i * 0.5
+FROM generate_series(1, 3000) i;
+INSERT INTO app.base VALUES (1, 'base one'), (2, 'base two');
+INSERT INTO app.child VALUES (3, 'child three', 33);
+INSERT INTO app.cache SELECT 'k' || i, 'v' || i FROM generate_series(1, 100) i;
+INSERT INTO public."Mixed Case" VALUES (1, 'x'), (2, NULL);
+SELECT nextval('app.ticket_seq') FROM generate_series(1, 5);
+REFRESH MATERIALIZED VIEW app.order_counts;
+INSERT INTO app.docs VALUES (1, lo_from_bytea(0, convert_to('hello large object', 'UTF8')));
+INSERT INTO app.docs
+SELECT 2, lo_from_bytea(0, convert_to(string_agg(md5(i::text), ''), 'UTF8')) FROM generate_series(1, 80000) i;
+SELECT lo_from_bytea(0, ''::bytea);
+"""
+
+
+def create_sample_database(server: PostgresServer, dbname: str, *, user: str | None = None,
+                           password: str | None = None) -> None:
+    """Create `dbname` (owned by `user`) and fill it with every kind of object a restore must bring back.
+    The role `app_reader` must exist (see `ensure_role`)."""
+    with server.connect(user=user, password=password) as conn:
+        from psycopg import sql as q
+
+        conn.execute(q.SQL("CREATE DATABASE {}").format(q.Identifier(dbname)))
+    server.psql(SAMPLE_SCHEMA_SQL + SAMPLE_DATA_SQL, dbname=dbname, user=user, password=password)
+    docs = server.execute("SELECT doc FROM app.docs ORDER BY id", dbname=dbname, user=user, password=password)
+    server.psql(f"COMMENT ON LARGE OBJECT {docs[0][0]} IS 'greeting';"
+                f"GRANT SELECT ON LARGE OBJECT {docs[1][0]} TO {SAMPLE_ROLE};",
+                dbname=dbname, user=user, password=password)
+
+
+def ensure_role(server: PostgresServer, name: str, options: str = "NOLOGIN", *, user: str | None = None,
+                password: str | None = None) -> None:
+    exists = server.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{name}'")
+    if not exists:
+        server.execute(f'CREATE ROLE "{name}" {options}', user=user, password=password)
+
+
+def schema_dump(server: PostgresServer, dbname: str) -> str:
+    """`pg_dump --schema-only`, with the random `\\restrict` lines of pg_dump 15.14+ removed."""
+    env = dict(os.environ, PGPASSWORD=server.password)
+    out = subprocess.run(
+        [f"{server.bin_dir}/pg_dump", "--schema-only", "-h", server.host, "-p", str(server.port),
+         "-U", server.superuser, "-d", dbname],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout
+    return "\n".join(ln for ln in out.splitlines()
+                     if not ln.startswith(("\\restrict", "\\unrestrict")))
+
+
+def table_checksums(server: PostgresServer, dbname: str) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent checksum of every table (leaf partitions, children too)."""
+    tables = server.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND n.nspname !~ '^pg_toast' ORDER BY 1", dbname=dbname)
+    result = {}
+    with server.connect(dbname) as conn:
+        for (name,) in tables:
+            count, digest = conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+                f" FROM ONLY {name} t").fetchone()
+            result[name] = (count, digest)
+    return result
+
+
+def sequence_values(server: PostgresServer, dbname: str) -> dict[str, tuple[int, bool]]:
+    rows = server.execute(
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1",
+        dbname=dbname)
+    return dict(rows)
+
+
+def large_objects(server: PostgresServer, dbname: str) -> list[tuple]:
+    return server.execute(
+        "SELECT l.oid, pg_get_userbyid(l.lomowner), md5(lo_get(l.oid)), obj_description(l.oid, 'pg_largeobject'),"
+        " l.lomacl::text FROM pg_largeobject_metadata l ORDER BY l.oid", dbname=dbname)

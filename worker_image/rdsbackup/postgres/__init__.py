@@ -1,0 +1,31 @@
+"""PostgreSQL backup and restore: per database an exported snapshot, pg_dump for the schema, one
+repository stream per table (rows in primary-key order), large objects, and the cluster globals."""
+
+from .backup import backup_postgres
+from .connection import ConnectionInfo
+from .errors import (
+    AuthenticationFailed,
+    BackupFailed,
+    DatabaseNotFound,
+    PostgresError,
+    RestoreFailed,
+    ServerUnreachable,
+    TargetNotEmpty,
+    ToolFailed,
+)
+from .restore import restore_point_metadata, restore_postgres
+
+__all__ = [
+    "AuthenticationFailed",
+    "BackupFailed",
+    "ConnectionInfo",
+    "DatabaseNotFound",
+    "PostgresError",
+    "RestoreFailed",
+    "ServerUnreachable",
+    "TargetNotEmpty",
+    "ToolFailed",
+    "backup_postgres",
+    "restore_point_metadata",
+    "restore_postgres",
+]

@@ -1,0 +1,145 @@
+"""What is on the server: databases, the tables whose data we stream, who owns what."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from .errors import DatabaseNotFound
+
+# Databases never backed up: templates and the RDS control database.
+SKIPPED_DATABASES = frozenset({"rdsadmin"})
+
+_USER_NAMESPACE = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
+    "AND n.nspname !~ '^pg_temp_'"
+)
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    name: str
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+
+
+@dataclass
+class TableInfo:
+    """A table whose rows we stream: regular tables and leaf partitions (a partitioned parent has no
+    rows of its own)."""
+
+    oid: int
+    schema: str
+    name: str
+    columns: list[str]
+    key: list[str]
+    relation_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    @property
+    def order(self) -> str:
+        return "primary-key" if self.key else "physical"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def server_version(conn: psycopg.Connection) -> tuple[str, int]:
+    """('15.18', 150018)."""
+    return conn.execute("SHOW server_version").fetchone()[0].split()[0], conn.info.server_version
+
+
+def list_databases(conn: psycopg.Connection, names: list[str] | None = None) -> list[DatabaseInfo]:
+    """The databases to back up: all that accept connections except templates and `rdsadmin`, or exactly
+    `names` (each must exist)."""
+    rows = conn.execute(
+        "SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype,"
+        " datistemplate, datallowconn FROM pg_database ORDER BY datname"
+    ).fetchall()
+    by_name = {r[0]: r for r in rows}
+    if names:
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DatabaseNotFound(f"database {missing[0]!r} does not exist on the server")
+        chosen = [by_name[n] for n in dict.fromkeys(names)]
+    else:
+        chosen = [r for r in rows if not r[5] and r[6] and r[0] not in SKIPPED_DATABASES]
+    return [DatabaseInfo(name=r[0], owner=r[1], encoding=r[2], collate=r[3], ctype=r[4]) for r in chosen]
+
+
+def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
+    """Tables with rows to stream, in the current transaction's snapshot. Extension member tables are
+    left to pg_dump (it dumps the configuration tables that extensions declare)."""
+    generated = "AND a.attgenerated = ''" if conn.info.server_version >= 120000 else ""
+    rows = conn.execute(
+        f"""
+        SELECT c.oid, n.nspname, c.relname,
+               ARRAY(SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped {generated}
+                     ORDER BY a.attnum) AS columns,
+               ARRAY(SELECT a.attname
+                     FROM pg_index i
+                     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     WHERE i.indrelid = c.oid AND i.indisprimary
+                     ORDER BY k.ord) AS key,
+               pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_NAMESPACE}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY n.nspname, c.relname
+        """
+    ).fetchall()
+    return [TableInfo(oid=r[0], schema=r[1], name=r[2], columns=list(r[3]), key=list(r[4]),
+                      relation_bytes=int(r[5] or 0)) for r in rows]
+
+
+def object_owners(conn: psycopg.Connection) -> list[str]:
+    """Roles that own objects of this database (a restore needs to be able to become them)."""
+    rows = conn.execute(
+        f"""
+        SELECT pg_get_userbyid(nspowner) FROM pg_namespace n WHERE {_USER_NAMESPACE}
+        UNION SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_USER_NAMESPACE}
+        UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p
+              JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_USER_NAMESPACE}
+        UNION SELECT pg_get_userbyid(t.typowner) FROM pg_type t
+              JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {_USER_NAMESPACE}
+        UNION SELECT pg_get_userbyid(lomowner) FROM pg_largeobject_metadata
+        """
+    ).fetchall()
+    return sorted(r[0] for r in rows if r[0] and r[0] != "pg_database_owner")
+
+
+def has_large_objects(conn: psycopg.Connection) -> bool:
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)").fetchone()[0])
+
+
+def is_empty(conn: psycopg.Connection) -> bool:
+    """True when a database holds no user objects (a fresh CREATE DATABASE)."""
+    row = conn.execute(
+        f"""
+        SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE {_USER_NAMESPACE})
+            OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                       WHERE {_USER_NAMESPACE})
+            OR EXISTS (SELECT 1 FROM pg_namespace n WHERE {_USER_NAMESPACE} AND n.nspname <> 'public')
+            OR EXISTS (SELECT 1 FROM pg_extension WHERE extname <> 'plpgsql')
+            OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)
+        """
+    ).fetchone()
+    return not row[0]

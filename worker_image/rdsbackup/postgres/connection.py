@@ -1,0 +1,121 @@
+"""Connections to the server (psycopg 3) and the environment for its client tools.
+
+The password never goes on a command line or into a log: psycopg receives it as a keyword, child
+processes (pg_dump, pg_restore, pg_dumpall, psql) through `PGPASSWORD` in their environment.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+
+import psycopg
+
+from .errors import AuthenticationFailed, DatabaseNotFound, PostgresError, ServerUnreachable
+
+APPLICATION_NAME = "rdsbackup"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """Where the server is and who we are. `repr` hides the password."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None = field(default=None, repr=False)
+    connect_timeout: int = 15
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connect(self, dbname: str, *, autocommit: bool = True) -> psycopg.Connection:
+        """Open a connection to `dbname`; connection failures become one-line `PostgresError`s."""
+        try:
+            return psycopg.connect(
+                host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname,
+                connect_timeout=self.connect_timeout, application_name=APPLICATION_NAME,
+                autocommit=autocommit,
+            )
+        except psycopg.OperationalError as exc:
+            raise self.explain(exc, dbname) from None
+
+    def explain(self, exc: Exception, dbname: str) -> PostgresError:
+        """Map a libpq connection failure to the error class that says what is wrong."""
+        text = one_line(str(exc))
+        if "password authentication failed" in text or "no password supplied" in text \
+                or "authentication failed" in text or "no pg_hba.conf entry" in text:
+            return AuthenticationFailed(
+                f"authentication failed for user {self.user!r} at {self.endpoint} (check the password)")
+        if re.search(r'database ".*" does not exist', text):
+            return DatabaseNotFound(f"database {dbname!r} does not exist on {self.endpoint}")
+        if any(s in text for s in ("Connection refused", "could not translate host name", "timeout expired",
+                                   "No route to host", "Network is unreachable", "could not connect")):
+            return ServerUnreachable(f"cannot reach PostgreSQL at {self.endpoint}: {_libpq_reason(text)}")
+        return PostgresError(f"cannot connect to {self.endpoint} as {self.user!r}: {_libpq_reason(text)}")
+
+    def tool_env(self, dbname: str | None = None) -> dict[str, str]:
+        """Environment for a client tool: connection parameters and the password, nothing on argv."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # Keep libpq TLS settings the operator chose (RDS may force SSL); drop anything else PG*.
+        for name in ("PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGCONNECT_TIMEOUT"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user,
+                   PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(self.connect_timeout))
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        if dbname is not None:
+            env["PGDATABASE"] = dbname
+        return env
+
+
+def one_line(text: str) -> str:
+    """Collapse a (multi-line) message into one line."""
+    return " ".join(text.split())
+
+
+def _libpq_reason(text: str) -> str:
+    # libpq says 'connection failed: connection to server at "h" (1.2.3.4), port 5 failed: <reason>'
+    reason = text.rsplit("failed:", 1)[-1].strip()
+    return reason or text
+
+
+def connect_maintenance(info: ConnectionInfo) -> psycopg.Connection:
+    """A connection to a database that always exists (`postgres`, else `template1`)."""
+    try:
+        return info.connect("postgres")
+    except DatabaseNotFound:
+        return info.connect("template1")
+
+
+def pg_tool(name: str) -> str:
+    """Path of a PostgreSQL client program: `$RDSBACKUP_PG_BIN`, else the newest Debian/PGDG install,
+    else PATH. The newest matters: pg_dump must be at least as new as the server it dumps."""
+    override = os.environ.get("RDSBACKUP_PG_BIN")
+    if override:
+        return os.path.join(override, name)
+    found = [p for p in glob.glob(f"/usr/lib/postgresql/*/bin/{name}") if os.access(p, os.X_OK)]
+    if found:
+        return max(found, key=lambda p: _version_key(p.split("/")[-3]))
+    path = shutil.which(name)
+    if not path:
+        raise PostgresError(f"PostgreSQL client program {name!r} not found (install postgresql-client)")
+    return path
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)) or (0,)
+
+
+def tool_major_version(path: str) -> int:
+    """Major version of a client program, from the directory layout or `--version`."""
+    import subprocess
+
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(match.group(1)) if match else 0

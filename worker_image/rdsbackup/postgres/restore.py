@@ -1,0 +1,201 @@
+"""`rdsbackup restore postgres`: a restore point (or one database of it) into a target server.
+
+Per database, as `pg_restore -j` orders it: the schema's pre-data section (tables without indexes
+or constraints), then table rows in parallel (`COPY FROM STDIN`) and the large objects, then the data
+section of the schema dump (sequence values) and its post-data section (indexes, constraints,
+triggers, policies, materialized view refreshes) with `pg_restore -j`.
+
+Works as a role that is not a superuser (RDS's master user): it creates the databases it restores,
+keeps the original owners where it may become them, and else owns the objects itself (with a warning).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+import psycopg
+from psycopg import sql
+
+from ..progress import Reporter
+from . import catalog
+from .backup import METADATA_FORMAT
+from .catalog import quote_ident
+from .connection import ConnectionInfo, connect_maintenance, one_line
+from .errors import DatabaseNotFound, RestoreFailed, TargetNotEmpty
+from .globals import restore_globals
+from .largeobjects import restore_large_objects
+from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool_unchecked
+
+
+def restore_point_metadata(manifest: dict) -> dict:
+    """The metadata our backup committed, from a manifest (wrapped under `metadata`, or as is)."""
+    meta = manifest.get("metadata", manifest) if isinstance(manifest, dict) else None
+    if not isinstance(meta, dict):
+        raise RestoreFailed("restore point has no PostgreSQL metadata")
+    return meta
+
+
+def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, database: str | None = None,
+                     target_database: str | None = None, include_globals: bool = False,
+                     replace: bool = False, jobs: int = 4, reporter: Reporter | None = None) -> dict:
+    """Restore; returns a summary (databases restored, rows, warnings)."""
+    reporter = reporter or Reporter()
+    meta = restore_point_metadata(repo.load_manifest(restore_point_id))
+    if meta.get("engine") != "postgres" or meta.get("format") != METADATA_FORMAT:
+        raise RestoreFailed(f"restore point {restore_point_id} is not a PostgreSQL backup of a known format "
+                            f"(engine {meta.get('engine')!r}, format {meta.get('format')!r})")
+    entries = meta["databases"]
+    if database is not None:
+        entries = [e for e in entries if e["name"] == database]
+        if not entries:
+            names = ", ".join(e["name"] for e in meta["databases"]) or "none"
+            raise DatabaseNotFound(f"restore point {restore_point_id} has no database {database!r} "
+                                   f"(it has: {names})")
+    if target_database is not None and len(entries) != 1:
+        raise RestoreFailed("--target-database needs --database: the restore point holds several databases")
+    plan = [(e, target_database or e["name"]) for e in entries]
+    warnings: list[str] = []
+
+    with connect_maintenance(info) as admin:
+        maintenance_db = admin.info.dbname
+        is_superuser = admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                                     ).fetchone()[0]
+        # Check every target before changing anything.
+        existing: dict[str, bool] = {}
+        for _entry, target in plan:
+            if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone():
+                with info.connect(target) as conn:
+                    empty = catalog.is_empty(conn)
+                if not empty and not replace:
+                    raise TargetNotEmpty(f"database {target!r} already exists on {info.endpoint} and is not "
+                                         f"empty (use --replace to drop and recreate it)")
+                existing[target] = empty
+
+    if include_globals:
+        if meta.get("globals"):
+            reporter.status("globals")
+            warnings += restore_globals(info, maintenance_db, repo.open_stream(meta["globals"]))
+        else:
+            warnings.append("the restore point holds no globals (roles were not dumped)")
+
+    for entry in entries:
+        reporter.add_total(entry.get("table_bytes", 0))
+    results = []
+    for entry, target in plan:
+        results.append(_restore_database(repo, restore_point_id, info, entry, target, existing=existing,
+                                         maintenance_db=maintenance_db, is_superuser=is_superuser,
+                                         jobs=jobs, reporter=reporter, warnings=warnings))
+    return {"restore_point_id": restore_point_id, "databases": results, "warnings": warnings}
+
+
+def _prepare_target(info: ConnectionInfo, maintenance_db: str, entry: dict, target: str,
+                    existing: dict[str, bool], warnings: list[str]) -> None:
+    with info.connect(maintenance_db) as admin:
+        if target in existing and not existing[target]:
+            force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
+            try:
+                admin.execute(sql.SQL("DROP DATABASE {}{}").format(sql.Identifier(target), force))
+            except psycopg.Error as exc:
+                raise RestoreFailed(f"cannot replace database {target!r}: {one_line(str(exc))}") from None
+        elif target in existing:
+            return  # exists and is empty: restore into it
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
+            sql.Identifier(target), sql.Literal(entry["encoding"]))
+        locale = sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(entry["collate"]),
+                                                              sql.Literal(entry["ctype"]))
+        try:
+            admin.execute(create + locale)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise RestoreFailed(f"cannot create database {target!r}: {one_line(str(exc))}") from None
+        except psycopg.Error as exc:
+            # The source's locale may not exist on the target server: the server's default then.
+            warnings.append(f"database {target!r} created with the server's default locale "
+                            f"({one_line(str(exc))})")
+            admin.execute(create)
+
+
+def _owner_options(info: ConnectionInfo, target: str, owners: list[str], is_superuser: bool,
+                   warnings: list[str]) -> list[str]:
+    if is_superuser:
+        return []
+    with info.connect(target) as conn:
+        foreign = [o for o in owners if not conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)"
+            " AND pg_has_role(current_user, %s, 'MEMBER')", (o, o)).fetchone()[0]]
+    if not foreign:
+        return []
+    warnings.append(f"database {target!r}: objects owned by {', '.join(foreign)} are owned by "
+                    f"{info.user} (cannot become those roles)")
+    return ["--no-owner"]
+
+
+def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str], extra: list[str],
+                warnings: list[str], jobs: int = 1) -> None:
+    args = ["--no-password", "--no-tablespaces", f"--dbname={conninfo_dbname(target)}", *extra]
+    args += [f"--section={s}" for s in sections]
+    if jobs > 1:
+        args.append(f"--jobs={jobs}")
+    args.append(path)
+    returncode, stderr = run_tool_unchecked("pg_restore", args, info)
+    found = classify_pg_restore_errors(stderr)
+    warnings.extend(f"database {target!r}: {w}" for w in found.warnings)
+    if found.errors:
+        more = f" (and {len(found.errors) - 1} more)" if len(found.errors) > 1 else ""
+        raise RestoreFailed(f"database {target!r}: pg_restore: {found.errors[0]}{more}")
+    if returncode != 0 and not found.warnings:
+        raise RestoreFailed(f"database {target!r}: pg_restore failed (exit {returncode}): "
+                            f"{first_error(stderr) or 'no message'}")
+
+
+def copy_in_sql(table: dict) -> str:
+    cols = ", ".join(quote_ident(c) for c in table["columns"])
+    return f"COPY {quote_ident(table['schema'])}.{quote_ident(table['name'])} ({cols}) FROM STDIN"
+
+
+def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str, *,
+                      existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
+                      reporter: Reporter, warnings: list[str]) -> dict:
+    reporter.status(target)
+    _prepare_target(info, maintenance_db, entry, target, existing, warnings)
+    owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
+    with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
+        schema_path = os.path.join(workdir, "schema.dump")
+        with open(schema_path, "wb") as f:
+            repo.read_stream_to(entry["schema"], f)
+        _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
+
+        def load_table(table: dict) -> int:
+            with info.connect(target) as conn:
+                conn.execute("SET synchronous_commit = off")
+                try:
+                    with conn.cursor() as cur:
+                        with cur.copy(copy_in_sql(table)) as copy:
+                            for block in repo.open_stream(table["stream"]):
+                                copy.write(block)
+                                reporter.advance(len(block))
+                        return cur.rowcount
+                except psycopg.Error as exc:
+                    raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
+                                        f"{one_line(str(exc))}") from None
+
+        def load_lobs() -> int:
+            with info.connect(target) as conn:
+                return restore_large_objects(conn, repo.open_stream(entry["large_objects"]),
+                                             set_owner=not owner_opts, warn=warnings.append)
+
+        tables = sorted(entry["tables"], key=lambda t: t["bytes"], reverse=True)
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
+            futures = [pool.submit(load_table, t) for t in tables]
+            lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
+            done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+        rows = sum(f.result() for f in futures)
+        _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs)
+    return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
+            "large_objects": lob_future.result() if lob_future else 0}
