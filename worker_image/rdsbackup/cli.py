@@ -1,0 +1,357 @@
+"""`rdsbackup`: the operator CLI and the worker's entry point (contract in DESIGN.md).
+
+Exit codes: 0 ok, 1 failure (one line on stderr, no traceback), 2 usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+PROG = "rdsbackup"
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line and exit code 1."""
+
+
+# --- credentials ----------------------------------------------------------------------------------------
+
+
+def secret_credentials(arn: str) -> dict:
+    """Read database credentials from Secrets Manager: a JSON secret with `password` and maybe
+    `username`, `host`, `port` (the shape RDS-managed secrets have), or a bare password string."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = arn.split(":")
+    region = parts[3] if arn.startswith("arn:") and len(parts) > 3 and parts[3] else None
+    try:
+        client = boto3.client("secretsmanager", region_name=region)
+        response = client.get_secret_value(SecretId=arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise CliError(f"cannot read secret {arn}: {code}") from None
+    except BotoCoreError as exc:
+        raise CliError(f"cannot read secret {arn}: {exc}") from None
+    text = response.get("SecretString")
+    if text is None:
+        raise CliError(f"secret {arn} holds binary data, not a password")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"password": text}
+    if not isinstance(data, dict) or not data.get("password"):
+        raise CliError(f"secret {arn} has no 'password' field")
+    return data
+
+
+def connection_from_args(args: argparse.Namespace):
+    """ConnectionInfo from --host/--port/--user and --password-env or --secret-arn (the command line
+    wins over the secret for host, port and user)."""
+    from .postgres import ConnectionInfo
+
+    secret: dict = {}
+    if args.secret_arn:
+        secret = secret_credentials(args.secret_arn)
+        password = secret["password"]
+    else:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise CliError(f"environment variable {args.password_env} (--password-env) is not set")
+    host = args.host or secret.get("host")
+    user = args.user or secret.get("username") or secret.get("user")
+    port = args.port or secret.get("port") or 5432
+    if not host:
+        raise CliError("no database host: give --host (or a secret with 'host')")
+    if not user:
+        raise CliError("no database user: give --user (or a secret with 'username')")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise CliError(f"bad port {port!r}") from None
+    return ConnectionInfo(host=host, port=port, user=user, password=password)
+
+
+# --- repository -----------------------------------------------------------------------------------------
+
+
+def open_repository(url: str):
+    from .repository import Repository
+
+    return Repository.open(url)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _print_json(doc) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        print(f"{PROG}: warning: {w}", file=sys.stderr)
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_repo_init(args: argparse.Namespace) -> int:
+    from .repository import Repository
+
+    password = None
+    if not args.kms_key_id:
+        password = os.environ.get("RDSBACKUP_PASSWORD")
+        if not password:
+            raise CliError("set RDSBACKUP_PASSWORD (the repository passphrase) or give --kms-key-id")
+    Repository.init(args.repo, kms_key_id=args.kms_key_id, password=password)
+    print(f"initialized repository {args.repo}")
+    return 0
+
+
+def cmd_backup_postgres(args: argparse.Namespace) -> int:
+    from .postgres import backup_postgres
+    from .progress import reporter_for
+
+    info = connection_from_args(args)
+    repo = open_repository(args.repo)
+    reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
+    try:
+        result = backup_postgres(repo, info, databases=args.database or None, source_id=args.source_id,
+                                 jobs=args.jobs, reporter=reporter)
+    finally:
+        reporter.close()
+    _warn(result.get("warnings", []))
+    if args.json:
+        _print_json(result)
+    else:
+        tables = sum(len(d["tables"]) for d in result["databases"])
+        print(f"restore point {result['restore_point_id']}: {len(result['databases'])} databases, {tables} tables, "
+              f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
+              f"in {result['duration_seconds']:.1f} s")
+    return 0
+
+
+def cmd_restore_postgres(args: argparse.Namespace) -> int:
+    from .postgres import restore_postgres
+    from .progress import reporter_for
+
+    info = connection_from_args(args)
+    repo = open_repository(args.repo)
+    reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
+    try:
+        result = restore_postgres(repo, args.restore_point, info, database=args.database,
+                                  target_database=args.target_database, include_globals=args.include_globals,
+                                  replace=args.replace, jobs=args.jobs, reporter=reporter)
+    finally:
+        reporter.close()
+    _warn(result.get("warnings", []))
+    if args.json:
+        _print_json(result)
+    else:
+        for db in result["databases"]:
+            print(f"restored database {db['name']} as {db['target']}: {db['tables']} tables, {db['rows']} rows, "
+                  f"{db['large_objects']} large objects")
+    return 0
+
+
+def cmd_not_implemented(args: argparse.Namespace) -> int:
+    raise CliError(f"'{args.command_name}' is not implemented yet")
+
+
+def _rp_field(rp: dict, *names: str, default=""):
+    for name in names:
+        if rp.get(name) is not None:
+            return rp[name]
+    meta = rp.get("metadata") or {}
+    for name in names:
+        if meta.get(name) is not None:
+            return meta[name]
+    return default
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    repo = open_repository(args.repo)
+    points = repo.list_restore_points(source_id=args.source_id)
+    if args.json:
+        _print_json(points)
+        return 0
+    if not points:
+        print("no restore points")
+        return 0
+    print(f"{'ID':<28} {'SOURCE':<24} {'ENGINE':<10} {'CREATED':<22} SIZE")
+    for rp in points:
+        size = _rp_field(rp, "bytes", "size", default=None)
+        print(f"{_rp_field(rp, 'id', 'restore_point_id')!s:<28} {_rp_field(rp, 'source_id')!s:<24} "
+              f"{_rp_field(rp, 'engine')!s:<10} {_rp_field(rp, 'created', 'ended', 'time')!s:<22} "
+              f"{_human_bytes(size) if isinstance(size, int | float) else ''}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    repo = open_repository(args.repo)
+    report = repo.verify(args.restore_point, read_data=args.read_data)
+    errors = report.get("errors") or []
+    if args.json:
+        _print_json(report)
+    else:
+        for err in errors:
+            print(f"error: {err}")
+        checked = {k: v for k, v in report.items() if k != "errors" and isinstance(v, int | float | str)}
+        print("verify: " + ", ".join(f"{k} {v}" for k, v in checked.items()) if checked else "verify: done")
+    if errors:
+        first = errors[0] if isinstance(errors[0], str) else json.dumps(errors[0], default=str)
+        raise CliError(f"verify found {len(errors)} error(s); first: {' '.join(str(first).split())}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    repo = open_repository(args.repo)
+    removed = repo.forget(keep_last=args.keep_last, keep_days=args.keep_days)
+    pruned = repo.prune()
+    if args.json:
+        _print_json({"forgotten": removed, "prune": pruned})
+    else:
+        print(f"forgot {len(removed)} restore point(s)" + (": " + ", ".join(removed) if removed else ""))
+        print("prune: " + ", ".join(f"{k} {v}" for k, v in (pruned or {}).items()))
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _add_db_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="database endpoint (or from --secret-arn)")
+    p.add_argument("--port", type=int, help="database port (default 5432, or from --secret-arn)")
+    p.add_argument("--user", help="database user (or from --secret-arn)")
+    creds = p.add_mutually_exclusive_group(required=True)
+    creds.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    creds.add_argument("--secret-arn", metavar="ARN", help="Secrets Manager secret with the credentials")
+    p.add_argument("--jobs", type=_positive_int, default=4, help="parallel table copies (default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Image-level backups of RDS databases.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    repo = sub.add_parser("repo", help="repository administration")
+    repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="COMMAND")
+    init = repo_sub.add_parser("init", help="create a repository")
+    init.add_argument("--repo", required=True, metavar="URL", help="s3://bucket/prefix or file:///path")
+    init.add_argument("--kms-key-id", metavar="ID", help="wrap the master key with this KMS key "
+                      "(default: a passphrase from RDSBACKUP_PASSWORD)")
+    init.set_defaults(func=cmd_repo_init)
+
+    backup = sub.add_parser("backup", help="back up a database server")
+    backup_sub = backup.add_subparsers(dest="engine", required=True, metavar="ENGINE")
+    bpg = backup_sub.add_parser("postgres", help="every database of a PostgreSQL server, plus its roles")
+    bpg.add_argument("--repo", required=True, metavar="URL")
+    _add_db_connection(bpg)
+    bpg.add_argument("--database", action="extend", nargs="+", metavar="NAME",
+                     help="only these databases (default: all but templates and rdsadmin)")
+    bpg.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
+    bpg.add_argument("--json", action="store_true", help="print the restore point as one JSON document")
+    bpg.set_defaults(func=cmd_backup_postgres)
+    bss = backup_sub.add_parser("sqlserver", help="SQL Server native backup (not implemented yet)")
+    bss.add_argument("--repo", metavar="URL")
+    bss.add_argument("--host")
+    bss.add_argument("--temp-bucket")
+    bss.add_argument("--database", action="extend", nargs="+", metavar="NAME")
+    bss.add_argument("--json", action="store_true")
+    bss.set_defaults(func=cmd_not_implemented, command_name="backup sqlserver")
+
+    lst = sub.add_parser("list", help="list restore points")
+    lst.add_argument("--repo", required=True, metavar="URL")
+    lst.add_argument("--source-id", metavar="ID")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_list)
+
+    restore = sub.add_parser("restore", help="restore into a database server")
+    restore_sub = restore.add_subparsers(dest="engine", required=True, metavar="ENGINE")
+    rpg = restore_sub.add_parser("postgres", help="restore a PostgreSQL restore point")
+    rpg.add_argument("--repo", required=True, metavar="URL")
+    rpg.add_argument("--restore-point", required=True, metavar="ID")
+    _add_db_connection(rpg)
+    rpg.add_argument("--database", metavar="NAME", help="only this database of the restore point")
+    rpg.add_argument("--target-database", metavar="NAME", help="restore it under this name")
+    rpg.add_argument("--include-globals", action="store_true", help="also restore roles and memberships")
+    rpg.add_argument("--replace", action="store_true", help="drop and recreate a target that is not empty")
+    rpg.add_argument("--json", action="store_true")
+    rpg.set_defaults(func=cmd_restore_postgres)
+
+    verify = sub.add_parser("verify", help="check the repository")
+    verify.add_argument("--repo", required=True, metavar="URL")
+    verify.add_argument("--restore-point", metavar="ID")
+    verify.add_argument("--read-data", action="store_true", help="read and authenticate every byte")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
+
+    forget = sub.add_parser("forget", help="drop old restore points, then prune unreferenced data")
+    forget.add_argument("--repo", required=True, metavar="URL")
+    keep = forget.add_mutually_exclusive_group(required=True)
+    keep.add_argument("--keep-last", type=_positive_int, metavar="N")
+    keep.add_argument("--keep-days", type=_positive_int, metavar="N")
+    forget.add_argument("--json", action="store_true")
+    forget.set_defaults(func=cmd_forget)
+
+    archive = sub.add_parser("archive", help="copy a restore point to an archive repository (not implemented yet)")
+    archive.add_argument("--repo", required=True, metavar="URL")
+    archive.add_argument("--archive-repo", required=True, metavar="URL")
+    archive.add_argument("--restore-point", required=True, metavar="ID")
+    archive.set_defaults(func=cmd_not_implemented, command_name="archive")
+    return parser
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe(exc: BaseException) -> str:
+    """The one-line reason printed for a failure."""
+    from .errors import RdsBackupError
+
+    if isinstance(exc, CliError | RdsBackupError):
+        return one_line(str(exc)) or type(exc).__name__
+    # Unexpected: still one line, with the class name to tell what kind of failure it was.
+    message = one_line(str(exc))
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line and exit 1
+        print(f"{PROG}: error: {describe(exc)}", file=sys.stderr)
+        if os.environ.get("RDSBACKUP_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
