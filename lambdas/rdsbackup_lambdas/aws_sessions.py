@@ -1,0 +1,76 @@
+"""boto3 sessions and clients for a role in another account (or this one) and a region.
+
+The control plane reaches production and replica accounts through STS AssumeRole. Credentials are
+cached per (role, session name) in the warm Lambda container and refreshed before they expire. The
+role session name is derived from the backup session id, so CloudTrail in the production account
+shows which backup session made each call. ``AWS_ENDPOINT_URL`` (the local demo against moto's
+server) is honoured for every client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, user_agent_extra="rdsbackup")
+_REFRESH_MARGIN_SECONDS = 300
+_cache: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
+_lock = threading.Lock()
+
+
+def endpoint_url(service: str) -> str | None:
+    """The endpoint override for a service, if any (``AWS_ENDPOINT_URL_<SERVICE>`` or ``AWS_ENDPOINT_URL``)."""
+    specific = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}")
+    return specific or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def role_session_name(session_id: str | None) -> str:
+    """A valid RoleSessionName (``[\\w+=,.@-]``, 2..64 chars) that names the backup session."""
+    name = "rdsbackup-" + re.sub(r"[^\w+=,.@-]", "-", session_id or "session")
+    return name[:64]
+
+
+def default_session() -> boto3.Session:
+    """The function's own credentials (the control account)."""
+    return boto3.Session()
+
+
+def session_for(role_arn: str | None, session_id: str | None = None) -> boto3.Session:
+    """A session with the credentials of ``role_arn`` (or the function's own when no role is given)."""
+    if not role_arn:
+        return default_session()
+    name = role_session_name(session_id)
+    key = (role_arn, name)
+    with _lock:
+        cached = _cache.get(key)
+        if cached and cached[1] - time.time() > _REFRESH_MARGIN_SECONDS:
+            return cached[0]
+    sts = boto3.client("sts", endpoint_url=endpoint_url("sts"), config=_BOTO_CONFIG)
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name, DurationSeconds=3600)["Credentials"]
+    session = boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    expires = creds["Expiration"].timestamp() if hasattr(creds["Expiration"], "timestamp") else time.time() + 3600
+    with _lock:
+        _cache[key] = (session, expires)
+    return session
+
+
+def client(service: str, region: str | None, role_arn: str | None = None, session_id: str | None = None) -> Any:
+    """A boto3 client for ``service`` in ``region`` with the credentials of ``role_arn``."""
+    session = session_for(role_arn, session_id)
+    return session.client(service, region_name=region, endpoint_url=endpoint_url(service), config=_BOTO_CONFIG)
+
+
+def clear_cache() -> None:
+    """Forget cached credentials (tests)."""
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,90 @@
+"""Exceptions raised by the handlers.
+
+The class name of each exception is the Step Functions error name (the Lambda runtime reports it as
+``errorType``), so the state machine retries and catches by these names. Never rename one without
+changing ``docs/state-machine-contract.md`` and the state machine.
+"""
+
+from __future__ import annotations
+
+
+class RdsBackupError(Exception):
+    """Base class: every error this package raises on purpose."""
+
+
+# Retried by the state machine (backoff + full jitter), then caught.
+class Throttled(RdsBackupError):
+    """AWS throttled the call (Throttling, ThrottlingException, RequestLimitExceeded)."""
+
+
+class SnapshotQuotaExceeded(RdsBackupError):
+    """The account/region has reached its manual snapshot quota."""
+
+
+class DBNotAvailable(RdsBackupError):
+    """The DB instance or cluster is in a state that does not allow a snapshot (stopped, modifying...)."""
+
+
+# Caught only.
+class LeaseHeld(RdsBackupError):
+    """Another session holds the per-source lease: a backup of that source is already running."""
+
+
+class SourceNotFound(RdsBackupError):
+    """The DB instance or cluster to back up does not exist (or the role cannot see it)."""
+
+
+class SnapshotFailed(RdsBackupError):
+    """A snapshot (or a copy) went into a failed state, disappeared, or its name is taken by another."""
+
+
+class SnapshotWaitTimeout(RdsBackupError):
+    """A snapshot did not become available within the wait timeout."""
+
+
+class ReplicationTimeout(RdsBackupError):
+    """A replica (or its staging copy) did not become available within the wait timeout."""
+
+
+class ReplicationNotPossible(RdsBackupError):
+    """The replication target cannot be reached from this snapshot as configured."""
+
+
+class TagLimitExceeded(RdsBackupError):
+    """The metadata tags do not fit within AWS's tag limits together with the resource's own tags."""
+
+
+class TagMetadataError(RdsBackupError):
+    """The encrypted metadata tags of a snapshot cannot be trusted or read."""
+
+
+class TagMetadataTampered(TagMetadataError):
+    """The metadata tags were altered (authentication failed)."""
+
+
+class TagMetadataIdentityMismatch(TagMetadataTampered):
+    """The metadata tags were made for another snapshot (copied or moved onto this one)."""
+
+
+class TagMetadataWrongKey(TagMetadataError):
+    """The metadata tags were encrypted under another KMS key than the one this deployment uses."""
+
+
+class TagMetadataMissing(TagMetadataError):
+    """The snapshot carries no metadata tags, or some of their parts are missing."""
+
+
+class UnknownPolicy(RdsBackupError):
+    """The execution input names a policy that is not configured."""
+
+
+class NoResourcesSelected(RdsBackupError):
+    """The policy's selection matched no DB instance or cluster."""
+
+
+class ResourceNotInPolicy(RdsBackupError):
+    """The execution input asks for a resource that the policy does not select."""
+
+
+class ConfigurationError(RdsBackupError):
+    """The function's environment is missing or malformed (a deployment bug, never retried)."""

@@ -1,0 +1,168 @@
+"""Typed models of the JSON that flows between the states (see docs/state-machine-contract.md).
+
+Input models ignore keys they do not know: the ITEM accumulates the results of earlier states, and a
+handler reads only what it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Kind = Literal["instance", "cluster"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class WaitSettings(_Model):
+    """How a polling loop grows its interval and when it gives up."""
+
+    initial_seconds: int = Field(15, ge=0)
+    max_seconds: int = Field(300, ge=1)
+    factor: float = Field(2, ge=1)
+    timeout_seconds: int = Field(7200, ge=1)
+
+
+class Resource(_Model):
+    """A DB instance or Aurora DB cluster selected for backup."""
+
+    arn: str
+    id: str
+    kind: Kind
+    account: str
+    region: str
+    engine: str = "unknown"
+
+
+class Replication(_Model):
+    """Where the snapshot is copied to: a region and/or an account (both when they differ)."""
+
+    region: str
+    account: str
+    kms_key_arn: str | None = None
+    access_role_arn: str | None = None
+    staging_kms_key_arn: str | None = None
+    retention: int = Field(7, ge=1)
+
+
+class Lease(_Model):
+    owner: str
+    expires_at: int
+    acquired_at: float | None = None
+
+
+class SnapshotRef(_Model):
+    """A snapshot made by this tool (the primary, a staging copy or a replica)."""
+
+    arn: str
+    id: str
+    kind: Kind
+    account: str
+    region: str
+    kms_key_id: str | None = None
+    encrypted: bool = False
+
+
+class PollState(_Model):
+    """The previous result of a polling handler, passed back by the Wait/Choice loop."""
+
+    attempt: int = 0
+    wait_seconds: int = 0
+    waited_seconds: int = 0
+
+
+class ReplicaState(PollState):
+    done: bool = False
+    phase: str = "start"
+    arn: str | None = None
+    staging_arn: str | None = None
+    steps: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Item(_Model):
+    """One resource's context in the Map iteration (ITEM in the contract)."""
+
+    session_id: str
+    policy: str
+    resource: Resource
+    access_role_arn: str | None = None
+    staging_kms_key_arn: str | None = None
+    snapshot_retention: int = Field(7, ge=1)
+    replication: Replication | None = None
+    lease_seconds: int = Field(7200, ge=1)
+    wait: WaitSettings = Field(default_factory=WaitSettings)
+    lease: Lease | None = None
+    snapshot: SnapshotRef | None = None
+    snapshot_wait: PollState | None = None
+    replica: ReplicaState | None = None
+
+    def require_snapshot(self) -> SnapshotRef:
+        if self.snapshot is None:
+            raise ValueError(f"ITEM for {self.resource.arn} has no 'snapshot' (create_snapshot must run first)")
+        return self.snapshot
+
+
+# --- policies (POLICIES_JSON) -------------------------------------------------------------------
+
+
+class Target(_Model):
+    """An account+region the policy selects resources in, with the role to reach it."""
+
+    account: str
+    region: str
+    access_role_arn: str | None = None
+    staging_kms_key_arn: str | None = None
+
+
+class Selection(_Model):
+    resources: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    targets: list[Target]
+
+    @field_validator("targets")
+    @classmethod
+    def _at_least_one_target(cls, targets: list[Target]) -> list[Target]:
+        if not targets:
+            raise ValueError("a policy selection needs at least one target (account+region)")
+        return targets
+
+
+class PolicyReplication(_Model):
+    region: str | None = None
+    account: str | None = None
+    kms_key_arn: str | None = None
+    access_role_arn: str | None = None
+    staging_kms_key_arn: str | None = None
+    retention: int = Field(7, ge=1)
+
+
+class Policy(_Model):
+    selection: Selection
+    snapshot_retention: int = Field(7, ge=1)
+    concurrency: int = Field(4, ge=1)
+    lease_seconds: int = Field(7200, ge=1)
+    wait: WaitSettings = Field(default_factory=WaitSettings)
+    replication: PolicyReplication | None = None
+
+
+class ResolvePolicyInput(_Model):
+    policy: str
+    resources: list[str] | None = None
+    execution_name: str | None = None
+    started_at: str | None = None
+
+
+class SessionReportInput(_Model):
+    """The session and the per-resource results; or, when ``resolve_policy`` failed, no session but the
+    policy, execution name, start time and the error."""
+
+    session: dict | None = None
+    results: list[dict] = Field(default_factory=list)
+    error: dict | None = None
+    policy: str | None = None
+    execution_name: str | None = None
+    started_at: str | None = None

@@ -1,0 +1,1 @@
+"""Helpers shared by the unit, infra and end-to-end tests."""
