@@ -1,7 +1,8 @@
 """The Lambda asset: the `lambdas/` package plus its dependencies as Lambda-platform wheels.
 
 Bundling runs pip locally with `--platform`, so deploy needs no Docker. Tests and the local run skip
-bundling (context `aws:cdk:bundling-stacks` = []), which stages the source folder as it is.
+bundling (context `rdsbackup:bundle` = false), which stages the source folder as it is: they run the
+handlers in-process and need no wheels.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
+from constructs import IConstruct
 
 LAMBDA_SOURCE = Path(__file__).resolve().parent.parent / "lambdas"
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -40,8 +42,10 @@ class _PipWheelBundler:
         return True
 
 
-def lambda_code() -> lambda_.Code:
+def lambda_code(scope: IConstruct) -> lambda_.Code:
     """One asset shared by every function (CDK uploads it once)."""
+    if str(scope.node.try_get_context("rdsbackup:bundle")).lower() == "false":
+        return lambda_.Code.from_asset(str(LAMBDA_SOURCE), exclude=_EXCLUDE)
     return lambda_.Code.from_asset(
         str(LAMBDA_SOURCE),
         exclude=_EXCLUDE,

@@ -40,6 +40,8 @@ from constructs import Construct
 from infra.config import Timing
 from infra.constructs.lambda_step import LambdaStep
 
+# CDK drops None from state parameters; this intrinsic writes an explicit JSON null.
+JSON_NULL = "States.StringToJson('null')"
 RETRIED_TRANSIENT_ERRORS = ["Throttled", "SnapshotQuotaExceeded"]
 NOT_AVAILABLE_ERROR = "DBNotAvailable"
 
@@ -141,11 +143,11 @@ class BackupWorkflow(Construct):
             "replication.$": "$.replication",
             "lease_seconds.$": "$.lease_seconds",
             "wait.$": "$.wait",
-            "lease": None,
-            "snapshot": None,
-            "replica": None,
-            "retention": None,
-            "error": None,
+            "lease.$": JSON_NULL,
+            "snapshot.$": JSON_NULL,
+            "replica.$": JSON_NULL,
+            "retention.$": JSON_NULL,
+            "error.$": JSON_NULL,
         })
         item_defaults.next(acquire)
 
@@ -171,7 +173,7 @@ class BackupWorkflow(Construct):
         })
         whole_policy = sfn.Pass(self, "Read input (whole policy)", parameters={
             "policy.$": "$.policy",
-            "resources": None,
+            "resources.$": JSON_NULL,
         })
         has_resources = sfn.Choice(self, "Subset given?").when(
             sfn.Condition.is_present("$.resources"), with_subset
@@ -187,10 +189,10 @@ class BackupWorkflow(Construct):
         report = steps.session_report.task("Session report", result_path="$.report", payload={
             "session.$": "$.session",
             "results.$": "$.results",
-            "error": None,
+            "error.$": JSON_NULL,
         }, retries=[throttled])
         failed_report = steps.session_report.task("Report failed session", result_path="$.report", payload={
-            "session": None,
+            "session.$": JSON_NULL,
             "policy.$": "$.policy",
             "execution_name.$": "$$.Execution.Name",
             "started_at.$": "$$.Execution.StartTime",

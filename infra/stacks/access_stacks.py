@@ -7,7 +7,9 @@ without cross-account references.
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack, Token
+import re
+
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
@@ -31,7 +33,7 @@ class _ScopedRole:
     """Adds statements to a role from ARN templates, and acknowledges each wildcard with its reason.
 
     Templates use {partition}, {region} and {account}; cdk-nag names a finding by the rendered ARN,
-    with tokens shown as <AWS::...>, so both forms are made from the same template.
+    with pseudo-parameter tokens shown as <AWS::...>, so both forms come from the same template.
     """
 
     def __init__(self, stack: Stack, role: iam.Role):
@@ -39,13 +41,12 @@ class _ScopedRole:
 
     def _render(self, template: str, nag: bool) -> str:
         stack = self._stack
-
-        def value(token: str, pseudo: str) -> str:
-            return f"<AWS::{pseudo}>" if nag and Token.is_unresolved(token) else token
-
-        partition = "<AWS::Partition>" if nag else stack.partition
-        return template.format(partition=partition, region=value(stack.region, "Region"),
-                               account=value(stack.account, "AccountId"))
+        # str.replace, not format: an unresolved token's text contains braces
+        rendered = (template.replace("{partition}", stack.partition).replace("{region}", stack.region)
+                    .replace("{account}", stack.account))
+        if nag:
+            rendered = re.sub(r"\$\{Token\[AWS\.(\w+)\.\d+\]\}", r"<AWS::\1>", rendered)
+        return rendered
 
     def allow(self, actions: list[str], templates: list[str], reason: str, conditions: dict | None = None):
         self.role.add_to_policy(iam.PolicyStatement(

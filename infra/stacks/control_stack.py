@@ -76,7 +76,7 @@ class ControlStack(Stack):
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
 
     def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
-        code = lambda_code()
+        code = lambda_code(self)
         policies_json = self.to_json_string(runtime_policies(config, topology))
         if not policies_json.startswith("{\"Fn::") and len(policies_json) > MAX_POLICIES_JSON_BYTES:
             raise ValueError(

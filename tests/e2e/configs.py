@@ -1,0 +1,56 @@
+"""Configs the end-to-end tests synthesize: every flow the issue names, with tiny timings."""
+
+CONTROL_ACCOUNT = "123456789012"
+TARGET_ACCOUNT = "222222222222"
+REGION = "us-east-1"
+REPLICA_REGION = "eu-west-1"
+
+FAST_TIMING = {
+    "retry_interval_seconds": 1,
+    "retry_max_attempts": 2,
+    "retry_backoff_rate": 1.0,
+    "not_available_max_attempts": 2,
+    "wait_initial_seconds": 0,
+    "wait_max_seconds": 1,
+    "wait_factor": 2.0,
+    "wait_timeout_seconds": 30,
+    "lease_seconds": 600,
+}
+
+_SCHEDULE = {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Berlin"}
+
+E2E_CONFIG = {
+    "control": {"account": CONTROL_ACCOUNT, "region": REGION},
+    "timing": FAST_TIMING,
+    "repositories": {"main": {}},
+    "policies": [
+        {
+            "name": "nightly",
+            "schedule": _SCHEDULE,
+            "selection": {"resources": ["orders-db"], "tags": {"backup": "nightly"}},
+            "snapshot_retention": 2,
+            "concurrency": 3,
+        },
+        {
+            "name": "regional",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "regional"}},
+            "snapshot_retention": 3,
+            "replication": {"region": REPLICA_REGION, "retention": 2},
+        },
+        {
+            "name": "vault",
+            "schedule": {"expression": "rate(12 hours)", "timezone": "UTC"},
+            "selection": {"tags": {"backup": "vault"}},
+            "snapshot_retention": 3,
+            "replication": {"account": TARGET_ACCOUNT, "retention": 2},
+        },
+        {
+            "name": "faraway",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "faraway"}},
+            "snapshot_retention": 3,
+            "replication": {"account": TARGET_ACCOUNT, "region": REPLICA_REGION},
+        },
+    ],
+}

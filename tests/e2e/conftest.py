@@ -1,0 +1,83 @@
+"""End-to-end harness: the synthesized stacks deployed into moto, the state machine executed by moto's
+interpreter, every Lambda task running the real handler in-process."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from rdsbackup_local.lambda_runner import InProcessLambdas
+from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
+from rdsbackup_local.synth import synthesize
+from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
+from tests.support.moto_patches import shared_snapshot_copy_by_arn
+
+MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+
+
+@pytest.fixture(scope="session")
+def e2e_cdk_out(tmp_path_factory) -> Path:
+    out, _ = synthesize(E2E_CONFIG, tmp_path_factory.mktemp("cdk") / "cdk.out", account=CONTROL_ACCOUNT,
+                        region=REGION)
+    return out
+
+
+@dataclass
+class Harness:
+    app: DeployedApp
+    lambdas: InProcessLambdas
+
+    @property
+    def sfn(self):
+        return boto3.client("stepfunctions", region_name=REGION)
+
+    def run(self, execution_input: dict, name: str, timeout: float = 120) -> dict:
+        """Start a named execution and wait for it to finish; returns describe_execution."""
+        arn = self.sfn.start_execution(stateMachineArn=self.app.state_machine_arn, name=name,
+                                       input=json.dumps(execution_input))["executionArn"]
+        return self.wait(arn, timeout)
+
+    def start(self, execution_input: dict, name: str) -> str:
+        return self.sfn.start_execution(stateMachineArn=self.app.state_machine_arn, name=name,
+                                        input=json.dumps(execution_input))["executionArn"]
+
+    def wait(self, execution_arn: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            described = self.sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return described
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_arn} still running after {timeout}s")
+            time.sleep(0.05)
+
+    def history(self, execution_arn: str) -> list[dict]:
+        events, token = [], None
+        while True:
+            page = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000,
+                                                  **({"nextToken": token} if token else {}))
+            events += page["events"]
+            token = page.get("nextToken")
+            if not token:
+                return events
+
+
+def report_of(described: dict) -> dict:
+    """The session report: the output of a succeeded execution, the cause of a failed one."""
+    if described["status"] == "SUCCEEDED":
+        return json.loads(described["output"])
+    return json.loads(described["cause"])
+
+
+@pytest.fixture
+def harness(e2e_cdk_out, monkeypatch) -> Harness:
+    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copy_by_arn(), InProcessLambdas() as lambdas:
+        app = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
+                     default_account=CONTROL_ACCOUNT, default_region=REGION)
+        yield Harness(app=app, lambdas=lambdas)

@@ -1,0 +1,109 @@
+"""The policy config: a bad config stops synth with an error that names the policy and the field."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.config import ConfigError, load_config, parse_config
+
+VALID = {
+    "repositories": {"main": {}},
+    "policies": [{
+        "name": "nightly",
+        "schedule": {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Berlin"},
+        "selection": {"resources": ["orders-db"], "tags": {"backup": "nightly"}},
+        "snapshot_retention": 7,
+    }],
+}
+
+
+def _parse(config):
+    return parse_config(config, default_account="123456789012", default_region="us-east-1")
+
+
+def _with(**policy_changes):
+    config = copy.deepcopy(VALID)
+    config["policies"][0].update(policy_changes)
+    return config
+
+
+def test_valid_config_parses_with_defaults():
+    config = _parse(VALID)
+    policy = config.policies[0]
+    assert policy.concurrency == 4
+    assert policy.schedule.timezone == "Europe/Berlin"
+    assert config.timing.retry_max_attempts >= 1
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"retention_days": 3}, 'policy "nightly": field "retention_days": unknown field'),
+    ({"schedule": {"expression": "cron(0 3 * * *)"}}, 'policy "nightly": field "schedule.expression"'),
+    ({"schedule": {"expression": "cron(0 3 * * * *)"}}, "exactly one of day-of-month and day-of-week"),
+    ({"schedule": {"expression": "cron(0 25 * * ? *)"}}, "hours value 25 is out of range"),
+    ({"schedule": {"expression": "every day"}}, "neither cron(...) nor rate(...)"),
+    ({"schedule": {"expression": "rate(1 days)"}}, "invalid rate expression"),
+    ({"schedule": {"expression": "rate(1 day)", "timezone": "Mars/Olympus"}}, "unknown time zone 'Mars/Olympus'"),
+    ({"snapshot_retention": 0}, 'policy "nightly": field "snapshot_retention"'),
+    ({"selection": {}}, 'policy "nightly": field "selection"'),
+    ({"selection": {"resources": ["not an id!"]}}, "neither an RDS DB/cluster ARN nor an identifier"),
+    ({"replication": {"region": "us-east-1"}}, 'field "replication": the target (123456789012, us-east-1) is the source'),
+    ({"replication": {"account": "123456789012"}}, "is the source itself"),
+    ({"replication": {}}, "give a target 'region' and/or 'account'"),
+    ({"image_backup": {"repository": "nope"}}, 'field "image_backup.repository": unknown repository \'nope\''),
+    ({"archive": {"repository": "cold", "after_days": 30}}, 'field "archive.repository": unknown repository'),
+    ({"concurrency": 0}, 'field "concurrency"'),
+    ({"name": "Bad_Name"}, 'policy "Bad_Name": field "name"'),
+])
+def test_bad_config_names_policy_and_field(change, expected):
+    with pytest.raises(ConfigError) as error:
+        _parse(_with(**change))
+    assert expected in str(error.value)
+
+
+def test_unknown_top_level_field_is_named():
+    config = copy.deepcopy(VALID)
+    config["polices"] = []
+    with pytest.raises(ConfigError, match='field "polices": unknown field'):
+        _parse(config)
+
+
+def test_duplicate_policy_names_are_rejected():
+    config = copy.deepcopy(VALID)
+    config["policies"].append(copy.deepcopy(config["policies"][0]))
+    with pytest.raises(ConfigError, match="policy name 'nightly' is used twice"):
+        _parse(config)
+
+
+def test_replicating_policy_must_have_one_source_account():
+    change = {"selection": {"tags": {"a": "b"}, "accounts": ["111111111111", "222222222222"]},
+              "replication": {"region": "eu-west-1"}}
+    with pytest.raises(ConfigError, match="one policy per source account"):
+        _parse(_with(**change))
+
+
+def test_config_file_named_in_context_is_loaded(tmp_path: Path):
+    path = tmp_path / "policies.json"
+    path.write_text(json.dumps(VALID))
+    config = load_config({"rdsbackup:config_file": str(path)}, base_dir=tmp_path, default_account="1",
+                         default_region="r")
+    assert config.policies[0].name == "nightly"
+
+
+def test_missing_and_malformed_config_files_are_clear(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config({"rdsbackup:config_file": "nope.json"}, base_dir=tmp_path, default_account="1",
+                    default_region="r")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        load_config({"rdsbackup:config_file": "bad.json"}, base_dir=tmp_path, default_account="1",
+                    default_region="r")
+    with pytest.raises(ConfigError, match="no rdsbackup config"):
+        load_config({}, base_dir=tmp_path, default_account="1", default_region="r")
+
+
+def test_shipped_cdk_json_demo_policy_is_valid():
+    context = json.loads((Path(__file__).parents[2] / "cdk.json").read_text())["context"]
+    config = _parse(context["rdsbackup"])
+    assert [policy.name for policy in config.policies] == ["demo"]
