@@ -1,0 +1,266 @@
+"""Storage backends: a flat key -> bytes store under one URL (`file:///path` or `s3://bucket/prefix`).
+
+Every write is atomic (a reader never sees half an object): the file backend writes a temporary file
+and renames it; S3 makes an object visible only once its PUT (or multipart upload) completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+from rdsbackup.errors import MissingObject, RepositoryError
+
+# Objects above this size go up in parts (S3 single PUTs top out at 5 GiB; parts also retry cheaply).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 16 * 1024 * 1024
+
+
+class Backend:
+    """Interface of a storage backend. Keys are relative, `/`-separated (e.g. `data/ab/ab12...`)."""
+
+    url: str
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Yield (key, size) of every object whose key starts with `prefix`."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+
+class FileBackend(Backend):
+    """A directory on a local filesystem. `fsync` makes a written object durable before put returns,
+    which the write order (packs, index, manifest) relies on to survive a power loss."""
+
+    def __init__(self, root: str, *, fsync: bool = True):
+        self.root = os.path.abspath(root)
+        self.url = "file://" + self.root
+        self.fsync = fsync
+        self._made_dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def _ensure_dir(self, directory: str) -> None:
+        if directory in self._made_dirs:
+            return
+        os.makedirs(directory, exist_ok=True)
+        with self._dirs_lock:
+            self._made_dirs.add(directory)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise RepositoryError(f"cannot write {key} in {self.url}: {exc.strerror or exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise MissingObject(f"object {key} is missing from {self.url}", object_name=key) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise MissingObject(f"object {key} is missing from {self.url}", object_name=key) from None
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        # Prefixes used by the repository are directories ("index/", "data/"), or a key.
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if not os.path.isdir(base):
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
+                try:
+                    size = os.path.getsize(full)
+                except FileNotFoundError:
+                    continue
+                yield rel, size
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+
+class S3Backend(Backend):
+    """An S3 bucket and key prefix. The endpoint comes from `AWS_ENDPOINT_URL` when set (moto's server
+    in tests), as boto3 does by itself."""
+
+    def __init__(self, bucket: str, prefix: str, *, client=None):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=16),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc, key: str) -> RepositoryError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return MissingObject(f"object {key} is missing from {self.url}", object_name=key)
+        if code == "NoSuchBucket":
+            return RepositoryError(f"bucket {self.bucket} does not exist ({self.url})")
+        return RepositoryError(f"S3 request for {key} in {self.url} failed: {code or exc}")
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            if len(data) <= MULTIPART_THRESHOLD:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+            else:
+                from boto3.s3.transfer import TransferConfig
+
+                config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
+                self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=config)
+        except ClientError as exc:
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise RepositoryError(f"S3 upload of {key} to {self.url} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise RepositoryError(f"S3 download of {key} from {self.url} failed: {exc}") from exc
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if length <= 0:
+            return b""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            return response["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "InvalidRange":
+                return b""
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise RepositoryError(f"S3 download of {key} from {self.url} failed: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            error = self._error(exc, key)
+            if isinstance(error, MissingObject):
+                return False
+            raise error from exc
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        from botocore.exceptions import ClientError
+
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"][strip:], obj["Size"]
+        except ClientError as exc:
+            raise self._error(exc, prefix) from exc
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: list[str]) -> None:
+        from botocore.exceptions import ClientError
+
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+                )
+            except ClientError as exc:
+                raise self._error(exc, batch[0]) from exc
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise RepositoryError(
+                    f"S3 could not delete {len(errors)} object(s) in {self.url}, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')}"
+                )
+
+
+def backend_for(url: str) -> Backend:
+    """The backend for a repository URL: `file:///path` or `s3://bucket/prefix`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = unquote(parsed.path)
+        if parsed.netloc and parsed.netloc != "localhost":
+            path = "/" + parsed.netloc + path
+        if not path:
+            raise RepositoryError(f"repository URL {url!r} has no path")
+        return FileBackend(path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise RepositoryError(f"repository URL {url!r} has no bucket")
+        return S3Backend(parsed.netloc, unquote(parsed.path))
+    raise RepositoryError(f"unsupported repository URL {url!r}: use file:///path or s3://bucket/prefix")

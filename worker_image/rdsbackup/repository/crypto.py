@@ -1,0 +1,191 @@
+"""Keys and sealing: the master key, how it is wrapped (KMS or scrypt passphrase), and the one way every
+object is compressed, encrypted and authenticated.
+
+Sealed object = nonce (12 random bytes) || AES-256-GCM(ciphertext || tag) of (flag byte || payload),
+where flag 0 = payload stored as is, 1 = payload is a zstd frame. The associated data binds a sealed
+object to its kind (and for some kinds its name), so an object moved to another name fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from rdsbackup.errors import RepositoryError, WrongRepositoryKey
+
+NONCE_SIZE = 12
+TAG_SIZE = 16
+SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE + 1
+CHUNK_ID_SIZE = 16
+
+FLAG_RAW = 0
+FLAG_ZSTD = 1
+
+# scrypt cost: 2**15 * 8 * 128 bytes = 32 MiB of memory, ~0.1 s, once per open.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+ZSTD_LEVEL = 3
+# Store compressed only when it saves at least this share (incompressible bytea stays raw and fast).
+COMPRESS_MIN_SAVING = 0.03
+
+
+class AuthenticationFailed(Exception):
+    """A sealed object failed to open (internal: callers turn it into CorruptObject with a name)."""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _hkdf(master: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
+class Keys:
+    """Subkeys derived from the 32-byte master key: one for AES-256-GCM, one for chunk ids."""
+
+    def __init__(self, master: bytes):
+        if len(master) != 32:
+            raise RepositoryError("the repository master key must be 32 bytes")
+        self.master = master
+        self._aead = AESGCM(_hkdf(master, b"rdsbackup v1 aes-256-gcm"))
+        self.id_key = _hkdf(master, b"rdsbackup v1 chunk-id blake2b")
+        self._local = threading.local()
+
+    # Compression contexts are not thread-safe: one per thread.
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "c", None)
+        if c is None:
+            c = self._local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        return c
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._local, "d", None)
+        if d is None:
+            d = self._local.d = zstandard.ZstdDecompressor()
+        return d
+
+    def chunk_id(self, data) -> bytes:
+        """Keyed BLAKE2b-128 of a chunk: the chunk's id (dedup key); without the key nobody can tell
+        which content a repository holds."""
+        return hashlib.blake2b(data, key=self.id_key, digest_size=CHUNK_ID_SIZE).digest()
+
+    def seal(self, payload, ad: bytes, *, compress: bool = True) -> bytes:
+        """Compress (when it pays), encrypt and authenticate `payload`."""
+        flag = FLAG_RAW
+        body = payload
+        if compress and len(payload) >= 64:
+            packed = self._compressor().compress(payload)
+            if len(packed) <= len(payload) * (1 - COMPRESS_MIN_SAVING):
+                flag, body = FLAG_ZSTD, packed
+        nonce = os.urandom(NONCE_SIZE)
+        plain = bytes((flag,)) + body if isinstance(body, bytes) else bytes((flag,)) + bytes(body)
+        return nonce + self._aead.encrypt(nonce, plain, ad)
+
+    def open(self, sealed, ad: bytes, *, max_size: int | None = None) -> bytes:
+        """Authenticate, decrypt and decompress a sealed object; AuthenticationFailed if it was altered."""
+        if len(sealed) < NONCE_SIZE + TAG_SIZE + 1:
+            raise AuthenticationFailed("too short")
+        view = memoryview(sealed)
+        try:
+            plain = self._aead.decrypt(bytes(view[:NONCE_SIZE]), view[NONCE_SIZE:], ad)
+        except InvalidTag:
+            raise AuthenticationFailed("authentication failed") from None
+        flag = plain[0]
+        if flag == FLAG_RAW:
+            return plain[1:]
+        if flag == FLAG_ZSTD:
+            try:
+                return self._decompressor().decompress(memoryview(plain)[1:], max_output_size=max_size or 0)
+            except zstandard.ZstdError as exc:
+                raise AuthenticationFailed(f"bad zstd frame: {exc}") from None
+        raise AuthenticationFailed(f"unknown encoding flag {flag}")
+
+
+# --- master key wrapping -------------------------------------------------------------------------
+
+
+def _scrypt_kek(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode("utf-8"))
+
+
+def wrap_with_password(master: bytes, password: str, repo_id: str) -> dict:
+    salt = os.urandom(16)
+    kek = _scrypt_kek(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    nonce = os.urandom(NONCE_SIZE)
+    wrapped = nonce + AESGCM(kek).encrypt(nonce, master, b"rdsbackup master key " + repo_id.encode())
+    return {
+        "type": "passphrase",
+        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": b64(salt)},
+        "wrapped_master_key": b64(wrapped),
+    }
+
+
+def unwrap_with_password(key_doc: dict, password: str, repo_id: str) -> bytes:
+    kdf = key_doc["kdf"]
+    kek = _scrypt_kek(password, unb64(kdf["salt"]), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+    wrapped = unb64(key_doc["wrapped_master_key"])
+    try:
+        return AESGCM(kek).decrypt(
+            wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], b"rdsbackup master key " + repo_id.encode()
+        )
+    except InvalidTag:
+        raise WrongRepositoryKey("wrong repository passphrase") from None
+
+
+def _kms_client():
+    import boto3
+
+    return boto3.client("kms", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def wrap_with_kms(kms_key_id: str, repo_id: str) -> tuple[bytes, dict]:
+    """A new master key from KMS GenerateDataKey: returns (master, key document holding its KMS-encrypted
+    copy). The encryption context binds the wrapped key to this repository."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = _kms_client().generate_data_key(
+            KeyId=kms_key_id, KeySpec="AES_256", EncryptionContext={"rdsbackup-repository": repo_id}
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise RepositoryError(f"KMS GenerateDataKey with key {kms_key_id} failed: {exc}") from exc
+    return response["Plaintext"], {
+        "type": "kms",
+        "kms_key_id": kms_key_id,
+        "encrypted_master_key": b64(response["CiphertextBlob"]),
+    }
+
+
+def unwrap_with_kms(key_doc: dict, repo_id: str) -> bytes:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = _kms_client().decrypt(
+            CiphertextBlob=unb64(key_doc["encrypted_master_key"]),
+            KeyId=key_doc["kms_key_id"],
+            EncryptionContext={"rdsbackup-repository": repo_id},
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise WrongRepositoryKey(
+            f"KMS cannot decrypt the repository key with key {key_doc['kms_key_id']}: {code or exc}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise RepositoryError(f"KMS Decrypt failed: {exc}") from exc
+    return response["Plaintext"]

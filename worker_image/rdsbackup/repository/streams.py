@@ -1,0 +1,353 @@
+"""Streams: a byte stream becomes chunks (deduplicated by id), new chunks go into blocks, and the list
+of the stream's chunk ids is itself stored as a chunked stream, level upon level, until it fits in one
+root chunk. The root chunk's id names the stream.
+
+Root chunk = b"RBL" || u8 level || chunk ids (16 bytes each). Level 0: the ids are the data chunks.
+Level k > 0: the ids are the chunks of a stream whose bytes are the concatenated ids of level k-1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from fastcdc.fastcdc_cy import fastcdc_cy
+
+from rdsbackup.errors import CorruptObject, MissingObject
+from rdsbackup.repository.chunking import PROFILES, ChunkingProfile, chunk_batches
+from rdsbackup.repository.crypto import CHUNK_ID_SIZE, AuthenticationFailed, Keys
+from rdsbackup.repository.index import Index, pack_key
+
+ROOT_MAGIC = b"RBL"
+# A level's ids go into one root chunk while they are at most this many bytes (256 ids).
+ROOT_MAX_IDS = 4096
+BLOCK_AD = b"rdsbackup block"
+LIST_PROFILE = PROFILES["table"]
+
+
+class StreamWriter:
+    """Push side of one stream (or of one level of its chunk list): `add_batch` chunks, `finish`
+    stores the chunk lists and returns the root chunk id."""
+
+    def __init__(self, session, prof: ChunkingProfile, *, level: int = 0):
+        self.session = session
+        self.prof = prof
+        self.level = level
+        self.keys: Keys = session.keys
+        self.index: Index = session.index
+        self.block = bytearray()
+        self.block_no = -1
+        self.ids = bytearray()  # this level's chunk ids not yet handed to the list stream
+        self.child: _ListSink | None = None
+        self.size = 0
+        self.chunks = 0
+        self.new_bytes = 0
+
+    def add_batch(self, view: memoryview, ends: list[int]) -> None:
+        """Add the chunks that tile `view` (chunk i ends at ends[i])."""
+        id_key = self.keys.id_key
+        b2 = hashlib.blake2b
+        ids = []
+        start = 0
+        for end in ends:
+            ids.append(b2(view[start:end], key=id_key, digest_size=CHUNK_ID_SIZE).digest())
+            start = end
+        self.size += start
+        self.chunks += len(ends)
+        self.ids += b"".join(ids)
+        self._store(view, ends, ids)
+        if len(self.ids) >= 65536:
+            if self.child is None:
+                self.child = _ListSink(self.session, level=self.level + 1)
+            self.child.feed(bytes(self.ids))
+            self.ids = bytearray()
+
+    def _store(self, view: memoryview, ends: list[int], ids: list[bytes]) -> None:
+        """Put the chunks whose ids the index does not know yet into this stream's open block."""
+        index = self.index
+        chunks = index.chunks
+        missing = []
+        with index.lock:
+            # Claim new ids at once (location -1 until placed) so parallel streams dedup against them,
+            # and a chunk repeated within the batch is stored once.
+            for i, cid in enumerate(ids):
+                if cid not in chunks:
+                    chunks[cid] = -1
+                    missing.append(i)
+        if not missing:
+            return
+        new = self.session.new_chunks
+        limit = self.prof.block_size
+        location = Index.location
+        block = self.block
+        for i in missing:
+            start = ends[i - 1] if i else 0
+            end = ends[i]
+            if self.block_no < 0:
+                self.block_no = index.new_block()
+            off = len(block)
+            block += view[start:end]
+            cid = ids[i]
+            chunks[cid] = location(self.block_no, off, end - start)
+            new.append(cid)
+            if len(block) >= limit:
+                self.close_block()
+                block = self.block
+
+    def close_block(self) -> None:
+        """Seal the open block and hand it to the packer. Called also when the stream failed: a
+        parallel stream may already dedup against the block's chunks."""
+        if self.block_no < 0:
+            return
+        raw = self.block
+        sealed = self.keys.seal(raw, BLOCK_AD)
+        block_no = self.block_no
+        self.block = bytearray()
+        self.block_no = -1
+        self.session.packer.add_block(block_no, sealed, len(raw))
+        self.new_bytes += len(sealed)
+
+    def finish_lists(self) -> tuple[int, bytes]:
+        """Store this level's remaining ids; return (level of the root, the root's ids)."""
+        self.close_block()
+        level, ids = self.level, bytes(self.ids)
+        self.ids = bytearray()
+        if self.child is not None:
+            self.child.feed(ids)
+            level, ids = self.child.finish()
+            self.new_bytes += self.child.new_bytes
+        if len(ids) > ROOT_MAX_IDS:
+            sink = _ListSink(self.session, level=level + 1)
+            sink.feed(ids)
+            level, ids = sink.finish()
+            self.new_bytes += sink.new_bytes
+        return level, ids
+
+    def finish(self) -> bytes:
+        """Store the chunk lists and the root chunk; return the root chunk's id."""
+        level, ids = self.finish_lists()
+        root = ROOT_MAGIC + bytes((level,)) + ids
+        root_id = self.keys.chunk_id(root)
+        self._store(memoryview(root), [len(root)], [root_id])
+        self.close_block()
+        return root_id
+
+
+class _ListSink:
+    """A chunk-id list stored as a stream of its own (level >= 1), chunked like table data."""
+
+    def __init__(self, session, level: int):
+        self.level = level
+        self.writer = StreamWriter(session, LIST_PROFILE, level=level)
+        self.pending = bytearray()
+        self.new_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        if len(self.pending) >= LIST_PROFILE.batch_size:
+            self._chunk(final=False)
+
+    def _chunk(self, *, final: bool) -> None:
+        p = LIST_PROFILE
+        view = memoryview(self.pending)
+        ends = [c.offset + c.length for c in fastcdc_cy(view, p.min_size, p.avg_size, p.max_size)]
+        if not final:
+            ends.pop()
+        keep = ends[-1] if ends else 0
+        self.pending = bytearray(view[keep:])
+        if ends:
+            self.writer.add_batch(view[:keep], ends)
+
+    def finish(self) -> tuple[int, bytes]:
+        if self.pending:
+            self._chunk(final=True)
+        result = self.writer.finish_lists()
+        self.new_bytes = self.writer.new_bytes
+        return result
+
+
+def write_stream(session, source, prof: ChunkingProfile) -> dict:
+    """Store one stream; return its ref (a JSON-able dict)."""
+    writer = StreamWriter(session, prof)
+    try:
+        for view, ends in chunk_batches(source, prof):
+            writer.add_batch(view, ends)
+    finally:
+        writer.close_block()
+    root_id = writer.finish()
+    return {
+        "blob": root_id.hex(),
+        "size": writer.size,
+        "chunks": writer.chunks,
+        "new_bytes": writer.new_bytes,
+        "profile": prof.name,
+    }
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+class StreamReader:
+    """Reads chunks by id, verifying each: blocks are authenticated on decryption and every chunk's
+    keyed hash must equal its id. Decrypted blocks are cached (LRU, bounded in bytes)."""
+
+    def __init__(self, repo, *, restore_point: str | None = None, cache_bytes: int = 32 * 1024 * 1024):
+        self.repo = repo
+        self.keys: Keys = repo._keys
+        self.index: Index = repo._index()
+        self.backend = repo.backend
+        self.restore_point = restore_point
+        self.cache: OrderedDict[int, bytes] = OrderedDict()
+        self.cache_bytes = cache_bytes
+        self.cached = 0
+
+    def _where(self) -> str:
+        return f" (restore point {self.restore_point})" if self.restore_point else ""
+
+    def locate(self, cid: bytes) -> tuple[int, int, int]:
+        loc = self.index.chunks.get(cid)
+        if loc is None or loc < 0:
+            raise MissingObject(
+                f"chunk {cid.hex()} is not in the index of {self.backend.url}{self._where()}",
+                object_name=f"chunk {cid.hex()}",
+                restore_point=self.restore_point,
+            )
+        return Index.unpack_location(loc)
+
+    def _remember(self, block_no: int, plain: bytes) -> None:
+        self.cache[block_no] = plain
+        self.cached += len(plain)
+        while self.cached > self.cache_bytes and len(self.cache) > 1:
+            _, old = self.cache.popitem(last=False)
+            self.cached -= len(old)
+
+    def _open_block(self, block_no: int, sealed: bytes) -> bytes:
+        pack_no, offset, stored, raw = self.index.blocks[block_no]
+        key = pack_key(self.index.packs[pack_no])
+        if len(sealed) != stored:
+            raise CorruptObject(
+                f"pack {key} is truncated: block at offset {offset} is short{self._where()}",
+                object_name=key,
+                restore_point=self.restore_point,
+            )
+        try:
+            return self.keys.open(sealed, BLOCK_AD, max_size=raw)
+        except AuthenticationFailed as exc:
+            raise CorruptObject(
+                f"pack {key} is corrupt: block at offset {offset} failed authentication ({exc}){self._where()}",
+                object_name=key,
+                restore_point=self.restore_point,
+            ) from None
+
+    def fetch_blocks(self, block_nos) -> None:
+        """Bring the given blocks into the cache, reading adjacent blocks of a pack in one request."""
+        blocks = self.index.blocks
+        need = sorted({b for b in block_nos if b not in self.cache}, key=lambda b: blocks[b][:2])
+        i = 0
+        while i < len(need):
+            pack_no, start, stored, _ = self.index.blocks[need[i]]
+            j = i + 1
+            end = start + stored
+            while j < len(need):
+                p2, o2, s2, _ = self.index.blocks[need[j]]
+                if p2 != pack_no or o2 - end > 256 * 1024 or o2 + s2 - start > 16 * 1024 * 1024:
+                    break
+                end = max(end, o2 + s2)
+                j += 1
+            key = pack_key(self.index.packs[pack_no])
+            try:
+                data = self.backend.get_range(key, start, end - start)
+            except MissingObject as exc:
+                raise MissingObject(
+                    f"pack {key} is missing from {self.backend.url}{self._where()}",
+                    object_name=key,
+                    restore_point=self.restore_point,
+                ) from exc
+            view = memoryview(data)
+            for b in need[i:j]:
+                _, o, s, _ = self.index.blocks[b]
+                self._remember(b, self._open_block(b, view[o - start : o - start + s]))
+            i = j
+
+    def read_chunk(self, cid: bytes, block_no: int, off: int, length: int) -> bytes:
+        plain = self.cache.get(block_no)
+        if plain is None:
+            self.fetch_blocks([block_no])
+            plain = self.cache[block_no]
+        else:
+            self.cache.move_to_end(block_no)
+        data = plain[off : off + length]
+        if len(data) != length or self.keys.chunk_id(data) != cid:
+            pack_no, _boff, _, _ = self.index.blocks[block_no]
+            key = pack_key(self.index.packs[pack_no])
+            raise CorruptObject(
+                f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
+                object_name=key,
+                restore_point=self.restore_point,
+            )
+        return data
+
+    def read_chunks(self, ids: list[bytes]) -> Iterator[bytes]:
+        """Yield the data of `ids` in order, fetching their blocks in as few requests as possible."""
+        locs = [self.locate(cid) for cid in ids]
+        self.fetch_blocks([b for b, _, _ in locs])
+        for cid, (b, off, length) in zip(ids, locs, strict=True):
+            yield self.read_chunk(cid, b, off, length)
+
+    def iter_ids(self, root_id: bytes, *, every_chunk: bool = False) -> Iterator[bytes]:
+        """Yield the data chunk ids of the stream whose root chunk is `root_id` (with `every_chunk`,
+        also the root's and the chunk lists' own ids)."""
+        b, off, length = self.locate(root_id)
+        root = self.read_chunk(root_id, b, off, length)
+        if root[:3] != ROOT_MAGIC or (len(root) - 4) % CHUNK_ID_SIZE:
+            raise CorruptObject(
+                f"chunk {root_id.hex()} is not a stream root{self._where()}",
+                object_name=f"chunk {root_id.hex()}",
+                restore_point=self.restore_point,
+            )
+        if every_chunk:
+            yield root_id
+        level = root[3]
+        ids = [root[i : i + CHUNK_ID_SIZE] for i in range(4, len(root), CHUNK_ID_SIZE)]
+        yield from self._expand(level, ids, every_chunk)
+
+    def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[bytes]:
+        if level == 0:
+            yield from ids
+            return
+        carry = b""
+        window = 256
+        for i in range(0, len(ids), window):
+            part = ids[i : i + window]
+            if every_chunk:
+                yield from part
+            lower: list[bytes] = []
+            for data in self.read_chunks(part):
+                if carry:
+                    data = carry + data
+                cut = len(data) - len(data) % CHUNK_ID_SIZE
+                lower.extend(data[k : k + CHUNK_ID_SIZE] for k in range(0, cut, CHUNK_ID_SIZE))
+                carry = data[cut:]
+            yield from self._expand(level - 1, lower, every_chunk)
+        if carry:
+            raise CorruptObject(
+                f"a chunk list in {self.backend.url} ends in a partial id{self._where()}",
+                restore_point=self.restore_point,
+            )
+
+    def iter_stream(self, root_id: bytes, *, window_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        """Yield the stream's bytes in pieces of about `window_bytes`."""
+        batch: list[bytes] = []
+        size = 0
+        chunks = self.index.chunks
+        for cid in self.iter_ids(root_id):
+            batch.append(cid)
+            loc = chunks.get(cid)
+            size += (loc & 0xFFFFFF) if loc is not None and loc > 0 else 0
+            if size >= window_bytes:
+                yield b"".join(self.read_chunks(batch))
+                batch = []
+                size = 0
+        if batch:
+            yield b"".join(self.read_chunks(batch))
