@@ -1,12 +1,14 @@
 """A throwaway PostgreSQL server for tests: Debian's server binaries, run as the unprivileged
 `postgres` user in a temp dir, listening on a free loopback port (and a unix socket in the temp dir).
 
-Reusable: test modules use the session-scoped `postgres_server` fixture
-(`pytest_plugins = ["tests.support.postgres_server"]`) or `PostgresServer` directly.
+Reusable: `shared_server()` starts one server per test process (stopped at exit) for modules that
+import this one; the session-scoped `postgres_server` fixture (`pytest_plugins =
+["tests.support.postgres_server"]`) hands out the same server; `running_server()` gives a private one.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -202,13 +204,25 @@ def running_server(bin_dir: str | None = None) -> Iterator[PostgresServer]:
         server.stop()
 
 
+_shared: PostgresServer | None = None
+
+
+def shared_server() -> PostgresServer:
+    """The server shared by every test of this process, started on first use (skips the test when no
+    server is installed)."""
+    global _shared
+    if _shared is None:
+        if not find_server_bin():
+            pytest.skip("PostgreSQL server binaries are not installed")
+        _shared = PostgresServer.start()
+        atexit.register(_shared.stop)
+    return _shared
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole test session (skips when no server is installed)."""
-    if not find_server_bin():
-        pytest.skip("PostgreSQL server binaries are not installed")
-    with running_server() as server:
-        yield server
+def postgres_server() -> PostgresServer:
+    """A PostgreSQL server for the whole test session."""
+    return shared_server()
 
 
 # --- A rich sample database and the comparisons that prove a restore equal -----------------------------

@@ -109,16 +109,27 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
 
 
 def object_owners(conn: psycopg.Connection) -> list[str]:
-    """Roles that own objects of this database (a restore needs to be able to become them)."""
+    """Roles that own objects of this database (a restore needs to be able to become them). Members of
+    extensions do not count: a trusted extension's objects belong to the bootstrap superuser, and
+    pg_dump recreates them with CREATE EXTENSION, not one by one."""
+    not_in_extension = (
+        "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cat}::regclass AND d.objid = {oid}"
+        " AND d.deptype = 'e')"
+    )
     rows = conn.execute(
         f"""
-        SELECT pg_get_userbyid(nspowner) FROM pg_namespace n WHERE {_USER_NAMESPACE}
+        SELECT pg_get_userbyid(nspowner) FROM pg_namespace n
+              WHERE {_USER_NAMESPACE} AND {not_in_extension.format(cat="'pg_namespace'", oid="n.oid")}
         UNION SELECT pg_get_userbyid(c.relowner) FROM pg_class c
-              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_USER_NAMESPACE}
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE {_USER_NAMESPACE} AND {not_in_extension.format(cat="'pg_class'", oid="c.oid")}
         UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p
-              JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_USER_NAMESPACE}
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE {_USER_NAMESPACE} AND {not_in_extension.format(cat="'pg_proc'", oid="p.oid")}
         UNION SELECT pg_get_userbyid(t.typowner) FROM pg_type t
-              JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {_USER_NAMESPACE}
+              JOIN pg_namespace n ON n.oid = t.typnamespace
+              WHERE {_USER_NAMESPACE} AND {not_in_extension.format(cat="'pg_type'", oid="t.oid")}
+              AND t.typrelid = 0 AND t.typcategory <> 'A'  -- row and array types follow their owner
         UNION SELECT pg_get_userbyid(lomowner) FROM pg_largeobject_metadata
         """
     ).fetchall()

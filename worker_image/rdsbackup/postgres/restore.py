@@ -76,7 +76,8 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
     if include_globals:
         if meta.get("globals"):
             reporter.status("globals")
-            warnings += restore_globals(info, maintenance_db, repo.open_stream(meta["globals"]))
+            script = repo.open_stream(meta["globals"], restore_point=restore_point_id)
+            warnings += restore_globals(info, maintenance_db, script)
         else:
             warnings.append("the restore point holds no globals (roles were not dumped)")
 
@@ -163,7 +164,7 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
     with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
         schema_path = os.path.join(workdir, "schema.dump")
         with open(schema_path, "wb") as f:
-            repo.read_stream_to(entry["schema"], f)
+            repo.read_stream_to(entry["schema"], f, restore_point=restore_point_id)
         _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
 
         def load_table(table: dict) -> int:
@@ -172,7 +173,7 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
                 try:
                     with conn.cursor() as cur:
                         with cur.copy(copy_in_sql(table)) as copy:
-                            for block in repo.open_stream(table["stream"]):
+                            for block in repo.open_stream(table["stream"], restore_point=restore_point_id):
                                 copy.write(block)
                                 reporter.advance(len(block))
                         return cur.rowcount
@@ -182,8 +183,8 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
 
         def load_lobs() -> int:
             with info.connect(target) as conn:
-                return restore_large_objects(conn, repo.open_stream(entry["large_objects"]),
-                                             set_owner=not owner_opts, warn=warnings.append)
+                blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
+                return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
 
         tables = sorted(entry["tables"], key=lambda t: t["bytes"], reverse=True)
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:

@@ -1,0 +1,171 @@
+"""PostgreSQL backup and restore against a real server and a real (file://) repository."""
+
+from __future__ import annotations
+
+import pytest
+from rdsbackup.postgres import ConnectionInfo, TargetNotEmpty, backup_postgres, restore_postgres
+from rdsbackup.postgres.errors import DatabaseNotFound, RestoreFailed
+from rdsbackup.repository import Repository
+
+from tests.support.postgres_server import (
+    SAMPLE_ROLE,
+    create_sample_database,
+    ensure_role,
+    large_objects,
+    schema_dump,
+    sequence_values,
+    shared_server,
+    table_checksums,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    return shared_server()
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def server(postgres_server):
+    ensure_role(postgres_server, SAMPLE_ROLE)
+    for name in ("shop", "crm"):
+        postgres_server.drop_database(name)
+    create_sample_database(postgres_server, "shop")
+    postgres_server.create_database("crm")
+    postgres_server.psql("CREATE TABLE contacts (id int PRIMARY KEY, name text);"
+                         "INSERT INTO contacts SELECT i, 'n' || i FROM generate_series(1, 50) i;", dbname="crm")
+    return postgres_server
+
+
+@pytest.fixture(scope="module")
+def superuser(server) -> ConnectionInfo:
+    return ConnectionInfo(server.host, server.port, server.superuser, server.password)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    url = f"file://{tmp_path_factory.mktemp('repo')}"
+    Repository.init(url, password=PASSPHRASE)
+    return Repository.open(url, password=PASSPHRASE)
+
+
+@pytest.fixture(scope="module")
+def full_backup(server, superuser, repo) -> dict:
+    return backup_postgres(repo, superuser, databases=["shop", "crm"], source_id="orders-db", jobs=3)
+
+
+def _assert_same_database(server, source: str, copy: str) -> None:
+    assert schema_dump(server, copy) == schema_dump(server, source)
+    assert table_checksums(server, copy) == table_checksums(server, source)
+    assert sequence_values(server, copy) == sequence_values(server, source)
+    assert large_objects(server, copy) == large_objects(server, source)
+
+
+def test_restore_point_records_source_version_databases_and_sizes(full_backup, repo):
+    assert full_backup["restore_point_id"]
+    assert full_backup["source_id"] == "orders-db"
+    assert full_backup["engine"] == "postgres"
+    assert full_backup["server_version"].startswith("15")
+    assert full_backup["started"] <= full_backup["ended"]
+    assert [d["name"] for d in full_backup["databases"]] == ["shop", "crm"]
+    shop = full_backup["databases"][0]
+    tables = {(t["schema"], t["name"]): t for t in shop["tables"]}
+    # Leaf partitions carry the rows; the partitioned parent has none of its own.
+    assert ("app", "measurements_2024") in tables and ("app", "measurements") not in tables
+    assert tables[("app", "orders")]["rows"] == 20000
+    assert tables[("app", "orders")]["order"] == "primary-key"
+    assert tables[("app", "events")]["order"] == "physical"
+    assert tables[("app", "orders")]["bytes"] > 0
+    assert shop["large_objects"] is not None
+    points = repo.list_restore_points()
+    assert full_backup["restore_point_id"] in [p.get("id", p.get("restore_point_id")) for p in points]
+
+
+def test_table_rows_are_stored_in_primary_key_order(full_backup, repo):
+    shop = full_backup["databases"][0]
+    orders = next(t for t in shop["tables"] if t["name"] == "orders")
+    data = b"".join(repo.open_stream(orders["stream"]))
+    ids = [int(line.split(b"\t", 1)[0]) for line in data.splitlines()]
+    assert ids == sorted(ids) and len(ids) == 20000
+
+
+def test_restored_database_equals_source(server, superuser, repo, full_backup):
+    server.drop_database("shop_copy")
+    result = restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
+                              target_database="shop_copy", jobs=3)
+    assert result["databases"][0]["target"] == "shop_copy"
+    _assert_same_database(server, "shop", "shop_copy")
+
+
+def test_triggers_fire_and_sequences_continue_after_restore(server, superuser, repo, full_backup):
+    server.drop_database("shop_live")
+    restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
+                     target_database="shop_live")
+    probe = ("INSERT INTO app.orders (customer_id, total) VALUES (1, 9.99) RETURNING id;")
+    audits_before = server.execute("SELECT count(*) FROM app.audit", dbname="shop_live")[0][0]
+    new_id = server.execute(probe, dbname="shop_live")[0][0]
+    assert new_id == 20001  # the identity continues where the source was
+    assert server.execute("SELECT count(*) FROM app.audit", dbname="shop_live")[0][0] == audits_before + 1
+    assert server.execute("SELECT nextval('app.ticket_seq')", dbname="shop_live")[0][0] == 1000 + 7 * 5
+    assert server.execute("SELECT count(*) FROM app.order_counts", dbname="shop_live")[0][0] == 3
+    server.execute("CALL app.mark_paid(20001)", dbname="shop_live")
+    assert server.execute("SELECT status::text FROM app.orders WHERE id = 20001", dbname="shop_live") == [("paid",)]
+
+
+def test_whole_restore_point_restores_every_database_under_its_name(server, superuser, repo, full_backup,
+                                                                     tmp_path_factory):
+    # The restore point's databases exist on this server: restore to a second restore of "crm" only.
+    with pytest.raises(TargetNotEmpty, match=r"already exists on .* and is not empty .*--replace"):
+        restore_postgres(repo, full_backup["restore_point_id"], superuser)
+    server.psql("INSERT INTO contacts VALUES (51, 'after backup')", dbname="crm")
+    restore_postgres(repo, full_backup["restore_point_id"], superuser, database="crm", replace=True)
+    assert server.execute("SELECT count(*) FROM contacts", dbname="crm")[0][0] == 50
+
+
+def test_restore_into_existing_empty_database(server, superuser, repo, full_backup):
+    server.drop_database("crm_empty")
+    server.create_database("crm_empty")
+    restore_postgres(repo, full_backup["restore_point_id"], superuser, database="crm", target_database="crm_empty")
+    assert server.execute("SELECT count(*) FROM contacts", dbname="crm_empty")[0][0] == 50
+
+
+def test_restore_of_a_database_the_restore_point_lacks_names_both(superuser, repo, full_backup):
+    rp = full_backup["restore_point_id"]
+    with pytest.raises(DatabaseNotFound, match=f"restore point {rp} has no database 'nope'"):
+        restore_postgres(repo, rp, superuser, database="nope")
+    with pytest.raises(RestoreFailed, match="--target-database needs --database"):
+        restore_postgres(repo, rp, superuser, target_database="x")
+
+
+def test_include_globals_recreates_roles_and_memberships(server, superuser, repo):
+    ensure_role(server, "globals_probe", "NOLOGIN CONNECTION LIMIT 5")
+    server.execute(f"GRANT {SAMPLE_ROLE} TO globals_probe")
+    backup = backup_postgres(repo, superuser, databases=["crm"], source_id="globals")
+    server.execute("DROP ROLE globals_probe")
+    server.drop_database("crm_globals")
+    result = restore_postgres(repo, backup["restore_point_id"], superuser, database="crm",
+                              target_database="crm_globals", include_globals=True)
+    assert result["warnings"] == []
+    assert server.execute("SELECT rolconnlimit, rolcanlogin FROM pg_roles WHERE rolname = 'globals_probe'") == [
+        (5, False)]
+    assert server.execute(f"SELECT pg_has_role('globals_probe', '{SAMPLE_ROLE}', 'MEMBER')") == [(True,)]
+
+
+def test_incremental_backup_after_small_changes_stores_little(server, superuser, repo):
+    server.drop_database("shop_incr")
+    create_sample_database(server, "shop_incr")
+    first = backup_postgres(repo, superuser, databases=["shop_incr"], source_id="incremental")
+    server.psql(
+        "UPDATE app.orders SET note = 'changed' WHERE id % 500 = 0;"
+        "DELETE FROM app.events WHERE (payload->>'i')::int % 1000 = 0;"
+        "INSERT INTO app.customers (name) VALUES ('new customer');", dbname="shop_incr")
+    second = backup_postgres(repo, superuser, databases=["shop_incr"], source_id="incremental")
+    assert second["restore_point_id"] != first["restore_point_id"]
+    assert second["new_bytes"] < 0.15 * second["bytes"], (second["new_bytes"], second["bytes"])
+    server.drop_database("shop_second")
+    restore_postgres(repo, second["restore_point_id"], superuser, database="shop_incr",
+                     target_database="shop_second")
+    _assert_same_database(server, "shop_incr", "shop_second")
