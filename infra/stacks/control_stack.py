@@ -77,8 +77,9 @@ class ControlStack(Stack):
 
     def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
         code = lambda_code(self)
-        policies_json = self.to_json_string(runtime_policies(config, topology))
-        if not policies_json.startswith("{\"Fn::") and len(policies_json) > MAX_POLICIES_JSON_BYTES:
+        # json.dumps keeps nulls (to_json_string drops them); tokens inside the text still resolve.
+        policies_json = json.dumps(runtime_policies(config, topology), separators=(",", ":"))
+        if len(policies_json) > MAX_POLICIES_JSON_BYTES:
             raise ValueError(
                 f"the policies need {len(policies_json)} bytes of Lambda environment; at most "
                 f"{MAX_POLICIES_JSON_BYTES} fit: shorten the selections or split the config"

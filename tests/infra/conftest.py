@@ -1,0 +1,45 @@
+"""Synthesize the app once per session for the infrastructure tests (no bundling, no network)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rdsbackup_local.synth import synthesize
+from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
+
+
+@pytest.fixture(scope="session")
+def cdk_out(tmp_path_factory) -> Path:
+    out, _ = synthesize(E2E_CONFIG, tmp_path_factory.mktemp("infra") / "cdk.out", account=CONTROL_ACCOUNT,
+                        region=REGION)
+    return out
+
+
+@pytest.fixture(scope="session")
+def templates(cdk_out) -> dict[str, dict]:
+    return {path.name.removesuffix(".template.json"): json.loads(path.read_text())
+            for path in cdk_out.glob("*.template.json")}
+
+
+@pytest.fixture(scope="session")
+def control_template(templates) -> dict:
+    return templates["RdsBackupControl"]
+
+
+def resources_of(template: dict, kind: str) -> dict[str, dict]:
+    return {logical: resource for logical, resource in template["Resources"].items() if resource["Type"] == kind}
+
+
+def flatten(value) -> str:
+    """A definition or policy with intrinsic functions, as one string (references shown as <Logical.Attr>)."""
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            return value["Fn::Join"][0].join(flatten(part) for part in value["Fn::Join"][1])
+        if "Fn::GetAtt" in value:
+            return "<" + ".".join(value["Fn::GetAtt"]) + ">"
+        if "Ref" in value:
+            return "<" + value["Ref"] + ">"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,144 @@
+"""The control stack: the state machine's flow, retries and catches; IAM; schedules; encryption."""
+
+import json
+
+import pytest
+
+from tests.e2e.configs import E2E_CONFIG
+from tests.infra.conftest import flatten, resources_of
+
+
+@pytest.fixture(scope="module")
+def definition(control_template) -> dict:
+    (machine,) = resources_of(control_template, "AWS::StepFunctions::StateMachine").values()
+    return json.loads(flatten(machine["Properties"]["DefinitionString"]))
+
+
+@pytest.fixture(scope="module")
+def item_states(definition) -> dict:
+    return definition["States"]["Back up each resource"]["ItemProcessor"]["States"]
+
+
+def test_state_machine_is_standard_logged_and_traced(control_template):
+    (machine,) = resources_of(control_template, "AWS::StepFunctions::StateMachine").values()
+    properties = machine["Properties"]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    assert properties["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_flow_resolves_then_maps_then_reports(definition):
+    states = definition["States"]
+    assert states["Resolve policy"]["Next"] == "Back up each resource"
+    assert states["Back up each resource"]["Next"] == "Session report"
+    assert states["Back up each resource"]["MaxConcurrencyPath"] == "$.session.max_concurrency"
+    assert states["Back up each resource"]["ItemsPath"] == "$.session.items"
+    assert states["Resolve policy"]["Catch"][0]["Next"] == "Report failed session"
+    assert states["Session failed?"]["Choices"][0]["Next"] == "Failure cause"
+    assert states["Session failed"]["Type"] == "Fail"
+
+
+def test_every_step_after_the_lease_is_caught_into_release(item_states):
+    guarded = ["Create snapshot", "Check snapshot", "Tag snapshot", "Replicate snapshot", "Apply retention"]
+    for name in guarded:
+        catches = item_states[name]["Catch"]
+        assert catches == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Release lease"}], name
+    assert item_states["Apply retention"]["Next"] == "Release lease"
+    assert item_states["Release lease"]["Next"] == "Resource result"
+    assert item_states["Acquire lease"]["Catch"][0]["Next"] == "Lease not acquired"
+
+
+def test_snapshot_and_replica_waits_are_wait_choice_loops(item_states):
+    assert item_states["Wait for snapshot"]["SecondsPath"] == "$.snapshot_wait.wait_seconds"
+    assert item_states["Wait for snapshot"]["Next"] == "Check snapshot"
+    assert item_states["Snapshot ready?"]["Default"] == "Wait for snapshot"
+    assert item_states["Wait for replica"]["Next"] == "Replicate snapshot"
+    assert item_states["Replica done?"]["Default"] == "Wait for replica"
+
+
+def _retry(state, error):
+    return next(retry for retry in state["Retry"] if error in retry["ErrorEquals"])
+
+
+def test_quota_throttling_and_unavailable_db_are_retried_with_jitter(item_states):
+    timing = E2E_CONFIG["timing"]
+    for error in ("SnapshotQuotaExceeded", "Throttled"):
+        retry = _retry(item_states["Create snapshot"], error)
+        assert retry["JitterStrategy"] == "FULL"
+        assert retry["MaxAttempts"] == timing["retry_max_attempts"]
+        assert retry["IntervalSeconds"] == timing["retry_interval_seconds"]
+    unavailable = _retry(item_states["Create snapshot"], "DBNotAvailable")
+    assert unavailable["MaxAttempts"] == timing["not_available_max_attempts"]
+    assert _retry(item_states["Replicate snapshot"], "SnapshotQuotaExceeded")["JitterStrategy"] == "FULL"
+
+
+def test_one_schedule_per_policy_with_time_zone_and_policy_input(control_template):
+    schedules = resources_of(control_template, "AWS::Scheduler::Schedule")
+    by_name = {s["Properties"]["Name"]: s["Properties"] for s in schedules.values()}
+    assert set(by_name) == {f"rdsbackup-{p['name']}" for p in E2E_CONFIG["policies"]}
+    nightly = by_name["rdsbackup-nightly"]
+    assert nightly["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert nightly["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    assert json.loads(nightly["Target"]["Input"]) == {"policy": "nightly"}
+
+
+def _statements(template, role_prefix):
+    policies = resources_of(template, "AWS::IAM::Policy")
+    for logical, policy in policies.items():
+        if logical.startswith(role_prefix):
+            yield from policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_lambda_roles_assume_only_named_roles(control_template):
+    for step in ("ResolvePolicy", "CreateSnapshot", "CheckSnapshot", "TagSnapshot", "ReplicateSnapshot",
+                 "ApplyRetention"):
+        statements = list(_statements(control_template, f"{step}Role"))
+        assume = [s for s in statements if s["Action"] == "sts:AssumeRole"]
+        assert assume, step
+        resources = assume[0]["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        assert all(":role/rdsbackup-" in flatten(r) for r in resources), step
+        # The control-plane functions hold no RDS permissions themselves: they act through the roles.
+        assert not any(str(s["Action"]).startswith("rds:") for s in statements), step
+
+
+def test_no_wildcard_resource_except_xray(control_template):
+    for logical, policy in resources_of(control_template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == "*":
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert all(a.startswith(("xray:", "logs:")) for a in actions), (logical, actions)
+
+
+def test_lease_handlers_touch_only_the_session_table(control_template):
+    for step in ("AcquireLease", "ReleaseLease"):
+        table_statements = [s for s in _statements(control_template, f"{step}Role")
+                            if "dynamodb" in flatten(s["Action"])]
+        assert table_statements
+        for statement in table_statements:
+            assert "Sessions" in flatten(statement["Resource"])
+
+
+def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
+    (key,) = resources_of(control_template, "AWS::KMS::Key").values()
+    assert key["Properties"]["EnableKeyRotation"] is True
+    (table,) = resources_of(control_template, "AWS::DynamoDB::Table").values()
+    assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
+    assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    (topic,) = resources_of(control_template, "AWS::SNS::Topic").values()
+    assert "KmsMasterKeyId" in topic["Properties"]
+    (topic_policy,) = resources_of(control_template, "AWS::SNS::TopicPolicy").values()
+    denies = [s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_resolve_policy_gets_the_policies_without_secrets(control_template):
+    functions = resources_of(control_template, "AWS::Lambda::Function")
+    resolve = next(f for logical, f in functions.items() if logical.startswith("ResolvePolicy"))
+    policies = json.loads(flatten(resolve["Properties"]["Environment"]["Variables"]["POLICIES_JSON"]))
+    assert set(policies) == {p["name"] for p in E2E_CONFIG["policies"]}
+    vault = policies["vault"]["replication"]
+    assert vault["account"] == "222222222222"
+    assert vault["access_role_arn"] == "arn:aws:iam::222222222222:role/rdsbackup-replica-us-east-1"
+    assert vault["kms_key_arn"] == "arn:aws:kms:us-east-1:222222222222:alias/rdsbackup-replica"
+    assert policies["nightly"]["replication"] is None
