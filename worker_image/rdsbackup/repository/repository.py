@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from rdsbackup.errors import (
@@ -462,6 +463,10 @@ class BackupWriter:
         self.started = _now_iso()
         self.uploader = Uploader(repo.backend, repo._stats, threads=repo.upload_threads)
         self.packer = Packer(index, self.uploader)
+        # Blocks are compressed and encrypted on these threads (zstd and AES release the GIL) while
+        # the caller's thread goes on chunking; the semaphore bounds the blocks held in memory.
+        self._sealer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdsbackup-seal")
+        self._seal_slots = threading.BoundedSemaphore(16)
         self.new_chunks: list[bytes] = []
         self.roots: list[str] = []
         self._roots_lock = threading.Lock()
@@ -477,6 +482,28 @@ class BackupWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.done:
             self.abort()
+
+    def seal_block(self, block_no: int, raw: bytearray) -> Future:
+        """Seal a block and add it to a pack, on a sealing thread; the future's result is its size."""
+        self.uploader.check()
+        self._seal_slots.acquire()
+        try:
+            return self._sealer.submit(self._seal, block_no, raw)
+        except BaseException:
+            self._seal_slots.release()
+            raise
+
+    def _seal(self, block_no: int, raw: bytearray) -> int:
+        try:
+            sealed = self.keys.seal(raw, BLOCK_AD)
+            self.packer.add_block(block_no, sealed, len(raw))
+            return len(sealed)
+        except BaseException as exc:
+            if self.uploader.error is None:
+                self.uploader.error = exc
+            raise
+        finally:
+            self._seal_slots.release()
 
     def add_stream(self, name: str, source, *, profile: str = "bulk") -> dict:
         """Store one stream (an iterable of bytes or a binary file-like object). Thread-safe.
@@ -504,6 +531,8 @@ class BackupWriter:
         if self.done:
             raise RepositoryError("the backup was already committed or aborted")
         try:
+            self._sealer.shutdown(wait=True)
+            self.uploader.check()
             self.packer.flush()
             index_bytes = 0
             if self.new_chunks:
@@ -544,6 +573,7 @@ class BackupWriter:
             return
         self.done = True
         try:
+            self._sealer.shutdown(wait=True)
             self.uploader.close()
         finally:
             self.lock.release()

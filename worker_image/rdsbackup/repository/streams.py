@@ -30,8 +30,11 @@ class StreamWriter:
     """Push side of one stream (or of one level of its chunk list): `add_batch` chunks, `finish`
     stores the chunk lists and returns the root chunk id."""
 
-    def __init__(self, session, prof: ChunkingProfile, *, level: int = 0):
+    def __init__(self, session, prof: ChunkingProfile, *, level: int = 0, sealed: list | None = None):
         self.session = session
+        # Futures of this stream's blocks being sealed (shared with its list levels): their results
+        # are the stored sizes.
+        self.sealed: list = [] if sealed is None else sealed
         self.prof = prof
         self.level = level
         self.keys: Keys = session.keys
@@ -42,7 +45,6 @@ class StreamWriter:
         self.child: _ListSink | None = None
         self.size = 0
         self.chunks = 0
-        self.new_bytes = 0
 
     def add_batch(self, view: memoryview, ends: list[int]) -> None:
         """Add the chunks that tile `view` (chunk i ends at ends[i])."""
@@ -59,7 +61,7 @@ class StreamWriter:
         self._store(view, ends, ids)
         if len(self.ids) >= 65536:
             if self.child is None:
-                self.child = _ListSink(self.session, level=self.level + 1)
+                self.child = _ListSink(self.session, level=self.level + 1, sealed=self.sealed)
             self.child.feed(bytes(self.ids))
             self.ids = bytearray()
 
@@ -100,13 +102,14 @@ class StreamWriter:
         parallel stream may already dedup against the block's chunks."""
         if self.block_no < 0:
             return
-        raw = self.block
-        sealed = self.keys.seal(raw, BLOCK_AD)
-        block_no = self.block_no
+        raw, block_no = self.block, self.block_no
         self.block = bytearray()
         self.block_no = -1
-        self.session.packer.add_block(block_no, sealed, len(raw))
-        self.new_bytes += len(sealed)
+        self.sealed.append(self.session.seal_block(block_no, raw))
+
+    def new_bytes(self) -> int:
+        """Stored bytes of the blocks this stream wrote (waits for their sealing)."""
+        return sum(f.result() for f in self.sealed)
 
     def finish_lists(self) -> tuple[int, bytes]:
         """Store this level's remaining ids; return (level of the root, the root's ids)."""
@@ -116,12 +119,10 @@ class StreamWriter:
         if self.child is not None:
             self.child.feed(ids)
             level, ids = self.child.finish()
-            self.new_bytes += self.child.new_bytes
         if len(ids) > ROOT_MAX_IDS:
-            sink = _ListSink(self.session, level=level + 1)
+            sink = _ListSink(self.session, level=level + 1, sealed=self.sealed)
             sink.feed(ids)
             level, ids = sink.finish()
-            self.new_bytes += sink.new_bytes
         return level, ids
 
     def finish(self) -> bytes:
@@ -137,11 +138,10 @@ class StreamWriter:
 class _ListSink:
     """A chunk-id list stored as a stream of its own (level >= 1), chunked like table data."""
 
-    def __init__(self, session, level: int):
+    def __init__(self, session, level: int, sealed: list):
         self.level = level
-        self.writer = StreamWriter(session, LIST_PROFILE, level=level)
+        self.writer = StreamWriter(session, LIST_PROFILE, level=level, sealed=sealed)
         self.pending = bytearray()
-        self.new_bytes = 0
 
     def feed(self, data: bytes) -> None:
         self.pending += data
@@ -162,9 +162,7 @@ class _ListSink:
     def finish(self) -> tuple[int, bytes]:
         if self.pending:
             self._chunk(final=True)
-        result = self.writer.finish_lists()
-        self.new_bytes = self.writer.new_bytes
-        return result
+        return self.writer.finish_lists()
 
 
 def write_stream(session, source, prof: ChunkingProfile) -> dict:
@@ -180,7 +178,7 @@ def write_stream(session, source, prof: ChunkingProfile) -> dict:
         "blob": root_id.hex(),
         "size": writer.size,
         "chunks": writer.chunks,
-        "new_bytes": writer.new_bytes,
+        "new_bytes": writer.new_bytes(),
         "profile": prof.name,
     }
 
