@@ -180,9 +180,17 @@ def _rp_field(rp: dict, *names: str, default=""):
     return default
 
 
+def _summary(rp: dict) -> dict:
+    """A restore point without its per-table details (those stay in the manifest)."""
+    out = {k: v for k, v in rp.items() if k not in ("databases", "globals")}
+    if isinstance(rp.get("databases"), list):
+        out["databases"] = [d.get("name") for d in rp["databases"] if isinstance(d, dict)]
+    return out
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
-    points = repo.list_restore_points(source_id=args.source_id)
+    points = [_summary(p) for p in repo.list_restore_points(source_id=args.source_id)]
     if args.json:
         _print_json(points)
         return 0

@@ -159,44 +159,68 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
                       existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
                       reporter: Reporter, warnings: list[str]) -> dict:
     reporter.status(target)
-    _prepare_target(info, maintenance_db, entry, target, existing, warnings)
-    owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
     with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
+        # Fetch the schema first: a damaged repository fails the restore before the target changes.
         schema_path = os.path.join(workdir, "schema.dump")
         with open(schema_path, "wb") as f:
             repo.read_stream_to(entry["schema"], f, restore_point=restore_point_id)
-        _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
+        _prepare_target(info, maintenance_db, entry, target, existing, warnings)
+        created = target not in existing or not existing[target]
+        try:
+            return _load_database(repo, restore_point_id, info, entry, target, schema_path,
+                                  is_superuser=is_superuser, jobs=jobs, reporter=reporter, warnings=warnings)
+        except BaseException:
+            if created:
+                # A half-restored database would only make the retry fail with "not empty".
+                _drop_quietly(info, maintenance_db, target)
+            raise
 
-        def load_table(table: dict) -> int:
-            with info.connect(target) as conn:
-                conn.execute("SET synchronous_commit = off")
-                try:
-                    with conn.cursor() as cur:
-                        with cur.copy(copy_in_sql(table)) as copy:
-                            for block in repo.open_stream(table["stream"], restore_point=restore_point_id):
-                                copy.write(block)
-                                reporter.advance(len(block))
-                        return cur.rowcount
-                except psycopg.Error as exc:
-                    raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
-                                        f"{one_line(str(exc))}") from None
 
-        def load_lobs() -> int:
-            with info.connect(target) as conn:
-                blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
-                return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
+def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> None:
+    try:
+        with info.connect(maintenance_db) as admin:
+            force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(target), force))
+    except Exception:
+        pass
 
-        tables = sorted(entry["tables"], key=lambda t: t["bytes"], reverse=True)
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
-            futures = [pool.submit(load_table, t) for t in tables]
-            lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
-            done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()
-        rows = sum(f.result() for f in futures)
-        _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs)
+
+def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
+                   schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
+                   warnings: list[str]) -> dict:
+    owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
+    _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
+
+    def load_table(table: dict) -> int:
+        with info.connect(target) as conn:
+            conn.execute("SET synchronous_commit = off")
+            try:
+                with conn.cursor() as cur:
+                    with cur.copy(copy_in_sql(table)) as copy:
+                        for block in repo.open_stream(table["stream"], restore_point=restore_point_id):
+                            copy.write(block)
+                            reporter.advance(len(block))
+                    return cur.rowcount
+            except psycopg.Error as exc:
+                raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
+                                    f"{one_line(str(exc))}") from None
+
+    def load_lobs() -> int:
+        with info.connect(target) as conn:
+            blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
+            return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
+
+    tables = sorted(entry["tables"], key=lambda t: t["bytes"], reverse=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
+        futures = [pool.submit(load_table, t) for t in tables]
+        lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
+        done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
+        for f in done:
+            if f.exception() is not None:
+                for p in pending:
+                    p.cancel()
+                raise f.exception()
+    rows = sum(f.result() for f in futures)
+    _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}
