@@ -1,0 +1,78 @@
+"""Damage: a corrupt or missing pack is named by readers and by verify; nothing damaged reads as data."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from rdsbackup.errors import CorruptObject, MissingObject, RestorePointNotFound
+from rdsbackup.repository import Repository
+
+
+@pytest.fixture
+def repo_with_backup(tmp_path):
+    url = f"file://{tmp_path}/repo"
+    repo = Repository.init(url, password="pw")
+    data = random.Random(1).randbytes(3_000_000)
+    with repo.begin_backup(source_id="s", engine="postgres") as writer:
+        ref = writer.add_stream("t", [data], profile="table")
+        rp_id = writer.commit({"streams": {"t": ref}})
+    [(pack_key, _)] = list(repo.backend.list("data/"))
+    return Repository.open(url, password="pw"), ref, rp_id, tmp_path / "repo" / pack_key, pack_key
+
+
+def test_corrupt_pack_byte_is_named_on_read_and_by_verify_read_data(repo_with_backup):
+    repo, ref, rp_id, pack_path, pack_key = repo_with_backup
+    raw = bytearray(pack_path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    pack_path.write_bytes(bytes(raw))
+
+    with pytest.raises(CorruptObject) as excinfo:
+        b"".join(repo.open_stream(ref, restore_point=rp_id))
+    assert pack_key in str(excinfo.value) and rp_id in str(excinfo.value)
+    assert excinfo.value.object_name == pack_key
+
+    assert repo.verify()["errors"] == []  # structure is intact: only reading the data finds it
+    errors = repo.verify(read_data=True)["errors"]
+    assert len(errors) == 1 and pack_key in errors[0] and "corrupt" in errors[0] and rp_id in errors[0]
+
+
+def test_missing_pack_is_named_on_read_and_by_verify(repo_with_backup):
+    repo, ref, rp_id, pack_path, pack_key = repo_with_backup
+    pack_path.unlink()
+    with pytest.raises(MissingObject) as excinfo:
+        b"".join(repo.open_stream(ref))
+    assert pack_key in str(excinfo.value)
+    errors = repo.verify()["errors"]
+    assert errors and pack_key in errors[0] and "missing" in errors[0] and rp_id in errors[0]
+
+
+def test_truncated_pack_is_reported(repo_with_backup):
+    repo, ref, rp_id, pack_path, pack_key = repo_with_backup
+    pack_path.write_bytes(pack_path.read_bytes()[:1000])
+    with pytest.raises(CorruptObject, match=pack_key):
+        b"".join(repo.open_stream(ref))
+    errors = repo.verify(rp_id)["errors"]
+    assert errors and pack_key in errors[0] and "truncated" in errors[0]
+
+
+def test_tampered_manifest_is_corrupt_and_unknown_restore_point_is_not_found(repo_with_backup, tmp_path):
+    repo, _ref, rp_id, _pack_path, _ = repo_with_backup
+    with pytest.raises(RestorePointNotFound, match="nope"):
+        repo.load_manifest("nope")
+    manifest = tmp_path / "repo" / "manifests" / rp_id
+    raw = bytearray(manifest.read_bytes())
+    raw[-1] ^= 0x80
+    manifest.write_bytes(bytes(raw))
+    with pytest.raises(CorruptObject, match=rp_id):
+        repo.load_manifest(rp_id)
+    assert any(rp_id in e for e in repo.verify()["errors"])
+
+
+def test_manifest_renamed_to_another_id_fails_authentication(repo_with_backup, tmp_path):
+    _repo, _ref, rp_id, _pack_path, _ = repo_with_backup
+    manifests = tmp_path / "repo" / "manifests"
+    (manifests / rp_id).rename(manifests / "0123456789abcdef")
+    repo = Repository.open(f"file://{tmp_path}/repo", password="pw")
+    with pytest.raises(CorruptObject):
+        repo.load_manifest("0123456789abcdef")
