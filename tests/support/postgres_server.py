@@ -325,7 +325,12 @@ def create_sample_database(server: PostgresServer, dbname: str, *, user: str | N
     server.psql(SAMPLE_SCHEMA_SQL + SAMPLE_DATA_SQL, dbname=dbname, user=user, password=password)
     docs = server.execute("SELECT doc FROM app.docs ORDER BY id", dbname=dbname, user=user, password=password)
     server.psql(f"COMMENT ON LARGE OBJECT {docs[0][0]} IS 'greeting';"
-                f"GRANT SELECT ON LARGE OBJECT {docs[1][0]} TO {SAMPLE_ROLE};",
+                f"GRANT SELECT ON LARGE OBJECT {docs[1][0]} TO {SAMPLE_ROLE};"
+                f"ALTER DATABASE \"{dbname}\" SET search_path = app, public, \"$user\";"
+                f"ALTER DATABASE \"{dbname}\" SET work_mem = '8MB';"
+                f"COMMENT ON DATABASE \"{dbname}\" IS 'the shop';"
+                f"REVOKE CONNECT, TEMPORARY ON DATABASE \"{dbname}\" FROM PUBLIC;"
+                f"GRANT CONNECT ON DATABASE \"{dbname}\" TO {SAMPLE_ROLE};",
                 dbname=dbname, user=user, password=password)
 
 
@@ -376,3 +381,11 @@ def large_objects(server: PostgresServer, dbname: str) -> list[tuple]:
     return server.execute(
         "SELECT l.oid, pg_get_userbyid(l.lomowner), md5(lo_get(l.oid)), obj_description(l.oid, 'pg_largeobject'),"
         " l.lomacl::text FROM pg_largeobject_metadata l ORDER BY l.oid", dbname=dbname)
+
+
+def database_properties(server: PostgresServer, dbname: str) -> list[tuple]:
+    """Settings, comment and grants of the database itself."""
+    return server.execute(
+        "SELECT (SELECT setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0),"
+        " shobj_description(d.oid, 'pg_database'), d.datacl::text, pg_get_userbyid(d.datdba)"
+        " FROM pg_database d WHERE d.datname = %s".replace("%s", "'" + dbname.replace("'", "''") + "'"))

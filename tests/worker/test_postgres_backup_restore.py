@@ -10,6 +10,7 @@ from rdsbackup.repository import Repository
 from tests.support.postgres_server import (
     SAMPLE_ROLE,
     create_sample_database,
+    database_properties,
     ensure_role,
     large_objects,
     schema_dump,
@@ -62,6 +63,7 @@ def _assert_same_database(server, source: str, copy: str) -> None:
     assert table_checksums(server, copy) == table_checksums(server, source)
     assert sequence_values(server, copy) == sequence_values(server, source)
     assert large_objects(server, copy) == large_objects(server, source)
+    assert database_properties(server, copy) == database_properties(server, source)
 
 
 def test_restore_point_records_source_version_databases_and_sizes(full_backup, repo):
@@ -97,6 +99,8 @@ def test_restored_database_equals_source(server, superuser, repo, full_backup):
     result = restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
                               target_database="shop_copy", jobs=3)
     assert result["databases"][0]["target"] == "shop_copy"
+    settings, comment, acl, _owner = database_properties(server, "shop_copy")[0]
+    assert comment == "the shop" and "app_reader=c/" in acl and 'search_path=app, public, "$user"' in settings
     _assert_same_database(server, "shop", "shop_copy")
 
 

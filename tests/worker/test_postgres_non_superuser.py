@@ -10,6 +10,7 @@ from rdsbackup.repository import Repository
 from tests.support.postgres_server import (
     SAMPLE_ROLE,
     create_sample_database,
+    database_properties,
     ensure_role,
     large_objects,
     schema_dump,
@@ -59,3 +60,4 @@ def test_master_user_backs_up_and_restores_its_databases(postgres_server, master
     assert table_checksums(postgres_server, "owned_copy") == table_checksums(postgres_server, "owned")
     assert sequence_values(postgres_server, "owned_copy") == sequence_values(postgres_server, "owned")
     assert large_objects(postgres_server, "owned_copy") == large_objects(postgres_server, "owned")
+    assert database_properties(postgres_server, "owned_copy") == database_properties(postgres_server, "owned")

@@ -74,7 +74,7 @@ def _copy_blocks(conn: psycopg.Connection, table: TableInfo, counts: dict, repor
 
 
 def _schema_dump_args(tables: list[TableInfo], snapshot_id: str, out_path: str, workdir: str) -> list[str]:
-    args = ["--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--no-blobs", "--no-password",
+    args = ["--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--no-blobs", "--no-password", "--no-sync",
             f"--file={out_path}"]
     # Rows of the tables we stream are left out of the schema dump; everything else pg_dump writes
     # (sequence values, materialized view refreshes, extension configuration tables) stays.
@@ -105,9 +105,11 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
         tables = catalog.list_tables(conn)
         owners = catalog.object_owners(conn)
         has_lobs = catalog.has_large_objects(conn)
+        properties = catalog.database_properties(conn)
         reporter.add_total(sum(t.relation_bytes for t in tables))
         entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
-                       "ctype": db.ctype, "owners": owners, "started": started}
+                       "ctype": db.ctype, "owners": owners, "properties": properties,
+                       "started": started}
         # Largest first: the long copies start early and the pool ends together.
         order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
 

@@ -154,3 +154,20 @@ def is_empty(conn: psycopg.Connection) -> bool:
         """
     ).fetchone()
     return not row[0]
+
+
+def database_properties(conn: psycopg.Connection) -> dict:
+    """What pg_dump writes only with --create: the current database's settings, comment and grants."""
+    settings, comment, acl_is_set, grants = conn.execute(
+        """
+        SELECT ARRAY(SELECT unnest(s.setconfig) FROM pg_db_role_setting s
+                     WHERE s.setdatabase = d.oid AND s.setrole = 0),
+               shobj_description(d.oid, 'pg_database'),
+               d.datacl IS NOT NULL,
+               ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+                            || ' ' || a.privilege_type
+                     FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba)
+        FROM pg_database d WHERE d.datname = current_database()
+        """
+    ).fetchone()
+    return {"settings": list(settings), "comment": comment, "acl": list(grants) if acl_is_set else None}

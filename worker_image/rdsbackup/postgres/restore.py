@@ -150,6 +150,43 @@ def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str
                             f"{first_error(stderr) or 'no message'}")
 
 
+# Settings whose value is a list of names: each element is quoted on its own (as pg_dump does).
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries"}
+
+
+def _setting_sql(target: str, setting: str) -> sql.Composable:
+    name, _, value = setting.partition("=")
+    if name in _LIST_SETTINGS:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [v[1:-1].replace('""', '"') if len(v) > 1 and v[0] == v[-1] == '"' else v for v in items]
+        rendered = sql.SQL(", ").join(sql.Literal(v) for v in items) if items else sql.Literal("")
+    else:
+        rendered = sql.Literal(value)
+    return sql.SQL("ALTER DATABASE {} SET {} = {}").format(sql.Identifier(target), sql.Identifier(name), rendered)
+
+
+def _apply_database_properties(info: ConnectionInfo, target: str, props: dict, warnings: list[str]) -> None:
+    """Settings, comment and grants of the database itself (under its new name, if renamed)."""
+    statements: list[sql.Composable] = [_setting_sql(target, s) for s in props.get("settings") or []]
+    if props.get("comment") is not None:
+        statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(target), sql.Literal(props["comment"])))
+    if props.get("acl") is not None:
+        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(target)))
+        for grant in props["acl"]:
+            grantee, privilege = grant.rsplit(" ", 1)
+            statements.append(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                sql.SQL(privilege), sql.Identifier(target), sql.SQL(grantee)))
+    if not statements:
+        return
+    with info.connect(target) as conn:
+        for stmt in statements:
+            try:
+                conn.execute(stmt)
+            except psycopg.Error as exc:
+                warnings.append(f"database {target!r}: {stmt.as_string(conn)} failed: {one_line(str(exc))}")
+
+
 def copy_in_sql(table: dict) -> str:
     cols = ", ".join(quote_ident(c) for c in table["columns"])
     return f"COPY {quote_ident(table['schema'])}.{quote_ident(table['name'])} ({cols}) FROM STDIN"
@@ -222,5 +259,6 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                 raise f.exception()
     rows = sum(f.result() for f in futures)
     _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs)
+    _apply_database_properties(info, target, entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}
