@@ -16,12 +16,26 @@ import time
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.loaders import create_loader
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, user_agent_extra="rdsbackup")
 _REFRESH_MARGIN_SECONDS = 300
 _cache: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
+_clients: dict[tuple[str, str | None, str | None, str, str | None], tuple[Any, float]] = {}
+_default: list[boto3.Session] = []
 _lock = threading.Lock()
+# One loader for every session: parsing a service model (RDS's is large) once per container, not
+# once per assumed role.
+_LOADER = create_loader()
+
+
+def new_session(**credentials: str) -> boto3.Session:
+    """A boto3 session sharing the container's service-model loader."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.Session(botocore_session=core, **credentials)
 
 
 def endpoint_url(service: str) -> str | None:
@@ -37,8 +51,11 @@ def role_session_name(session_id: str | None) -> str:
 
 
 def default_session() -> boto3.Session:
-    """The function's own credentials (the control account)."""
-    return boto3.Session()
+    """The function's own credentials (the control account), one session per container."""
+    with _lock:
+        if not _default:
+            _default.append(new_session())
+        return _default[0]
 
 
 def session_for(role_arn: str | None, session_id: str | None = None) -> boto3.Session:
@@ -51,9 +68,9 @@ def session_for(role_arn: str | None, session_id: str | None = None) -> boto3.Se
         cached = _cache.get(key)
         if cached and cached[1] - time.time() > _REFRESH_MARGIN_SECONDS:
             return cached[0]
-    sts = boto3.client("sts", endpoint_url=endpoint_url("sts"), config=_BOTO_CONFIG)
+    sts = default_session().client("sts", endpoint_url=endpoint_url("sts"), config=_BOTO_CONFIG)
     creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=name, DurationSeconds=3600)["Credentials"]
-    session = boto3.Session(
+    session = new_session(
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
@@ -65,12 +82,28 @@ def session_for(role_arn: str | None, session_id: str | None = None) -> boto3.Se
 
 
 def client(service: str, region: str | None, role_arn: str | None = None, session_id: str | None = None) -> Any:
-    """A boto3 client for ``service`` in ``region`` with the credentials of ``role_arn``."""
+    """A boto3 client for ``service`` in ``region`` with the credentials of ``role_arn``.
+
+    Clients are reused while their credentials are valid: building one parses the service model,
+    which costs more than most of the calls made with it.
+    """
+    endpoint = endpoint_url(service)
+    key = (service, region, role_arn or None, role_session_name(session_id) if role_arn else "", endpoint)
+    with _lock:
+        cached = _clients.get(key)
+        if cached and cached[1] - time.time() > _REFRESH_MARGIN_SECONDS:
+            return cached[0]
     session = session_for(role_arn, session_id)
-    return session.client(service, region_name=region, endpoint_url=endpoint_url(service), config=_BOTO_CONFIG)
+    made = session.client(service, region_name=region, endpoint_url=endpoint, config=_BOTO_CONFIG)
+    expires = _cache[(role_arn, role_session_name(session_id))][1] if role_arn else float("inf")
+    with _lock:
+        _clients[key] = (made, expires)
+    return made
 
 
 def clear_cache() -> None:
     """Forget cached credentials (tests)."""
     with _lock:
         _cache.clear()
+        _clients.clear()
+        _default.clear()

@@ -27,11 +27,11 @@ TARGET_ROLE = f"arn:aws:iam::{TARGET_ACCOUNT}:role/rdsbackup-replica"
 def session_in(account: str) -> boto3.Session:
     """A boto3 session in ``account`` (moto maps assumed-role credentials to the role's account)."""
     if account == SOURCE_ACCOUNT:
-        return boto3.Session()
+        return aws_sessions.new_session()
     creds = boto3.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{account}:role/test-admin", RoleSessionName="tests"
     )["Credentials"]
-    return boto3.Session(
+    return aws_sessions.new_session(
         aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
@@ -47,10 +47,14 @@ class World:
     topic_arn: str
     queue_url: str
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    clients: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     # -- AWS access ---------------------------------------------------------------------------------
     def client(self, service: str, region: str = REGION, account: str = SOURCE_ACCOUNT) -> Any:
-        return session_in(account).client(service, region_name=region)
+        key = (service, region, account)
+        if key not in self.clients:
+            self.clients[key] = session_in(account).client(service, region_name=region)
+        return self.clients[key]
 
     def cmk(self, account: str = SOURCE_ACCOUNT, region: str = REGION) -> str:
         """A customer-managed key in ``account``/``region`` (one per place, made on first use)."""
