@@ -161,7 +161,7 @@ class S3Backend(Backend):
 
         try:
             if len(data) <= MULTIPART_THRESHOLD:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
             else:
                 from boto3.s3.transfer import TransferConfig
 

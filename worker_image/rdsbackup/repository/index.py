@@ -42,6 +42,80 @@ def pack_id_from_key(key: str) -> bytes | None:
     return pid if len(pid) == 16 else None
 
 
+class ChunkTable:
+    """Chunk id -> packed location, in 24 bytes per chunk (a dict of bytes -> int costs ~130).
+
+    Ids are keyed hashes, hence uniformly spread: their first two bytes pick one of 65536 buckets, a
+    bucket is a bytearray of records (16-byte id, 8-byte location), searched with bytearray.find (C
+    speed). Records are only appended, so a record's position stays valid: a claimed id (location
+    CLAIMED while its block is being filled) is later given its location in place.
+    """
+
+    RECORD = 24
+    CLAIMED = (1 << 64) - 1
+
+    def __init__(self) -> None:
+        self._buckets = [bytearray() for _ in range(65536)]
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _find(self, bucket: bytearray, cid: bytes) -> int:
+        pos = bucket.find(cid)
+        while pos > 0 and pos % 24:
+            pos = bucket.find(cid, pos + 1)
+        return pos
+
+    def get(self, cid: bytes) -> int | None:
+        """The location of `cid`, -1 if claimed but not yet placed, None if unknown."""
+        bucket = self._buckets[(cid[0] << 8) | cid[1]]
+        pos = self._find(bucket, cid)
+        if pos < 0:
+            return None
+        loc = int.from_bytes(bucket[pos + 16 : pos + 24], "little")
+        return -1 if loc == self.CLAIMED else loc
+
+    def __contains__(self, cid: bytes) -> bool:
+        return self._find(self._buckets[(cid[0] << 8) | cid[1]], cid) >= 0
+
+    def add(self, cid: bytes, loc: int) -> None:
+        """Add `cid` unless it is known (the first location stays: every indexed location is valid)."""
+        bucket = self._buckets[(cid[0] << 8) | cid[1]]
+        if self._find(bucket, cid) < 0:
+            bucket += cid
+            bucket += loc.to_bytes(8, "little")
+            self._len += 1
+
+    def claim(self, cid: bytes) -> tuple[bytearray, int] | None:
+        """Claim an unknown id (caller holds the index lock): returns a token for `place`, or None if
+        the id is known already."""
+        bucket = self._buckets[(cid[0] << 8) | cid[1]]
+        if self._find(bucket, cid) >= 0:
+            return None
+        pos = len(bucket)
+        bucket += cid
+        bucket += b"\xff" * 8
+        self._len += 1
+        return bucket, pos
+
+    @staticmethod
+    def place(token: tuple[bytearray, int], loc: int) -> None:
+        bucket, pos = token
+        bucket[pos + 16 : pos + 24] = loc.to_bytes(8, "little")
+
+    def items(self):
+        for bucket in self._buckets:
+            for pos in range(0, len(bucket), 24):
+                loc = int.from_bytes(bucket[pos + 16 : pos + 24], "little")
+                if loc != self.CLAIMED:
+                    yield bytes(bucket[pos : pos + 16]), loc
+
+    def values(self):
+        for _cid, loc in self.items():
+            yield loc
+
+
 class Index:
     """In-memory index. `chunks` maps chunk id -> packed location; `blocks[n]` is (pack number, offset,
     stored length, raw length) or None while the block is still being written."""
@@ -50,7 +124,7 @@ class Index:
         self.packs: list[bytes] = []
         self.pack_numbers: dict[bytes, int] = {}
         self.blocks: list[tuple[int, int, int, int] | None] = []
-        self.chunks: dict[bytes, int] = {}
+        self.chunks = ChunkTable()
         self.lock = threading.Lock()
 
     # --- building ---
@@ -104,9 +178,9 @@ class Index:
         end = pos + _CHUNK.size * n_chunks
         if end != len(plain):
             raise ValueError("index object has trailing or missing bytes")
-        chunks = self.chunks
+        add = self.chunks.add
         for cid, block, off, length in _CHUNK.iter_unpack(plain[pos:end]):
-            chunks[cid] = ((base + block) << _SHIFT_BLOCK) | (off << _SHIFT_OFFSET) | length
+            add(cid, ((base + block) << _SHIFT_BLOCK) | (off << _SHIFT_OFFSET) | length)
 
 
 def encode_index(index: Index, chunk_ids, *, pack_filter=None) -> bytes:
@@ -120,7 +194,7 @@ def encode_index(index: Index, chunk_ids, *, pack_filter=None) -> bytes:
     n_chunks = 0
     for cid in chunk_ids:
         loc = index.chunks.get(cid)
-        if loc is None:
+        if loc is None or loc < 0:
             continue
         block_no, off, length = Index.unpack_location(loc)
         lb = block_local.get(block_no)

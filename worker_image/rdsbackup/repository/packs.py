@@ -38,7 +38,7 @@ class Uploader:
     """Writes objects on background threads; at most `max_pending` objects wait in memory, so a fast
     producer blocks instead of growing the heap. The first failure is kept and re-raised to producers."""
 
-    def __init__(self, backend: Backend, stats: Stats, *, threads: int = 2, max_pending: int = 3):
+    def __init__(self, backend: Backend, stats: Stats, *, threads: int = 2, max_pending: int = 1):
         self.backend = backend
         self.stats = stats
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rdsbackup-upload")
@@ -51,7 +51,7 @@ class Uploader:
         if self.error is not None:
             raise BackupAborted(f"backup aborted: {self.error}") from self.error
 
-    def submit(self, key: str, data: bytes) -> None:
+    def submit(self, key: str, data: bytes | bytearray) -> None:
         self.check()
         self._slots.acquire()
         try:
@@ -63,7 +63,7 @@ class Uploader:
             self._futures = [f for f in self._futures if not f.done()]
             self._futures.append(future)
 
-    def _put(self, key: str, data: bytes) -> None:
+    def _put(self, key: str, data: bytes | bytearray) -> None:
         try:
             if self.error is None:
                 self.backend.put(key, data)
@@ -115,10 +115,10 @@ class Packer:
         if full is not None:
             self.uploader.submit(*full)
 
-    def _take(self) -> tuple[str, bytes] | None:
+    def _take(self) -> tuple[str, bytearray] | None:
         if not self._buf:
             return None
-        data = bytes(self._buf)
+        data = self._buf  # handed over, never written again
         self.new_packs.append(self._pack_id)
         key = pack_key(self._pack_id)
         self._buf = None

@@ -42,14 +42,12 @@ def prune(repo, *, repack_below: float = 0.5) -> dict:
         for root_hex in manifest.get("stream_roots", []):
             for cid in reader.iter_ids(bytes.fromhex(root_hex), every_chunk=True):
                 referenced.add(cid)
-    for cid in referenced:
-        loc = index.chunks.get(cid)
-        if loc is None:
-            raise RepositoryError(f"chunk {cid.hex()} of a restore point is not indexed: run verify; nothing pruned")
-
     live_blocks: set[int] = set()
     for cid in referenced:
-        live_blocks.add(index.chunks[cid] >> 48)
+        loc = index.chunks.get(cid)
+        if loc is None or loc < 0:
+            raise RepositoryError(f"chunk {cid.hex()} of a restore point is not indexed: run verify; nothing pruned")
+        live_blocks.add(loc >> 48)
     pack_total: dict[int, int] = {}
     pack_live: dict[int, int] = {}
     blocks_of: dict[int, list[int]] = {}

@@ -37,6 +37,7 @@ from rdsbackup.repository.chunking import profile as chunking_profile
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
 from rdsbackup.repository.index import Index, encode_index, pack_id_from_key, pack_key
 from rdsbackup.repository.locks import DEFAULT_TTL, Lock
+from rdsbackup.repository.memory import return_large_buffers_to_the_system
 from rdsbackup.repository.packs import Packer, Stats, Uploader
 from rdsbackup.repository.streams import BLOCK_AD, StreamReader, write_stream
 
@@ -195,6 +196,7 @@ class Repository:
 
     def begin_backup(self, *, source_id: str, engine: str, lock_wait: float = 60.0) -> BackupWriter:
         """Start a backup: takes a shared backup lock (waits up to `lock_wait` s for a prune)."""
+        return_large_buffers_to_the_system()
         lock = Lock(self.backend, self._keys, "backup", owner=f"backup of {source_id}", ttl=self.lock_ttl)
         lock.acquire(wait=lock_wait)
         try:
@@ -254,6 +256,7 @@ class Repository:
             root = bytes.fromhex(ref["blob"])
         except (KeyError, TypeError, ValueError):
             raise RepositoryError(f"not a stream reference: {ref!r}") from None
+        return_large_buffers_to_the_system()
         reader = StreamReader(self, restore_point=restore_point)
         return reader.iter_stream(root)
 
@@ -467,7 +470,7 @@ class BackupWriter:
         # the caller's thread goes on chunking; the semaphore bounds the blocks held in memory.
         self._sealer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdsbackup-seal")
         self._seal_slots = threading.BoundedSemaphore(16)
-        self.new_chunks: list[bytes] = []
+        self.new_chunks = bytearray()  # ids of the chunks this backup stored, 16 bytes each
         self.roots: list[str] = []
         self._roots_lock = threading.Lock()
         self.size = 0
@@ -536,7 +539,8 @@ class BackupWriter:
             self.packer.flush()
             index_bytes = 0
             if self.new_chunks:
-                plain = encode_index(self.index, self.new_chunks)
+                new = self.new_chunks
+                plain = encode_index(self.index, (bytes(new[i : i + 16]) for i in range(0, len(new), 16)))
                 sealed = self.keys.seal(plain, INDEX_AD)
                 key = f"index/{os.urandom(16).hex()}"
                 self.repo._put(key, sealed)

@@ -69,30 +69,30 @@ class StreamWriter:
         """Put the chunks whose ids the index does not know yet into this stream's open block."""
         index = self.index
         chunks = index.chunks
+        claim = chunks.claim
         missing = []
         with index.lock:
-            # Claim new ids at once (location -1 until placed) so parallel streams dedup against them,
-            # and a chunk repeated within the batch is stored once.
+            # Claim new ids at once so parallel streams dedup against them (they get their location
+            # below), and a chunk repeated within the batch is stored once.
             for i, cid in enumerate(ids):
-                if cid not in chunks:
-                    chunks[cid] = -1
-                    missing.append(i)
+                token = claim(cid)
+                if token is not None:
+                    missing.append((i, token))
         if not missing:
             return
         new = self.session.new_chunks
         limit = self.prof.block_size
-        location = Index.location
+        place = chunks.place
         block = self.block
-        for i in missing:
+        for i, token in missing:
             start = ends[i - 1] if i else 0
             end = ends[i]
             if self.block_no < 0:
                 self.block_no = index.new_block()
-            off = len(block)
+            loc = (self.block_no << 48) | (len(block) << 24) | (end - start)
             block += view[start:end]
-            cid = ids[i]
-            chunks[cid] = location(self.block_no, off, end - start)
-            new.append(cid)
+            place(token, loc)
+            new += ids[i]
             if len(block) >= limit:
                 self.close_block()
                 block = self.block
@@ -342,7 +342,7 @@ class StreamReader:
         for cid in self.iter_ids(root_id):
             batch.append(cid)
             loc = chunks.get(cid)
-            size += (loc & 0xFFFFFF) if loc is not None and loc > 0 else 0
+            size += (loc & 0xFFFFFF) if loc is not None and loc >= 0 else 0
             if size >= window_bytes:
                 yield b"".join(self.read_chunks(batch))
                 batch = []
