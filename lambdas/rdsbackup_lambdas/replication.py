@@ -209,7 +209,8 @@ class _Reconciler:
         metadata.update(
             {
                 "kind": kind,
-                "created_at": now_iso(),
+                # created_at stays the primary's: the backup's point in time orders the replica chain too.
+                "copied_at": now_iso(),
                 "primary_snapshot": metadata["snapshot"],
                 "snapshot": {"arn": copy.arn, "id": copy.id, "kind": copy.kind, "account": copy.account,
                              "region": copy.region, "encrypted": copy.encrypted,
