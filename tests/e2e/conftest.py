@@ -16,7 +16,7 @@ from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
 from rdsbackup_local.synth import synthesize
 from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
-from tests.support.moto_patches import shared_snapshot_copy_by_arn
+from tests.support.moto_patches import shared_snapshot_copies
 
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 
@@ -57,6 +57,20 @@ class Harness:
                 raise TimeoutError(f"execution {execution_arn} still running after {timeout}s")
             time.sleep(0.05)
 
+    @property
+    def tag_key_arn(self) -> str:
+        functions = boto3.client("lambda", region_name=REGION).list_functions()["Functions"]
+        tagger = next(f for f in functions if "TagSnapshot" in f["FunctionName"])
+        return tagger["Environment"]["Variables"]["TAG_KMS_KEY_ARN"]
+
+    def decode_tags(self, arn: str, region: str = REGION, session: boto3.Session | None = None) -> dict:
+        """The encrypted metadata on a snapshot, decoded as the retention step does."""
+        from rdsbackup_lambdas.tag_metadata import TagCodec
+
+        rds = (session or boto3.Session()).client("rds", region_name=region)
+        tags = rds.list_tags_for_resource(ResourceName=arn)["TagList"]
+        return TagCodec(boto3.client("kms", region_name=REGION), self.tag_key_arn).decode(tags, arn)
+
     def history(self, execution_arn: str) -> list[dict]:
         events, token = [], None
         while True:
@@ -77,7 +91,7 @@ def report_of(described: dict) -> dict:
 
 @pytest.fixture
 def harness(e2e_cdk_out, monkeypatch) -> Harness:
-    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copy_by_arn(), InProcessLambdas() as lambdas:
+    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copies(), InProcessLambdas() as lambdas:
         app = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
                      default_account=CONTROL_ACCOUNT, default_region=REGION)
         yield Harness(app=app, lambdas=lambdas)
