@@ -39,7 +39,8 @@ def create_aurora_cluster(identifier: str, *, instances: int = 3, tags: dict[str
 
 
 def db_snapshots(identifier: str, region: str = REGION, session: boto3.Session | None = None) -> list[dict]:
-    return rds(region, session).describe_db_snapshots(DBInstanceIdentifier=identifier, SnapshotType="manual")["DBSnapshots"]
+    client = rds(region, session)
+    return client.describe_db_snapshots(DBInstanceIdentifier=identifier, SnapshotType="manual")["DBSnapshots"]
 
 
 def cluster_snapshots(identifier: str, region: str = REGION) -> list[dict]:
