@@ -47,8 +47,8 @@ class ChunkTable:
 
     Ids are keyed hashes, hence uniformly spread: their first two bytes pick one of 65536 buckets, a
     bucket is a bytearray of records (16-byte id, 8-byte location), searched with bytearray.find (C
-    speed). Records are only appended, so a record's position stays valid: a claimed id (location
-    CLAIMED while its block is being filled) is later given its location in place.
+    speed). Records are only appended, so a record's position stays valid: an id claimed by a backup
+    (location CLAIMED until its block has a number and offset) is given its location in place.
     """
 
     RECORD = 24
@@ -87,22 +87,22 @@ class ChunkTable:
             bucket += loc.to_bytes(8, "little")
             self._len += 1
 
-    def claim(self, cid: bytes) -> tuple[bytearray, int] | None:
-        """Claim an unknown id (caller holds the index lock): returns a token for `place`, or None if
-        the id is known already."""
-        bucket = self._buckets[(cid[0] << 8) | cid[1]]
-        if self._find(bucket, cid) >= 0:
-            return None
-        pos = len(bucket)
-        bucket += cid
-        bucket += b"\xff" * 8
-        self._len += 1
-        return bucket, pos
-
-    @staticmethod
-    def place(token: tuple[bytearray, int], loc: int) -> None:
-        bucket, pos = token
-        bucket[pos + 16 : pos + 24] = loc.to_bytes(8, "little")
+    def claim_many(self, ids: list[bytes]) -> list[tuple[int, bytearray, int]]:
+        """`claim` for a batch: (position in `ids`, bucket, record offset) of each id claimed. An id
+        repeated within the batch is claimed once."""
+        buckets = self._buckets
+        claimed = []
+        for i, cid in enumerate(ids):
+            bucket = buckets[(cid[0] << 8) | cid[1]]
+            pos = bucket.find(cid)
+            while pos > 0 and pos % 24:
+                pos = bucket.find(cid, pos + 1)
+            if pos < 0:
+                claimed.append((i, bucket, len(bucket)))
+                bucket += cid
+                bucket += b"\xff\xff\xff\xff\xff\xff\xff\xff"
+        self._len += len(claimed)
+        return claimed
 
     def items(self):
         for bucket in self._buckets:
@@ -183,7 +183,37 @@ class Index:
             add(cid, ((base + block) << _SHIFT_BLOCK) | (off << _SHIFT_OFFSET) | length)
 
 
-def encode_index(index: Index, chunk_ids, *, pack_filter=None) -> bytes:
+CHUNK_RECORD = _CHUNK
+
+
+def encode_new_entries(index: Index, block_base: int, chunk_records: bytearray) -> bytes:
+    """Serialise what one backup added: its blocks (numbers from `block_base` on, all of them its own)
+    with their packs, and `chunk_records` (CHUNK_RECORD entries, blocks numbered from block_base)."""
+    pack_local: dict[int, int] = {}
+    packs: list[bytes] = []
+    blocks = bytearray()
+    for entry in index.blocks[block_base:]:
+        if entry is None:
+            raise ValueError("a block of this backup was never stored")
+        pack_no, boff, stored, raw = entry
+        lp = pack_local.get(pack_no)
+        if lp is None:
+            lp = pack_local[pack_no] = len(packs)
+            packs.append(index.packs[pack_no])
+        blocks += _BLOCK.pack(lp, boff, stored, raw)
+    out = bytearray(MAGIC)
+    out.append(INDEX_VERSION)
+    out += _U32.pack(len(packs))
+    for p in packs:
+        out += p
+    out += _U32.pack(len(index.blocks) - block_base)
+    out += blocks
+    out += _U32.pack(len(chunk_records) // _CHUNK.size)
+    out += chunk_records
+    return bytes(out)
+
+
+def encode_index(index: Index, chunk_ids) -> bytes:
     """Serialise the entries of `chunk_ids` (with their blocks and packs) from `index`."""
     pack_local: dict[int, int] = {}
     block_local: dict[int, int] = {}
@@ -203,8 +233,6 @@ def encode_index(index: Index, chunk_ids, *, pack_filter=None) -> bytes:
             if entry is None:
                 raise ValueError("block not yet stored")
             pack_no, boff, stored, raw = entry
-            if pack_filter is not None and not pack_filter(pack_no):
-                continue
             lp = pack_local.get(pack_no)
             if lp is None:
                 lp = pack_local[pack_no] = len(packs)

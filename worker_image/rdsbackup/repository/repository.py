@@ -35,7 +35,7 @@ from rdsbackup.repository import crypto
 from rdsbackup.repository.backends import Backend, backend_for
 from rdsbackup.repository.chunking import profile as chunking_profile
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
-from rdsbackup.repository.index import Index, encode_index, pack_id_from_key, pack_key
+from rdsbackup.repository.index import Index, encode_new_entries, pack_id_from_key, pack_key
 from rdsbackup.repository.locks import DEFAULT_TTL, Lock
 from rdsbackup.repository.memory import return_large_buffers_to_the_system
 from rdsbackup.repository.packs import Packer, Stats, Uploader
@@ -470,7 +470,9 @@ class BackupWriter:
         # the caller's thread goes on chunking; the semaphore bounds the blocks held in memory.
         self._sealer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdsbackup-seal")
         self._seal_slots = threading.BoundedSemaphore(16)
-        self.new_chunks = bytearray()  # ids of the chunks this backup stored, 16 bytes each
+        # Blocks from number block_base on are this backup's; new_records are its chunks' index entries.
+        self.block_base = len(index.blocks)
+        self.new_records = bytearray()
         self.roots: list[str] = []
         self._roots_lock = threading.Lock()
         self.size = 0
@@ -538,9 +540,8 @@ class BackupWriter:
             self.uploader.check()
             self.packer.flush()
             index_bytes = 0
-            if self.new_chunks:
-                new = self.new_chunks
-                plain = encode_index(self.index, (bytes(new[i : i + 16]) for i in range(0, len(new), 16)))
+            if self.new_records:
+                plain = encode_new_entries(self.index, self.block_base, self.new_records)
                 sealed = self.keys.seal(plain, INDEX_AD)
                 key = f"index/{os.urandom(16).hex()}"
                 self.repo._put(key, sealed)

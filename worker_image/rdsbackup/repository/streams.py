@@ -17,7 +17,7 @@ from fastcdc.fastcdc_cy import fastcdc_cy
 from rdsbackup.errors import CorruptObject, MissingObject
 from rdsbackup.repository.chunking import PROFILES, ChunkingProfile, chunk_batches
 from rdsbackup.repository.crypto import CHUNK_ID_SIZE, AuthenticationFailed, Keys
-from rdsbackup.repository.index import Index, pack_key
+from rdsbackup.repository.index import CHUNK_RECORD, Index, pack_key
 
 ROOT_MAGIC = b"RBL"
 # A level's ids go into one root chunk while they are at most this many bytes (256 ids).
@@ -68,31 +68,27 @@ class StreamWriter:
     def _store(self, view: memoryview, ends: list[int], ids: list[bytes]) -> None:
         """Put the chunks whose ids the index does not know yet into this stream's open block."""
         index = self.index
-        chunks = index.chunks
-        claim = chunks.claim
-        missing = []
         with index.lock:
             # Claim new ids at once so parallel streams dedup against them (they get their location
             # below), and a chunk repeated within the batch is stored once.
-            for i, cid in enumerate(ids):
-                token = claim(cid)
-                if token is not None:
-                    missing.append((i, token))
+            missing = index.chunks.claim_many(ids)
         if not missing:
             return
-        new = self.session.new_chunks
+        records = self.session.new_records
+        base = self.session.block_base
+        pack_record = CHUNK_RECORD.pack
         limit = self.prof.block_size
-        place = chunks.place
         block = self.block
-        for i, token in missing:
+        for i, bucket, pos in missing:
             start = ends[i - 1] if i else 0
-            end = ends[i]
+            length = ends[i] - start
             if self.block_no < 0:
                 self.block_no = index.new_block()
-            loc = (self.block_no << 48) | (len(block) << 24) | (end - start)
-            block += view[start:end]
-            place(token, loc)
-            new += ids[i]
+            off = len(block)
+            block += view[start : start + length]
+            cid = ids[i]
+            bucket[pos + 16 : pos + 24] = ((self.block_no << 48) | (off << 24) | length).to_bytes(8, "little")
+            records += pack_record(cid, self.block_no - base, off, length)
             if len(block) >= limit:
                 self.close_block()
                 block = self.block
