@@ -203,3 +203,13 @@ def test_s3_large_objects_go_up_in_parts(moto_endpoint, monkeypatch):
     assert calls == ["p/data/ab/big"]
     assert backend.get("data/ab/big") == data
     assert backend.get_range("data/ab/big", 5, 10) == data[5:15]
+
+
+def test_a_long_open_repository_reads_backups_committed_after_it_loaded_its_index(file_url):
+    reader = Repository.init(file_url, password=PASSWORD)
+    backup(reader, {"old": table_rows(12, 1000)})
+    assert reader.list_restore_points()  # loads nothing yet; reading does:
+    read(reader, reader.load_manifest(reader.list_restore_points()[0]["id"])["streams"]["old"])
+    writer = Repository.open(file_url, password=PASSWORD)
+    _, refs = backup(writer, {"new": table_rows(13, 20_000)})
+    assert read(reader, refs["new"]) == table_rows(13, 20_000)

@@ -233,17 +233,21 @@ class Repository:
         return self._read_manifest(rp_id)
 
     def list_restore_points(self, source_id: str | None = None) -> list[dict]:
-        """Summaries of the restore points, oldest first."""
-        out = []
-        for rp_id in self._manifest_ids():
+        """Summaries of the restore points (manifests without the stream refs), oldest first."""
+
+        def read(rp_id: str) -> dict | None:
             try:
-                doc = self._read_manifest(rp_id)
+                return self._read_manifest(rp_id)
             except RestorePointNotFound:
-                continue  # forgotten meanwhile
-            if source_id is not None and doc.get("source_id") != source_id:
+                return None  # forgotten meanwhile
+
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rdsbackup-list") as pool:
+            docs = list(pool.map(read, self._manifest_ids()))
+        out = []
+        for doc in docs:
+            if doc is None or (source_id is not None and doc.get("source_id") != source_id):
                 continue
-            summary = {k: v for k, v in doc.items() if k != "streams" and k != "stream_roots"}
-            out.append(summary)
+            out.append({k: v for k, v in doc.items() if k not in ("streams", "stream_roots")})
         out.sort(key=lambda d: (d.get("time", ""), d.get("id", "")))
         return out
 
@@ -520,10 +524,11 @@ class BackupWriter:
             ref = write_stream(self, source, prof)
         except BackupAborted:
             raise
-        except BaseException as exc:
-            # The stream is lost, the backup is not: the caller may skip it and commit the rest.
+        except BaseException:
+            # An upload failure is the real cause if there was one. Otherwise the stream is lost but the
+            # backup is not: the caller may skip the stream and commit the rest.
             self.uploader.check()
-            raise exc
+            raise
         with self._roots_lock:
             self.roots.append(ref["blob"])
             self.size += ref["size"]
@@ -578,7 +583,7 @@ class BackupWriter:
             return
         self.done = True
         try:
-            self._sealer.shutdown(wait=True)
+            self._sealer.shutdown(wait=True, cancel_futures=True)
             self.uploader.close()
         finally:
             self.lock.release()

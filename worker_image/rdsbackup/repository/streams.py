@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastcdc.fastcdc_cy import fastcdc_cy
 
@@ -195,12 +196,15 @@ class StreamReader:
         self.cache: OrderedDict[int, bytes] = OrderedDict()
         self.cache_bytes = cache_bytes
         self.cached = 0
+        self._reloaded = False
 
     def _where(self) -> str:
         return f" (restore point {self.restore_point})" if self.restore_point else ""
 
     def locate(self, cid: bytes) -> tuple[int, int, int]:
         loc = self.index.chunks.get(cid)
+        if (loc is None or loc < 0) and self._reload_index():
+            loc = self.index.chunks.get(cid)
         if loc is None or loc < 0:
             raise MissingObject(
                 f"chunk {cid.hex()} is not in the index of {self.backend.url}{self._where()}",
@@ -208,6 +212,16 @@ class StreamReader:
                 restore_point=self.restore_point,
             )
         return Index.unpack_location(loc)
+
+    def _reload_index(self) -> bool:
+        """An unknown id may come from a backup committed since the index was loaded: reload once."""
+        if self._reloaded:
+            return False
+        self._reloaded = True
+        self.index = self.repo._index(reload=True)
+        self.cache.clear()  # block numbers change with a reload
+        self.cached = 0
+        return True
 
     def _remember(self, block_no: int, plain: bytes) -> None:
         self.cache[block_no] = plain
@@ -330,18 +344,76 @@ class StreamReader:
                 restore_point=self.restore_point,
             )
 
-    def iter_stream(self, root_id: bytes, *, window_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
-        """Yield the stream's bytes in pieces of about `window_bytes`."""
-        batch: list[bytes] = []
+    def read_window(self, items: list[tuple[bytes, int]]) -> bytes:
+        """The bytes of the chunks `items` ((id, location) pairs), each checked against its id."""
+        self.fetch_blocks({loc >> 48 for _, loc in items})
+        cache = self.cache
+        b2 = hashlib.blake2b
+        id_key = self.keys.id_key
+        parts = []
+        current = -1
+        view = memoryview(b"")
+        for cid, loc in items:
+            block_no = loc >> 48
+            if block_no != current:
+                plain = cache.get(block_no)
+                if plain is None:  # evicted by a window wider than the cache
+                    self.fetch_blocks([block_no])
+                    plain = cache[block_no]
+                else:
+                    cache.move_to_end(block_no)
+                view = memoryview(plain)
+                current = block_no
+            off = (loc >> 24) & 0xFFFFFF
+            length = loc & 0xFFFFFF
+            data = view[off : off + length]
+            if len(data) != length or b2(data, key=id_key, digest_size=CHUNK_ID_SIZE).digest() != cid:
+                pack_no = self.index.blocks[block_no][0]
+                key = pack_key(self.index.packs[pack_no])
+                raise CorruptObject(
+                    f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
+                    object_name=key,
+                    restore_point=self.restore_point,
+                )
+            parts.append(data)
+        return b"".join(parts)
+
+    def _windows(self, root_id: bytes, window_bytes: int) -> Iterator[list[tuple[bytes, int]]]:
+        get = self.index.chunks.get
+        window: list[tuple[bytes, int]] = []
         size = 0
-        chunks = self.index.chunks
         for cid in self.iter_ids(root_id):
-            batch.append(cid)
-            loc = chunks.get(cid)
-            size += (loc & 0xFFFFFF) if loc is not None and loc >= 0 else 0
+            loc = get(cid)
+            if loc is None or loc < 0:
+                self.locate(cid)  # reloads the index once, or raises MissingObject naming the chunk
+                get = self.index.chunks.get
+                loc = get(cid)
+            window.append((cid, loc))
+            size += loc & 0xFFFFFF
             if size >= window_bytes:
-                yield b"".join(self.read_chunks(batch))
-                batch = []
+                yield window
+                window = []
                 size = 0
-        if batch:
-            yield b"".join(self.read_chunks(batch))
+        if window:
+            yield window
+
+    def iter_stream(self, root_id: bytes, *, window_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        """Yield the stream's bytes in pieces of about `window_bytes`. The next piece is read, decrypted
+        and verified on a helper thread while the caller consumes the current one."""
+        data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=self.cache_bytes)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdsbackup-read")
+        pending = None
+        try:
+            for window in self._windows(root_id, window_bytes):
+                if self.index is not data_reader.index:  # reloaded: locations are in the new numbering
+                    data_reader = StreamReader(
+                        self.repo, restore_point=self.restore_point, cache_bytes=self.cache_bytes
+                    )
+                future = pool.submit(data_reader.read_window, window)
+                if pending is not None:
+                    yield pending.result()
+                pending = future
+            if pending is not None:
+                yield pending.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
