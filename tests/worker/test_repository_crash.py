@@ -122,3 +122,23 @@ def test_a_stream_that_fails_can_be_skipped_and_the_rest_committed(repo):
     reopened = Repository.open(repo.url, password="pw")
     assert b"".join(reopened.open_stream(ref)) == shared
     assert reopened.verify(rp_id, read_data=True)["errors"] == []
+
+
+def test_a_backup_whose_index_cannot_be_written_writes_no_manifest(repo, monkeypatch):
+    first_id, _ = committed(repo, data_of(7, 500_000))
+    real_put = type(repo.backend).put
+    written = []
+
+    def no_index(self, key, data):
+        written.append(key.split("/")[0])
+        if key.startswith("index/"):
+            raise RepositoryError("throttled")
+        return real_put(self, key, data)
+
+    monkeypatch.setattr(type(repo.backend), "put", no_index)
+    with pytest.raises(RepositoryError, match="throttled"):
+        committed(repo, data_of(8, 500_000))
+    monkeypatch.setattr(type(repo.backend), "put", real_put)
+    assert "manifests" not in written  # the manifest comes only after the index
+    assert [rp["id"] for rp in repo.list_restore_points()] == [first_id]
+    assert_clean_after_prune(repo)

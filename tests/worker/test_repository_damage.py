@@ -76,3 +76,22 @@ def test_manifest_renamed_to_another_id_fails_authentication(repo_with_backup, t
     repo = Repository.open(f"file://{tmp_path}/repo", password="pw")
     with pytest.raises(CorruptObject):
         repo.load_manifest("0123456789abcdef")
+
+
+def test_every_chunk_is_checked_against_its_id_even_when_its_block_authenticates(tmp_path):
+    url = f"file://{tmp_path}/repo"
+    repo = Repository.init(url, password="pw")
+    data = random.Random(2).randbytes(200_000)
+    with repo.begin_backup(source_id="s", engine="postgres") as writer:
+        ref = writer.add_stream("t", [data], profile="table")
+        writer.commit({"streams": {"t": ref}})
+    reader = Repository.open(url, password="pw")
+    index = reader._index()
+    # Point one chunk id at a neighbour's bytes: the block still decrypts, the chunk must not pass.
+    items = sorted(index.chunks.items(), key=lambda item: item[1])
+    (first_id, _first_loc), (_second_id, second_loc) = items[0], items[1]
+    bucket = index.chunks._buckets[(first_id[0] << 8) | first_id[1]]
+    pos = bucket.find(first_id)
+    bucket[pos + 16 : pos + 24] = second_loc.to_bytes(8, "little")
+    with pytest.raises(CorruptObject, match="does not match its id"):
+        b"".join(reader.open_stream(ref))
