@@ -1,0 +1,22 @@
+# rds-backup: the daily loop. `make local` and `make test` install what they need themselves.
+.PHONY: bootstrap local test test-fast lint synth
+
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_UNSUPPORTED_NODE_VERSION := 1
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+# The whole product on its embedded default: moto + a local PostgreSQL, no AWS account.
+local: bootstrap
+	python -m rdsbackup_local.demo
+
+# Every test: unit, infrastructure (synth, cfn-lint, cdk-nag), worker (real PostgreSQL), end to end.
+test: bootstrap
+	python -m pytest -q -p no:cacheprovider
+
+lint:
+	ruff check .
+
+synth: bootstrap
+	npx cdk synth --quiet -c rdsbackup:bundle=false
