@@ -4,6 +4,12 @@
 Reusable: `shared_server()` starts one server per test process (stopped at exit) for modules that
 import this one; the session-scoped `postgres_server` fixture (`pytest_plugins =
 ["tests.support.postgres_server"]`) hands out the same server; `running_server()` gives a private one.
+
+TLS (opt-in): `PostgresServer.start(ssl=True)` / `running_server(ssl=True)` / `shared_tls_server()` make
+a test CA and a server certificate for `localhost` and `127.0.0.1`, turn `ssl` on and let TCP clients in
+only over TLS (`hostssl` lines in pg_hba.conf). `server.ca_file` is the CA to verify against (what
+`RDSBACKUP_CA_BUNDLE` points at in the worker's tests). The helpers here connect with libpq's default
+`sslmode=prefer`, so they work with either kind of server.
 """
 
 from __future__ import annotations
@@ -65,7 +71,13 @@ class PostgresServer:
     superuser: str = SUPERUSER
     password: str = SUPERUSER_PASSWORD
     os_user: str = "postgres"
+    ssl: bool = False
     _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def ca_file(self) -> str:
+        """The test CA's certificate (PEM) that signed the server's certificate (ssl=True only)."""
+        return os.path.join(self.base_dir, "tls", "ca.pem")
 
     @property
     def data_dir(self) -> str:
@@ -76,13 +88,13 @@ class PostgresServer:
         return os.path.join(self.base_dir, "socket")
 
     @classmethod
-    def start(cls, bin_dir: str | None = None) -> PostgresServer:
+    def start(cls, bin_dir: str | None = None, *, ssl: bool = False) -> PostgresServer:
         bin_dir = bin_dir or find_server_bin()
         if not bin_dir:
             raise RuntimeError("no PostgreSQL server binaries found under /usr/lib/postgresql/*/bin")
         os_user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         base_dir = tempfile.mkdtemp(prefix="rdsbackup-pg-")
-        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=_free_port(), os_user=os_user)
+        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=_free_port(), os_user=os_user, ssl=ssl)
         try:
             server._init_and_run()
         except BaseException:
@@ -108,13 +120,16 @@ class PostgresServer:
             ),
             check=True, capture_output=True, cwd=self.base_dir,
         )
+        tls_options: list[str] = []
+        if self.ssl:
+            tls_options = self._setup_tls()
         log = open(os.path.join(self.base_dir, "server.log"), "wb")  # noqa: SIM115 - lives with the server
         self._proc = subprocess.Popen(
             _as_unprivileged(
                 [f"{self.bin_dir}/postgres", "-D", self.data_dir, "-p", str(self.port),
                  "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.socket_dir}",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=100", "-c", "shared_buffers=64MB"],
+                 "-c", "max_connections=100", "-c", "shared_buffers=64MB", *tls_options],
                 self.os_user,
             ),
             stdout=log, stderr=subprocess.STDOUT, cwd=self.base_dir,
@@ -130,6 +145,33 @@ class PostgresServer:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL did not start in 30 s: {self.log_tail()}")
+
+    def _setup_tls(self) -> list[str]:
+        """A test CA, a server certificate for localhost/127.0.0.1, TLS-only pg_hba.conf; returns the
+        server options that turn TLS on."""
+        tls_dir = os.path.join(self.base_dir, "tls")
+        os.makedirs(tls_dir)
+        ca_pem, cert_pem, key_pem = make_test_certificates()
+        with open(self.ca_file, "wb") as f:
+            f.write(ca_pem)
+        cert_file, key_file = os.path.join(tls_dir, "server.crt"), os.path.join(tls_dir, "server.key")
+        with open(cert_file, "wb") as f:
+            f.write(cert_pem)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        if os.geteuid() == 0:  # the server refuses a key that its user does not own or others can read
+            pw = pwd.getpwnam(self.os_user)
+            for path in (tls_dir, cert_file, key_file):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(tls_dir, 0o755)
+        hba = os.path.join(self.data_dir, "pg_hba.conf")
+        with open(hba, "w") as f:
+            f.write("# rdsbackup tests: TCP only over TLS\n"
+                    "local all all trust\n"
+                    "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+                    "hostssl all all ::1/128 scram-sha-256\n")
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert_file}", "-c", f"ssl_key_file={key_file}"]
 
     def log_tail(self, lines: int = 20) -> str:
         path = os.path.join(self.base_dir, "server.log")
@@ -195,9 +237,54 @@ class PostgresServer:
             conn.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(q.Identifier(name)))
 
 
+def make_test_certificates(hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",),
+                           ca_name: str = "rdsbackup test CA") -> tuple[bytes, bytes, bytes]:
+    """(CA certificate, server certificate, server key), PEM: a throwaway CA and a server certificate
+    it signed with SAN `DNS:<hosts>, IP:<ips>`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else ips[0])]))
+        .issuer_name(ca_subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return (ca_cert.public_bytes(serialization.Encoding.PEM), cert.public_bytes(serialization.Encoding.PEM),
+            key_pem)
+
+
 @contextlib.contextmanager
-def running_server(bin_dir: str | None = None) -> Iterator[PostgresServer]:
-    server = PostgresServer.start(bin_dir)
+def running_server(bin_dir: str | None = None, *, ssl: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer.start(bin_dir, ssl=ssl)
     try:
         yield server
     finally:
@@ -217,6 +304,20 @@ def shared_server() -> PostgresServer:
         _shared = PostgresServer.start()
         atexit.register(_shared.stop)
     return _shared
+
+
+_shared_tls: PostgresServer | None = None
+
+
+def shared_tls_server() -> PostgresServer:
+    """A second shared server that accepts TCP clients only over TLS (see the module docstring)."""
+    global _shared_tls
+    if _shared_tls is None:
+        if not find_server_bin():
+            pytest.skip("PostgreSQL server binaries are not installed")
+        _shared_tls = PostgresServer.start(ssl=True)
+        atexit.register(_shared_tls.stop)
+    return _shared_tls
 
 
 @pytest.fixture(scope="session")

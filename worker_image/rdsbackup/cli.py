@@ -73,7 +73,8 @@ def connection_from_args(args: argparse.Namespace):
         port = int(port)
     except (TypeError, ValueError):
         raise CliError(f"bad port {port!r}") from None
-    return ConnectionInfo(host=host, port=port, user=user, password=password)
+    return ConnectionInfo(host=host, port=port, user=user, password=password, ssl_mode=args.ssl_mode,
+                          ca_bundle=args.ca_bundle)
 
 
 # --- repository -----------------------------------------------------------------------------------------
@@ -255,6 +256,11 @@ def _add_db_connection(p: argparse.ArgumentParser) -> None:
     creds = p.add_mutually_exclusive_group(required=True)
     creds.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
     creds.add_argument("--secret-arn", metavar="ARN", help="Secrets Manager secret with the credentials")
+    p.add_argument("--ssl-mode", choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+                   help="TLS to the database (default: verify-full when a CA bundle is given or "
+                        "$RDSBACKUP_CA_BUNDLE is set, else libpq's default)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates that verify the server "
+                   "(default: $RDSBACKUP_CA_BUNDLE; the worker image holds the RDS global bundle)")
     p.add_argument("--jobs", type=_positive_int, default=4, help="parallel table copies (default 4)")
 
 

@@ -11,6 +11,7 @@ from .errors import (
     RestoreFailed,
     ServerUnreachable,
     TargetNotEmpty,
+    TlsFailed,
     ToolFailed,
 )
 from .restore import restore_point_metadata, restore_postgres
@@ -24,6 +25,7 @@ __all__ = [
     "RestoreFailed",
     "ServerUnreachable",
     "TargetNotEmpty",
+    "TlsFailed",
     "ToolFailed",
     "backup_postgres",
     "restore_point_metadata",

@@ -2,6 +2,11 @@
 
 The password never goes on a command line or into a log: psycopg receives it as a keyword, child
 processes (pg_dump, pg_restore, pg_dumpall, psql) through `PGPASSWORD` in their environment.
+
+TLS: when `$RDSBACKUP_CA_BUNDLE` names a CA bundle (the worker image ships the RDS global bundle
+there), every connection, psycopg's and the client programs', uses `sslmode=verify-full` with that
+bundle as `sslrootcert`, so the server's certificate and host name are verified. `ssl_mode` and
+`ca_bundle` (the CLI's `--ssl-mode`/`--ca-bundle`) override it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .errors import AuthenticationFailed, DatabaseNotFound, PostgresError, ServerUnreachable
+from .errors import AuthenticationFailed, DatabaseNotFound, PostgresError, ServerUnreachable, TlsFailed
 
 APPLICATION_NAME = "rdsbackup"
+CA_BUNDLE_ENV = "RDSBACKUP_CA_BUNDLE"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,28 @@ class ConnectionInfo:
     user: str
     password: str | None = field(default=None, repr=False)
     connect_timeout: int = 15
+    # None: from the environment ($RDSBACKUP_CA_BUNDLE -> verify-full), else libpq's default.
+    ssl_mode: str | None = None
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        ssl_mode, ca_bundle = resolve_tls(self.ssl_mode, self.ca_bundle)
+        object.__setattr__(self, "ssl_mode", ssl_mode)
+        object.__setattr__(self, "ca_bundle", ca_bundle)
+
+    def tls_params(self) -> dict[str, str]:
+        """libpq keywords for TLS (empty: libpq's defaults)."""
+        params = {}
+        if self.ssl_mode:
+            params["sslmode"] = self.ssl_mode
+        if self.ca_bundle:
+            params["sslrootcert"] = self.ca_bundle
+        return params
+
+    def check_tls(self) -> None:
+        """Fail early and clearly when the CA bundle that verification needs is not there."""
+        if self.ssl_mode in ("verify-ca", "verify-full") and self.ca_bundle and not os.path.isfile(self.ca_bundle):
+            raise TlsFailed(f"CA bundle {self.ca_bundle} (for sslmode={self.ssl_mode}) does not exist")
 
     @property
     def endpoint(self) -> str:
@@ -35,11 +64,12 @@ class ConnectionInfo:
 
     def connect(self, dbname: str, *, autocommit: bool = True) -> psycopg.Connection:
         """Open a connection to `dbname`; connection failures become one-line `PostgresError`s."""
+        self.check_tls()
         try:
             return psycopg.connect(
                 host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname,
                 connect_timeout=self.connect_timeout, application_name=APPLICATION_NAME,
-                autocommit=autocommit,
+                autocommit=autocommit, **self.tls_params(),
             )
         except psycopg.OperationalError as exc:
             raise self.explain(exc, dbname) from None
@@ -47,6 +77,10 @@ class ConnectionInfo:
     def explain(self, exc: Exception, dbname: str) -> PostgresError:
         """Map a libpq connection failure to the error class that says what is wrong."""
         text = one_line(str(exc))
+        tls = _tls_reason(text)
+        if tls:
+            where = f" against CA bundle {self.ca_bundle}" if self.ca_bundle else ""
+            return TlsFailed(f"TLS to PostgreSQL at {self.endpoint} failed (sslmode={self.ssl_mode}{where}): {tls}")
         if "password authentication failed" in text or "no password supplied" in text \
                 or "authentication failed" in text or "no pg_hba.conf entry" in text:
             return AuthenticationFailed(
@@ -67,11 +101,42 @@ class ConnectionInfo:
                 env[name] = os.environ[name]
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user,
                    PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(self.connect_timeout))
+        if self.ssl_mode:
+            env["PGSSLMODE"] = self.ssl_mode
+        if self.ca_bundle:
+            env["PGSSLROOTCERT"] = self.ca_bundle
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         if dbname is not None:
             env["PGDATABASE"] = dbname
         return env
+
+
+def resolve_tls(ssl_mode: str | None, ca_bundle: str | None) -> tuple[str | None, str | None]:
+    """(sslmode, sslrootcert) from explicit values, else from `$RDSBACKUP_CA_BUNDLE`: a bundle means
+    `verify-full`; nothing means libpq's defaults (and the operator's own PGSSLMODE, if any)."""
+    if ssl_mode is not None and ssl_mode not in SSL_MODES:
+        raise PostgresError(f"unknown sslmode {ssl_mode!r}: use one of {', '.join(SSL_MODES)}")
+    if ca_bundle is None and ssl_mode not in ("disable", "allow", "prefer"):
+        ca_bundle = os.environ.get(CA_BUNDLE_ENV) or None
+    if ssl_mode is None and ca_bundle:
+        ssl_mode = "verify-full"
+    return ssl_mode, ca_bundle
+
+
+_TLS_PATTERNS = (
+    "certificate verify failed", "SSL error", "SSL SYSCALL", "server does not support SSL",
+    "root certificate file", "does not match host name", "no encryption", "sslmode value",
+    "could not read certificate", "server certificate for",
+)
+
+
+def _tls_reason(text: str) -> str | None:
+    if "no pg_hba.conf entry" in text and "no encryption" in text:
+        return "the server requires TLS (pg_hba.conf has no entry for an unencrypted connection)"
+    if not any(p in text for p in _TLS_PATTERNS):
+        return None
+    return _libpq_reason(text)
 
 
 def one_line(text: str) -> str:

@@ -12,6 +12,11 @@ class ServerUnreachable(PostgresError):
     """The server did not answer (wrong host/port, network, security group)."""
 
 
+class TlsFailed(PostgresError):
+    """TLS to the server failed: the certificate did not verify against the CA bundle, the host name
+    does not match it, the bundle is missing, or the server does not speak TLS."""
+
+
 class AuthenticationFailed(PostgresError):
     """The server refused the credentials."""
 
