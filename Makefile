@@ -20,3 +20,13 @@ lint:
 
 synth: bootstrap
 	npx cdk synth --quiet -c rdsbackup:bundle=false
+
+# issue 4's performance figures (bench/run.py, ~20 min on 2 cores): installs restic, borgbackup, zstd,
+# time and postgresql with apt-get when missing, then runs the benchmark. Data: ../shared/bench/
+# {shop,shop_churn}.sql beside the checkout, or RDSBACKUP_BENCH_SHOP_SQL / RDSBACKUP_BENCH_CHURN_SQL.
+# Results: bench/results/ (gitignored).
+.PHONY: bench
+BENCH_PYTHON ?= python
+bench:
+	PYTHON=$(BENCH_PYTHON) bash bench/install-deps.sh
+	$(BENCH_PYTHON) bench/run.py
