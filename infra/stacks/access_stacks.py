@@ -94,7 +94,8 @@ class ProductionAccessStack(Stack):
                    "Tag selection finds DB instances at run time; snapshots are named rdsbackup-*.")
         role.allow(["rds:CreateDBClusterSnapshot"], [here + "cluster:*", here + _MANAGED[1]],
                    "Tag selection finds Aurora clusters at run time; snapshots are named rdsbackup-*.")
-        role.allow(["rds:AddTagsToResource", "rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot",
+        role.allow(["rds:AddTagsToResource", "rds:RemoveTagsFromResource", "rds:CopyDBSnapshot",
+                    "rds:CopyDBClusterSnapshot",
                     "rds:ModifyDBSnapshotAttribute", "rds:ModifyDBClusterSnapshotAttribute",
                     "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
                    [here + managed for managed in _MANAGED], _WHY_MANAGED)
@@ -121,7 +122,7 @@ class ReplicaTargetStack(Stack):
         here = "arn:{partition}:rds:{region}:{account}:"
         role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
         role.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource",
-                    "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
+                    "rds:RemoveTagsFromResource", "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
                    [here + managed for managed in _MANAGED], _WHY_MANAGED)
         # The source of a copy: a managed snapshot in a source account, in any region (cross-region).
         sources = sorted(set(source_accounts))

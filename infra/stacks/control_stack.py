@@ -113,7 +113,9 @@ class ControlStack(Stack):
             self._allow_assume(step, access_roles + replica_roles)
         for step in (steps.tag_snapshot, steps.replicate_snapshot):
             self.key.grant(step.role, "kms:GenerateDataKey")
-        self.key.grant_decrypt(steps.apply_retention.role)
+        # retention reads tags; replication decrypts the primary's metadata to tag the replica
+        for step in (steps.replicate_snapshot, steps.apply_retention):
+            self.key.grant(step.role, "kms:Decrypt")
         for step in (steps.acquire_lease, steps.release_lease):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem")
             self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
