@@ -132,8 +132,8 @@ def main() -> int:
     print(f"moto server: {endpoint}")
     from rdsbackup_local.lambda_runner import InProcessLambdas
     from rdsbackup_local.moto_deploy import deploy, session_factory
+    from rdsbackup_local.moto_patches import install as install_moto_patches
     from rdsbackup_local.synth import synthesize
-    from tests.support.moto_patches import install as install_moto_patches
 
     install_moto_patches()
     with tempfile.TemporaryDirectory(prefix="rdsbackup-local-") as workdir:

@@ -14,9 +14,9 @@ from moto import mock_aws
 
 from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
+from rdsbackup_local.moto_patches import shared_snapshot_copies
 from rdsbackup_local.synth import synthesize
 from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
-from tests.support.moto_patches import shared_snapshot_copies
 
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 

@@ -13,8 +13,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from rdsbackup_lambdas import aws_sessions
 
+from rdsbackup_local.moto_patches import shared_snapshot_copies
 from tests.support.lambda_context import lambda_context
-from tests.support.moto_patches import shared_snapshot_copies
 
 SOURCE_ACCOUNT = DEFAULT_ACCOUNT_ID
 TARGET_ACCOUNT = "222222222222"

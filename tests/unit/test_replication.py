@@ -12,7 +12,7 @@ from rdsbackup_lambdas.errors import ReplicationNotPossible, ReplicationTimeout
 from rdsbackup_lambdas.handlers import create_snapshot, replicate_snapshot, tag_snapshot
 from rdsbackup_lambdas.snapshot_steps import tag_codec
 
-from tests.support.moto_patches import uninstall
+from rdsbackup_local.moto_patches import uninstall
 from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE, TARGET_ACCOUNT, TARGET_REGION, TARGET_ROLE
 
 _real_make_api_call = botocore.client.BaseClient._make_api_call
@@ -248,6 +248,6 @@ def test_moto_patch_resolves_only_snapshots_shared_with_the_caller(world, ctx):
         with pytest.raises(ClientError, match="DBSnapshotNotFound"):
             target.copy_db_snapshot(SourceDBSnapshotIdentifier=snap["arn"], TargetDBSnapshotIdentifier="mine2")
     finally:
-        from tests.support.moto_patches import install
+        from rdsbackup_local.moto_patches import install
 
         install()

@@ -1,0 +1,130 @@
+"""A fake SQL Server DB instance on RDS: answers the queries and RDS stored procedures the worker runs
+(`rds_backup_database` hands out a task id, `rds_task_status` says IN_PROGRESS, then SUCCESS) and, when
+a backup "runs", puts the database's `.bak` into the (moto) S3 bucket named in `@s3_arn_to_backup_to`.
+
+In-process:    fake = FakeRdsSqlServer({"orders": bak_bytes}); backup_sqlserver(..., connect=fake.connect)
+Out of process (the worker as a subprocess, e.g. `rdsbackup job` in the end-to-end tests):
+    RDSBACKUP_SQLSERVER_CONNECT=tests.support.sqlserver_fake:connect_from_env
+    RDSBACKUP_FAKE_SQLSERVER='{"databases": {"orders": 3000000}, "statuses": ["IN_PROGRESS", "SUCCESS"]}'
+makes `.bak` files of those sizes with deterministic content (`fake_bak(name, size)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+
+import boto3
+
+SYSTEM = ["master", "model", "msdb", "tempdb", "rdsadmin"]
+
+
+def fake_bak(name: str, size: int) -> bytes:
+    """Deterministic, incompressible-ish bytes standing in for a database's .bak."""
+    out = bytearray()
+    seed = hashlib.sha256(name.encode()).digest()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest() * 8  # some repetition, like a .bak
+        counter += 1
+    return bytes(out[:size])
+
+
+@dataclass
+class Task:
+    task_id: int
+    database: str
+    s3_arn: str
+    kms_key_arn: str | None
+    statuses: list[str]
+    polls: int = 0
+
+
+@dataclass
+class FakeRdsSqlServer:
+    """`databases`: name -> .bak bytes. `statuses`: the lifecycles `rds_task_status` walks through
+    (the last one sticks). `task_info`: what an ERROR task says. `upload=False`: the task says SUCCESS
+    but no object appears. `native_backup=False`: the option group lacks SQLSERVER_BACKUP_RESTORE."""
+
+    databases: dict[str, bytes]
+    statuses: list[str] = field(default_factory=lambda: ["IN_PROGRESS", "SUCCESS"])
+    task_info: str = "[2025-01-01 00:00:00.000] Task execution has started. [2025-01-01 00:00:01.000] Aborted the task because of a task failure or an overlap with your preferred backup window."  # noqa: E501
+    upload: bool = True
+    native_backup: bool = True
+    offline: tuple[str, ...] = ()
+    endpoint: str | None = None
+    calls: list[tuple[str, tuple]] = field(default_factory=list)
+    tasks: dict[int, Task] = field(default_factory=dict)
+    connections: int = 0
+    closed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def connect(self, info) -> FakeConnection:
+        self.connections += 1
+        self.info = info
+        return FakeConnection(self)
+
+    def _s3(self):
+        return boto3.client("s3", endpoint_url=self.endpoint or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def answer(self, sql: str, params: tuple) -> list[dict]:
+        self.calls.append((" ".join(sql.split()), tuple(params or ())))
+        text = " ".join(sql.split()).lower()
+        if "serverproperty('productversion')" in text:
+            return [{"version": "15.00.4415.2", "edition": "Standard Edition (64-bit)"}]
+        if "from sys.databases" in text:
+            names = SYSTEM + sorted(self.databases)
+            return [{"name": n, "state_desc": "OFFLINE" if n in self.offline else "ONLINE"} for n in names]
+        if text.startswith("exec msdb.dbo.rds_backup_database"):
+            if not self.native_backup:
+                raise RuntimeError("Could not find stored procedure 'msdb.dbo.rds_backup_database'.")
+            assert "@overwrite_s3_backup_file=1" in text and "@type='full'" in text, sql
+            db, arn = params[0], params[1]
+            kms = params[2] if "@kms_master_key_arn" in text else None
+            if db not in self.databases:
+                raise RuntimeError(f"Database '{db}' does not exist.")
+            assert re.fullmatch(r"arn:aws:s3:::[^/]+/.+\.bak", arn), arn
+            with self._lock:
+                task_id = len(self.tasks) + 1
+                self.tasks[task_id] = Task(task_id, db, arn, kms, list(self.statuses))
+            return [{"task_id": task_id, "task_type": "BACKUP_DB", "lifecycle": "CREATED", "% complete": 0,
+                     "database_name": db, "S3_object_arn": arn}]
+        if text.startswith("exec msdb.dbo.rds_task_status"):
+            task = self.tasks[int(params[0])]
+            lifecycle = task.statuses[min(task.polls, len(task.statuses) - 1)]
+            task.polls += 1
+            if lifecycle == "SUCCESS" and task.polls == task.statuses.index("SUCCESS") + 1 and self.upload:
+                bucket, key = task.s3_arn.removeprefix("arn:aws:s3:::").split("/", 1)
+                self._s3().put_object(Bucket=bucket, Key=key, Body=self.databases[task.database])
+            return [{"task_id": task.task_id, "task_type": "BACKUP_DB", "database_name": task.database,
+                     "% complete": 100 if lifecycle == "SUCCESS" else 40, "duration(mins)": 1,
+                     "lifecycle": lifecycle,
+                     "task_info": self.task_info if lifecycle == "ERROR" else "Task execution has started.",
+                     "S3_object_arn": task.s3_arn, "KMS_master_key_arn": task.kms_key_arn}]
+        raise AssertionError(f"the fake SQL Server does not know: {sql}")
+
+
+class FakeConnection:
+    def __init__(self, server: FakeRdsSqlServer):
+        self.server = server
+
+    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+        return self.server.answer(sql, params)
+
+    def close(self) -> None:
+        self.server.closed += 1
+
+
+def connect_from_env(info) -> FakeConnection:
+    """Factory for a worker subprocess: the fake described by $RDSBACKUP_FAKE_SQLSERVER (JSON:
+    {"databases": {name: size}, "statuses": [...], "upload": bool, "native_backup": bool})."""
+    spec = json.loads(os.environ.get("RDSBACKUP_FAKE_SQLSERVER") or '{"databases": {"appdb": 1000000}}')
+    fake = FakeRdsSqlServer(
+        {name: fake_bak(name, int(size)) for name, size in spec["databases"].items()},
+        statuses=spec.get("statuses") or ["IN_PROGRESS", "SUCCESS"],
+        upload=spec.get("upload", True), native_backup=spec.get("native_backup", True))
+    return fake.connect(info)
