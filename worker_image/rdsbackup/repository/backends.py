@@ -83,6 +83,14 @@ class FileBackend(Backend):
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, path)
+            if self.fsync:
+                # The rename itself must be durable before a later object (index, manifest) that
+                # depends on this one can be.
+                fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

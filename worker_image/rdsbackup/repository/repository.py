@@ -194,8 +194,9 @@ class Repository:
 
     # --- backup --------------------------------------------------------------------------------
 
-    def begin_backup(self, *, source_id: str, engine: str, lock_wait: float = 60.0) -> BackupWriter:
-        """Start a backup: takes a shared backup lock (waits up to `lock_wait` s for a prune)."""
+    def begin_backup(self, *, source_id: str, engine: str, lock_wait: float = 600.0) -> BackupWriter:
+        """Start a backup: takes a shared backup lock, waiting up to `lock_wait` seconds for a running
+        prune to end (RepositoryLocked after that)."""
         return_large_buffers_to_the_system()
         lock = Lock(self.backend, self._keys, "backup", owner=f"backup of {source_id}", ttl=self.lock_ttl)
         lock.acquire(wait=lock_wait)
