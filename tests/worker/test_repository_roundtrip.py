@@ -213,3 +213,38 @@ def test_a_long_open_repository_reads_backups_committed_after_it_loaded_its_inde
     writer = Repository.open(file_url, password=PASSWORD)
     _, refs = backup(writer, {"new": table_rows(13, 20_000)})
     assert read(reader, refs["new"]) == table_rows(13, 20_000)
+
+
+_MEMORY_PROBE = """
+import os, random, resource, sys
+from rdsbackup.repository import Repository
+
+def source(total):
+    rng = random.Random(1)
+    for _ in range(total // (1 << 20)):
+        yield rng.randbytes(1 << 19) + b"row of text %d\\n" % rng.randrange(10**9) * 20000
+
+repo = Repository.init(sys.argv[1], password="pw")
+with repo.begin_backup(source_id="s", engine="postgres") as writer:
+    ref = writer.add_stream("big", source(int(sys.argv[2])), profile="table")
+    writer.commit({"streams": {"big": ref}})
+print(ref["size"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_memory_stays_bounded_whatever_the_stream_size(tmp_path):
+    import subprocess
+    import sys
+
+    size = 400 * (1 << 20)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, f"file://{tmp_path}/repo", str(size)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    streamed, peak_mib = int(out[0]), int(out[1])
+    assert streamed > 350 * (1 << 20)
+    # ~200k chunks: the index costs a few MiB; packs in flight and buffers a few tens. A stream held in
+    # memory would cost its ~370 MiB.
+    assert peak_mib < 192, peak_mib
