@@ -49,11 +49,9 @@ def secret_credentials(arn: str) -> dict:
     return data
 
 
-def connection_from_args(args: argparse.Namespace):
-    """ConnectionInfo from --host/--port/--user and --password-env or --secret-arn (the command line
-    wins over the secret for host, port and user)."""
-    from .postgres import ConnectionInfo
-
+def db_credentials(args: argparse.Namespace, default_port: int) -> tuple[str, int, str, str]:
+    """(host, port, user, password) from --host/--port/--user and --password-env or --secret-arn (the
+    command line wins over the secret for host, port and user)."""
     secret: dict = {}
     if args.secret_arn:
         secret = secret_credentials(args.secret_arn)
@@ -64,7 +62,7 @@ def connection_from_args(args: argparse.Namespace):
             raise CliError(f"environment variable {args.password_env} (--password-env) is not set")
     host = args.host or secret.get("host")
     user = args.user or secret.get("username") or secret.get("user")
-    port = args.port or secret.get("port") or 5432
+    port = args.port or secret.get("port") or default_port
     if not host:
         raise CliError("no database host: give --host (or a secret with 'host')")
     if not user:
@@ -73,6 +71,14 @@ def connection_from_args(args: argparse.Namespace):
         port = int(port)
     except (TypeError, ValueError):
         raise CliError(f"bad port {port!r}") from None
+    return host, port, user, password
+
+
+def connection_from_args(args: argparse.Namespace):
+    """PostgreSQL ConnectionInfo from the command line (see `db_credentials`)."""
+    from .postgres import ConnectionInfo
+
+    host, port, user, password = db_credentials(args, 5432)
     return ConnectionInfo(host=host, port=port, user=user, password=password, ssl_mode=args.ssl_mode,
                           ca_bundle=args.ca_bundle)
 
@@ -141,6 +147,39 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
               f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
               f"in {result['duration_seconds']:.1f} s")
     return 0
+
+
+def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
+    from .progress import reporter_for
+    from .sqlserver import PollPolicy, SqlServerInfo, backup_sqlserver
+    from .sqlserver.connection import factory_from_env
+
+    host, port, user, password = db_credentials(args, 1433)
+    info = SqlServerInfo(host=host, port=port, user=user, password=password, ca_bundle=args.ca_bundle)
+    repo = open_repository(args.repo)
+    prefix = args.temp_prefix if args.temp_prefix is not None else f"rdsbackup/{os.urandom(6).hex()}/"
+    reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
+    try:
+        result = backup_sqlserver(repo, info, temp_bucket=args.temp_bucket, temp_prefix=prefix,
+                                  databases=args.database or None, source_id=args.source_id,
+                                  kms_key_arn=args.kms_master_key_arn, connect=factory_from_env(),
+                                  poll=PollPolicy.from_env(args.task_timeout), reporter=reporter)
+    finally:
+        reporter.close()
+    _warn(result.get("warnings", []))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"restore point {result['restore_point_id']}: {len(result['databases'])} databases, "
+              f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
+              f"in {result['duration_seconds']:.1f} s")
+    return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from .job import main as job_main
+
+    return job_main()
 
 
 def cmd_restore_postgres(args: argparse.Namespace) -> int:
@@ -286,13 +325,27 @@ def build_parser() -> argparse.ArgumentParser:
     bpg.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
     bpg.add_argument("--json", action="store_true", help="print the restore point as one JSON document")
     bpg.set_defaults(func=cmd_backup_postgres)
-    bss = backup_sub.add_parser("sqlserver", help="SQL Server native backup (not implemented yet)")
-    bss.add_argument("--repo", metavar="URL")
-    bss.add_argument("--host")
-    bss.add_argument("--temp-bucket")
-    bss.add_argument("--database", action="extend", nargs="+", metavar="NAME")
-    bss.add_argument("--json", action="store_true")
-    bss.set_defaults(func=cmd_not_implemented, command_name="backup sqlserver")
+    bss = backup_sub.add_parser("sqlserver", help="SQL Server (RDS native backup through a temporary bucket)")
+    bss.add_argument("--repo", required=True, metavar="URL")
+    bss.add_argument("--host", help="database endpoint (or from --secret-arn)")
+    bss.add_argument("--port", type=int, help="database port (default 1433, or from --secret-arn)")
+    bss.add_argument("--user", help="database user (or from --secret-arn)")
+    bss_creds = bss.add_mutually_exclusive_group(required=True)
+    bss_creds.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    bss_creds.add_argument("--secret-arn", metavar="ARN", help="Secrets Manager secret with the credentials")
+    bss.add_argument("--ca-bundle", metavar="PEM", help="verify the server's TLS certificate against these CAs "
+                     "(default: $RDSBACKUP_CA_BUNDLE; an empty value turns TLS off)")
+    bss.add_argument("--temp-bucket", required=True, metavar="BUCKET",
+                     help="S3 bucket (in the DB's region) that RDS writes the .bak files into")
+    bss.add_argument("--temp-prefix", metavar="PREFIX", help="key prefix in it (default: rdsbackup/<random>/)")
+    bss.add_argument("--task-timeout", type=_positive_int, metavar="SECONDS",
+                     help="give up on a native backup task after this long (default 12 h)")
+    bss.add_argument("--kms-master-key-arn", metavar="ARN", help="KMS key RDS encrypts the .bak files with")
+    bss.add_argument("--database", action="extend", nargs="+", metavar="NAME",
+                     help="only these databases (default: every online user database)")
+    bss.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
+    bss.add_argument("--json", action="store_true", help="print the restore point as one JSON document")
+    bss.set_defaults(func=cmd_backup_sqlserver)
 
     lst = sub.add_parser("list", help="list restore points")
     lst.add_argument("--repo", required=True, metavar="URL")
@@ -327,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--keep-days", type=_positive_int, metavar="N")
     forget.add_argument("--json", action="store_true")
     forget.set_defaults(func=cmd_forget)
+
+    job = sub.add_parser("job", help="run one worker job: the spec is JSON in $RDSBACKUP_JOB (see "
+                         "docs/state-machine-contract.md); the result goes to its result_url")
+    job.set_defaults(func=cmd_job)
 
     archive = sub.add_parser("archive", help="copy a restore point to an archive repository (not implemented yet)")
     archive.add_argument("--repo", required=True, metavar="URL")
