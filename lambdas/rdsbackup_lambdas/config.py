@@ -74,3 +74,54 @@ class ReportConfig:
     @classmethod
     def from_env(cls) -> ReportConfig:
         return cls(table_name=_required("TABLE_NAME"), topic_arn=_required("TOPIC_ARN"))
+
+
+def _optional_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must not be negative, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """``prepare_worker`` / ``cleanup_worker``: the table holding temporary-bucket leases and locks, and the
+    bounds of the short waits (``DependencyViolation`` retries, the bucket lock)."""
+
+    table_name: str
+    delete_attempts: int = 10
+    delete_interval_seconds: float = 5.0
+    lock_wait_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> ImageConfig:
+        return cls(
+            table_name=_required("TABLE_NAME"),
+            delete_attempts=max(1, int(_optional_number("SG_DELETE_ATTEMPTS", 10))),
+            delete_interval_seconds=_optional_number("SG_DELETE_INTERVAL_SECONDS", 5.0),
+            lock_wait_seconds=_optional_number("LOCK_WAIT_SECONDS", 60.0),
+        )
+
+
+@dataclass(frozen=True)
+class SweeperConfig:
+    """``sweep_orphans``: where to look (the policies' targets), what is old enough, the lease table."""
+
+    policies: dict[str, Any]
+    table_name: str
+    max_age_seconds: int
+
+    @classmethod
+    def from_env(cls) -> SweeperConfig:
+        minutes = _optional_number("MAX_AGE_MINUTES", 360)
+        return cls(
+            policies=PoliciesConfig.from_env().policies,
+            table_name=_required("TABLE_NAME"),
+            max_age_seconds=int(minutes * 60),
+        )

@@ -88,3 +88,36 @@ class ResourceNotInPolicy(RdsBackupError):
 
 class ConfigurationError(RdsBackupError):
     """The function's environment is missing or malformed (a deployment bug, never retried)."""
+
+
+# Image-level backup (issue 5).
+class CredentialsNotFound(RdsBackupError):
+    """The DB has no RDS-managed master secret and the policy names no ``image_backup.secret_arn``."""
+
+
+class EngineNotSupported(RdsBackupError):
+    """The DB's engine has no image-level backup (only PostgreSQL and SQL Server do)."""
+
+
+class SqlServerBackupOptionMissing(RdsBackupError):
+    """The SQL Server DB's option group lacks the ``SQLSERVER_BACKUP_RESTORE`` option (or its IAM role)."""
+
+
+class SecurityGroupError(RdsBackupError):
+    """The temporary security groups could not be made or attached to the DB."""
+
+
+class TempBucketBusy(RdsBackupError):
+    """Another operation holds the temporary bucket's lock for longer than we wait (retried)."""
+
+
+class WorkerFailed(RdsBackupError):
+    """The worker failed to start, exited non-zero, or reported a failed backup (the message says why)."""
+
+
+class WorkerTimedOut(RdsBackupError):
+    """The worker ran past the worker settings' ``timeout_seconds``; it was stopped."""
+
+
+class CleanupIncomplete(RdsBackupError):
+    """Something could not be removed; never raised to the state machine (reported as a warning)."""

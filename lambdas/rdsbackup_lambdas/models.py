@@ -83,6 +83,59 @@ class ReplicaState(PollState):
     warnings: list[str] = Field(default_factory=list)
 
 
+class WorkerSettings(_Model):
+    """The temporary worker of an image-level backup (an ECS task in the resource's account and region)."""
+
+    launch_type: Literal["FARGATE", "EC2"] = "FARGATE"
+    subnets: list[str] = Field(default_factory=list)
+    cpu: int = Field(1024, ge=256)
+    memory: int = Field(2048, ge=512)
+    timeout_seconds: int = Field(14400, ge=1)
+    cluster: str = "rdsbackup-workers"
+    task_family: str = "rdsbackup-worker"
+    container: str = "worker"
+    capacity_provider: str | None = None
+
+
+class BackupRetention(_Model):
+    keep_last: int | None = Field(7, ge=1)
+    keep_days: int | None = Field(None, ge=1)
+
+
+class ImageBackup(_Model):
+    """The policy's ``image_backup`` section, copied into every ITEM by ``resolve_policy``."""
+
+    repository_url: str
+    repository_kms_key_arn: str | None = None
+    retention: BackupRetention = Field(default_factory=BackupRetention)
+    secret_arn: str | None = None
+    result_prefix: str
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+
+class ImageState(PollState):
+    """``$.image``: what ``prepare_worker`` made, extended by ``start_worker`` and ``check_worker``."""
+
+    phase: str = "prepared"
+    db_security_group: str | None = None
+    worker_security_group: str | None = None
+    vpc_id: str | None = None
+    subnets: list[str] = Field(default_factory=list)
+    endpoint: str | None = None
+    port: int | None = None
+    engine: str | None = None
+    secret_arn: str | None = None
+    temp_bucket: str | None = None
+    temp_prefix: str | None = None
+    task_arn: str | None = None
+    started_at: float | None = None
+    done: bool = False
+    restore_point_id: str | None = None
+    bytes: int | None = None
+    new_bytes: int | None = None
+    duration_seconds: float | None = None
+
+
 class Item(_Model):
     """One resource's context in the Map iteration (ITEM in the contract)."""
 
@@ -99,6 +152,8 @@ class Item(_Model):
     snapshot: SnapshotRef | None = None
     snapshot_wait: PollState | None = None
     replica: ReplicaState | None = None
+    image_backup: ImageBackup | None = None
+    image: ImageState | None = None
 
     def require_snapshot(self) -> SnapshotRef:
         if self.snapshot is None:
@@ -147,6 +202,7 @@ class Policy(_Model):
     lease_seconds: int = Field(7200, ge=1)
     wait: WaitSettings = Field(default_factory=WaitSettings)
     replication: PolicyReplication | None = None
+    image_backup: ImageBackup | None = None
 
 
 class ResolvePolicyInput(_Model):

@@ -166,8 +166,8 @@ def resolve_policy(request: ResolvePolicyInput, policies: dict[str, Any]) -> dic
             session_id=session_id, policy=request.policy, resource=resource,
             access_role_arn=target.access_role_arn, staging_kms_key_arn=target.staging_kms_key_arn,
             snapshot_retention=policy.snapshot_retention, replication=_replication_for(policy, resource),
-            lease_seconds=policy.lease_seconds, wait=policy.wait,
-        ).model_dump(exclude_none=False, exclude={"lease", "snapshot", "snapshot_wait", "replica"})
+            lease_seconds=policy.lease_seconds, wait=policy.wait, image_backup=policy.image_backup,
+        ).model_dump(exclude_none=False, exclude={"lease", "snapshot", "snapshot_wait", "replica", "image"})
         for resource, target in sorted(selected, key=lambda s: s[0].arn)
     ]
     logger.info("policy resolved", extra={"resources": [i["resource"]["arn"] for i in items]})

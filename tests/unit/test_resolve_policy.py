@@ -48,6 +48,7 @@ def test_session_and_items_follow_the_contract(world, ctx, monkeypatch):
         "access_role_arn": SOURCE_ROLE, "staging_kms_key_arn": world.staging_key_arn, "snapshot_retention": 3,
         "replication": None, "lease_seconds": 900,
         "wait": {"initial_seconds": 1, "max_seconds": 4, "factor": 2.0, "timeout_seconds": 30},
+        "image_backup": None,
     }
 
 

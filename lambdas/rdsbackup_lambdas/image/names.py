@@ -1,0 +1,82 @@
+"""Names and tags of what an image-level backup creates, derived from the session and the resource.
+
+A retried step computes the same names and finds what its first try made; the sweeper finds leftovers
+by the tags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+
+TEMPORARY_TAG = "rdsbackup:temporary"
+SESSION_TAG = "rdsbackup:session"
+RESOURCE_TAG = "rdsbackup:resource"
+CREATED_AT_TAG = "rdsbackup:created-at"
+SWEEP_TAG = "rdsbackup:sweep"
+STARTED_BY_PREFIX = "rdsbackup-"
+TEMP_BUCKET_PREFIX = "rdsbackup-tmp-"
+MAX_GROUP_NAME = 255
+MAX_STARTED_BY = 36
+
+
+def _digest(*parts: str, size: int) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:size]
+
+
+def security_group_name(role: str, session_id: str, resource_arn: str, resource_id: str) -> str:
+    """``rdsbackup-<role>-<session id>-<resource id>-<hash of the ARN>`` (a group name is ≤255 chars).
+
+    The hash of the ARN keeps two resources with the same identifier apart; beyond 255 characters the
+    session and resource parts are cut and a hash of the whole name keeps it unique and stable.
+    """
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{session_id}-{resource_id}")
+    name = f"rdsbackup-{role}-{clean}-{_digest(resource_arn, size=8)}"
+    if len(name) > MAX_GROUP_NAME:
+        name = f"{name[:MAX_GROUP_NAME - 17]}-{_digest(name, size=16)}"
+    return name
+
+
+def started_by(session_id: str, resource_arn: str) -> str:
+    """The ECS ``startedBy`` of the session's worker for a resource (≤36 characters, our prefix)."""
+    return STARTED_BY_PREFIX + _digest(session_id, resource_arn, size=MAX_STARTED_BY - len(STARTED_BY_PREFIX))
+
+
+def temp_bucket_name(account: str, region: str) -> str:
+    """``rdsbackup-tmp-<account>-<region>``: one temporary bucket per account and region."""
+    return f"{TEMP_BUCKET_PREFIX}{account}-{region}"
+
+
+def temp_prefix(session_id: str, resource_id: str) -> str:
+    """The object prefix of one operation in the temporary bucket."""
+    return f"{session_id}/{resource_id}/"
+
+
+def result_url(result_prefix: str, session_id: str, resource_id: str) -> str:
+    """Where the worker writes its result document."""
+    base = result_prefix if result_prefix.endswith("/") else result_prefix + "/"
+    return f"{base}{session_id}/{resource_id}.json"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str | None) -> float | None:
+    """Epoch seconds of an ISO-8601 time (our ``created-at`` tags), or ``None``."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def temporary_tags(session_id: str, resource_arn: str, name: str | None = None) -> dict[str, str]:
+    """The tags of everything temporary an image-level backup creates."""
+    tags = {TEMPORARY_TAG: "true", SESSION_TAG: session_id, RESOURCE_TAG: resource_arn, CREATED_AT_TAG: now_iso()}
+    if name:
+        tags["Name"] = name
+    return tags

@@ -1,0 +1,230 @@
+"""The orphan sweeper: removes image-level backup leftovers that cleanup could not (or never ran to) remove.
+
+In every account+region that a configured policy selects from, through that place's access role:
+
+1. worker tasks whose ``startedBy`` has the rds-backup prefix, running longer than the bound: stopped;
+2. security groups tagged ``rdsbackup:temporary=true`` older than the bound (``rdsbackup:created-at``):
+   removed from every DB instance/cluster that still has them, their rules revoked (AWS refuses to
+   delete a group another group's rule references), then deleted;
+3. the temporary bucket (``rdsbackup-tmp-<account>-<region>``) older than the bound with no live lease:
+   emptied and deleted (under the bucket lock);
+
+then expired leases in the table. A leftover whose session still holds its source's lease (``lease#<arn>``,
+unexpired) belongs to a running backup and is left alone, whatever its age.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from rdsbackup_lambdas import aws_errors, aws_sessions
+from rdsbackup_lambdas.config import SweeperConfig
+from rdsbackup_lambdas.image import database, names, security_groups, temp_bucket, worker_tasks
+from rdsbackup_lambdas.models import ImageBackup, Policy
+from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
+
+SWEEPER_SESSION = "sweeper"
+LOCK_WAIT_SECONDS = 10
+DEFAULT_CLUSTER = "rdsbackup-workers"
+
+
+@dataclass
+class Place:
+    """An account+region to sweep, the role that reaches it, and the worker clusters used there."""
+
+    account: str
+    region: str
+    role_arn: str | None
+    clusters: set[str] = field(default_factory=set)
+
+    def client(self, service: str) -> Any:
+        return aws_sessions.client(service, self.region, self.role_arn, SWEEPER_SESSION)
+
+    @property
+    def label(self) -> str:
+        return f"{self.account}/{self.region}"
+
+
+def places(policies: dict[str, Any]) -> list[Place]:
+    """Every distinct account+region of the policies' selections (as ``resolve_policy`` reads them)."""
+    found: dict[tuple[str, str], Place] = {}
+    for raw in policies.values():
+        policy = Policy.model_validate(raw)
+        image: ImageBackup | None = policy.image_backup
+        for target in policy.selection.targets:
+            place = found.setdefault((target.account, target.region),
+                                     Place(target.account, target.region, target.access_role_arn))
+            place.clusters.add(image.worker.cluster if image else DEFAULT_CLUSTER)
+    return list(found.values())
+
+
+class Sweep:
+    """One run of the sweeper and its report."""
+
+    def __init__(self, config: SweeperConfig, now: float | None = None):
+        self.config = config
+        self.now = time.time() if now is None else now
+        self.removed: dict[str, list[str]] = {"tasks": [], "security_groups": [], "buckets": [], "leases": []}
+        self.kept: list[str] = []
+        self.errors: list[str] = []
+        self.live: set[tuple[str, str]] = set()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def error(self, what: str, exc: BaseException) -> None:
+        detail = f"{aws_errors.error_code(exc)}: {aws_errors.error_message(exc)}" if isinstance(exc, ClientError) \
+            else f"{type(exc).__name__}: {exc}"
+        self.errors.append(f"{what}: {detail}")
+        logger.warning("sweeper could not remove a leftover", extra={"what": what, "error": detail})
+
+    def old(self, created: float | None) -> bool:
+        return created is not None and self.now - created > self.config.max_age_seconds
+
+    def is_live(self, tags: dict[str, str]) -> bool:
+        return (tags.get(names.RESOURCE_TAG, ""), tags.get(names.SESSION_TAG, "")) in self.live
+
+    def load_live_sessions(self) -> None:
+        for item in temp_bucket._scan(self.config.table_name, "lease#"):
+            if int(item.get("expires_at", {}).get("N", "0")) > self.now:
+                self.live.add((item.get("resource_arn", {}).get("S", ""), item.get("owner", {}).get("S", "")))
+
+    # -- steps --------------------------------------------------------------------------------------
+    def tasks(self, place: Place) -> None:
+        ecs = place.client("ecs")
+        for cluster in sorted(place.clusters):
+            try:
+                arns = [a for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
+                        for a in page.get("taskArns", [])]
+            except ClientError as exc:
+                if aws_errors.error_code(exc) in ("ClusterNotFoundException", "ClusterNotFound"):
+                    continue
+                raise
+            for start in range(0, len(arns), 100):
+                described = ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100], include=["TAGS"])
+                for task in described.get("tasks", []):
+                    self._task(ecs, cluster, task, place)
+
+    def _task(self, ecs: Any, cluster: str, task: dict[str, Any], place: Place) -> None:
+        if not str(task.get("startedBy", "")).startswith(names.STARTED_BY_PREFIX):
+            return
+        tags = {t["key"]: t.get("value", "") for t in task.get("tags") or []}
+        started = task.get("startedAt") or task.get("createdAt")
+        created = started.timestamp() if hasattr(started, "timestamp") else names.parse_iso(
+            tags.get(names.CREATED_AT_TAG))
+        arn = task["taskArn"]
+        if task.get("lastStatus") == "STOPPED" or not self.old(created) or self.is_live(tags):
+            self.kept.append(f"task {arn}")
+            return
+        try:
+            worker_tasks.stop(ecs, cluster, arn, "rds-backup sweeper: orphaned worker")
+            self.removed["tasks"].append(arn)
+        except Exception as exc:
+            self.error(f"stop task {arn} in {place.label}", exc)
+
+    def security_groups(self, place: Place) -> None:
+        ec2 = place.client("ec2")
+        pages = ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": f"tag:{names.TEMPORARY_TAG}", "Values": ["true"]}])
+        doomed: list[dict[str, Any]] = []
+        for page in pages:
+            for group in page["SecurityGroups"]:
+                tags = {t["Key"]: t.get("Value", "") for t in group.get("Tags") or []}
+                if self.old(names.parse_iso(tags.get(names.CREATED_AT_TAG))) and not self.is_live(tags):
+                    doomed.append(group)
+                else:
+                    self.kept.append(f"security group {group['GroupId']}")
+        if not doomed:
+            return
+        ids = {g["GroupId"] for g in doomed}
+        self._detach(place, ids)
+        for gid in ids:
+            try:
+                security_groups.revoke_all(ec2, gid)
+            except Exception as exc:
+                self.error(f"revoke the rules of security group {gid} in {place.label}", exc)
+        for group in doomed:
+            gid = group["GroupId"]
+            try:
+                if security_groups.delete(ec2, gid, attempts=1, interval=0):
+                    self.removed["security_groups"].append(f"{gid} ({group.get('GroupName')})")
+            except Exception as exc:
+                self.error(f"delete security group {gid} in {place.label}", exc)
+
+    def _detach(self, place: Place, ids: set[str]) -> None:
+        rds = place.client("rds")
+        holders: list[tuple[str, str, list[str]]] = []
+        for page in rds.get_paginator("describe_db_instances").paginate():
+            for db in page["DBInstances"]:
+                if not db.get("DBClusterIdentifier"):
+                    holders.append(("instance", db["DBInstanceIdentifier"],
+                                    [g["VpcSecurityGroupId"] for g in db.get("VpcSecurityGroups") or []]))
+        for page in rds.get_paginator("describe_db_clusters").paginate():
+            for cluster in page["DBClusters"]:
+                holders.append(("cluster", cluster["DBClusterIdentifier"],
+                                [g["VpcSecurityGroupId"] for g in cluster.get("VpcSecurityGroups") or []]))
+        for kind, db_id, groups in holders:
+            for gid in ids.intersection(groups):
+                try:
+                    database.remove_group(rds, kind, db_id, gid, place.label)  # type: ignore[arg-type]
+                except Exception as exc:
+                    self.error(f"remove security group {gid} from {db_id} in {place.label}", exc)
+
+    def bucket(self, place: Place) -> None:
+        s3 = place.client("s3")
+        name = names.temp_bucket_name(place.account, place.region)
+        found = next((b for b in s3.list_buckets().get("Buckets", []) if b["Name"] == name), None)
+        if found is None:
+            return
+        created = found.get("CreationDate")
+        if not self.old(created.timestamp() if hasattr(created, "timestamp") else None):
+            self.kept.append(f"bucket {name}")
+            return
+        with temp_bucket.locked(self.config.table_name, name, LOCK_WAIT_SECONDS):
+            if temp_bucket.delete_if_unused(s3, self.config.table_name, name, place.account):
+                self.removed["buckets"].append(name)
+            else:
+                self.kept.append(f"bucket {name} (leased)")
+
+    def leases(self) -> None:
+        for item in temp_bucket.expired_leases(self.config.table_name, self.now):
+            try:
+                if temp_bucket.delete_expired_lease(self.config.table_name, item, self.now):
+                    self.removed["leases"].append(item["pk"]["S"])
+            except Exception as exc:
+                self.error(f"delete expired lease {item['pk']['S']}", exc)
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        try:
+            self.load_live_sessions()
+        except Exception as exc:  # without the leases nothing can be judged safe: remove nothing
+            self.error("read the leases", exc)
+            return self.report()
+        for place in places(self.config.policies):
+            for step, fn in (("worker tasks", self.tasks), ("security groups", self.security_groups),
+                             ("temporary bucket", self.bucket)):
+                try:
+                    fn(place)
+                except Exception as exc:
+                    self.error(f"sweep {step} in {place.label}", exc)
+        try:
+            self.leases()
+        except Exception as exc:
+            self.error("sweep expired leases", exc)
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        result = {"removed": self.removed, "kept": self.kept, "errors": self.errors}
+        count = sum(len(v) for v in self.removed.values())
+        metrics.add_metric(name="OrphansRemoved", unit=MetricUnit.Count, value=count)
+        logger.info("sweep finished", extra={"removed": self.removed, "errors": self.errors,
+                                             "kept_count": len(self.kept)})
+        return result
+
+
+def sweep(config: SweeperConfig, now: float | None = None) -> dict[str, Any]:
+    """Remove old leftovers everywhere the policies reach; return what was removed, kept and not removable."""
+    return Sweep(config, now).run()
