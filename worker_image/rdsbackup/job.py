@@ -1,0 +1,403 @@
+"""`rdsbackup job`: one image-level backup as the state machine's worker runs it.
+
+The job spec is JSON in `$RDSBACKUP_JOB` (docs/state-machine-contract.md, "The worker job"). The worker
+reads the database credentials from Secrets Manager (`secret_arn`), opens the repository or creates it
+(KMS-wrapped key; a concurrent creation by another worker is tolerated), backs up (PostgreSQL, or SQL
+Server through RDS native backup), applies the retention (`forget` for this source, then `prune`) and
+writes the result document to `result_url`:
+
+    {"status": "ok" | "failed", "restore_point_id", "bytes", "new_bytes", "duration_seconds", "error",
+     "error_type", "warnings", "session_id", "source_id", "engine", "databases", "forgotten", "started",
+     "ended"}
+
+Exit code 0 only when the restore point exists and the result document was written. A failure of
+forget/prune after a good backup is not a failed backup: status "ok", exit 0, the reason in `warnings`.
+
+The database connection is TLS with the server certificate verified (`verify-full`) against the CA
+bundle at `$RDSBACKUP_CA_BUNDLE` (the image ships the RDS global bundle). Only for a local run without
+TLS may `$RDSBACKUP_SSL_MODE` (disable/prefer/require) lower that, and the result then says so in
+`warnings`. The password is never logged, never put in the result, never passed on a command line.
+
+Log lines go to stderr as JSON, one per event, with the session id and source id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import RdsBackupError, RepositoryExists, RepositoryLocked, RepositoryNotFound
+
+JOB_ENV = "RDSBACKUP_JOB"
+CA_BUNDLE_ENV = "RDSBACKUP_CA_BUNDLE"
+SSL_MODE_ENV = "RDSBACKUP_SSL_MODE"
+INIT_SETTLE_ENV = "RDSBACKUP_INIT_SETTLE_SECONDS"
+ENGINES = ("postgres", "sqlserver")
+DEFAULT_PORTS = {"postgres": 5432, "sqlserver": 1433}
+
+
+class JobError(RdsBackupError):
+    """The job could not run as specified."""
+
+
+class JobSpecError(JobError):
+    """`$RDSBACKUP_JOB` is missing or not a valid job spec."""
+
+
+class CredentialsError(JobError):
+    """The database credentials could not be read from Secrets Manager."""
+
+
+class TlsNotConfigured(JobError):
+    """No CA bundle to verify the database's certificate with."""
+
+
+class ResultNotWritten(JobError):
+    """The result document could not be written to `result_url`."""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --- the spec -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    session_id: str
+    resource_arn: str
+    source_id: str
+    engine: str
+    host: str | None
+    port: int
+    secret_arn: str
+    databases: list[str] | None
+    repository: str
+    repository_kms_key_arn: str | None
+    keep_last: int | None
+    keep_days: int | None
+    result_url: str
+    sqlserver: dict | None
+
+    @classmethod
+    def parse(cls, text: str | None) -> JobSpec:
+        if not text:
+            raise JobSpecError(f"${JOB_ENV} is not set: it must hold the job spec (JSON)")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise JobSpecError(f"${JOB_ENV} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise JobSpecError(f"${JOB_ENV} must be a JSON object")
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> JobSpec:
+        def text(name: str, *, required: bool = True) -> str | None:
+            value = doc.get(name)
+            if value is None or value == "":
+                if required:
+                    raise JobSpecError(f"job spec: '{name}' is required")
+                return None
+            if not isinstance(value, str):
+                raise JobSpecError(f"job spec: '{name}' must be a string")
+            return value
+
+        engine = text("engine")
+        if engine not in ENGINES:
+            raise JobSpecError(f"job spec: 'engine' must be one of {', '.join(ENGINES)}, not {engine!r}")
+        port = doc.get("port") or DEFAULT_PORTS[engine]
+        if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit():
+            raise JobSpecError(f"job spec: 'port' must be a number, not {port!r}")
+        databases = doc.get("databases")
+        if databases is not None and (not isinstance(databases, list)
+                                      or not all(isinstance(d, str) and d for d in databases)):
+            raise JobSpecError("job spec: 'databases' must be null or a list of names")
+        retention = doc.get("retention") or {}
+        if not isinstance(retention, dict):
+            raise JobSpecError("job spec: 'retention' must be an object")
+        keep = {}
+        for name in ("keep_last", "keep_days"):
+            value = retention.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise JobSpecError(f"job spec: 'retention.{name}' must be null or a number >= 1")
+            keep[name] = value
+        result_url = text("result_url")
+        if urlparse(result_url).scheme != "s3" or not urlparse(result_url).netloc:
+            raise JobSpecError(f"job spec: 'result_url' must be s3://bucket/key, not {result_url!r}")
+        sqlserver = doc.get("sqlserver")
+        if engine == "sqlserver" and (not isinstance(sqlserver, dict) or not sqlserver.get("temp_bucket")):
+            raise JobSpecError("job spec: engine sqlserver needs 'sqlserver': {'temp_bucket', 'temp_prefix'}")
+        return cls(
+            session_id=text("session_id", required=False) or "",
+            resource_arn=text("resource_arn", required=False) or "",
+            source_id=text("source_id"), engine=engine, host=text("host", required=False), port=int(port),
+            secret_arn=text("secret_arn"), databases=databases or None, repository=text("repository"),
+            repository_kms_key_arn=text("repository_kms_key_arn", required=False),
+            keep_last=keep["keep_last"], keep_days=keep["keep_days"], result_url=result_url,
+            sqlserver=sqlserver if engine == "sqlserver" else None,
+        )
+
+
+def result_url_of(text: str | None) -> str | None:
+    """The result URL of a spec that may be invalid otherwise (so even that failure is reported)."""
+    try:
+        url = json.loads(text or "").get("result_url")
+    except (ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) and url.startswith("s3://") else None
+
+
+# --- AWS ------------------------------------------------------------------------------------------------
+
+
+def _region_of(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] if arn.startswith("arn:") and len(parts) > 3 and parts[3] else None
+
+
+def read_credentials(secret_arn: str) -> dict:
+    """`username` and `password` (and maybe `host`, `port`) from a Secrets Manager secret, as RDS-managed
+    secrets hold them."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client = boto3.client("secretsmanager", region_name=_region_of(secret_arn))
+        response = client.get_secret_value(SecretId=secret_arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise CredentialsError(f"cannot read the database secret {secret_arn}: {code}") from None
+    except BotoCoreError as exc:
+        raise CredentialsError(f"cannot read the database secret {secret_arn}: {one_line(exc)}") from None
+    text = response.get("SecretString")
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise CredentialsError(f"secret {secret_arn} is not a JSON object with 'username' and 'password'")
+    if not data.get("password") or not (data.get("username") or data.get("user")):
+        raise CredentialsError(f"secret {secret_arn} has no 'username' and 'password'")
+    return data
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def write_result(url: str, doc: dict) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(url)
+    body = json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
+    try:
+        _s3().put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body,
+                         ContentType="application/json")
+    except (BotoCoreError, ClientError) as exc:
+        raise ResultNotWritten(f"cannot write the result to {url}: {one_line(exc)}") from None
+
+
+# --- the repository -------------------------------------------------------------------------------------
+
+
+def open_or_init_repository(url: str, kms_key_arn: str | None, log) -> Any:
+    """Open the repository; create it first if there is none. Another worker may create it at the same
+    time: whoever loses sees RepositoryExists, and everyone reopens after a short pause so that all use
+    the config (and key) that was written last."""
+    from .repository import Repository
+
+    try:
+        return Repository.open(url)
+    except RepositoryNotFound:
+        pass
+    password = None
+    if not kms_key_arn:
+        password = os.environ.get("RDSBACKUP_PASSWORD")
+        if not password:
+            raise JobSpecError(f"repository {url} does not exist and the job names no repository_kms_key_arn "
+                               f"(nor is RDSBACKUP_PASSWORD set) to create it with")
+    try:
+        Repository.init(url, kms_key_id=kms_key_arn, password=password)
+        log("repository initialised", repository=url, kms_key=kms_key_arn)
+    except RepositoryExists:
+        log("repository created meanwhile by another worker", repository=url)
+    time.sleep(float(os.environ.get(INIT_SETTLE_ENV, "2")))
+    return Repository.open(url)
+
+
+def _config_id(repo) -> str | None:
+    try:
+        return json.loads(repo.backend.get("config")).get("id")
+    except Exception:
+        return None
+
+
+def apply_retention(repo, spec: JobSpec, log) -> tuple[list[str], dict | None, list[str]]:
+    """forget (this source only) and prune; failures become warnings."""
+    warnings: list[str] = []
+    forgotten: list[str] = []
+    pruned = None
+    if spec.keep_last is None and spec.keep_days is None:
+        return forgotten, pruned, ["no retention in the job: nothing forgotten"]
+    try:
+        forgotten = repo.forget(keep_last=spec.keep_last, keep_days=spec.keep_days, source_id=spec.source_id)
+        log("forget done", forgotten=forgotten)
+    except Exception as exc:
+        warnings.append(f"forget failed: {describe(exc)}")
+        return forgotten, pruned, warnings
+    try:
+        pruned = repo.prune()
+        log("prune done", prune=pruned)
+    except RepositoryLocked as exc:
+        warnings.append(f"prune postponed (another backup or prune holds the repository): {one_line(exc)}")
+    except Exception as exc:
+        warnings.append(f"prune failed: {describe(exc)}")
+    return forgotten, pruned, warnings
+
+
+# --- the backup -----------------------------------------------------------------------------------------
+
+
+def tls_settings(warnings: list[str]) -> tuple[str, str | None]:
+    """(sslmode, CA bundle) for the job: verify-full against $RDSBACKUP_CA_BUNDLE."""
+    override = os.environ.get(SSL_MODE_ENV)
+    bundle = os.environ.get(CA_BUNDLE_ENV) or None
+    if override and override not in ("verify-full", "verify-ca"):
+        if override not in ("disable", "allow", "prefer", "require"):
+            raise TlsNotConfigured(f"{SSL_MODE_ENV}={override!r} is not an sslmode")
+        warnings.append(f"TLS certificate verification is off ({SSL_MODE_ENV}={override})")
+        return override, None
+    if not bundle:
+        raise TlsNotConfigured(f"{CA_BUNDLE_ENV} is not set: the worker connects to the database only over "
+                               f"TLS verified against a CA bundle (the image sets it to the RDS global bundle)")
+    if not os.path.isfile(bundle):
+        raise TlsNotConfigured(f"{CA_BUNDLE_ENV}={bundle} does not exist")
+    return override or "verify-full", bundle
+
+
+def run_backup(repo, spec: JobSpec, creds: dict, warnings: list[str], *, sqlserver_connect=None) -> dict:
+    host = spec.host or creds.get("host")
+    if not host:
+        raise JobSpecError("job spec: 'host' is required (and the secret names none)")
+    user = creds.get("username") or creds.get("user")
+    ssl_mode, bundle = tls_settings(warnings)
+    if spec.engine == "postgres":
+        from .postgres import ConnectionInfo, backup_postgres
+
+        info = ConnectionInfo(host=host, port=spec.port, user=user, password=creds["password"],
+                              ssl_mode=ssl_mode, ca_bundle=bundle or "")
+        return backup_postgres(repo, info, databases=spec.databases, source_id=spec.source_id)
+    from .sqlserver import PollPolicy, SqlServerInfo, backup_sqlserver
+    from .sqlserver.connection import factory_from_env
+
+    info = SqlServerInfo(host=host, port=spec.port, user=user, password=creds["password"], ca_bundle=bundle or "")
+    sq = spec.sqlserver or {}
+    return backup_sqlserver(
+        repo, info, temp_bucket=sq["temp_bucket"], temp_prefix=sq.get("temp_prefix") or f"{spec.session_id}/",
+        databases=spec.databases, source_id=spec.source_id, kms_key_arn=sq.get("kms_key_arn"),
+        option_group=sq.get("option_group"), connect=sqlserver_connect or factory_from_env(),
+        poll=PollPolicy.from_env(sq.get("task_timeout_seconds")))
+
+
+def describe(exc: BaseException, secret: str | None = None) -> str:
+    text = one_line(exc) or type(exc).__name__
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+class JsonLog:
+    """One JSON line per event on stderr."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.context: dict = {}
+
+    def __call__(self, message: str, level: str = "INFO", **fields) -> None:
+        record = {"time": utcnow(), "level": level, "message": message, **self.context, **fields}
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+
+def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_connect=None) -> tuple[dict, int]:
+    """Run the job; returns (result document, exit code). The result is written to `result_url` when
+    the spec names one."""
+    log = log or JsonLog()
+    t0 = time.monotonic()
+    started = utcnow()
+    result: dict = {"status": "failed", "restore_point_id": None, "bytes": None, "new_bytes": None,
+                    "duration_seconds": None, "error": None, "error_type": None, "warnings": [],
+                    "started": started}
+    warnings: list[str] = result["warnings"]
+    password: str | None = None
+    spec: JobSpec | None = None
+    try:
+        spec = JobSpec.parse(spec_text)
+        log.context = {"session_id": spec.session_id, "source_id": spec.source_id, "engine": spec.engine}
+        result.update(session_id=spec.session_id, resource_arn=spec.resource_arn, source_id=spec.source_id,
+                      engine=spec.engine)
+        log("job started", host=spec.host, port=spec.port, repository=spec.repository)
+        creds = read_credentials(spec.secret_arn)
+        password = creds["password"]
+        repo = open_or_init_repository(spec.repository, spec.repository_kms_key_arn, log)
+        repo_id = repo.id
+        backup = run_backup(repo, spec, creds, warnings, sqlserver_connect=sqlserver_connect)
+        rp_id = backup["restore_point_id"]
+        if _config_id(repo) not in (repo_id, None):
+            # A racing init replaced the config after we opened it: our restore point is sealed with a key
+            # the repository no longer has. Take it back rather than leave an unreadable manifest.
+            repo.backend.delete(f"manifests/{rp_id}")
+            raise JobError(f"repository {spec.repository} was re-initialised by another worker during the backup; "
+                           f"the backup was discarded, run it again")
+        warnings.extend(backup.get("warnings") or [])
+        result.update(status="ok", restore_point_id=rp_id, bytes=backup.get("bytes"),
+                      new_bytes=backup.get("new_bytes"),
+                      databases=[d["name"] for d in backup.get("databases", [])])
+        log("backup done", restore_point_id=rp_id, bytes=backup.get("bytes"), new_bytes=backup.get("new_bytes"))
+        forgotten, pruned, retention_warnings = apply_retention(repo, spec, log)
+        warnings.extend(retention_warnings)
+        result.update(forgotten=forgotten, prune=pruned)
+    except Exception as exc:
+        result.update(status="failed", restore_point_id=None, error=describe(exc, password),
+                      error_type=type(exc).__name__)
+        log("job failed", level="ERROR", error=result["error"], error_type=result["error_type"])
+        if os.environ.get("RDSBACKUP_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
+    url = spec.result_url if spec else result_url_of(spec_text)
+    if not url:
+        log("no result_url to write the result to", level="ERROR")
+        return result, 1
+    try:
+        write_result(url, result)
+    except ResultNotWritten as exc:
+        log("result not written", level="ERROR", error=str(exc), restore_point_id=result["restore_point_id"])
+        return result, 1
+    log("job finished", status=result["status"], restore_point_id=result["restore_point_id"],
+        duration_seconds=result["duration_seconds"], warnings=warnings, result_url=url)
+    return result, 0 if result["status"] == "ok" else 1
+
+
+def main(environ: dict | None = None) -> int:
+    """`rdsbackup job`: exit 0 only when the restore point exists and the result was written."""
+    env = os.environ if environ is None else environ
+    result, code = run_job(env.get(JOB_ENV))
+    if code != 0 and result.get("error"):
+        print(f"rdsbackup: error: {result['error']}", file=sys.stderr)
+    return code
