@@ -43,6 +43,11 @@ def _warnings(result: dict[str, Any]) -> list[str]:
                     f"{part['rejected_tags']} snapshot(s) carry an rds-backup marker with untrusted metadata "
                     "(forged, altered or copied tags); they were left alone"
                 )
+    cleanup = result.get("image_cleanup")
+    if isinstance(cleanup, dict):
+        found += [str(w) for w in cleanup.get("warnings") or []]
+        found += [f"left for the orphan sweeper (tagged rdsbackup:sweep=true): {left}"
+                  for left in cleanup.get("left_for_sweeper") or []]
     return found
 
 
@@ -52,17 +57,20 @@ def resource_summary(result: dict[str, Any], now: float) -> dict[str, Any]:
     replica = result.get("replica") or {}
     retention = result.get("retention") or {}
     lease = result.get("lease") or {}
+    image = result.get("image") or {}
     error = _error_text(result.get("error"))
     acquired = lease.get("acquired_at")
     duration = round(now - float(acquired), 1) if isinstance(acquired, (int, float)) else None
+    if isinstance(image.get("duration_seconds"), (int, float)):  # the image-level backup's own duration
+        duration = round(float(image["duration_seconds"]), 1)
     return {
         "arn": resource.get("arn"),
         "status": "Failed" if error else "Success",
         "snapshot_arn": snapshot.get("arn"),
         "replica_arns": [replica["arn"]] if replica.get("arn") else [],
         "retention_deleted": list(retention.get("deleted") or []) + list(retention.get("replica_deleted") or []),
-        "restore_point_id": None,
-        "bytes": None,
+        "restore_point_id": image.get("restore_point_id"),
+        "bytes": image.get("bytes"),
         "duration_seconds": duration,
         "error": error,
         "warnings": _warnings(result),

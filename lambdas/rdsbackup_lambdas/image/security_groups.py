@@ -147,7 +147,7 @@ def ensure_pair(ec2: Any, *, vpc_id: str, port: int, db_name: str, worker_name: 
             f"{aws_errors.error_message(exc)}"
         ) from exc
     return {"db_security_group": db_group, "worker_security_group": worker_group,
-            "created": [g for g, made in ((db_group, db_created), (worker_group, worker_created)) if made]}
+            "created_groups": [g for g, made in ((db_group, db_created), (worker_group, worker_created)) if made]}
 
 
 def _strip(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
