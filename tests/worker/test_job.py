@@ -193,6 +193,27 @@ def test_failures_are_reported_in_the_result_and_leave_no_restore_point(aws, ser
     assert restore_points(aws) == []
 
 
+def test_a_stopped_worker_reports_it(aws, server):
+    # SIGTERM (ECS stop_task) while the worker waits after creating the repository.
+    import signal
+    import time
+
+    spec = make_spec(aws, server, databases=["job_small"])
+    env = dict(os.environ, RDSBACKUP_JOB=json.dumps(spec), **{jobmod.INIT_SETTLE_ENV: "60"})
+    proc = subprocess.Popen([shutil.which("rdsbackup"), "job"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if "repository initialised" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    written = read_result(spec)
+    assert written["status"] == "failed" and written["error_type"] == "JobStopped", written
+    assert restore_points(aws) == []
+
+
 def test_bad_specs(aws, server, capsys):
     spec = make_spec(aws, server, engine="oracle")
     _result, code = run_in_process(spec)

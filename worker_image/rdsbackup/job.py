@@ -62,6 +62,26 @@ class ResultNotWritten(JobError):
     """The result document could not be written to `result_url`."""
 
 
+class JobStopped(JobError):
+    """The worker was told to stop (SIGTERM: ECS stop_task, a timeout) before the backup finished."""
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what ECS sends before SIGKILL) becomes JobStopped in the main thread, so the backup is
+    aborted (no restore point) and a failed result is still written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise JobStopped("the worker was stopped (SIGTERM) before the backup finished")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -397,6 +417,7 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
 def main(environ: dict | None = None) -> int:
     """`rdsbackup job`: exit 0 only when the restore point exists and the result was written."""
     env = os.environ if environ is None else environ
+    _stop_on_sigterm()
     result, code = run_job(env.get(JOB_ENV))
     if code != 0 and result.get("error"):
         print(f"rdsbackup: error: {result['error']}", file=sys.stderr)
