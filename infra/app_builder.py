@@ -9,9 +9,9 @@ from aws_cdk import App, Aws, Environment, Stack, Tags, Token, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import BackupConfig
-from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack
+from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
 from infra.stacks.control_stack import ControlStack
-from infra.topology import Place, Topology, build_topology
+from infra.topology import Place, Topology, build_topology, repository_bucket_name
 
 
 @dataclass
@@ -46,8 +46,25 @@ def _stack_id(prefix: str, place: Place, control: Place) -> str:
     return "-".join([prefix, *parts])
 
 
+def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> WorkerSettingsForPlace | None:
+    if place not in topology.worker_places:
+        return None
+    policies = [p for p in config.policies if p.image_backup is not None and place in topology.sources_of(p)]
+    return WorkerSettingsForPlace(
+        repository_buckets=sorted({repository_bucket_name(p.image_backup.repository, topology.control)
+                                   for p in policies}),
+        control_region=topology.control.region,
+        secret_arns=sorted({p.image_backup.secret_arn for p in policies if p.image_backup.secret_arn}),
+        capacity_providers=sorted({p.image_backup.worker.capacity_provider for p in policies
+                                   if p.image_backup.worker.capacity_provider}),
+    )
+
+
 def build_app(app: App, config: BackupConfig) -> BackupApp:
     """Instantiate every stack the config needs, with cdk-nag's AwsSolutions checks."""
+    # Server access logs delivered through a bucket policy rather than the legacy ACL (in every synth,
+    # not only `cdk synth` with cdk.json's flags).
+    app.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
     control = control_place(config)
     topology = build_topology(config, control=control)
     accounts = {place.account for place in (*topology.access_places, *topology.replica_places)}
@@ -63,6 +80,7 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
         access[place] = ProductionAccessStack(
             app, _stack_id("RdsBackupAccess", place, control),
             control_account=control.account, share_with_accounts=share_with, env=_env(place),
+            worker=_worker_settings(config, topology, place),
             description="rds-backup production access (role the control plane assumes)")
     replicas = {}
     source_accounts = sorted({p.account for p in topology.access_places})

@@ -125,7 +125,19 @@ class WorkerSettings(_Strict):
     subnets: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")]] = Field(default_factory=list)
     cpu: Literal[256, 512, 1024, 2048, 4096] = 1024
     memory: Annotated[int, Field(ge=512, le=30720)] = 2048
-    timeout_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = 240
+    timeout_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 240
+    # EC2 launch type: the name of an EC2 (Auto Scaling group) capacity provider that rds-backup
+    # associates with its worker cluster.
+    capacity_provider: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")] | None = None
+
+    @model_validator(mode="after")
+    def _capacity_for_ec2(self) -> WorkerSettings:
+        if self.launch_type == "EC2" and not self.capacity_provider:
+            raise ValueError("launch_type EC2 needs 'capacity_provider': the EC2 capacity provider the worker "
+                             "runs on")
+        if self.launch_type == "FARGATE" and self.capacity_provider:
+            raise ValueError("'capacity_provider' is only for launch_type EC2")
+        return self
 
 
 class BackupRetention(_Strict):
@@ -182,6 +194,9 @@ class Timing(_Strict):
     wait_factor: Annotated[float, Field(ge=1.0)] = 1.5
     wait_timeout_seconds: Annotated[int, Field(ge=1)] = 4 * 3600
     lease_seconds: Annotated[int, Field(ge=60)] = 6 * 3600
+    sg_delete_attempts: Annotated[int, Field(ge=1, le=60)] = 12
+    sg_delete_interval_seconds: Annotated[float, Field(ge=0)] = 5.0
+    sweep_after_minutes: Annotated[int, Field(ge=1)] = 6 * 60
 
 
 class Target(_Strict):

@@ -15,6 +15,12 @@ ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-access"
 REPLICA_ROLE_PREFIX = f"{NAME_PREFIX}-replica"
 STAGING_KEY_ALIAS = f"alias/{NAME_PREFIX}-staging"
 REPLICA_KEY_ALIAS = f"alias/{NAME_PREFIX}-replica"
+REPOSITORY_KEY_ALIAS = f"alias/{NAME_PREFIX}-repository"
+WORKER_ROLE_PREFIX = f"{NAME_PREFIX}-worker"
+WORKER_CLUSTER = f"{NAME_PREFIX}-workers"
+WORKER_TASK_FAMILY = f"{NAME_PREFIX}-worker"
+WORKER_CONTAINER = "worker"
+RESULT_PREFIX = "rdsbackup-results/"
 
 
 @dataclass(frozen=True, order=True)
@@ -39,6 +45,16 @@ def replica_role_arn(place: Place) -> str:
     return f"arn:aws:iam::{place.account}:role/{REPLICA_ROLE_PREFIX}-{place.region}"
 
 
+def worker_role_arn(place: Place) -> str:
+    """The ECS task role of the worker in a production account and region."""
+    return f"arn:aws:iam::{place.account}:role/{WORKER_ROLE_PREFIX}-{place.region}"
+
+
+def repository_bucket_name(repository: str, control: Place) -> str:
+    """Buckets are named from the control place so worker roles in other accounts can name them."""
+    return f"{NAME_PREFIX}-{repository}-{control.account}-{control.region}"
+
+
 def staging_key_arn(place: Place) -> str:
     return f"arn:aws:kms:{place.region}:{place.account}:{STAGING_KEY_ALIAS}"
 
@@ -54,6 +70,7 @@ class Topology:
     control: Place
     access_places: tuple[Place, ...]
     replica_places: tuple[Place, ...]
+    worker_places: tuple[Place, ...] = ()
 
     def sources_of(self, policy: Policy) -> list[Place]:
         accounts = policy.selection.accounts or [self.control.account]
@@ -72,19 +89,23 @@ def build_topology(config: BackupConfig, *, control: Place) -> Topology:
     probe = Topology(control=control, access_places=(), replica_places=())
     access: set[Place] = set()
     replicas: set[Place] = set()
+    workers: set[Place] = set()
     for policy in config.policies:
         for source in probe.sources_of(policy):
             access.add(source)
+            if policy.image_backup is not None:
+                workers.add(source)
             target = probe.replica_place(policy, source)
             if target is not None:
                 replicas.add(target)
                 if target.account != source.account and target.region != source.region:
                     # region-then-account chain: the regional copy is staged on the source account's key
                     access.add(Place(source.account, target.region))
-    return Topology(control=control, access_places=tuple(sorted(access)), replica_places=tuple(sorted(replicas)))
+    return Topology(control=control, access_places=tuple(sorted(access)), replica_places=tuple(sorted(replicas)),
+                    worker_places=tuple(sorted(workers)))
 
 
-def runtime_policies(config: BackupConfig, topology: Topology) -> dict:
+def runtime_policies(config: BackupConfig, topology: Topology, repository_key_arn: str = "") -> dict:
     """The policies as `resolve_policy` reads them (POLICIES_JSON; docs/state-machine-contract.md)."""
     timing = config.timing
     wait = {
@@ -129,6 +150,28 @@ def runtime_policies(config: BackupConfig, topology: Topology) -> dict:
             "lease_seconds": timing.lease_seconds,
             "wait": wait,
             "replication": replication,
+            "image_backup": _image_backup(policy, topology, repository_key_arn),
         }
     return policies
+
+
+def _image_backup(policy: Policy, topology: Topology, repository_key_arn: str) -> dict | None:
+    image = policy.image_backup
+    if image is None:
+        return None
+    bucket = repository_bucket_name(image.repository, topology.control)
+    worker = image.worker
+    return {
+        "repository_url": f"s3://{bucket}/{policy.name}",
+        "repository_kms_key_arn": repository_key_arn,
+        "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days},
+        "secret_arn": image.secret_arn,
+        "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}",
+        "worker": {
+            "launch_type": worker.launch_type, "subnets": list(worker.subnets), "cpu": worker.cpu,
+            "memory": worker.memory, "timeout_seconds": max(1, round(worker.timeout_minutes * 60)),
+            "cluster": WORKER_CLUSTER, "task_family": WORKER_TASK_FAMILY, "container": WORKER_CONTAINER,
+            "capacity_provider": worker.capacity_provider,
+        },
+    }
 

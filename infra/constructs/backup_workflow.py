@@ -59,6 +59,10 @@ class WorkflowSteps:
     apply_retention: LambdaStep
     release_lease: LambdaStep
     session_report: LambdaStep
+    prepare_worker: LambdaStep
+    start_worker: LambdaStep
+    check_worker: LambdaStep
+    cleanup_worker: LambdaStep
 
 
 def _retry(errors: list[str], timing: Timing, max_attempts: int) -> dict:
@@ -90,6 +94,8 @@ class BackupWorkflow(Construct):
             "retention.$": "$.retention",
             "error.$": "$.error",
             "lease.$": "$.lease",
+            "image.$": "$.image",
+            "image_cleanup.$": "$.image_cleanup",
         })
         release.next(resource_result)
 
@@ -119,11 +125,12 @@ class BackupWorkflow(Construct):
             "Apply retention", result_path="$.retention", retries=[throttled]))
         retention.next(release)
 
+        image_backup = self._image_backup(steps, timing, retention, release, throttled)
         replication_wanted = sfn.Choice(self, "Replicate?").when(
             sfn.Condition.is_not_null("$.replication"), replicate
-        ).otherwise(retention)
+        ).otherwise(image_backup)
         replicate.next(sfn.Choice(self, "Replica done?")
-                       .when(sfn.Condition.boolean_equals("$.replica.done", True), retention)
+                       .when(sfn.Condition.boolean_equals("$.replica.done", True), image_backup)
                        .otherwise(wait_replica.next(replicate)))
         tag.next(replication_wanted)
         check.next(sfn.Choice(self, "Snapshot ready?")
@@ -143,6 +150,9 @@ class BackupWorkflow(Construct):
             "replication.$": "$.replication",
             "lease_seconds.$": "$.lease_seconds",
             "wait.$": "$.wait",
+            "image_backup.$": "$.image_backup",
+            "image.$": JSON_NULL,
+            "image_cleanup.$": JSON_NULL,
             "lease.$": JSON_NULL,
             "snapshot.$": JSON_NULL,
             "replica.$": JSON_NULL,
@@ -215,3 +225,37 @@ class BackupWorkflow(Construct):
         each_resource.next(report)
 
         self.definition: sfn.IChainable = has_policy
+
+    def _image_backup(self, steps: WorkflowSteps, timing: Timing, retention: sfn.IChainable,
+                      release: sfn.IChainable, throttled: dict) -> sfn.Choice:
+        """Image-level backup through a temporary worker; its cleanup runs on every path.
+
+            Image backup? ─no─> (retention)
+                │ yes
+            Prepare worker ─> Start worker ─> Check worker <─┐      any failure ─┐
+                                                 │ running ─┴─ Wait              │
+                                                 ▼ done                          ▼
+                                          Clean up worker <──────────────────────┘
+                                                 ├─ failed? ──> (release lease)
+                                                 └─ ok ──────> (retention)
+        """
+        cleanup = steps.cleanup_worker.task("Clean up worker", result_path="$.image_cleanup", retries=[throttled])
+        cleanup.add_catch(release, errors=["States.ALL"], result_path="$.image_cleanup_error")
+        cleanup.next(sfn.Choice(self, "Image backup failed?")
+                     .when(sfn.Condition.is_not_null("$.error"), release)
+                     .otherwise(retention))
+
+        def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
+            return task.add_catch(cleanup, errors=["States.ALL"], result_path="$.error")
+
+        prepare = guarded(steps.prepare_worker.task("Prepare worker", result_path="$.image", retries=[throttled]))
+        start = guarded(steps.start_worker.task("Start worker", result_path="$.image", retries=[throttled]))
+        check = guarded(steps.check_worker.task("Check worker", result_path="$.image", retries=[throttled]))
+        wait = sfn.Wait(self, "Wait for worker", time=sfn.WaitTime.seconds_path("$.image.wait_seconds"))
+        check.next(sfn.Choice(self, "Worker done?")
+                   .when(sfn.Condition.boolean_equals("$.image.done", True), cleanup)
+                   .otherwise(wait.next(check)))
+        prepare.next(start)
+        start.next(check)
+        return sfn.Choice(self, "Image backup?").when(
+            sfn.Condition.is_not_null("$.image_backup"), prepare).otherwise(retention)

@@ -8,14 +8,23 @@ without cross-account references.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
 from infra.nag import acknowledge
-from infra.topology import ACCESS_ROLE_PREFIX, REPLICA_KEY_ALIAS, REPLICA_ROLE_PREFIX, STAGING_KEY_ALIAS
+from infra.topology import (
+    ACCESS_ROLE_PREFIX,
+    REPLICA_KEY_ALIAS,
+    REPLICA_ROLE_PREFIX,
+    STAGING_KEY_ALIAS,
+    WORKER_CLUSTER,
+    WORKER_TASK_FAMILY,
+)
 
 # Snapshots this tool makes are all named rdsbackup-...; it deletes and shares nothing else.
 MANAGED_SNAPSHOT_PREFIX = "rdsbackup-"
@@ -26,6 +35,16 @@ _DESCRIBE_ACTIONS = [
 ]
 _KMS_FOR_RDS_ACTIONS = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom",
                         "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext"]
+@dataclass(frozen=True)
+class WorkerSettingsForPlace:
+    """What the worker of one production place needs to know about the rest of the app."""
+
+    repository_buckets: list[str]
+    control_region: str
+    secret_arns: list[str] = field(default_factory=list)
+    capacity_providers: list[str] = field(default_factory=list)
+
+
 _MANAGED = [f"snapshot:{MANAGED_SNAPSHOT_PREFIX}*", f"cluster-snapshot:{MANAGED_SNAPSHOT_PREFIX}*"]
 
 
@@ -63,10 +82,11 @@ _WHY_KMS = ("Sources may be encrypted with any of the user's keys: key use is li
 
 
 class ProductionAccessStack(Stack):
-    """Per production account and region: the role that snapshots, tags, shares and prunes there."""
+    """Per production account and region: the role that snapshots, tags, shares and prunes there, and
+    (when a policy backs up images here) the worker's cluster, task definition and role."""
 
     def __init__(self, scope: Construct, id_: str, *, control_account: str,
-                 share_with_accounts: list[str], **kwargs):
+                 share_with_accounts: list[str], worker: WorkerSettingsForPlace | None = None, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.role = iam.Role(
             self, "AccessRole",
@@ -101,6 +121,56 @@ class ProductionAccessStack(Stack):
                    [here + managed for managed in _MANAGED], _WHY_MANAGED)
         role.allow(_KMS_FOR_RDS_ACTIONS, ["arn:{partition}:kms:{region}:{account}:key/*"], _WHY_KMS,
                    conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}})
+        self.worker: WorkerCluster | None = None
+        if worker is not None:
+            self.worker = WorkerCluster(
+                self, "Worker", repository_buckets=worker.repository_buckets, control_account=control_account,
+                control_region=worker.control_region, secret_arns=worker.secret_arns,
+                capacity_providers=worker.capacity_providers)
+            self._allow_image_backup(role, self.worker)
+
+    def _allow_image_backup(self, role: _ScopedRole, worker: WorkerCluster) -> None:
+        """What prepare/start/check/cleanup_worker and the sweeper do through this role."""
+        here = "arn:{partition}:ec2:{region}:{account}:"
+        temporary = {"StringEquals": {"aws:ResourceTag/rdsbackup:temporary": "true"}}
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSubnets",
+                     "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces"], resources=["*"]))
+        acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]",
+                    "EC2 Describe* actions support no resource-level permissions.")
+        role.allow(["ec2:CreateSecurityGroup"], [here + "vpc/*", here + "security-group/*"],
+                   "The DB's VPC is known only at run time; new groups must carry the temporary tag.",
+                   conditions=None)
+        role.allow(["ec2:CreateTags"], [here + "security-group/*"],
+                   "Tags only temporary groups (at creation, or for the sweeper).")
+        role.allow(["ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
+                    "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress",
+                    "ec2:DeleteSecurityGroup"], [here + "security-group/*"],
+                   "Only groups tagged rdsbackup:temporary=true (condition) are changed or deleted.",
+                   conditions=temporary)
+        rds = "arn:{partition}:rds:{region}:{account}:"
+        role.allow(["rds:ModifyDBInstance", "rds:ModifyDBCluster"], [rds + "db:*", rds + "cluster:*"],
+                   "Adds and removes the temporary DB security group on databases found at run time.")
+        role.allow(["rds:DescribeOptionGroups", "rds:DescribeDBSubnetGroups"],
+                   [rds + "og:*", rds + "subgrp:*"], "Reads the DB's option group and subnet group.")
+        ecs_arn = "arn:{partition}:ecs:{region}:{account}:"
+        role.allow(["ecs:RunTask"], [ecs_arn + f"task-definition/{WORKER_TASK_FAMILY}:*"],
+                   "Any revision of the worker task definition.")
+        role.allow(["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks"],
+                   [ecs_arn + f"task/{WORKER_CLUSTER}/*", ecs_arn + f"container-instance/{WORKER_CLUSTER}/*",
+                    ecs_arn + f"cluster/{WORKER_CLUSTER}"],
+                   "Worker tasks of the rds-backup cluster only.")
+        passed = [worker.task_role.role_arn]
+        if worker.task_definition.execution_role is not None:
+            passed.append(worker.task_definition.execution_role.role_arn)
+        self.role.add_to_policy(iam.PolicyStatement(actions=["iam:PassRole"], resources=passed))
+        bucket = f"arn:{{partition}}:s3:::{TEMP_BUCKET_PREFIX}-{{account}}-{{region}}"
+        role.allow(["s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketPolicy",
+                    "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging",
+                    "s3:GetBucketTagging", "s3:ListBucket", "s3:PutBucketOwnershipControls"], [bucket],
+                   "The SQL Server temporary bucket of this account and region only.")
+        role.allow(["s3:DeleteObject", "s3:GetObject"], [bucket + "/*"],
+                   "Emptying the temporary bucket before it is deleted.")
 
 
 class ReplicaTargetStack(Stack):

@@ -6,24 +6,28 @@ import json
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import BackupConfig
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
 from infra.constructs.lambda_step import LambdaStep
+from infra.constructs.repositories import Repositories
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
-from infra.topology import Topology, access_role_arn, replica_role_arn, runtime_policies
+from infra.topology import RESULT_PREFIX, Topology, access_role_arn, replica_role_arn, runtime_policies
 
-# resolve_policy reads the policies from its environment; Lambda allows 4 KB of variables in all.
-MAX_POLICIES_JSON_BYTES = 3500
+# The policies live in an SSM parameter (advanced tier: 8 KB) that resolve_policy and the sweeper read.
+MAX_POLICIES_BYTES = 8000
 # What DynamoDB and SNS need of a caller's key access for a CMK-encrypted table/topic.
 _TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
@@ -54,7 +58,11 @@ class ControlStack(Stack):
         for email in config.notification_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
 
+        self.repositories = Repositories(
+            self, "Repositories", repositories=config.repositories, control=topology.control,
+            worker_accounts=[place.account for place in topology.worker_places])
         self.steps = self._steps(config, topology)
+        self.sweeper = self._sweeper(config, topology)
         workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
         self.state_machine_logs = logs.LogGroup(self, "StateMachineLogs", encryption_key=self.key,
                                                 retention=logs.RetentionDays.ONE_YEAR,
@@ -76,18 +84,25 @@ class ControlStack(Stack):
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
 
     def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
-        code = lambda_code(self)
+        code = self._code = lambda_code(self)
         # json.dumps keeps nulls (to_json_string drops them); tokens inside the text still resolve.
-        policies_json = json.dumps(runtime_policies(config, topology), separators=(",", ":"))
-        if len(policies_json) > MAX_POLICIES_JSON_BYTES:
-            raise ValueError(
-                f"the policies need {len(policies_json)} bytes of Lambda environment; at most "
-                f"{MAX_POLICIES_JSON_BYTES} fit: shorten the selections or split the config"
-            )
+        policies_json = json.dumps(runtime_policies(config, topology, self.repositories.key.key_arn),
+                                   separators=(",", ":"))
+        if len(policies_json) > MAX_POLICIES_BYTES:
+            raise ValueError(f"the policies need {len(policies_json)} bytes; an SSM parameter holds at most "
+                             f"{MAX_POLICIES_BYTES}: shorten the selections or split the config")
+        self.policies_parameter = ssm.StringParameter(
+            self, "Policies", string_value=policies_json, description="rds-backup policies (from cdk.json)",
+            tier=ssm.ParameterTier.ADVANCED if len(policies_json) > 4000 else ssm.ParameterTier.STANDARD)
+        policies_env = {"POLICIES_PARAMETER": self.policies_parameter.parameter_name}
+        self._policies_env = policies_env
         tag_env = {"TAG_KMS_KEY_ARN": self.key.key_arn}
+        timing = config.timing
+        image_env = {"TABLE_NAME": self.table.table_name, "SG_DELETE_ATTEMPTS": str(timing.sg_delete_attempts),
+                     "SG_DELETE_INTERVAL_SECONDS": str(timing.sg_delete_interval_seconds)}
         steps = WorkflowSteps(
             resolve_policy=LambdaStep(self, "ResolvePolicy", handler="resolve_policy", code=code,
-                                      environment={"POLICIES_JSON": policies_json},
+                                      environment=policies_env,
                                       timeout=Duration.minutes(5)),
             acquire_lease=LambdaStep(self, "AcquireLease", handler="acquire_lease", code=code,
                                      environment={"TABLE_NAME": self.table.table_name}),
@@ -104,11 +119,31 @@ class ControlStack(Stack):
             session_report=LambdaStep(self, "SessionReport", handler="session_report", code=code,
                                       environment={"TABLE_NAME": self.table.table_name,
                                                    "TOPIC_ARN": self.topic.topic_arn}),
+            prepare_worker=LambdaStep(self, "PrepareWorker", handler="prepare_worker", code=code,
+                                      environment=image_env, timeout=Duration.minutes(3)),
+            start_worker=LambdaStep(self, "StartWorker", handler="start_worker", code=code),
+            check_worker=LambdaStep(self, "CheckWorker", handler="check_worker", code=code),
+            cleanup_worker=LambdaStep(self, "CleanupWorker", handler="cleanup_worker", code=code,
+                                      environment=image_env, timeout=Duration.minutes(5)),
         )
+        self.policies_parameter.grant_read(steps.resolve_policy.role)
         access_roles = [access_role_arn(place) for place in topology.access_places]
         replica_roles = [replica_role_arn(place) for place in topology.replica_places]
-        for step in (steps.resolve_policy, steps.create_snapshot, steps.check_snapshot, steps.tag_snapshot):
+        for step in (steps.resolve_policy, steps.create_snapshot, steps.check_snapshot, steps.tag_snapshot,
+                     steps.prepare_worker, steps.start_worker, steps.check_worker, steps.cleanup_worker):
             self._allow_assume(step, access_roles)
+        # the worker's result document lives in the repository bucket (backup account)
+        for bucket in self.repositories.buckets.values():
+            steps.check_worker.role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RESULT_PREFIX}*")]))
+            bucket_id = self.get_logical_id(bucket.node.default_child)
+            acknowledge(steps.check_worker.role, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{RESULT_PREFIX}*]",
+                        "Result documents are named per session and resource under the results prefix.")
+        self.repositories.key.grant(steps.check_worker.role, "kms:Decrypt")
+        for step in (steps.prepare_worker, steps.cleanup_worker):
+            self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
+                             "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem")
+            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
         for step in (steps.replicate_snapshot, steps.apply_retention):
             self._allow_assume(step, access_roles + replica_roles)
         for step in (steps.tag_snapshot, steps.replicate_snapshot):
@@ -124,6 +159,23 @@ class ControlStack(Stack):
         steps.session_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         return steps
+
+    def _sweeper(self, config: BackupConfig, topology: Topology) -> LambdaStep:
+        """Hourly: removes what a session could not clean up (temporary groups, tasks, buckets, leases)."""
+        sweeper = LambdaStep(self, "SweepOrphans", handler="sweep_orphans", code=self._code,
+                             timeout=Duration.minutes(10), environment={
+                                 **self._policies_env, "TABLE_NAME": self.table.table_name,
+                                 "MAX_AGE_MINUTES": str(config.timing.sweep_after_minutes),
+                                 "SG_DELETE_ATTEMPTS": "3", "SG_DELETE_INTERVAL_SECONDS": "5"})
+        self._allow_assume(sweeper, [access_role_arn(place) for place in topology.access_places])
+        self.policies_parameter.grant_read(sweeper.role)
+        self.table.grant(sweeper.role, "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem",
+                         "dynamodb:Query")
+        self.key.grant(sweeper.role, *_TABLE_KEY_ACTIONS)
+        rule = events.Rule(self, "SweepSchedule", schedule=events.Schedule.rate(Duration.hours(1)),
+                           description="rds-backup: remove temporary resources that sessions left behind")
+        rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2))
+        return sweeper
 
     @staticmethod
     def _allow_assume(step: LambdaStep, role_arns: list[str]) -> None:

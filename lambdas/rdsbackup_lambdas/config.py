@@ -29,7 +29,10 @@ class PoliciesConfig:
 
     @classmethod
     def from_env(cls) -> PoliciesConfig:
-        raw = _required("POLICIES_JSON")
+        # The deployed app keeps the policies in an SSM parameter (Lambda's 4 KB of environment is too
+        # small for many policies); POLICIES_JSON inline serves tests and small setups.
+        parameter = os.environ.get("POLICIES_PARAMETER", "").strip()
+        raw = _policies_from_parameter(parameter) if parameter else _required("POLICIES_JSON")
         try:
             policies = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -37,6 +40,15 @@ class PoliciesConfig:
         if not isinstance(policies, dict):
             raise ConfigurationError("POLICIES_JSON must be a JSON object {policy name: policy}")
         return cls(policies=policies)
+
+
+def _policies_from_parameter(name: str) -> str:
+    import boto3  # only this path needs AWS at configuration time
+
+    try:
+        return boto3.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except Exception as exc:  # any failure to read the configuration is a configuration error
+        raise ConfigurationError(f"cannot read the policies from SSM parameter {name!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ FAST_TIMING = {
     "wait_factor": 2.0,
     "wait_timeout_seconds": 30,
     "lease_seconds": 600,
+    "sg_delete_attempts": 3,
+    "sg_delete_interval_seconds": 0.1,
 }
 
 _SCHEDULE = {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Berlin"}
@@ -44,6 +46,15 @@ E2E_CONFIG = {
             "selection": {"tags": {"backup": "vault"}},
             "snapshot_retention": 3,
             "replication": {"account": TARGET_ACCOUNT, "retention": 2},
+        },
+        {
+            "name": "images",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "images"}},
+            "snapshot_retention": 2,
+            "concurrency": 2,
+            "image_backup": {"repository": "main", "retention": {"keep_last": 3},
+                             "worker": {"timeout_minutes": 1}},
         },
         {
             "name": "faraway",

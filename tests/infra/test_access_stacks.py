@@ -5,7 +5,9 @@ from tests.infra.conftest import flatten, resources_of
 
 
 def _role(template):
-    (role,) = resources_of(template, "AWS::IAM::Role").values()
+    """The role the control plane assumes (the stack may also hold the worker's task roles)."""
+    (role,) = [r for logical, r in resources_of(template, "AWS::IAM::Role").items()
+               if logical.startswith(("AccessRole", "ReplicaRole"))]
     return role["Properties"]
 
 
@@ -64,3 +66,33 @@ def test_replica_key_and_staging_key_rotate_and_have_aliases(templates):
     shared = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
               if TARGET_ACCOUNT in flatten(s["Principal"])]
     assert shared and all("kms:ViaService" in flatten(s["Condition"]) for s in shared)
+
+
+def test_worker_task_role_names_the_repository_bucket_and_key(templates):
+    access = templates["RdsBackupAccess"]
+    (task_role,) = [logical for logical, r in resources_of(access, "AWS::IAM::Role").items()
+                    if "TaskRole" in logical]
+    statements = [s for logical, p in resources_of(access, "AWS::IAM::Policy").items()
+                  if flatten(p["Properties"]["Roles"]).find(task_role) >= 0
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    resources = {flatten(r) for s in statements
+                 for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
+    assert "arn:aws:s3:::rdsbackup-main-123456789012-us-east-1/*" in resources
+    assert all(r.startswith(("arn:aws:s3:::rdsbackup-main-", "arn:aws:s3:::rdsbackup-tmp-", "arn:aws:kms:",
+                             "arn:aws:secretsmanager:")) for r in resources), resources
+    kms = [s for s in statements if "kms:GenerateDataKey" in s["Action"]]
+    assert kms[0]["Condition"] == {"ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/rdsbackup-repository"}}
+    secrets = [s for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
+    assert flatten(secrets[0]["Resource"]).endswith(":secret:rds!*")
+
+
+def test_access_role_changes_only_temporary_security_groups(templates):
+    for statement in _statements(templates["RdsBackupAccess"]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if "ec2:DeleteSecurityGroup" in actions or "ec2:AuthorizeSecurityGroupIngress" in actions:
+            assert statement["Condition"] == {"StringEquals": {"aws:ResourceTag/rdsbackup:temporary": "true"}}
+
+
+def test_worker_cluster_only_where_a_policy_backs_up_images(templates):
+    assert resources_of(templates["RdsBackupAccess"], "AWS::ECS::Cluster")
+    assert not resources_of(templates[f"RdsBackupAccess-{CONTROL_ACCOUNT}-{REPLICA_REGION}"], "AWS::ECS::Cluster")

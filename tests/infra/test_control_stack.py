@@ -120,8 +120,9 @@ def test_lease_handlers_touch_only_the_session_table(control_template):
 
 
 def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
-    (key,) = resources_of(control_template, "AWS::KMS::Key").values()
-    assert key["Properties"]["EnableKeyRotation"] is True
+    keys = resources_of(control_template, "AWS::KMS::Key").values()
+    assert len(keys) == 2  # control (table, topic, logs, tags) and repositories
+    assert all(key["Properties"]["EnableKeyRotation"] is True for key in keys)
     (table,) = resources_of(control_template, "AWS::DynamoDB::Table").values()
     assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
     assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -135,10 +136,46 @@ def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
 def test_resolve_policy_gets_the_policies_without_secrets(control_template):
     functions = resources_of(control_template, "AWS::Lambda::Function")
     resolve = next(f for logical, f in functions.items() if logical.startswith("ResolvePolicy"))
-    policies = json.loads(flatten(resolve["Properties"]["Environment"]["Variables"]["POLICIES_JSON"]))
+    parameter_ref = resolve["Properties"]["Environment"]["Variables"]["POLICIES_PARAMETER"]
+    (parameter,) = resources_of(control_template, "AWS::SSM::Parameter").values()
+    assert parameter_ref == {"Ref": next(iter(resources_of(control_template, "AWS::SSM::Parameter")))}
+    policies = json.loads(flatten(parameter["Properties"]["Value"]))
     assert set(policies) == {p["name"] for p in E2E_CONFIG["policies"]}
     vault = policies["vault"]["replication"]
     assert vault["account"] == "222222222222"
     assert vault["access_role_arn"] == "arn:aws:iam::222222222222:role/rdsbackup-replica-us-east-1"
     assert vault["kms_key_arn"] == "arn:aws:kms:us-east-1:222222222222:alias/rdsbackup-replica"
     assert policies["nightly"]["replication"] is None
+
+
+def test_image_backup_steps_all_end_in_cleanup(item_states):
+    for name in ("Prepare worker", "Start worker", "Check worker"):
+        assert item_states[name]["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Clean up worker"}], name
+    assert item_states["Worker done?"]["Choices"][0]["Next"] == "Clean up worker"
+    assert item_states["Clean up worker"]["Next"] == "Image backup failed?"
+    assert item_states["Clean up worker"]["Catch"][0]["Next"] == "Release lease"
+    failed = item_states["Image backup failed?"]
+    assert failed["Choices"][0]["Next"] == "Release lease" and failed["Default"] == "Apply retention"
+    assert item_states["Replica done?"]["Choices"][0]["Next"] == "Image backup?"
+    assert item_states["Image backup?"]["Default"] == "Apply retention"
+
+
+def test_repository_buckets_are_encrypted_tls_only_and_private(control_template):
+    buckets = {logical: b for logical, b in resources_of(control_template, "AWS::S3::Bucket").items()
+               if logical.startswith("RepositoriesRepository")}
+    (bucket,) = buckets.values()
+    properties = bucket["Properties"]
+    assert properties["BucketName"] == "rdsbackup-main-123456789012-us-east-1"
+    encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert properties["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+    policies = [p for p in resources_of(control_template, "AWS::S3::BucketPolicy").values()
+                if flatten(p["Properties"]["Bucket"]) == f"<{next(iter(buckets))}>"]
+    statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)
+    workers = [s for s in statements if s["Effect"] == "Allow"]
+    assert workers and all(
+        s["Condition"]["ArnLike"]["aws:PrincipalArn"] == "arn:aws:iam::123456789012:role/rdsbackup-worker-*"
+        for s in workers)

@@ -1,0 +1,107 @@
+"""The temporary worker's home in a production account and region: an ECS cluster, the task
+definition that runs the `rdsbackup` image, and the task's least-privilege role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.topology import (
+    REPOSITORY_KEY_ALIAS,
+    WORKER_CLUSTER,
+    WORKER_CONTAINER,
+    WORKER_ROLE_PREFIX,
+    WORKER_TASK_FAMILY,
+)
+
+WORKER_IMAGE_DIR = Path(__file__).resolve().parents[2] / "worker_image"
+TEMP_BUCKET_PREFIX = "rdsbackup-tmp"
+
+
+class WorkerCluster(Construct):
+    """Cluster + task definition (Fargate and EC2 compatible) + task role.
+
+    The image is built from `worker_image/` by `cdk deploy` (Docker at deploy only; synth just stages
+    the folder). Sizes are set per run through task overrides; the defaults here are the smallest.
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, repository_buckets: list[str], control_account: str,
+                 control_region: str, secret_arns: list[str], capacity_providers: list[str]):
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+        # L1: the L2 Cluster would make a VPC of its own; workers run in the databases' VPCs.
+        self.cluster = ecs.CfnCluster(
+            self, "Cluster", cluster_name=WORKER_CLUSTER,
+            cluster_settings=[ecs.CfnCluster.ClusterSettingsProperty(name="containerInsights", value="enabled")],
+            capacity_providers=["FARGATE", *capacity_providers],
+        )
+        self.task_role = iam.Role(self, "TaskRole", role_name=f"{WORKER_ROLE_PREFIX}-{stack.region}",
+                                  assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                                  description="rds-backup worker: read DB credentials, write the repository")
+        self.log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.THREE_MONTHS,
+                                       removal_policy=RemovalPolicy.DESTROY)
+        self.task_definition = ecs.TaskDefinition(
+            self, "TaskDefinition", family=WORKER_TASK_FAMILY,
+            compatibility=ecs.Compatibility.EC2_AND_FARGATE, network_mode=ecs.NetworkMode.AWS_VPC,
+            cpu="256", memory_mib="512", task_role=self.task_role,
+            runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.X86_64,
+                                                 operating_system_family=ecs.OperatingSystemFamily.LINUX),
+        )
+        self.task_definition.add_container(
+            WORKER_CONTAINER,
+            image=ecs.ContainerImage.from_asset(str(WORKER_IMAGE_DIR), exclude=["**/__pycache__", "*.egg-info"]),
+            # moto's ECS (and the EC2 launch type) need container-level sizes; runs override the task's.
+            cpu=256, memory_limit_mib=512, essential=True, readonly_root_filesystem=False,
+            logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
+            command=["--help"],
+        )
+        self._grant(repository_buckets, control_account, control_region, secret_arns)
+        acknowledge(self.task_definition.obtain_execution_role(), "AwsSolutions-IAM5[Resource::*]",
+                    "ecr:GetAuthorizationToken supports no resource-level permissions (CDK adds it to pull "
+                    "the worker image).")
+
+    def _grant(self, repository_buckets, control_account, control_region, secret_arns) -> None:
+        stack = Stack.of(self)
+        role = self.task_role
+        bucket_arns = [f"arn:aws:s3:::{bucket}" for bucket in repository_buckets]
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            resources=[f"{arn}/*" for arn in bucket_arns]))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                                               resources=bucket_arns))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            resources=[f"arn:aws:kms:{control_region}:{control_account}:key/*"],
+            conditions={"ForAnyValue:StringEquals": {"kms:ResourceAliases": REPOSITORY_KEY_ALIAS}}))
+        rds_secrets = f"arn:aws:secretsmanager:{stack.region}:{stack.account}:secret:rds!*"
+        role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
+                                               resources=[rds_secrets, *secret_arns]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt"], resources=[f"arn:aws:kms:{stack.region}:{stack.account}:key/*"],
+            conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}}))
+        temp_bucket = f"arn:aws:s3:::{TEMP_BUCKET_PREFIX}-{stack.account}-{stack.region}"
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:DeleteObject"],
+                                               resources=[f"{temp_bucket}/*"]))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[temp_bucket]))
+        reasons = {
+            "s3": "Repository objects are content-addressed packs, indexes and manifests under the named "
+                  "repository buckets; the SQL Server temporary bucket's objects are per session.",
+            "kms": "Keys are chosen at run time: the repository key by its alias (kms:ResourceAliases), "
+                   "secrets' keys through Secrets Manager only (kms:ViaService).",
+            "secret": "RDS-managed master secrets are named rds!... by RDS; only those are readable.",
+        }
+        for arn in [*(f"{a}/*" for a in bucket_arns), f"{temp_bucket}/*"]:
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]", reasons["s3"])
+        for arn in (f"arn:aws:kms:{control_region}:{control_account}:key/*",
+                    "arn:aws:kms:<AWS::Region>:<AWS::AccountId>:key/*",
+                    f"arn:aws:kms:{stack.region}:{stack.account}:key/*"):
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]", reasons["kms"])
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{rds_secrets}]", reasons["secret"])
+        acknowledge(role, "AwsSolutions-IAM5[Resource::arn:aws:secretsmanager:<AWS::Region>:<AWS::AccountId>:"
+                          "secret:rds!*]", reasons["secret"])
