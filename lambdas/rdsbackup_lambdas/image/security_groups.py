@@ -150,20 +150,14 @@ def ensure_pair(ec2: Any, *, vpc_id: str, port: int, db_name: str, worker_name: 
             "created_groups": [g for g, made in ((db_group, db_created), (worker_group, worker_created)) if made]}
 
 
-def _strip(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Permissions as describe returns them, in the shape revoke accepts."""
+def _strip(perm: dict[str, Any]) -> dict[str, Any]:
+    """A permission as describe returns it, in the shape revoke accepts (empty lists dropped)."""
     keep = ("IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs")
-    out = []
-    for perm in perms:
-        rule = {k: perm[k] for k in keep if perm.get(k) not in (None, [])}
-        if "UserIdGroupPairs" in rule:
-            rule["UserIdGroupPairs"] = [{"GroupId": p["GroupId"]} for p in rule["UserIdGroupPairs"]]
-        out.append(rule)
-    return out
+    return {k: perm[k] for k in keep if perm.get(k) not in (None, [])}
 
 
 def revoke_all(ec2: Any, group_id: str) -> None:
-    """Remove every rule of a group (so no other group depends on it). A missing group is fine."""
+    """Remove every rule of a group (so no other group depends on it). A missing group or rule is fine."""
     try:
         groups = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
     except ClientError as exc:
@@ -171,10 +165,14 @@ def revoke_all(ec2: Any, group_id: str) -> None:
             return
         raise
     for group in groups:
-        if group.get("IpPermissions"):
-            ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=_strip(group["IpPermissions"]))
-        if group.get("IpPermissionsEgress"):
-            ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=_strip(group["IpPermissionsEgress"]))
+        for direction, perms in (("ingress", group.get("IpPermissions")), ("egress", group.get("IpPermissionsEgress"))):
+            call = ec2.revoke_security_group_ingress if direction == "ingress" else ec2.revoke_security_group_egress
+            for perm in perms or []:
+                try:
+                    call(GroupId=group_id, IpPermissions=[_strip(perm)])
+                except ClientError as exc:
+                    if aws_errors.error_code(exc) not in ("InvalidPermission.NotFound", *_NOT_FOUND):
+                        raise
 
 
 def delete(ec2: Any, group_id: str, *, attempts: int, interval: float,
