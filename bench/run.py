@@ -120,8 +120,11 @@ class Bench:
         self.sql("CHECKPOINT")
 
     def record_time(self, name: str, seconds: float) -> None:
+        # The 1-minute load average at the end of the run: a busy machine explains a slow figure.
+        load = round(os.getloadavg()[0], 1)
         self.results["times"].setdefault(name, []).append(round(seconds, 3))
-        log(f"  {name}: {seconds:.2f} s")
+        self.results.setdefault("load_after", {}).setdefault(name, []).append(load)
+        log(f"  {name}: {seconds:.2f} s (load {load})")
 
     def ours_url(self, name: str) -> str:
         return "file://" + os.path.join(self.work, name)
@@ -426,6 +429,8 @@ def main() -> int:
             "no --jobs given to rdsbackup: the worker's default" if not bench.jobs_args
             else f"rdsbackup {' '.join(bench.jobs_args)}",
             "page cache warm for every tool (the database fits in RAM).",
+            "times are wall clock on a shared machine: `load_after` in the JSON has the 1-minute load average "
+            "after every run.",
         ]
         bench.load(shop_sql)
         bench.full_backups()
