@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from moto.ecs.models import ecs_backends
+from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.moto_api import state_manager
+from moto.s3 import models as s3_models
 
 from tests.unit.conftest import REGION, SOURCE_ACCOUNT, World
 
@@ -108,6 +110,33 @@ def image_backup(**worker: Any) -> dict:
     }
 
 
+@contextmanager
+def tls_requests() -> Iterator[None]:
+    """moto 5.2.5 matches a bucket policy's ``Bool aws:SecureTransport=false`` deny on every request (it does
+    not evaluate ``Bool``), so a TLS-only bucket refuses all object calls. Every SDK call to AWS is TLS: within
+    the block, such statements do not apply, as in AWS."""
+    original = s3_models.FakeBucket.get_permission
+
+    def applies_to_tls(statement: dict) -> bool:
+        return statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") != "false"
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        policy = json.loads(self.policy.decode())
+        statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
+        kept = [st for st in statements if applies_to_tls(st)]
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(action, resource)
+
+    s3_models.FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        s3_models.FakeBucket.get_permission = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(name="net")
 def net_fixture(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Net]:
     """A VPC (DNS hostnames on: moto's awsvpc ENIs need them) with two subnets, a DB subnet group, the DB's
@@ -131,7 +160,8 @@ def net_fixture(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Net]:
         family=FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE", "EC2"], cpu="1024", memory="2048",
         containerDefinitions=[{"name": CONTAINER, "image": "rdsbackup-worker:test", "cpu": 1024, "memory": 2048}])
     world.client("s3").create_bucket(Bucket=RESULT_BUCKET)
-    yield Net(world=world, vpc=vpc, subnets=subnets, db_group=db_group, other_vpc_subnet=other_subnet)
+    with tls_requests():
+        yield Net(world=world, vpc=vpc, subnets=subnets, db_group=db_group, other_vpc_subnet=other_subnet)
 
 
 def moto_task(task_arn: str, cluster: str = CLUSTER) -> Any:

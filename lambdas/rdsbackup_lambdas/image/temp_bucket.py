@@ -248,7 +248,11 @@ def empty(s3: Any, bucket: str, prefix: str = "") -> int:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            errors = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors") or []
+            if errors:  # DeleteObjects reports refusals in its body, not as an exception
+                first = errors[0]
+                raise RuntimeError(f"cannot delete {len(errors)} object(s) of bucket {bucket}, e.g. "
+                                   f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}")
             deleted += len(keys)
     uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
     for upload in uploads:

@@ -74,8 +74,10 @@ def sqlserver_option_role(rds: Any, db: database.Database, what: str) -> str:
     try:
         groups = rds.describe_option_groups(OptionGroupName=db.option_group)["OptionGroupsList"]
     except ClientError as exc:
-        aws_errors.raise_translated(exc, f"describe option group {db.option_group!r} of {what}")
-        raise
+        if aws_errors.error_code(exc) not in ("OptionGroupNotFoundFault", "OptionGroupNotFound"):
+            aws_errors.raise_translated(exc, f"describe option group {db.option_group!r} of {what}")
+            raise
+        groups = []  # a default group is not always describable: it has no option either way
     options = groups[0].get("Options", []) if groups else []
     option = next((o for o in options if o.get("OptionName") == SQLSERVER_OPTION), None)
     if option is None:
