@@ -1,0 +1,115 @@
+"""sweep_orphans: removes old tagged leftovers (groups, tasks, bucket, expired leases) and nothing else."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from rdsbackup_lambdas.handlers import prepare_worker, start_worker, sweep_orphans
+from rdsbackup_lambdas.image import temp_bucket
+
+from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE
+from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixture)
+    image_backup,
+    moto_task,
+    net_fixture,
+    tasks_stay_running,
+)
+
+OLD = "2020-01-01T00:00:00Z"
+BUCKET = f"rdsbackup-tmp-{SOURCE_ACCOUNT}-{REGION}"
+
+
+@pytest.fixture
+def policies(monkeypatch, world):
+    monkeypatch.setenv("POLICIES_JSON", json.dumps({"demo": {
+        "selection": {"resources": ["orders"], "tags": {}, "targets": [
+            {"account": SOURCE_ACCOUNT, "region": REGION, "access_role_arn": SOURCE_ROLE}]},
+        "image_backup": image_backup()}}))
+    monkeypatch.setenv("MAX_AGE_MINUTES", "60")
+
+
+def age(net, group_ids: list[str], when: str = OLD) -> None:
+    net.ec2().create_tags(Resources=group_ids, Tags=[{"Key": "rdsbackup:created-at", "Value": when}])
+
+
+def hold_source_lease(net, item: dict) -> None:
+    net.world.client("dynamodb").put_item(TableName=net.world.table, Item={
+        "pk": {"S": f"lease#{item['resource']['arn']}"}, "owner": {"S": item["session_id"]},
+        "expires_at": {"N": str(int(time.time()) + 3600)}, "resource_arn": {"S": item["resource"]["arn"]}})
+
+
+def group_ids(net) -> set[str]:
+    return {g["GroupId"] for g in net.ec2().describe_security_groups()["SecurityGroups"]}
+
+
+def test_sweeper_removes_only_old_tagged_groups(net, ctx, policies):
+    net.instance()
+    old = prepare_worker.handler(net.item(net.instance("billing"), session_id="demo-20200101T000000-aaaaaa"), ctx)
+    fresh = prepare_worker.handler(net.item(net.instance("orders2"), session_id="demo-20261125T031500-bbbbbb"), ctx)
+    age(net, [old["db_security_group"], old["worker_security_group"]])
+    untagged = net.ec2().create_security_group(GroupName="someone-elses", Description="x", VpcId=net.vpc)["GroupId"]
+    report = sweep_orphans.handler({}, ctx)
+    remaining = group_ids(net)
+    assert old["db_security_group"] not in remaining and old["worker_security_group"] not in remaining
+    assert {fresh["db_security_group"], fresh["worker_security_group"], untagged, net.db_group} <= remaining
+    assert net.groups_of("billing") == [net.db_group]  # detached from the DB first
+    assert net.groups_of("orders2") == [net.db_group, fresh["db_security_group"]]
+    assert len(report["removed"]["security_groups"]) == 2 and report["errors"] == []
+
+
+def test_sweeper_leaves_a_running_session_alone(net, ctx, policies):
+    item = net.item(net.instance(), session_id="demo-20200101T000000-cccccc")
+    image = prepare_worker.handler(item, ctx)
+    age(net, [image["db_security_group"], image["worker_security_group"]])
+    hold_source_lease(net, item)
+    report = sweep_orphans.handler({}, ctx)
+    assert {image["db_security_group"], image["worker_security_group"]} <= group_ids(net)
+    assert report["removed"]["security_groups"] == []
+
+
+def test_sweeper_stops_old_worker_tasks_only(net, ctx, policies):
+    with tasks_stay_running():
+        old_item = net.item(net.instance("billing"), session_id="demo-20200101T000000-dddddd")
+        old_item["image"] = prepare_worker.handler(old_item, ctx)
+        old_task = start_worker.handler(old_item, ctx)["task_arn"]
+        fresh_item = net.item(net.instance("orders"))
+        fresh_item["image"] = prepare_worker.handler(fresh_item, ctx)
+        fresh_task = start_worker.handler(fresh_item, ctx)["task_arn"]
+        task = moto_task(old_task)
+        task.tags = [t if t["key"] != "rdsbackup:created-at" else {"key": t["key"], "value": OLD} for t in task.tags]
+        network = {"awsvpcConfiguration": {"subnets": net.subnets, "securityGroups": [net.db_group]}}
+        other = net.ecs().run_task(cluster="rdsbackup-workers", taskDefinition="rdsbackup-worker",
+                                   launchType="FARGATE", startedBy="someone-else",
+                                   networkConfiguration=network)["tasks"][0]["taskArn"]
+        report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["tasks"] == [old_task]
+    assert moto_task(old_task).desired_status == "STOPPED"
+    assert moto_task(fresh_task).desired_status == "RUNNING" and moto_task(other).desired_status == "RUNNING"
+
+
+def test_sweeper_removes_an_unleased_bucket_and_expired_leases(net, ctx, policies, monkeypatch):
+    monkeypatch.setenv("MAX_AGE_MINUTES", "0")
+    og = net.option_group()
+    item = net.item(net.instance("mssql", engine="sqlserver-se", option_group=og))
+    prepare_worker.handler(item, ctx)
+    key = temp_bucket.lease_key(BUCKET, item["session_id"], "mssql")
+    net.world.client("dynamodb").update_item(
+        TableName=net.world.table, Key={"pk": {"S": key}}, UpdateExpression="SET expires_at = :t",
+        ExpressionAttributeValues={":t": {"N": "1"}})
+    time.sleep(1)
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["buckets"] == [BUCKET] and key in report["removed"]["leases"]
+    assert BUCKET not in [b["Name"] for b in net.world.client("s3").list_buckets()["Buckets"]]
+
+
+def test_sweeper_keeps_a_leased_bucket(net, ctx, policies, monkeypatch):
+    monkeypatch.setenv("MAX_AGE_MINUTES", "0")
+    og = net.option_group()
+    item = net.item(net.instance("mssql", engine="sqlserver-se", option_group=og))
+    prepare_worker.handler(item, ctx)
+    time.sleep(1)
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["buckets"] == [] and report["removed"]["leases"] == []
+    assert BUCKET in [b["Name"] for b in net.world.client("s3").list_buckets()["Buckets"]]
