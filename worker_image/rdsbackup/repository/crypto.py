@@ -94,8 +94,10 @@ class Keys:
             packed = self._compressor().compress(payload)
             if len(packed) <= len(payload) * (1 - COMPRESS_MIN_SAVING):
                 flag, body = FLAG_ZSTD, packed
+        plain = bytearray(1 + len(body))
+        plain[0] = flag
+        plain[1:] = body
         nonce = os.urandom(NONCE_SIZE)
-        plain = bytes((flag,)) + body if isinstance(body, bytes) else bytes((flag,)) + bytes(body)
         return nonce + self._aead.encrypt(nonce, plain, ad)
 
     def open(self, sealed, ad: bytes, *, max_size: int | None = None) -> bytes:

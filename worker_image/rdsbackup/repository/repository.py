@@ -277,9 +277,18 @@ class Repository:
     def verify(self, rp_id: str | None = None, *, read_data: bool = False) -> dict:
         """Check structure (every manifest, chunk list, index entry and pack is there), and with
         `read_data` re-read and authenticate every byte of the packs involved. Never raises for
-        damage: returns {"restore_points", "objects", "packs", "chunks", "bytes_read", "errors"}."""
+        damage: returns {"restore_points", "objects", "packs", "unindexed_packs", "chunks", "bytes_read",
+        "errors"}; `errors` is a list of one-line messages naming the object and restore points."""
         errors: list[str] = []
-        report = {"restore_points": 0, "objects": 0, "packs": 0, "chunks": 0, "bytes_read": 0, "errors": errors}
+        report = {
+            "restore_points": 0,
+            "objects": 0,
+            "packs": 0,
+            "unindexed_packs": 0,
+            "chunks": 0,
+            "bytes_read": 0,
+            "errors": errors,
+        }
         try:
             index = self._index(reload=True)
         except RepositoryError as exc:
@@ -340,6 +349,8 @@ class Repository:
             wanted = set(pack_users) if rp_id else set(range(len(index.packs)))
             self._verify_packs(index, wanted, present, pack_users, report)
         report["packs"] = len(present) if not rp_id else len(pack_users)
+        # Packs no index lists (left by interrupted backups) are not damage; prune deletes them.
+        report["unindexed_packs"] = sum(1 for pid in present if pid not in index.pack_numbers)
         return report
 
     def _verify_packs(self, index: Index, wanted: set[int], present: dict, users: dict, report: dict) -> None:
