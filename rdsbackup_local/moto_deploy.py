@@ -6,8 +6,8 @@ finishes the job through the services' own APIs, from the same templates:
   again through the Step Functions API, from its definition with every reference resolved;
 - `AWS::Scheduler::Schedule` is not supported by moto's CloudFormation: created through the
   Scheduler API;
-- moto's CloudFormation crashes on tags of an `AWS::KMS::Key` (it expects TagKey/TagValue), so
-  those tags are left out here.
+- moto's CloudFormation crashes on tags of an `AWS::KMS::Key` (it expects TagKey/TagValue) and of an
+  `AWS::SSM::Parameter` (a map in CloudFormation, a list to moto), so those tags are left out here.
 Assets are uploaded to the bootstrap bucket that `cdk bootstrap` would have made.
 """
 
@@ -89,7 +89,7 @@ def _for_moto(template: dict[str, Any]) -> dict[str, Any]:
     template.pop("Rules", None)
     template.get("Parameters", {}).pop("BootstrapVersion", None)
     for resource in template.get("Resources", {}).values():
-        if resource["Type"] == "AWS::KMS::Key":
+        if resource["Type"] in ("AWS::KMS::Key", "AWS::SSM::Parameter"):
             resource.get("Properties", {}).pop("Tags", None)
     return template
 

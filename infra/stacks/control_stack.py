@@ -92,7 +92,8 @@ class ControlStack(Stack):
             raise ValueError(f"the policies need {len(policies_json)} bytes; an SSM parameter holds at most "
                              f"{MAX_POLICIES_BYTES}: shorten the selections or split the config")
         self.policies_parameter = ssm.StringParameter(
-            self, "Policies", string_value=policies_json, description="rds-backup policies (from cdk.json)",
+            self, "Policies", parameter_name="/rdsbackup/policies", string_value=policies_json,
+            description="rds-backup policies (from cdk.json)",
             tier=ssm.ParameterTier.ADVANCED if len(policies_json) > 4000 else ssm.ParameterTier.STANDARD)
         policies_env = {"POLICIES_PARAMETER": self.policies_parameter.parameter_name}
         self._policies_env = policies_env

@@ -89,9 +89,21 @@ def report_of(described: dict) -> dict:
     return json.loads(described["cause"])
 
 
+@pytest.fixture(scope="session")
+def tls_postgres():
+    """The PostgreSQL server standing in for RDS endpoints: TLS only, with a test CA."""
+    from tests.support.postgres_server import shared_tls_server
+
+    return shared_tls_server()
+
+
 @pytest.fixture
 def harness(e2e_cdk_out, monkeypatch) -> Harness:
     with mock_aws(config=MOTO_CONFIG), shared_snapshot_copies(), InProcessLambdas() as lambdas:
         app = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
                      default_account=CONTROL_ACCOUNT, default_region=REGION)
         yield Harness(app=app, lambdas=lambdas)
+
+
+# The moto-server variant of the harness (image-level backups with a real worker process).
+from tests.e2e.server_harness import moto_endpoint, server_harness  # noqa: E402, F401
