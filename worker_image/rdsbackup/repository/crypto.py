@@ -66,6 +66,8 @@ class Keys:
         self.master = master
         self._aead = AESGCM(_hkdf(master, b"rdsbackup v1 aes-256-gcm"))
         self.id_key = _hkdf(master, b"rdsbackup v1 chunk-id blake2b")
+        # Copying a keyed state is ~2.5x cheaper than keying a new one (the key is a whole first block).
+        self.id_hasher = hashlib.blake2b(key=self.id_key, digest_size=CHUNK_ID_SIZE)
         self._local = threading.local()
 
     # Compression contexts are not thread-safe: one per thread.
@@ -84,7 +86,9 @@ class Keys:
     def chunk_id(self, data) -> bytes:
         """Keyed BLAKE2b-128 of a chunk: the chunk's id (dedup key); without the key nobody can tell
         which content a repository holds."""
-        return hashlib.blake2b(data, key=self.id_key, digest_size=CHUNK_ID_SIZE).digest()
+        h = self.id_hasher.copy()
+        h.update(data)
+        return h.digest()
 
     def seal(self, payload, ad: bytes, *, compress: bool = True) -> bytes:
         """Compress (when it pays), encrypt and authenticate `payload`."""

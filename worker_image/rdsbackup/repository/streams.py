@@ -8,7 +8,7 @@ Level k > 0: the ids are the chunks of a stream whose bytes are the concatenated
 
 from __future__ import annotations
 
-import hashlib
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +25,7 @@ BLOCK_AD = b"rdsbackup block"
 LIST_PROFILE = PROFILES["table"]  # only its block size applies to lists
 GROUP_THRESHOLD = 32
 GROUP_MAX = 64
+_LOCATION = struct.Struct("<Q")
 
 
 class StreamWriter:
@@ -49,12 +50,13 @@ class StreamWriter:
 
     def add_batch(self, view: memoryview, ends: list[int]) -> None:
         """Add the chunks that tile `view` (chunk i ends at ends[i])."""
-        id_key = self.keys.id_key
-        b2 = hashlib.blake2b
+        copy = self.keys.id_hasher.copy
         ids = []
         start = 0
         for end in ends:
-            ids.append(b2(view[start:end], key=id_key, digest_size=CHUNK_ID_SIZE).digest())
+            h = copy()
+            h.update(view[start:end])
+            ids.append(h.digest())
             start = end
         self.size += start
         self.chunks += len(ends)
@@ -78,21 +80,25 @@ class StreamWriter:
         records = self.session.new_records
         base = self.session.block_base
         pack_record = CHUNK_RECORD.pack
+        set_location = _LOCATION.pack_into
         limit = self.prof.block_size
+        starts = [0]
+        starts += ends
         block = self.block
+        block_no = self.block_no
         for i, bucket, pos in missing:
-            start = ends[i - 1] if i else 0
+            start = starts[i]
             length = ends[i] - start
-            if self.block_no < 0:
-                self.block_no = index.new_block()
+            if block_no < 0:
+                block_no = self.block_no = index.new_block()
             off = len(block)
             block += view[start : start + length]
-            cid = ids[i]
-            bucket[pos + 16 : pos + 24] = ((self.block_no << 48) | (off << 24) | length).to_bytes(8, "little")
-            records += pack_record(cid, self.block_no - base, off, length)
-            if len(block) >= limit:
+            set_location(bucket, pos + 16, (block_no << 48) | (off << 24) | length)
+            records += pack_record(ids[i], block_no - base, off, length)
+            if off + length >= limit:
                 self.close_block()
                 block = self.block
+                block_no = -1
 
     def close_block(self) -> None:
         """Seal the open block and hand it to the packer. Called also when the stream failed: a
@@ -358,8 +364,7 @@ class StreamReader:
         """The bytes of the chunks `items` ((id, location) pairs), each checked against its id."""
         self.fetch_blocks({loc >> 48 for _, loc in items})
         cache = self.cache
-        b2 = hashlib.blake2b
-        id_key = self.keys.id_key
+        copy = self.keys.id_hasher.copy
         parts = []
         current = -1
         view = memoryview(b"")
@@ -377,7 +382,9 @@ class StreamReader:
             off = (loc >> 24) & 0xFFFFFF
             length = loc & 0xFFFFFF
             data = view[off : off + length]
-            if len(data) != length or b2(data, key=id_key, digest_size=CHUNK_ID_SIZE).digest() != cid:
+            h = copy()
+            h.update(data)
+            if len(data) != length or h.digest() != cid:
                 pack_no = self.index.blocks[block_no][0]
                 key = pack_key(self.index.packs[pack_no])
                 raise CorruptObject(
