@@ -67,6 +67,9 @@ def test_tampered_manifest_is_corrupt_and_unknown_restore_point_is_not_found(rep
     with pytest.raises(CorruptObject, match=rp_id):
         repo.load_manifest(rp_id)
     assert any(rp_id in e for e in repo.verify()["errors"])
+    [listed] = repo.list_restore_points()
+    assert listed["id"] == rp_id and "corrupt" in listed["error"]
+    assert repo.forget(keep_last=0) == []  # what cannot be read is not forgotten
 
 
 def test_manifest_renamed_to_another_id_fails_authentication(repo_with_backup, tmp_path):

@@ -234,13 +234,17 @@ class Repository:
         return self._read_manifest(rp_id)
 
     def list_restore_points(self, source_id: str | None = None) -> list[dict]:
-        """Summaries of the restore points (manifests without the stream refs), oldest first."""
+        """Summaries of the restore points (manifests without the stream refs), oldest first. A manifest
+        that cannot be read is listed as {"id", "time": "", "error"}."""
 
         def read(rp_id: str) -> dict | None:
             try:
                 return self._read_manifest(rp_id)
             except RestorePointNotFound:
                 return None  # forgotten meanwhile
+            except CorruptObject as exc:
+                # Listed, not hidden and not fatal to the listing: verify and restore report it too.
+                return {"id": rp_id, "time": "", "error": str(exc)}
 
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rdsbackup-list") as pool:
             docs = list(pool.map(read, self._manifest_ids()))
@@ -406,11 +410,12 @@ class Repository:
             raise ValueError("forget needs keep_last and/or keep_days")
         if (keep_last is not None and keep_last < 0) or (keep_days is not None and keep_days < 0):
             raise ValueError("keep_last and keep_days must not be negative")
-        by_source: dict[str, list[dict]] = {}
+        by_source: dict[str | None, list[dict]] = {}
         for rp in self.list_restore_points(source_id):
-            by_source.setdefault(rp.get("source_id", ""), []).append(rp)
+            by_source.setdefault(None if "error" in rp else rp.get("source_id", ""), []).append(rp)
         now = time.time()
         removed = []
+        by_source.pop(None, None)  # unreadable manifests: no policy applies to what cannot be read
         for rps in by_source.values():
             newest_first = list(reversed(rps))
             for n, rp in enumerate(newest_first):
