@@ -251,3 +251,21 @@ def test_memory_stays_bounded_whatever_the_stream_size(tmp_path):
     # ~200k chunks: the index costs a few MiB; packs in flight and buffers a few tens. A stream held in
     # memory would cost its ~370 MiB.
     assert peak_mib < 192, peak_mib
+
+
+def test_s3_forget_and_prune_delete_objects_and_keep_the_rest_restorable(moto_endpoint):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="repo-prune")
+    repo = Repository.init("s3://repo-prune/r", password=PASSWORD)
+    backup(repo, {"a": mixed(14, 12_000_000)})
+    _, refs = backup(repo, {"a": mixed(15, 3_000_000)})
+    repo.forget(keep_last=1)
+    result = repo.prune()
+    assert result["packs_deleted"] >= 1
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="repo-prune", Prefix="r/")["Contents"]]
+    assert len([k for k in keys if k.startswith("r/manifests/")]) == 1
+    assert len([k for k in keys if k.startswith("r/index/")]) == 1
+    assert not [k for k in keys if k.startswith("r/locks/")]
+    reopened = Repository.open("s3://repo-prune/r", password=PASSWORD)
+    assert read(reopened, refs["a"]) == mixed(15, 3_000_000)
+    assert reopened.verify(read_data=True)["errors"] == []
