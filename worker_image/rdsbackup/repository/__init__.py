@@ -1,15 +1,26 @@
 """The native backup repository: content-defined chunks, deduplicated, compressed, encrypted, packed.
 
-    repo = Repository.init(url, kms_key_id=None, password=None)
-    repo = Repository.open(url, password=None)
-    with repo.begin_backup(source_id="orders-db", engine="postgres") as writer:
-        ref = writer.add_stream("db/shop/table/public.orders", source, profile="table")
-        rp_id = writer.commit({"source_id": ..., "streams": {...}})
-    repo.list_restore_points(source_id=None); repo.load_manifest(rp_id)
-    repo.open_stream(ref); repo.read_stream_to(ref, fileobj)
-    repo.verify(rp_id=None, read_data=False); repo.forget(keep_last=..., keep_days=...); repo.prune()
+    repo = Repository.init(url, kms_key_id=None, password=None)      # RepositoryExists if one is there
+    repo = Repository.open(url, password=None)                       # KMS, or passphrase ($RDSBACKUP_PASSWORD)
 
-The format is described in docs/repository-format.md.
+    with repo.begin_backup(source_id="orders-db", engine="postgres") as writer:    # shared backup lock
+        ref = writer.add_stream("db/shop/table/public.orders", source, profile="table")  # thread-safe
+        # source: iterable of bytes or binary file-like object; profile "table" (~2 KiB chunks) or "bulk"
+        # ref: {"blob": root chunk id (hex), "size", "chunks", "new_bytes", "profile"}
+        rp_id = writer.commit({"source_id": ..., "streams": {...}})     # packs, index, then manifest
+    # leaving the block without commit aborts: no manifest, lock released
+
+    repo.list_restore_points(source_id=None)      # oldest first; unreadable manifests carry "error"
+    repo.load_manifest(rp_id)                     # committed metadata + id, time, size, stream_roots, ...
+    repo.open_stream(ref, restore_point=None)     # iterator of bytes, every chunk verified
+    repo.read_stream_to(ref, fileobj, restore_point=None) -> int
+    repo.verify(rp_id=None, read_data=False)      # {"restore_points", "objects", "packs", ..., "errors": [str]}
+    repo.forget(keep_last=None, keep_days=None, source_id=None) -> [removed ids]   # per source
+    repo.prune() -> dict                          # exclusive lock: RepositoryLocked while a backup runs
+    repo.copy_restore_point(rp_id, other_repo) -> new id   # a self-contained full in another repository
+    repo.stats                                    # objects_written, bytes_written, puts since open
+
+The format is described in docs/repository-format.md; errors are in rdsbackup.errors.
 """
 
 from rdsbackup.repository.repository import FORMAT_VERSION, BackupWriter, Repository
