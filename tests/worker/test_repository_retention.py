@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from rdsbackup.errors import RepositoryError
 from rdsbackup.repository import Repository
 from rdsbackup.repository.index import pack_id_from_key
 
@@ -80,3 +81,27 @@ def test_copy_restore_point_makes_a_self_contained_full_in_another_repository(re
     assert copy["source_id"] == "a" and copy["databases"] == ["shop"] and copy["copied_from"]["restore_point"] == rp_id
     assert b"".join(archive.open_stream(copy["streams"]["t"])) == data
     assert archive.verify(read_data=True)["errors"] == []
+
+
+def test_archive_repository_puts_packs_in_a_cold_storage_class_and_the_rest_in_standard(repo):
+    import boto3
+
+    from tests.support.moto_server import running_moto_server
+
+    with running_moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="archive")
+        archive = Repository.init("s3://archive/a?data-storage-class=DEEP_ARCHIVE", password="pw")
+        rp_id, _ = backup(repo, "a", data_of(6, 600_000))
+        new_id = repo.copy_restore_point(rp_id, archive)
+        classes = {
+            o["Key"].split("/")[1]: o.get("StorageClass", "STANDARD")
+            for o in s3.list_objects_v2(Bucket="archive")["Contents"]
+        }
+        assert classes["data"] == "DEEP_ARCHIVE"
+        assert classes["manifests"] == classes["index"] == classes["config"] == "STANDARD"
+        # Listing and manifests work without a Glacier restore; reading a pack does not.
+        assert [rp["id"] for rp in archive.list_restore_points()] == [new_id]
+        with pytest.raises(RepositoryError, match="archived"):
+            b"".join(archive.open_stream(archive.load_manifest(new_id)["streams"]["t"]))

@@ -12,7 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from rdsbackup.errors import MissingObject, RepositoryError
 
@@ -140,10 +140,13 @@ class S3Backend(Backend):
     """An S3 bucket and key prefix. The endpoint comes from `AWS_ENDPOINT_URL` when set (moto's server
     in tests), as boto3 does by itself."""
 
-    def __init__(self, bucket: str, prefix: str, *, client=None):
+    def __init__(self, bucket: str, prefix: str, *, client=None, data_storage_class: str | None = None):
         import boto3
         from botocore.config import Config
 
+        # Packs (data/) may go to a colder class (an archive repository: GLACIER, DEEP_ARCHIVE); the
+        # small objects every operation reads (config, keys, index, manifests, locks) stay STANDARD.
+        self.data_storage_class = data_storage_class
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -162,19 +165,26 @@ class S3Backend(Backend):
             return MissingObject(f"object {key} is missing from {self.url}", object_name=key)
         if code == "NoSuchBucket":
             return RepositoryError(f"bucket {self.bucket} does not exist ({self.url})")
+        if code == "InvalidObjectState":
+            return RepositoryError(f"object {key} in {self.url} is archived: restore it from Glacier first")
         return RepositoryError(f"S3 request for {key} in {self.url} failed: {code or exc}")
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        extra = {}
+        if self.data_storage_class and key.startswith("data/"):
+            extra["StorageClass"] = self.data_storage_class
         try:
             if len(data) <= MULTIPART_THRESHOLD:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
             else:
                 from boto3.s3.transfer import TransferConfig
 
                 config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
-                self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=config)
+                self.client.upload_fileobj(
+                    io.BytesIO(data), self.bucket, self._key(key), ExtraArgs=extra or None, Config=config
+                )
         except ClientError as exc:
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
@@ -258,7 +268,8 @@ class S3Backend(Backend):
 
 
 def backend_for(url: str) -> Backend:
-    """The backend for a repository URL: `file:///path` or `s3://bucket/prefix`."""
+    """The backend for a repository URL: `file:///path` or `s3://bucket/prefix`, optionally
+    `s3://bucket/prefix?data-storage-class=DEEP_ARCHIVE` (packs only; for archive repositories)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         path = unquote(parsed.path)
@@ -270,5 +281,10 @@ def backend_for(url: str) -> Backend:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise RepositoryError(f"repository URL {url!r} has no bucket")
-        return S3Backend(parsed.netloc, unquote(parsed.path))
+        options = parse_qs(parsed.query)
+        unknown = set(options) - {"data-storage-class"}
+        if unknown:
+            raise RepositoryError(f"repository URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+        storage_class = options.get("data-storage-class", [None])[0]
+        return S3Backend(parsed.netloc, unquote(parsed.path), data_storage_class=storage_class)
     raise RepositoryError(f"unsupported repository URL {url!r}: use file:///path or s3://bucket/prefix")
