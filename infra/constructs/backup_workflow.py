@@ -125,7 +125,9 @@ class BackupWorkflow(Construct):
             "Apply retention", result_path="$.retention", retries=[throttled]))
         retention.next(release)
 
-        image_backup = self._image_backup(steps, timing, retention, release, throttled)
+        busy_bucket = _retry(["Throttled", "TempBucketBusy"], timing, timing.retry_max_attempts)
+        image_backup = self._image_backup(steps, retention, release, throttled=throttled, busy_bucket=busy_bucket,
+                                          not_available=not_available)
         replication_wanted = sfn.Choice(self, "Replicate?").when(
             sfn.Condition.is_not_null("$.replication"), replicate
         ).otherwise(image_backup)
@@ -226,8 +228,8 @@ class BackupWorkflow(Construct):
 
         self.definition: sfn.IChainable = has_policy
 
-    def _image_backup(self, steps: WorkflowSteps, timing: Timing, retention: sfn.IChainable,
-                      release: sfn.IChainable, throttled: dict) -> sfn.Choice:
+    def _image_backup(self, steps: WorkflowSteps, retention: sfn.IChainable, release: sfn.IChainable, *,
+                      throttled: dict, busy_bucket: dict, not_available: dict) -> sfn.Choice:
         """Image-level backup through a temporary worker; its cleanup runs on every path.
 
             Image backup? ─no─> (retention)
@@ -239,7 +241,7 @@ class BackupWorkflow(Construct):
                                                  ├─ failed? ──> (release lease)
                                                  └─ ok ──────> (retention)
         """
-        cleanup = steps.cleanup_worker.task("Clean up worker", result_path="$.image_cleanup", retries=[throttled])
+        cleanup = steps.cleanup_worker.task("Clean up worker", result_path="$.image_cleanup", retries=[busy_bucket])
         cleanup.add_catch(release, errors=["States.ALL"], result_path="$.image_cleanup_error")
         cleanup.next(sfn.Choice(self, "Image backup failed?")
                      .when(sfn.Condition.is_not_null("$.error"), release)
@@ -248,8 +250,10 @@ class BackupWorkflow(Construct):
         def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
             return task.add_catch(cleanup, errors=["States.ALL"], result_path="$.error")
 
-        prepare = guarded(steps.prepare_worker.task("Prepare worker", result_path="$.image", retries=[throttled]))
-        start = guarded(steps.start_worker.task("Start worker", result_path="$.image", retries=[throttled]))
+        prepare = guarded(steps.prepare_worker.task("Prepare worker", result_path="$.image", retries=[busy_bucket]))
+        # DBNotAvailable: the DB is still applying the added security group
+        start = guarded(steps.start_worker.task("Start worker", result_path="$.image",
+                                                retries=[throttled, not_available]))
         check = guarded(steps.check_worker.task("Check worker", result_path="$.image", retries=[throttled]))
         wait = sfn.Wait(self, "Wait for worker", time=sfn.WaitTime.seconds_path("$.image.wait_seconds"))
         check.next(sfn.Choice(self, "Worker done?")

@@ -137,7 +137,7 @@ class ProductionAccessStack(Stack):
             actions=["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSubnets",
                      "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces"], resources=["*"]))
         acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]",
-                    "EC2 Describe* actions support no resource-level permissions.")
+                    "EC2 Describe* and s3:ListAllMyBuckets support no resource-level permissions.")
         role.allow(["ec2:CreateSecurityGroup"], [here + "vpc/*", here + "security-group/*"],
                    "The DB's VPC is known only at run time; new groups must carry the temporary tag.",
                    conditions=None)
@@ -156,7 +156,7 @@ class ProductionAccessStack(Stack):
         ecs_arn = "arn:{partition}:ecs:{region}:{account}:"
         role.allow(["ecs:RunTask"], [ecs_arn + f"task-definition/{WORKER_TASK_FAMILY}:*"],
                    "Any revision of the worker task definition.")
-        role.allow(["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks"],
+        role.allow(["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks", "ecs:TagResource"],
                    [ecs_arn + f"task/{WORKER_CLUSTER}/*", ecs_arn + f"container-instance/{WORKER_CLUSTER}/*",
                     ecs_arn + f"cluster/{WORKER_CLUSTER}"],
                    "Worker tasks of the rds-backup cluster only.")
@@ -167,10 +167,13 @@ class ProductionAccessStack(Stack):
         bucket = f"arn:{{partition}}:s3:::{TEMP_BUCKET_PREFIX}-{{account}}-{{region}}"
         role.allow(["s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketPolicy",
                     "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging",
-                    "s3:GetBucketTagging", "s3:ListBucket", "s3:PutBucketOwnershipControls"], [bucket],
+                    "s3:GetBucketTagging", "s3:ListBucket", "s3:PutBucketOwnershipControls",
+                    "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads"], [bucket],
                    "The SQL Server temporary bucket of this account and region only.")
-        role.allow(["s3:DeleteObject", "s3:GetObject"], [bucket + "/*"],
+        role.allow(["s3:DeleteObject", "s3:GetObject", "s3:AbortMultipartUpload"], [bucket + "/*"],
                    "Emptying the temporary bucket before it is deleted.")
+        # the sweeper finds temporary buckets by listing (no resource-level permission exists)
+        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:ListAllMyBuckets"], resources=["*"]))
 
 
 class ReplicaTargetStack(Stack):

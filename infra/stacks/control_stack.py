@@ -99,6 +99,8 @@ class ControlStack(Stack):
         self._policies_env = policies_env
         tag_env = {"TAG_KMS_KEY_ARN": self.key.key_arn}
         timing = config.timing
+        # long enough for every DependencyViolation retry of both groups
+        cleanup_seconds = max(120, round(60 + 2 * timing.sg_delete_attempts * timing.sg_delete_interval_seconds))
         image_env = {"TABLE_NAME": self.table.table_name, "SG_DELETE_ATTEMPTS": str(timing.sg_delete_attempts),
                      "SG_DELETE_INTERVAL_SECONDS": str(timing.sg_delete_interval_seconds)}
         steps = WorkflowSteps(
@@ -125,7 +127,7 @@ class ControlStack(Stack):
             start_worker=LambdaStep(self, "StartWorker", handler="start_worker", code=code),
             check_worker=LambdaStep(self, "CheckWorker", handler="check_worker", code=code),
             cleanup_worker=LambdaStep(self, "CleanupWorker", handler="cleanup_worker", code=code,
-                                      environment=image_env, timeout=Duration.minutes(5)),
+                                      environment=image_env, timeout=Duration.seconds(cleanup_seconds)),
         )
         self.policies_parameter.grant_read(steps.resolve_policy.role)
         access_roles = [access_role_arn(place) for place in topology.access_places]
