@@ -57,6 +57,13 @@ E2E_CONFIG = {
                              "worker": {"timeout_minutes": 1}},
         },
         {
+            "name": "hasty",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "hasty"}},
+            "snapshot_retention": 2,
+            "image_backup": {"repository": "main", "worker": {"timeout_minutes": 0.05}},
+        },
+        {
             "name": "faraway",
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "faraway"}},

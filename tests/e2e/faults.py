@@ -10,8 +10,32 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
+from moto.ec2 import exceptions as ec2_errors
 from moto.rds import exceptions as rds_errors
 from moto.rds import models as rds_models
+
+
+@contextlib.contextmanager
+def failing_method(cls: type, method: str, error: Callable[[], Exception], *, times: int | None = None,
+                   when: Callable[[tuple, dict], bool] = lambda args, kwargs: True) -> Iterator[dict]:
+    """Make `cls.<method>` raise `error()` (the first `times` matching calls, or always)."""
+    original = getattr(cls, method)
+    state = {"raised": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def wrapper(self, *args, **kwargs):
+        with lock:
+            state["calls"] += 1
+            if when(args, kwargs) and (times is None or state["raised"] < times):
+                state["raised"] += 1
+                raise error()
+        return original(self, *args, **kwargs)
+
+    setattr(cls, method, wrapper)
+    try:
+        yield state
+    finally:
+        setattr(cls, method, original)
 
 
 @contextlib.contextmanager
@@ -35,6 +59,14 @@ def failing(method: str, error: Callable[[], Exception], *, times: int | None = 
         yield state
     finally:
         setattr(rds_models.RDSBackend, method, original)
+
+
+def security_group_limit() -> Exception:
+    return ec2_errors.RulesPerSecurityGroupLimitExceededError()
+
+
+def dependency_violation() -> Exception:
+    return ec2_errors.DependencyViolationError("resource sg-... has a dependent object (a worker ENI)")
 
 
 def quota_exceeded() -> Exception:

@@ -10,8 +10,9 @@ import subprocess
 import boto3
 import pytest
 
-from tests.e2e.conftest import report_of
+from tests.e2e import faults
 from tests.e2e.configs import REGION
+from tests.e2e.conftest import report_of
 from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
 from tests.support.postgres_server import create_sample_database, ensure_role, schema_dump, table_checksums
 
@@ -86,13 +87,13 @@ def test_security_groups_are_exactly_as_narrow_as_the_design_says(server_harness
     server_harness.workers.behaviour = capture
     report = report_of(server_harness.run({"policy": "images"}, name="image-groups", timeout=300))
     assert _resource(report, "shop-db")["status"] == "Success"
-    by_role = {("db" if "-db-" in g["GroupName"] or g["GroupName"].endswith("-db") else "worker"): g
-               for g in seen["groups"]}
+    by_role = {g["GroupName"].split("-")[1]: g for g in seen["groups"]}  # rdsbackup-<db|worker>-...
     db_group, worker_group = by_role["db"], by_role["worker"]
-    assert db_group["IpPermissions"] == [{
-        "IpProtocol": "tcp", "FromPort": tls_postgres.port, "ToPort": tls_postgres.port, "IpRanges": [],
-        "Ipv6Ranges": [], "PrefixListIds": [],
-        "UserIdGroupPairs": [{"GroupId": worker_group["GroupId"], "UserId": "123456789012"}]}]
+    (ingress,) = db_group["IpPermissions"]
+    assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", tls_postgres.port,
+                                                                              tls_postgres.port)
+    assert [pair["GroupId"] for pair in ingress["UserIdGroupPairs"]] == [worker_group["GroupId"]]
+    assert ingress["IpRanges"] == ingress["Ipv6Ranges"] == ingress["PrefixListIds"] == []
     egress = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort"),
                tuple(sorted(pair["GroupId"] for pair in p["UserIdGroupPairs"])),
                tuple(sorted(r["CidrIp"] for r in p["IpRanges"]))) for p in worker_group["IpPermissionsEgress"]}
@@ -118,3 +119,70 @@ def test_worker_failures_are_reported_and_cleaned_up(server_harness, tls_postgre
     assert nothing_left(), temporary_leftovers()
     listed = _rdsbackup(server_harness, "list", "--repo", REPOSITORY, "--json")
     assert json.loads(listed.stdout or "[]") in ([], {"restore_points": []}) or listed.returncode != 0
+
+
+def _two_databases(tls_postgres, shop, tag: str = "images") -> None:
+    net = network()
+    shop(create_postgres_instance("shop-db", tls_postgres, net, {"backup": tag}))
+    create_postgres_instance("shop-db-2", tls_postgres, net, {"backup": tag})
+
+
+def test_one_workers_crash_leaves_the_other_resource_backed_up(server_harness, tls_postgres, shop):
+    _two_databases(tls_postgres, shop)
+    server_harness.workers.behaviour = lambda job: "crash" if job["source_id"] == "shop-db-2" else "run"
+    report = report_of(server_harness.run({"policy": "images"}, name="image-one-crash", timeout=300))
+    assert _resource(report, "shop-db")["status"] == "Success"
+    crashed = _resource(report, "shop-db-2")
+    assert crashed["status"] == "Failed" and crashed["error"].startswith("WorkerFailed:")
+    assert nothing_left(), temporary_leftovers()
+
+
+def test_security_group_creation_failure_is_reported_and_nothing_is_left(server_harness, tls_postgres, shop):
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    _two_databases(tls_postgres, shop)
+    with faults.failing_method(SecurityGroupBackend, "create_security_group", faults.security_group_limit,
+                               times=1) as fault:
+        report = report_of(server_harness.run({"policy": "images"}, name="image-sg-fails", timeout=300))
+    assert fault["raised"] == 1
+    statuses = sorted(r["status"] for r in report["resources"])
+    assert statuses == ["Failed", "Success"]
+    failed = next(r for r in report["resources"] if r["status"] == "Failed")
+    assert "RulesPerSecurityGroupLimitExceeded" in failed["error"]
+    assert nothing_left(), temporary_leftovers()
+
+
+def test_worker_past_its_timeout_is_stopped_and_reported(server_harness, tls_postgres, shop):
+    shop(create_postgres_instance("slow-db", tls_postgres, network(), {"backup": "hasty"}))
+    server_harness.workers.behaviour = lambda job: "hang"
+    report = report_of(server_harness.run({"policy": "hasty"}, name="image-timeout", timeout=300))
+    (resource,) = report["resources"]
+    assert resource["status"] == "Failed" and resource["error"].startswith("WorkerTimedOut:")
+    assert all(run.process.poll() is not None for run in server_harness.workers.runs.values())
+    assert nothing_left(), temporary_leftovers()
+
+
+def test_cleanup_waits_out_a_dependency_violation(server_harness, tls_postgres, shop):
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    shop(create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "images"}))
+    with faults.failing_method(SecurityGroupBackend, "delete_security_group", faults.dependency_violation,
+                               times=2) as fault:
+        report = report_of(server_harness.run({"policy": "images"}, name="image-eni", timeout=300))
+    (resource,) = report["resources"]
+    assert resource["status"] == "Success", resource
+    assert fault["raised"] == 2
+    assert nothing_left(), temporary_leftovers()
+
+
+def test_cleanup_that_cannot_finish_tags_for_the_sweeper_and_says_so(server_harness, tls_postgres, shop):
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    shop(create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "images"}))
+    with faults.failing_method(SecurityGroupBackend, "delete_security_group", faults.dependency_violation):
+        report = report_of(server_harness.run({"policy": "images"}, name="image-eni-stuck", timeout=300))
+    (resource,) = report["resources"]
+    assert any("sweeper" in warning for warning in resource["warnings"]), resource
+    ec2 = boto3.client("ec2", region_name=REGION)
+    left = ec2.describe_security_groups(Filters=[{"Name": "tag:rdsbackup:sweep", "Values": ["true"]}])
+    assert len(left["SecurityGroups"]) == 2
