@@ -269,3 +269,13 @@ def test_s3_forget_and_prune_delete_objects_and_keep_the_rest_restorable(moto_en
     reopened = Repository.open("s3://repo-prune/r", password=PASSWORD)
     assert read(reopened, refs["a"]) == mixed(15, 3_000_000)
     assert reopened.verify(read_data=True)["errors"] == []
+
+
+def test_chunking_uses_the_compiled_fastcdc():
+    from rdsbackup.repository import chunking
+
+    # The Cython extension, not fastcdc's pure-Python fallback (~50x slower at 2 KiB chunks).
+    assert chunking.fastcdc_cy.__module__ == "fastcdc.fastcdc_cy"
+    import fastcdc.fastcdc_cy as compiled
+
+    assert compiled.__file__.endswith(".so")
