@@ -26,6 +26,9 @@ LIST_PROFILE = PROFILES["table"]  # only its block size applies to lists
 GROUP_THRESHOLD = 32
 GROUP_MAX = 64
 _LOCATION = struct.Struct("<Q")
+# Decrypted blocks kept per stream being read: a day's new chunks of a table sit in blocks that its
+# older chunks' blocks interleave with, ~20 blocks apart; 16 MiB holds 128 table blocks.
+DATA_CACHE = 16 * 1024 * 1024
 
 
 class StreamWriter:
@@ -114,9 +117,11 @@ class StreamWriter:
         """Stored bytes of the blocks this stream wrote (waits for their sealing)."""
         return sum(f.result() for f in self.sealed)
 
-    def finish_lists(self) -> tuple[int, bytes]:
-        """Store this level's remaining ids; return (level of the root, the root's ids)."""
-        self.close_block()
+    def finish_lists(self, *, close: bool = True) -> tuple[int, bytes]:
+        """Store this level's remaining ids; return (level of the root, the root's ids). The open block
+        stays open with `close=False` (the root chunk joins the stream's last block)."""
+        if close:
+            self.close_block()
         level, ids = self.level, bytes(self.ids)
         self.ids = bytearray()
         if self.child is not None:
@@ -130,7 +135,7 @@ class StreamWriter:
 
     def finish(self) -> bytes:
         """Store the chunk lists and the root chunk; return the root chunk's id."""
-        level, ids = self.finish_lists()
+        level, ids = self.finish_lists(close=False)
         root = ROOT_MAGIC + bytes((level,)) + ids
         root_id = self.keys.chunk_id(root)
         self._store(memoryview(root), [len(root)], [root_id])
@@ -184,8 +189,9 @@ def write_stream(session, source, prof: ChunkingProfile) -> dict:
     try:
         for view, ends in chunk_batches(source, prof):
             writer.add_batch(view, ends)
-    finally:
+    except BaseException:
         writer.close_block()
+        raise
     root_id = writer.finish()
     return {
         "blob": root_id.hex(),
@@ -203,7 +209,7 @@ class StreamReader:
     """Reads chunks by id, verifying each: blocks are authenticated on decryption and every chunk's
     keyed hash must equal its id. Decrypted blocks are cached (LRU, bounded in bytes)."""
 
-    def __init__(self, repo, *, restore_point: str | None = None, cache_bytes: int = 32 * 1024 * 1024):
+    def __init__(self, repo, *, restore_point: str | None = None, cache_bytes: int = 4 * 1024 * 1024):
         self.repo = repo
         self.keys: Keys = repo._keys
         self.index: Index = repo._index()
@@ -417,15 +423,13 @@ class StreamReader:
     def iter_stream(self, root_id: bytes, *, window_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
         """Yield the stream's bytes in pieces of about `window_bytes`. The next piece is read, decrypted
         and verified on a helper thread while the caller consumes the current one."""
-        data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=self.cache_bytes)
+        data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=DATA_CACHE)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdsbackup-read")
         pending = None
         try:
             for window in self._windows(root_id, window_bytes):
                 if self.index is not data_reader.index:  # reloaded: locations are in the new numbering
-                    data_reader = StreamReader(
-                        self.repo, restore_point=self.restore_point, cache_bytes=self.cache_bytes
-                    )
+                    data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=DATA_CACHE)
                 future = pool.submit(data_reader.read_window, window)
                 if pending is not None:
                     yield pending.result()
