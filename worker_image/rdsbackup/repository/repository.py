@@ -500,7 +500,6 @@ class BackupWriter:
         self.chunks = 0
         self.new_bytes = 0
         self.done = False
-        self.failed: BaseException | None = None
 
     def __enter__(self) -> BackupWriter:
         return self
