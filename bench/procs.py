@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -29,6 +30,7 @@ class Result:
     stdout: str
     stderr: str
     peak_tree_rss: int = 0  # bytes, sum over the process and its descendants, sampled
+    cpu_seconds: float = 0.0  # user + system of the command and every descendant it waited for
 
 
 def kill_all() -> None:
@@ -56,6 +58,7 @@ def run(cmd: list[str] | str, *, env: dict | None = None, shell: bool = False, s
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
     try:
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                 start_new_session=True)
@@ -67,6 +70,7 @@ def run(cmd: list[str] | str, *, env: dict | None = None, shell: bool = False, s
         try:
             out, err = proc.communicate()
             seconds = time.monotonic() - t0
+            usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         finally:
             if sampler:
                 sampler.stop()
@@ -82,7 +86,8 @@ def run(cmd: list[str] | str, *, env: dict | None = None, shell: bool = False, s
     if check and proc.returncode != 0:
         shown = cmd if isinstance(cmd, str) else " ".join(cmd)
         raise CommandFailed(f"exit {proc.returncode}: {shown}\n{stderr_text[-3000:]}")
-    return Result(seconds, stdout_text, stderr_text, sampler.peak if sampler else 0)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return Result(seconds, stdout_text, stderr_text, sampler.peak if sampler else 0, round(cpu, 2))
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

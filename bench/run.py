@@ -116,15 +116,21 @@ class Bench:
                           "-p", str(self.server.port), "-U", self.server.superuser, "-d", dbname, "-f", path],
                          env=self.env).seconds
 
+    @staticmethod
+    def _t(res: procs.Result) -> tuple[float, float]:
+        return res.seconds, res.cpu_seconds
+
     def checkpoint(self) -> None:
         self.sql("CHECKPOINT")
 
-    def record_time(self, name: str, seconds: float) -> None:
+    def record_time(self, name: str, seconds: float, cpu: float | None = None) -> None:
         # The 1-minute load average at the end of the run: a busy machine explains a slow figure.
         load = round(os.getloadavg()[0], 1)
         self.results["times"].setdefault(name, []).append(round(seconds, 3))
         self.results.setdefault("load_after", {}).setdefault(name, []).append(load)
-        log(f"  {name}: {seconds:.2f} s (load {load})")
+        if cpu is not None:
+            self.results.setdefault("client_cpu", {}).setdefault(name, []).append(cpu)
+        log(f"  {name}: {seconds:.2f} s (client CPU {cpu} s, load {load})")
 
     def ours_url(self, name: str) -> str:
         return "file://" + os.path.join(self.work, name)
@@ -173,11 +179,11 @@ class Bench:
             last = i == self.repeat - 1
             log(f"round {i + 1}")
             self.checkpoint()
-            self.record_time("full.pg_dump_devnull", self.sh(f"{self.pg_dump} > /dev/null").seconds)
+            self.record_time("full.pg_dump_devnull", *self._t(self.sh(f"{self.pg_dump} > /dev/null")))
 
             zst = os.path.join(self.work, "full.dump.zst")
             self.checkpoint()
-            self.record_time("full.pg_dump_zstd", self.sh(f"{self.pg_dump} | zstd -3 -q -f -o {zst}").seconds)
+            self.record_time("full.pg_dump_zstd", *self._t(self.sh(f"{self.pg_dump} | zstd -3 -q -f -o {zst}")))
             self.results["bytes"]["full.pg_dump_zstd"] = os.path.getsize(zst)
             os.unlink(zst)
 
@@ -186,7 +192,7 @@ class Bench:
             self.checkpoint()
             res = self.sh(f"{self.pg_dump} | restic -r {restic_repo} backup -q --host bench --stdin "
                           f"--stdin-filename {STDIN_NAME}")
-            self.record_time("full.restic", res.seconds)
+            self.record_time("full.restic", res.seconds, res.cpu_seconds)
             self.results["bytes"]["full.restic"] = tree_bytes(restic_repo)
             if not last:
                 shutil.rmtree(restic_repo)
@@ -196,7 +202,7 @@ class Bench:
             self.checkpoint()
             res = self.sh(f"{self.pg_dump} | borg create --compression zstd,3 --stdin-name {STDIN_NAME} "
                           f"{borg_repo}::full -")
-            self.record_time("full.borg", res.seconds)
+            self.record_time("full.borg", res.seconds, res.cpu_seconds)
             self.results["bytes"]["full.borg"] = tree_bytes(borg_repo)
             if not last:
                 shutil.rmtree(borg_repo)
@@ -207,7 +213,7 @@ class Bench:
             before = tree_bytes(os.path.join(self.work, ours))
             self.checkpoint()
             res, tv = self.ours_backup(url)
-            self.record_time("full.ours", res.seconds)
+            self.record_time("full.ours", res.seconds, res.cpu_seconds)
             self.results["rss"].setdefault("full.ours.time_v_max_rss", []).append(tv["max_rss"])
             self.results["rss"].setdefault("full.ours.tree_sampled_peak", []).append(res.peak_tree_rss)
             self.results.setdefault("cpu", {}).setdefault("full.ours", []).append(
@@ -222,7 +228,7 @@ class Bench:
             url = self.init_ours("ours-unordered")
             self.checkpoint()
             res, tv = self.ours_backup(url, unordered=True)
-            self.record_time("full.ours_unordered", res.seconds)
+            self.record_time("full.ours_unordered", res.seconds, res.cpu_seconds)
             self.results["bytes"]["full.ours_unordered"] = tree_bytes(os.path.join(self.work, "ours-unordered"))
             shutil.rmtree(os.path.join(self.work, "ours-unordered"))
 
@@ -236,20 +242,20 @@ class Bench:
             before = tree_bytes(repos["restic"])
             res = self.sh(f"{self.pg_dump} | restic -r {repos['restic']} backup -q --host bench --stdin "
                           f"--stdin-filename {STDIN_NAME}")
-            self.record_time(f"day{day}.restic", res.seconds)
+            self.record_time(f"day{day}.restic", res.seconds, res.cpu_seconds)
             self.results["bytes"][f"day{day}.restic"] = tree_bytes(repos["restic"]) - before
 
             before = tree_bytes(repos["borg"])
             self.checkpoint()
             res = self.sh(f"{self.pg_dump} | borg create --compression zstd,3 --stdin-name {STDIN_NAME} "
                           f"{repos['borg']}::day{day} -")
-            self.record_time(f"day{day}.borg", res.seconds)
+            self.record_time(f"day{day}.borg", res.seconds, res.cpu_seconds)
             self.results["bytes"][f"day{day}.borg"] = tree_bytes(repos["borg"]) - before
 
             before = tree_bytes(repos["ours"])
             self.checkpoint()
             res, _ = self.ours_backup(self.ours_url("ours"))
-            self.record_time(f"day{day}.ours", res.seconds)
+            self.record_time(f"day{day}.ours", res.seconds, res.cpu_seconds)
             self.results["bytes"][f"day{day}.ours"] = tree_bytes(repos["ours"]) - before
             self.results[f"ours_day{day}_restore_point"] = json.loads(res.stdout)["restore_point_id"]
             for tool in ("restic", "borg", "ours"):
@@ -268,14 +274,14 @@ class Bench:
             target = "restored_pg_restore"
             self.checkpoint()
             res = self.sh(f"{create.format(target)} && {pg_restore} -j2 -d {target} {local_dump}")
-            self.record_time("restore.pg_restore_j2", res.seconds)
+            self.record_time("restore.pg_restore_j2", res.seconds, res.cpu_seconds)
             self.check_restored(target, expected)
 
             target = "restored_restic"
             self.checkpoint()
             res = self.sh(f"{create.format(target)} && restic -r {os.path.join(self.work, 'restic')} dump -q "
                           f"latest /{STDIN_NAME} | {pg_restore} -d {target}")
-            self.record_time("restore.restic_dump_pg_restore", res.seconds)
+            self.record_time("restore.restic_dump_pg_restore", res.seconds, res.cpu_seconds)
             self.check_restored(target, expected)
 
             target = "restored_ours"
@@ -284,7 +290,7 @@ class Bench:
                              rp, "--host", self.server.host, "--port", str(self.server.port), "--user",
                              self.server.superuser, "--password-env", "BENCH_PGPASSWORD", "--database", DB,
                              "--target-database", target, "--json", *self.jobs_args], env=self.env)
-            self.record_time("restore.ours", res.seconds)
+            self.record_time("restore.ours", res.seconds, res.cpu_seconds)
             self.check_restored(target, expected)
         os.unlink(local_dump)
 
@@ -313,7 +319,7 @@ class Bench:
             before_bytes, before_reqs = stored(), len(moto.requests())
             self.checkpoint()
             res, tv = self.ours_backup(url, env=env)
-            self.record_time("full.ours_s3", res.seconds)
+            self.record_time("full.ours_s3", res.seconds, res.cpu_seconds)
             reqs = moto.requests()[before_reqs:]
             stored_bytes = stored() - before_bytes
             puts = [r for r in reqs if r[0] == "PUT"]
@@ -386,6 +392,9 @@ def markdown(r: dict, rows: list[dict]) -> str:
     t = {k: median(v) for k, v in r["times"].items()}
     lines += ["", "| run | median s (all runs) |", "|---|---|"]
     lines += [f"| {k} | {t[k]:.2f} ({', '.join(f'{x:.2f}' for x in v)}) |" for k, v in r["times"].items()]
+    cpu = r.get("client_cpu", {})
+    lines += ["", "| run | median client CPU s (user+sys of the commands; not the server's) |", "|---|---|"]
+    lines += [f"| {k} | {median(v):.2f} |" for k, v in cpu.items()]
     lines += ["", "| stored | MiB |", "|---|---|"]
     lines += [f"| {k} | {v / MiB:.1f} |" for k, v in r["bytes"].items()]
     lines += ["", *[f"- {n}" for n in r["notes"]]]
