@@ -428,7 +428,11 @@ def main() -> int:
             "restic": procs.run(["restic", "version"]).stdout.strip(),
             "borg": procs.run(["borg", "--version"]).stdout.strip(),
             "zstd": procs.run(["zstd", "--version"]).stdout.strip(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(),
+            "commit": procs.run(["git", "-C", ROOT, "rev-parse", "HEAD"], check=False).stdout.strip(),
+            # The worker is installed editable: uncommitted changes under worker_image/ are measured too.
+            "worker_image_dirty": bool(procs.run(["git", "-C", ROOT, "status", "--porcelain", "--",
+                                                  "worker_image"], check=False).stdout.strip())}
         r["notes"] += [
             f"full backups: median of {bench.repeat} runs, each into an empty repository; restores: median of "
             f"{bench.restore_repeat}; day-1/day-2 incrementals: one run each (their figures are bytes).",
