@@ -114,3 +114,12 @@ def test_lock_is_released_when_the_backup_ends_either_way(url):
     with pytest.raises(RuntimeError), repo.begin_backup(source_id="s", engine="postgres"):
         raise RuntimeError("boom")
     assert list(repo.backend.list("locks/")) == []
+
+
+def test_an_unreadable_lock_object_blocks_nothing_and_prune_removes_it(url):
+    repo = Repository.open(url, password="pw")
+    repo.backend.put("locks/" + "cd" * 16, b"not a sealed lock")
+    with repo.begin_backup(source_id="s", engine="postgres", lock_wait=0.0) as writer:
+        writer.commit({})
+    assert repo.prune()["stale_locks_removed"] == 1
+    assert list(repo.backend.list("locks/")) == []

@@ -28,7 +28,7 @@ def _iso(ts: float) -> str:
 
 
 def read_locks(backend, keys: Keys) -> list[tuple[str, dict]]:
-    """Every lock object that can be read: (key, document). Unreadable ones are reported as such."""
+    """Every lock object: (key, document); an unreadable one has kind "unreadable" and expires 0."""
     out = []
     for key, _size in backend.list("locks/"):
         try:
@@ -36,7 +36,9 @@ def read_locks(backend, keys: Keys) -> list[tuple[str, dict]]:
         except MissingObject:
             continue  # released meanwhile
         except (AuthenticationFailed, ValueError):
-            doc = {"kind": "exclusive", "owner": "unreadable lock object", "expires": time.time() + 1}
+            # Every lock holder has the repository key and writes atomically, so an unreadable lock
+            # object is damage, not a live lock: it counts as expired (and prune removes it).
+            doc = {"kind": "unreadable", "owner": f"unreadable lock object {key}", "expires": 0}
         out.append((key, doc))
     return out
 
