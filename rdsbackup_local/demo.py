@@ -1,10 +1,11 @@
 """The local run: rds-backup end to end with no AWS account (`make local`).
 
-Starts moto's server, synthesizes the CDK app with the demo policy from `cdk.json`, deploys the
-stacks into moto, creates demo databases (a PostgreSQL instance, a tagged instance and an Aurora
-cluster with three instances), runs the demo policy through the real state machine a few times (so
-snapshot retention has something to remove), and prints the session report: snapshots, their
-decoded tags, replicas, and what retention removed.
+Starts moto's server and a local PostgreSQL server (TLS, with sample data) standing in for the RDS
+endpoints, synthesizes the CDK app with the demo policy from `cdk.json`, deploys the stacks into moto,
+creates demo databases (PostgreSQL instances and an Aurora cluster with three instances), runs the demo
+policy through the real state machine a few times (so retention has something to remove): snapshot,
+encrypted tags, replication, image-level backup through the real worker process, retention. Then it
+lists the restore points, restores one into a new database, checks it, and prints the session report.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +23,22 @@ from pathlib import Path
 
 import boto3
 
+from rdsbackup_local.lambda_runner import InProcessLambdas  # also puts the Lambda package on sys.path
+
+# The local stand-in for the RDS endpoints is the test suite's PostgreSQL launcher (Debian's server, run
+# as the unprivileged postgres user on a loopback port).
+from tests.support.postgres_server import (
+    create_sample_database,
+    ensure_role,
+    running_server,
+    schema_dump,
+    table_checksums,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION = "123456789012", "us-east-1"
+DEMO_TAG = {"Key": "rdsbackup:policy", "Value": "demo"}
+DEMO_USER, DEMO_PASSWORD = "demo_admin", "local-demo-only-password"
 RUNS = 4
 
 
@@ -67,25 +83,49 @@ def _demo_config() -> dict:
     config = json.loads((ROOT / "cdk.json").read_text())["context"]["rdsbackup"]
     config = json.loads(json.dumps(config))
     config["control"] = {"account": ACCOUNT, "region": REGION}
+    # Local snapshots and workers finish in seconds: poll every second or two instead of AWS's minutes.
+    config["timing"] = {**config.get("timing", {}), "wait_initial_seconds": 1, "wait_max_seconds": 2}
     return config
 
 
-def _create_demo_databases(rds, kms) -> None:
+def _network(ec2, rds) -> str:
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.30.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")[
+        "Subnet"]["SubnetId"] for i, zone in ((1, "a"), (2, "b"))]
+    rds.create_db_subnet_group(DBSubnetGroupName="demo", DBSubnetGroupDescription="demo", SubnetIds=subnets)
+    return ec2.create_security_group(GroupName="demo-db", Description="the app's DB group", VpcId=vpc)["GroupId"]
+
+
+def _create_demo_databases(rds, kms, ec2, secrets, server) -> None:
+    """The instances' endpoints are the local server; their RDS-managed master secrets hold the password
+    of a role that is, as on RDS, not a superuser."""
     key = kms.create_key(Description="demo databases' storage key")["KeyMetadata"]["Arn"]
-    common = {"MasterUsername": "demo_admin", "MasterUserPassword": "local-demo-only-1",
-              "StorageEncrypted": True, "KmsKeyId": key}
-    rds.create_db_instance(DBInstanceIdentifier="orders-db", Engine="postgres", DBInstanceClass="db.t4g.small",
-                           AllocatedStorage=20, **common)
-    rds.create_db_instance(DBInstanceIdentifier="billing-db", Engine="postgres", DBInstanceClass="db.t4g.small",
-                           AllocatedStorage=20, Tags=[{"Key": "rdsbackup:policy", "Value": "demo"}], **common)
-    rds.create_db_cluster(DBClusterIdentifier="ledger", Engine="aurora-postgresql",
-                          Tags=[{"Key": "rdsbackup:policy", "Value": "demo"}], **common)
-    for number, zone in enumerate("abc", start=1):
-        rds.create_db_instance(DBInstanceIdentifier=f"ledger-{number}", DBClusterIdentifier="ledger",
-                               Engine="aurora-postgresql", DBInstanceClass="db.r6g.large",
-                               AvailabilityZone=f"{REGION}{zone}", PromotionTier=number - 1)
-    rds.create_db_instance(DBInstanceIdentifier="scratch-db", Engine="postgres", DBInstanceClass="db.t4g.micro",
-                           AllocatedStorage=20, **common)
+    group = _network(ec2, rds)
+    common = {"MasterUsername": DEMO_USER, "StorageEncrypted": True, "KmsKeyId": key,
+              "ManageMasterUserPassword": True, "Port": server.port, "DBSubnetGroupName": "demo",
+              "VpcSecurityGroupIds": [group]}
+    databases = [("orders-db", "instance", []), ("billing-db", "instance", [DEMO_TAG]),
+                 ("ledger", "cluster", [DEMO_TAG])]
+    for identifier, kind, tags in databases:
+        if kind == "instance":
+            created = rds.create_db_instance(DBInstanceIdentifier=identifier, Engine="postgres",
+                                             DBInstanceClass="db.t4g.small", AllocatedStorage=20, Tags=tags,
+                                             **common)["DBInstance"]
+        else:
+            created = rds.create_db_cluster(DBClusterIdentifier=identifier, Engine="aurora-postgresql", Tags=tags,
+                                            **common)["DBCluster"]
+            for number, zone in enumerate("abc", start=1):
+                rds.create_db_instance(DBInstanceIdentifier=f"ledger-{number}", DBClusterIdentifier="ledger",
+                                       Engine="aurora-postgresql", DBInstanceClass="db.r6g.large",
+                                       AvailabilityZone=f"{REGION}{zone}", PromotionTier=number - 1)
+        # Every endpoint is the one local server: give every managed secret the same demo credentials.
+        secrets.put_secret_value(SecretId=created["MasterUserSecret"]["SecretArn"],
+                                 SecretString=json.dumps({"username": DEMO_USER, "password": DEMO_PASSWORD}))
+    server.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DEMO_USER}') THEN "
+                   f"CREATE ROLE {DEMO_USER} LOGIN CREATEDB CREATEROLE PASSWORD '{DEMO_PASSWORD}'; END IF; END $$")
+    ensure_role(server, "app_reader")
+    create_sample_database(server, "shop", user=DEMO_USER, password=DEMO_PASSWORD)
 
 
 def _run(sfn, state_machine_arn: str, name: str) -> dict:
@@ -118,6 +158,8 @@ def _print_report(report: dict, tags_of, decode) -> None:
             for instance in (metadata.get("instances") or source.get("instances") or []):
                 print(f"        instance {instance.get('identifier')}: {instance.get('class')} "
                       f"in {instance.get('availability_zone')}, promotion tier {instance.get('promotion_tier')}")
+        if resource.get("restore_point_id"):
+            print(f"    restore point: {resource['restore_point_id']} ({resource.get('bytes')} bytes)")
         for replica in resource.get("replica_arns") or []:
             print(f"    replica: {replica}")
         for deleted in resource.get("retention_deleted") or []:
@@ -126,56 +168,85 @@ def _print_report(report: dict, tags_of, decode) -> None:
             print(f"    warning: {warning}")
 
 
+def _restore_and_check(server, endpoint: str, report: dict) -> None:
+    """List the repository's restore points, restore orders-db's newest into a new database, compare."""
+    orders = next(r for r in report["resources"] if r["arn"].endswith(":db:orders-db"))
+    repository = "s3://rdsbackup-main-123456789012-us-east-1/demo"
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DEMO_DB_PASSWORD": DEMO_PASSWORD}
+    listed = subprocess.run(["rdsbackup", "list", "--repo", repository, "--source-id", "orders-db"], env=env,
+                            capture_output=True, text=True, check=True)
+    print(f"\nrestore points of orders-db in {repository}:\n{listed.stdout.rstrip()}")
+    server.execute("DROP DATABASE IF EXISTS shop_restored WITH (FORCE)")
+    started = time.monotonic()
+    subprocess.run(["rdsbackup", "restore", "postgres", "--repo", repository, "--restore-point",
+                    orders["restore_point_id"], "--host", "127.0.0.1", "--port", str(server.port), "--user",
+                    DEMO_USER, "--password-env", "DEMO_DB_PASSWORD", "--ca-bundle", server.ca_file,
+                    "--database", "shop", "--target-database", "shop_restored"],
+                   env=env, capture_output=True, text=True, check=True)
+    same = table_checksums(server, "shop_restored") == table_checksums(server, "shop") and \
+        schema_dump(server, "shop_restored") == schema_dump(server, "shop")
+    print(f"restored {orders['restore_point_id']} into database shop_restored in {time.monotonic() - started:.1f} s:"
+          f" schema and every table's checksum {'equal to' if same else 'DIFFERENT from'} the source")
+    if not same:
+        raise SystemExit("the restored database differs from its source")
+
+
 def main() -> int:
     _fake_credentials()
+    started = time.monotonic()
     endpoint = _start_moto()
     print(f"moto server: {endpoint}")
-    from rdsbackup_local.lambda_runner import InProcessLambdas
+    from rdsbackup_lambdas.tag_metadata import TagCodec
+
+    from rdsbackup_local.ecs_runner import LocalWorkers
     from rdsbackup_local.moto_deploy import deploy, session_factory
     from rdsbackup_local.moto_patches import install as install_moto_patches
     from rdsbackup_local.synth import synthesize
 
+
     install_moto_patches()
-    with tempfile.TemporaryDirectory(prefix="rdsbackup-local-") as workdir:
-        started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rdsbackup-local-") as workdir, running_server(ssl=True) as server:
+        print(f"PostgreSQL (TLS only) standing in for the RDS endpoints: 127.0.0.1:{server.port}")
         cdk_out, backup_app = synthesize(_demo_config(), Path(workdir) / "cdk.out", account=ACCOUNT, region=REGION)
         print(f"synthesized {len(backup_app.stacks)} stacks: {', '.join(s.stack_name for s in backup_app.stacks)}")
+        worker_env = {"AWS_ENDPOINT_URL": endpoint, "RDSBACKUP_CA_BUNDLE": server.ca_file,
+                      "RDSBACKUP_INIT_SETTLE_SECONDS": "0"}
         # The handlers log JSON lines to stdout as in Lambda; the report below is what to read here.
-        with InProcessLambdas(extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"}):
+        quiet = {"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"}
+        with InProcessLambdas(extra_env=quiet), \
+                LocalWorkers(env=worker_env, host_for=lambda endpoint: "127.0.0.1") as workers:
             app = deploy(cdk_out, session_for_account=session_factory(ACCOUNT), default_account=ACCOUNT,
                          default_region=REGION)
             print(f"deployed into moto; state machine {app.state_machine_arn}")
-            rds = boto3.client("rds", region_name=REGION)
-            _create_demo_databases(rds, boto3.client("kms", region_name=REGION))
-            print("demo databases: orders-db (by id), billing-db and Aurora cluster ledger (3 instances, by tag), "
-                  "scratch-db (not selected)")
+            _create_demo_databases(boto3.client("rds", region_name=REGION), boto3.client("kms", region_name=REGION),
+                                   boto3.client("ec2", region_name=REGION),
+                                   boto3.client("secretsmanager", region_name=REGION), server)
+            print("demo databases: orders-db (by id), billing-db and Aurora cluster ledger (3 instances, by tag)")
             sfn = boto3.client("stepfunctions", region_name=REGION)
-            from rdsbackup_lambdas.tag_metadata import TagCodec
-
             functions = boto3.client("lambda", region_name=REGION).list_functions()["Functions"]
             key_arn = next(f for f in functions if "TagSnapshot" in f["FunctionName"])[
                 "Environment"]["Variables"]["TAG_KMS_KEY_ARN"]
             codec = TagCodec(boto3.client("kms", region_name=REGION), key_arn)
 
             def tags_of(arn: str) -> dict:
-                region = arn.split(":")[3]
-                tags = boto3.client("rds", region_name=region).list_tags_for_resource(ResourceName=arn)["TagList"]
-                return {t["Key"]: t["Value"] for t in tags}
+                rds = boto3.client("rds", region_name=arn.split(":")[3])
+                return {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(ResourceName=arn)["TagList"]}
 
             def decode(arn: str) -> dict:
-                region = arn.split(":")[3]
-                tags = boto3.client("rds", region_name=region).list_tags_for_resource(ResourceName=arn)["TagList"]
-                return codec.decode(tags, arn)
+                rds = boto3.client("rds", region_name=arn.split(":")[3])
+                return codec.decode(rds.list_tags_for_resource(ResourceName=arn)["TagList"], arn)
 
             reports = []
             for run in range(1, RUNS + 1):
                 reports.append(_run(sfn, app.state_machine_arn, f"demo-run-{run}"))
-                print(f"run {run}: {reports[-1]['status']}")
+                print(f"run {run}: {reports[-1]['status']}  ({len(workers.runs)} worker runs so far)")
                 time.sleep(1.1)  # distinct session ids
             _print_report(reports[-1], tags_of, decode)
             total = sum(len(r.get("retention_deleted") or []) for report in reports for r in report["resources"])
-            print(f"\nover {RUNS} runs retention removed {total} snapshots; took {time.monotonic() - started:.1f} s")
-            return 0 if all(report["status"] != "Failed" for report in reports) else 1
+            print(f"\nover {RUNS} runs snapshot retention removed {total} snapshots")
+            _restore_and_check(server, endpoint, reports[-1])
+            print(f"\nlocal run finished in {time.monotonic() - started:.1f} s")
+            return 0 if all(report["status"] == "Success" for report in reports) else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from moto.awslambda.utils import get_backend
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 LAMBDA_SOURCE = Path(__file__).resolve().parent.parent / "lambdas"
+# The handlers import their package as Lambda does, from the asset's root.
+if str(LAMBDA_SOURCE) not in sys.path:
+    sys.path.insert(0, str(LAMBDA_SOURCE))
 
 
 @dataclass
@@ -65,8 +68,6 @@ class InProcessLambdas:
         self._original = None
 
     def __enter__(self) -> InProcessLambdas:
-        if str(LAMBDA_SOURCE) not in sys.path:
-            sys.path.insert(0, str(LAMBDA_SOURCE))
         self._original = LambdaSimpleBackend.invoke
         runner = self
 
