@@ -123,3 +123,25 @@ def test_an_unreadable_lock_object_blocks_nothing_and_prune_removes_it(url):
         writer.commit({})
     assert repo.prune()["stale_locks_removed"] == 1
     assert list(repo.backend.list("locks/")) == []
+
+
+def test_a_backup_whose_lock_could_not_be_refreshed_does_not_commit(url, monkeypatch):
+    from rdsbackup.repository import locks
+
+    repo = Repository.open(url, password="pw")
+    repo.lock_ttl = 0.6
+    real_write = locks.Lock._write
+    calls = {"n": 0}
+
+    def failing_refresh(self):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError("network unreachable")
+        real_write(self)
+
+    monkeypatch.setattr(locks.Lock, "_write", failing_refresh)
+    with pytest.raises(RepositoryLocked, match="expired"), repo.begin_backup(source_id="s", engine="postgres") as w:
+        ref = w.add_stream("t", [data_of(4, 100_000)], profile="table")
+        time.sleep(0.8)  # a prune could have started: the lock expired unrefreshed
+        w.commit({"streams": {"t": ref}})
+    assert repo.list_restore_points() == []
