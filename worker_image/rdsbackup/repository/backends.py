@@ -29,6 +29,10 @@ class Backend:
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist yet (atomically); False when another writer was first."""
+        raise NotImplementedError
+
     def get(self, key: str) -> bytes:
         raise NotImplementedError
 
@@ -70,6 +74,23 @@ class FileBackend(Backend):
         os.makedirs(directory, exist_ok=True)
         with self._dirs_lock:
             self._made_dirs.add(directory)
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists (rename would replace it)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         path = self._path(key)
@@ -168,6 +189,21 @@ class S3Backend(Backend):
         if code == "InvalidObjectState":
             return RepositoryError(f"object {key} in {self.url} is archived: restore it from Glacier first")
         return RepositoryError(f"S3 request for {key} in {self.url} failed: {code or exc}")
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            # S3 conditional write: refused with 412 when the key exists (or a racing write wins).
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code", "") in (
+                    "PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise RepositoryError(f"S3 upload of {key} to {self.url} failed: {exc}") from exc
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

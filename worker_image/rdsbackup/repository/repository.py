@@ -111,9 +111,14 @@ class Repository:
             key_doc = crypto.wrap_with_password(master, _password(password), repo_id)
         key_doc["created"] = _now_iso()
         config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "id": repo_id, "created": _now_iso()}
-        # Key first, config last: a repository exists (for open and init) once its config does.
-        backend.put(f"keys/{os.urandom(8).hex()}", json.dumps(key_doc, indent=1).encode())
-        backend.put("config", json.dumps(config, indent=1).encode())
+        # Key first, config last: a repository exists (for open and init) once its config does. The
+        # config is written only if absent, so of two concurrent inits exactly one wins; the loser's
+        # key document (for a master key nobody uses) is removed.
+        key_name = f"keys/{os.urandom(8).hex()}"
+        backend.put(key_name, json.dumps(key_doc, indent=1).encode())
+        if not backend.put_new("config", json.dumps(config, indent=1).encode()):
+            backend.delete(key_name)
+            raise RepositoryExists(f"a repository already exists at {backend.url} (created concurrently)")
         return cls(backend, config, Keys(master))
 
     @classmethod
