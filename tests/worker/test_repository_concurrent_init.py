@@ -8,7 +8,6 @@ import threading
 import boto3
 import pytest
 from moto import mock_aws
-
 from rdsbackup.errors import RepositoryExists
 from rdsbackup.repository import Repository
 

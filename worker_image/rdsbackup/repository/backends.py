@@ -199,7 +199,10 @@ class S3Backend(Backend):
             return True
         except ClientError as exc:
             if getattr(exc, "response", {}).get("Error", {}).get("Code", "") in (
-                    "PreconditionFailed", "ConditionalRequestConflict", "412"):
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+                "412",
+            ):
                 return False
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
