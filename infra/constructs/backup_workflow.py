@@ -1,27 +1,31 @@
 """The backup state machine, assembled in one place. Reading this file tells the whole flow.
 
+    Policy given? ──no──> Fail (InvalidInput)
     Resolve policy ──(fails)──> Report failed session ──> Fail
          │
          ▼
     Map: each resource (MaxConcurrencyPath = policy concurrency, per-item Catch)
-    │  Acquire lease ──(LeaseHeld…)──────────────────────────────────> Lease not acquired
+    │  Start resource ─> Acquire lease ──(LeaseHeld…)────────────────> Lease not acquired
     │     │
     │  Create snapshot ─> Check snapshot <─┐
     │                         │ not ready ─┴─ Wait (growing interval)
     │                         ▼ ready
-    │                     Tag snapshot
-    │                         │
-    │                    Replicate? ─no─┐
-    │                         │ yes     │
-    │          Replicate snapshot <─┐   │
-    │                 │ not done ───┴─ Wait
-    │                 ▼ done            │
-    │              Apply retention <────┘
-    │                         │      (any error in these steps is caught into $.error ...)
-    │                         ▼                                   │
-    │                   Release lease  <──────────────────────────┘   (... so this always runs)
-    │                         ▼
-    │                   Resource result
+    │                     Tag snapshot ─> Replicate? ─yes─> Replicate snapshot <─┐
+    │                                        │ no                │ not done ─────┴─ Wait
+    │                                        ▼                   ▼ done
+    │                                   Image backup? <──────────┘
+    │                                    │ yes                   │ no
+    │     Prepare worker ─> Start worker ─> Check worker <─┐     │
+    │          (any failure: to cleanup)        │ running ─┴─ Wait
+    │                                           ▼ done           │
+    │                                    Clean up worker         │
+    │                                    failed? ─no─> Apply retention
+    │                                      │ yes                 │
+    │                   (any error in the steps above is caught into $.error ...)
+    │                                      ▼                     ▼
+    │                                 Release lease  <───────────┘   (... so this always runs)
+    │                                      ▼
+    │                                Resource result
     ▼
     Session report ──> Session failed? ──yes──> Fail (cause = the report)
                              └─no──> Succeed (output = the report)
