@@ -7,17 +7,24 @@ the ARN of a snapshot that *another account* shared with the caller fails with `
 snapshot's ``restore`` attribute lists the caller's account (or ``all``). The patch does exactly that,
 and otherwise keeps moto's behaviour (an unshared snapshot of another account is still not found).
 
+``tls_requests``: moto 5.2.5 matches a bucket policy's ``Bool aws:SecureTransport=false`` deny on
+every request, so a TLS-only bucket (such as the SQL Server temporary bucket) refuses everything; AWS
+applies it to plain-HTTP requests only, and every SDK call is TLS.
+
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.rds import models as rds_models
+from moto.s3 import models as s3_models
 
 _original_get_snapshot = rds_models.RDSBackend.get_snapshot
 _installed = False
@@ -60,3 +67,32 @@ def shared_snapshot_copies() -> Iterator[None]:
     finally:
         if not was_installed:
             uninstall()
+
+
+@contextmanager
+def tls_requests() -> Iterator[None]:
+    """moto 5.2.5 matches a bucket policy's ``Bool aws:SecureTransport=false`` deny on every request (it does
+    not evaluate ``Bool``), so a TLS-only bucket refuses all object calls. Every SDK call to AWS is TLS: within
+    the block, such statements do not apply, as in AWS."""
+    original = s3_models.FakeBucket.get_permission
+
+    def applies_to_tls(statement: dict) -> bool:
+        return statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") != "false"
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        policy = json.loads(self.policy.decode())
+        statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
+        kept = [st for st in statements if applies_to_tls(st)]
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(action, resource)
+
+    s3_models.FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        s3_models.FakeBucket.get_permission = original  # type: ignore[method-assign]
+
+

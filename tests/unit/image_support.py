@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from moto.ecs.models import ecs_backends
-from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.moto_api import state_manager
-from moto.s3 import models as s3_models
 
+from rdsbackup_local.moto_patches import tls_requests
 from tests.unit.conftest import REGION, SOURCE_ACCOUNT, World
 
 RESULT_BUCKET = "rdsbackup-repository"
@@ -108,33 +107,6 @@ def image_backup(**worker: Any) -> dict:
                    "cluster": CLUSTER, "task_family": FAMILY, "container": CONTAINER, "capacity_provider": None,
                    **worker},
     }
-
-
-@contextmanager
-def tls_requests() -> Iterator[None]:
-    """moto 5.2.5 matches a bucket policy's ``Bool aws:SecureTransport=false`` deny on every request (it does
-    not evaluate ``Bool``), so a TLS-only bucket refuses all object calls. Every SDK call to AWS is TLS: within
-    the block, such statements do not apply, as in AWS."""
-    original = s3_models.FakeBucket.get_permission
-
-    def applies_to_tls(statement: dict) -> bool:
-        return statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") != "false"
-
-    def get_permission(self: Any, action: str, resource: str) -> Any:
-        if self.policy is None:
-            return PermissionResult.NEUTRAL
-        policy = json.loads(self.policy.decode())
-        statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
-        kept = [st for st in statements if applies_to_tls(st)]
-        if not kept:
-            return PermissionResult.NEUTRAL
-        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(action, resource)
-
-    s3_models.FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        s3_models.FakeBucket.get_permission = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(name="net")
