@@ -145,3 +145,22 @@ def test_a_backup_whose_lock_could_not_be_refreshed_does_not_commit(url, monkeyp
         time.sleep(0.8)  # a prune could have started: the lock expired unrefreshed
         w.commit({"streams": {"t": ref}})
     assert repo.list_restore_points() == []
+
+
+def test_concurrent_backups_through_one_repository_object(url):
+    repo = Repository.open(url, password="pw")
+    refs: dict[int, dict] = {}
+
+    def run(i: int):
+        with repo.begin_backup(source_id=f"db{i}", engine="postgres") as writer:
+            refs[i] = writer.add_stream("t", [data_of(20 + i, 1_500_000)], profile="table")
+            writer.commit({"streams": {"t": refs[i]}})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(repo.list_restore_points()) == 3
+    for i, ref in refs.items():
+        assert b"".join(repo.open_stream(ref)) == data_of(20 + i, 1_500_000)
