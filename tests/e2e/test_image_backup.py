@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import boto3
 import pytest
@@ -186,3 +187,55 @@ def test_cleanup_that_cannot_finish_tags_for_the_sweeper_and_says_so(server_harn
     ec2 = boto3.client("ec2", region_name=REGION)
     left = ec2.describe_security_groups(Filters=[{"Name": "tag:rdsbackup:sweep", "Values": ["true"]}])
     assert len(left["SecurityGroups"]) == 2
+
+
+def test_sql_server_native_backup_through_the_temporary_bucket(server_harness, tls_postgres):
+    """SQL Server: RDS native backup (a fake answering the RDS stored procedures, writing the .bak into the
+    moto bucket) into the temporary bucket, streamed into the repository; the bucket goes when done."""
+    from rdsbackup_local.moto_patches import tls_requests
+    from tests.support.sqlserver_fake import fake_bak
+
+    net = network()
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_option_group(OptionGroupName="mssql-backup", EngineName="sqlserver-se", MajorEngineVersion="15.00",
+                            OptionGroupDescription="native backup")
+    rds.modify_option_group(OptionGroupName="mssql-backup", ApplyImmediately=True, OptionsToInclude=[{
+        "OptionName": "SQLSERVER_BACKUP_RESTORE",
+        "OptionSettings": [{"Name": "IAM_ROLE_ARN", "Value": "arn:aws:iam::123456789012:role/rds-native-backup"}]}])
+    rds.create_db_instance(
+        DBInstanceIdentifier="mssql-db", Engine="sqlserver-se", DBInstanceClass="db.m6i.large", AllocatedStorage=50,
+        MasterUsername="admin", ManageMasterUserPassword=True, DBSubnetGroupName="app-subnets",
+        VpcSecurityGroupIds=[net["app_group"]], OptionGroupName="mssql-backup", Port=1433,
+        Tags=[{"Key": "backup", "Value": "images"}])
+    server_harness.workers.env.update({
+        "RDSBACKUP_SQLSERVER_CONNECT": "tests.support.sqlserver_fake:connect_from_env",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "RDSBACKUP_FAKE_SQLSERVER": json.dumps({"databases": {"appdb": 3_000_000}}),
+        "RDSBACKUP_SQLSERVER_POLL": "0.05,0.2",
+    })
+    with tls_requests():
+        report = report_of(server_harness.run({"policy": "images"}, name="image-mssql", timeout=300))
+    resource = _resource(report, "mssql-db")
+    assert resource["status"] == "Success", (resource, [r.log()[-2000:] for r in server_harness.workers.runs.values()])
+    assert resource["restore_point_id"] and resource["bytes"] >= 3_000_000
+    assert nothing_left(), temporary_leftovers()  # the temporary bucket went with the last lease
+    from rdsbackup.repository import Repository
+
+    repo = Repository.open(REPOSITORY)  # through moto's server (AWS_ENDPOINT_URL), key wrapped by KMS
+    manifest = repo.load_manifest(resource["restore_point_id"])
+    assert manifest["engine"] == "sqlserver"
+    (ref,) = [value for value in _stream_refs(manifest)]
+    assert b"".join(repo.open_stream(ref)) == fake_bak("appdb", 3_000_000)
+
+
+def _stream_refs(value):
+    """Every stream reference in a manifest (dicts with a chunk-list blob)."""
+    if isinstance(value, dict):
+        if "blob" in value and "size" in value:
+            yield value
+        else:
+            for item in value.values():
+                yield from _stream_refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _stream_refs(item)
