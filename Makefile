@@ -13,6 +13,7 @@ local: bootstrap
 
 # Every test: unit, infrastructure (synth, cfn-lint, cdk-nag), worker (real PostgreSQL), end to end.
 test: bootstrap
+	ruff check .
 	python -m pytest -q -p no:cacheprovider
 
 lint:

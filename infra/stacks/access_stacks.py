@@ -7,7 +7,6 @@ without cross-account references.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from aws_cdk import RemovalPolicy, Stack
@@ -61,11 +60,10 @@ class _ScopedRole:
     def _render(self, template: str, nag: bool) -> str:
         stack = self._stack
         # str.replace, not format: an unresolved token's text contains braces
-        rendered = (template.replace("{partition}", stack.partition).replace("{region}", stack.region)
-                    .replace("{account}", stack.account))
-        if nag:
-            rendered = re.sub(r"\$\{Token\[AWS\.(\w+)\.\d+\]\}", r"<AWS::\1>", rendered)
-        return rendered
+        # tokens of pseudo parameters become <AWS::...> in infra.nag.acknowledge
+        partition = "<AWS::Partition>" if nag else stack.partition
+        return (template.replace("{partition}", partition).replace("{region}", stack.region)
+                .replace("{account}", stack.account))
 
     def allow(self, actions: list[str], templates: list[str], reason: str, conditions: dict | None = None):
         self.role.add_to_policy(iam.PolicyStatement(
