@@ -135,7 +135,7 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
     reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
     try:
         result = backup_postgres(repo, info, databases=args.database or None, source_id=args.source_id,
-                                 jobs=args.jobs, reporter=reporter)
+                                 jobs=args.jobs, reporter=reporter, key_order=args.key_order)
     finally:
         reporter.close()
     _warn(result.get("warnings", []))
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only these databases (default: all but templates and rdsadmin)")
     bpg.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
     bpg.add_argument("--json", action="store_true", help="print the restore point as one JSON document")
+    bpg.add_argument("--no-key-order", dest="key_order", action="store_false",
+                     help="stream table rows in physical order, not primary-key order (faster to read, "
+                          "but an incremental backup then stores far more)")
     bpg.set_defaults(func=cmd_backup_postgres)
     bss = backup_sub.add_parser("sqlserver", help="SQL Server (RDS native backup through a temporary bucket)")
     bss.add_argument("--repo", required=True, metavar="URL")

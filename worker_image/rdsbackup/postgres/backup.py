@@ -10,7 +10,10 @@ repository writer in blocks.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,14 +26,20 @@ from ..progress import Reporter
 from . import catalog
 from .catalog import DatabaseInfo, TableInfo, quote_ident
 from .connection import ConnectionInfo, connect_maintenance, one_line, pg_tool, tool_major_version
-from .errors import BackupFailed, PostgresError
+from .errors import BackupFailed, PostgresError, ToolFailed
 from .globals import dump_globals
 from .largeobjects import dump_large_objects
-from .snapshot import SnapshotSession
-from .tools import run_tool
+from .snapshot import READ_SETTINGS, SnapshotSession
+from .tools import first_error, run_tool
 
 METADATA_FORMAT = "rdsbackup-postgres/1"
 COPY_BLOCK = 256 * 1024
+# Tables at least this large (heap + TOAST) are copied by a `psql` child and read in blocks of
+# COPY_BLOCK_LARGE; smaller ones through the snapshot session's psycopg connections, where a table
+# costs no process start and no new connection (a database of thousands of small tables).
+PSQL_COPY_MIN_BYTES = 4 * 1024 * 1024
+COPY_BLOCK_LARGE = 1024 * 1024
+PSQL_READ = 1024 * 1024
 
 
 def utcnow() -> str:
@@ -42,22 +51,22 @@ def stream_name(*parts: str) -> str:
     return "/".join(p.replace("%", "%25").replace("/", "%2F") for p in parts)
 
 
-def copy_out_sql(table: TableInfo) -> str:
+def copy_out_sql(table: TableInfo, *, key_order: bool = True) -> str:
     cols = ", ".join(quote_ident(c) for c in table.columns)
-    if table.key:
+    if table.key and key_order:
         order = ", ".join(quote_ident(c) for c in table.key)
         # ONLY: rows of inheritance children belong to the children's own streams.
         return f"COPY (SELECT {cols} FROM ONLY {table.qualified} ORDER BY {order}) TO STDOUT"
     return f"COPY {table.qualified} ({cols}) TO STDOUT"
 
 
-def _copy_blocks(conn: psycopg.Connection, table: TableInfo, counts: dict, reporter: Reporter
-                 ) -> Iterator[bytes]:
-    """The table's COPY text, in blocks of about COPY_BLOCK bytes (libpq hands out one row at a time)."""
+def _copy_blocks(conn: psycopg.Connection, sql_text: str, counts: dict, reporter: Reporter) -> Iterator[bytes]:
+    """The table's COPY text through psycopg, in blocks of about COPY_BLOCK bytes (libpq hands out one
+    row at a time, a Python iteration each: fine for small tables, see `_psql_copy_blocks`)."""
     buf = bytearray()
     total = 0
     with conn.cursor() as cur:
-        with cur.copy(copy_out_sql(table)) as copy:
+        with cur.copy(sql_text) as copy:
             for row in copy:
                 buf += row
                 if len(buf) >= COPY_BLOCK:
@@ -71,6 +80,85 @@ def _copy_blocks(conn: psycopg.Connection, table: TableInfo, counts: dict, repor
             yield bytes(buf)
         counts["rows"] = cur.rowcount
         counts["bytes"] = total
+
+
+def _psql_copy_script(snapshot_id: str, sql_text: str) -> bytes:
+    """psql input: a transaction that imports the exported snapshot, the same settings as the
+    connections of `SnapshotSession`, then the COPY (its rows go to psql's stdout)."""
+    lines = ["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
+             "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "';",
+             *(stmt + ";" for stmt in READ_SETTINGS),
+             sql_text + ";",
+             "COMMIT;"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class _PsqlCopy:
+    """A `psql` child that runs one table's COPY inside the exported snapshot; its stdout is read in
+    large blocks. libpq gives COPY OUT data one row per call, which in C (psql) costs next to nothing
+    but through psycopg is a Python iteration per row: for a table of millions of rows, seconds of
+    the worker's CPU. Connection parameters and the password go through the environment
+    (`ConnectionInfo.tool_env`), never the command line; the script goes through a file."""
+
+    def __init__(self, info: ConnectionInfo, dbname: str, encoding: str, snapshot_id: str, sql_text: str,
+                 workdir: str):
+        # The COPY text must be in the database's encoding (what a restore's COPY FROM expects), as on a
+        # psycopg connection; psql would otherwise pick the client encoding from the locale.
+        env = info.tool_env(dbname)
+        env["PGCLIENTENCODING"] = encoding
+        fd, self._script = tempfile.mkstemp(prefix="copy-", suffix=".sql", dir=workdir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_psql_copy_script(snapshot_id, sql_text))
+        self._stderr = tempfile.TemporaryFile(dir=workdir)  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [pg_tool("psql"), "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
+             f"--file={self._script}"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        # A larger pipe: fewer wake-ups of psql and of the reading thread per MiB.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PSQL_READ)
+
+    def blocks(self, counts: dict, reporter: Reporter) -> Iterator[bytes]:
+        read = self.proc.stdout.read
+        rows = total = 0
+        pending = bytearray()
+        while True:
+            piece = read(PSQL_READ)
+            if not piece:
+                break
+            pending += piece
+            if len(pending) >= COPY_BLOCK_LARGE:
+                block = bytes(pending)
+                pending.clear()
+                rows += block.count(b"\n")
+                total += len(block)
+                reporter.advance(len(block))
+                yield block
+        self.proc.wait()
+        if self.proc.returncode != 0:
+            self._stderr.seek(0)
+            message = first_error(self._stderr.read().decode(errors="replace"))
+            # "psql:/tmp/.../copy-x.sql:9: ERROR:  ..." -> "ERROR: ..."
+            message = one_line(message[message.find("ERROR:"):]) if "ERROR:" in message else message
+            raise ToolFailed(message or f"psql failed (exit {self.proc.returncode})")
+        if pending:
+            block = bytes(pending)
+            # In COPY text format every row ends with a newline; newlines inside values are escaped.
+            rows += block.count(b"\n")
+            total += len(block)
+            reporter.advance(len(block))
+            yield block
+        counts["rows"] = rows
+        counts["bytes"] = total
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self._stderr.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._script)
 
 
 def _schema_dump_args(tables: list[TableInfo], snapshot_id: str, out_path: str, workdir: str) -> list[str]:
@@ -95,7 +183,7 @@ def _pattern(name: str) -> str:
 
 
 def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int, reporter: Reporter,
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], key_order: bool = True) -> dict:
     """Dump one database into the open restore point; returns its metadata entry."""
     started = utcnow()
     reporter.status(db.name)
@@ -123,16 +211,26 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
 
         def dump_table(table: TableInfo) -> dict:
             counts: dict = {}
+            name = stream_name(db.name, "table", table.schema, table.name)
+            sql_text = copy_out_sql(table, key_order=key_order)
+            where = f"database {db.name!r}, table {table.schema}.{table.name}"
             try:
-                ref = writer.add_stream(
-                    stream_name(db.name, "table", table.schema, table.name),
-                    _copy_blocks(session.connection(), table, counts, reporter), profile="table")
+                if table.relation_bytes >= PSQL_COPY_MIN_BYTES:
+                    child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
+                    try:
+                        ref = writer.add_stream(name, child.blocks(counts, reporter), profile="table")
+                    finally:
+                        child.close()
+                else:
+                    ref = writer.add_stream(name, _copy_blocks(session.connection(), sql_text, counts, reporter),
+                                            profile="table")
             except psycopg.Error as exc:
-                raise BackupFailed(f"database {db.name!r}, table {table.schema}.{table.name}: "
-                                   f"{one_line(str(exc))}") from None
+                raise BackupFailed(f"{where}: {one_line(str(exc))}") from None
+            except ToolFailed as exc:
+                raise BackupFailed(f"{where}: {exc}") from None
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
-                    "order": table.order, "rows": counts.get("rows", 0), "bytes": counts.get("bytes", 0),
-                    "stream": ref}
+                    "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
+                    "bytes": counts.get("bytes", 0), "stream": ref}
 
         def dump_lobs() -> dict:
             try:
@@ -141,7 +239,8 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
             except psycopg.Error as exc:
                 raise BackupFailed(f"database {db.name!r}, large objects: {one_line(str(exc))}") from None
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
+        with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir, \
+                ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
             schema_future = pool.submit(dump_schema)
             lob_future = pool.submit(dump_lobs) if has_lobs else None
             table_futures = [pool.submit(dump_table, t) for t in order]
@@ -164,9 +263,11 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
 
 
 def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None = None,
-                    source_id: str | None = None, jobs: int = 4, reporter: Reporter | None = None) -> dict:
+                    source_id: str | None = None, jobs: int = 4, reporter: Reporter | None = None,
+                    key_order: bool = True) -> dict:
     """Back up a PostgreSQL server into `repo`; returns the restore point's metadata plus its id
-    (`restore_point_id`). Nothing is committed unless every database was dumped."""
+    (`restore_point_id`). Nothing is committed unless every database was dumped. `key_order=False`
+    streams every table in physical order (cheaper to read, but incrementals store far more)."""
     reporter = reporter or Reporter()
     started = utcnow()
     t0 = time.monotonic()
@@ -184,8 +285,8 @@ def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None =
             # Roles matter but must not cost the data: the restore point says they are missing.
             warnings.append(f"globals not dumped: {exc}")
             globals_ref = None
-        entries = [backup_database(writer, info, db, jobs=jobs, reporter=reporter, warnings=warnings)
-                   for db in dbs]
+        entries = [backup_database(writer, info, db, jobs=jobs, reporter=reporter, warnings=warnings,
+                                   key_order=key_order) for db in dbs]
         refs = [globals_ref] + [r for e in entries for r in _refs(e)]
         metadata = {
             "format": METADATA_FORMAT,

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from .connection import ConnectionInfo
 
-_READ_SETTINGS = (
+READ_SETTINGS = (
     # A backup may take hours: server-side timeouts must not cut it (the exporter sits idle in its
     # transaction while the others read).
     "SET LOCAL statement_timeout = 0",
@@ -32,7 +32,7 @@ class SnapshotSession:
         self.dbname = dbname
         self.exporter = info.connect(dbname)
         self.exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        for stmt in _READ_SETTINGS:
+        for stmt in READ_SETTINGS:
             self.exporter.execute(stmt)
         self.snapshot_id: str = self.exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
         self._local = threading.local()
@@ -48,7 +48,7 @@ class SnapshotSession:
                 self._opened.append(conn)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id)))
-            for stmt in _READ_SETTINGS:
+            for stmt in READ_SETTINGS:
                 conn.execute(stmt)
             self._local.conn = conn
         return conn

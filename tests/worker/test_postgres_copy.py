@@ -1,0 +1,140 @@
+"""How table rows leave the server: large tables through a `psql` child inside the exported snapshot
+(read in large blocks), small ones through psycopg; both store the same bytes. `--no-key-order`
+streams physical order. Run against the plain and the TLS-only test servers."""
+
+from __future__ import annotations
+
+import pytest
+from rdsbackup import cli
+from rdsbackup.postgres import BackupFailed, ConnectionInfo, backup_postgres, restore_postgres
+from rdsbackup.postgres import backup as backup_module
+from rdsbackup.postgres.errors import ToolFailed
+from rdsbackup.postgres.snapshot import SnapshotSession
+from rdsbackup.repository import Repository
+
+from tests.support.postgres_server import (
+    SAMPLE_ROLE,
+    create_sample_database,
+    ensure_role,
+    schema_dump,
+    shared_server,
+    shared_tls_server,
+    table_checksums,
+)
+
+pytestmark = pytest.mark.postgres
+
+PASSPHRASE = "copy test passphrase"
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = shared_server()
+    ensure_role(server, SAMPLE_ROLE)
+    for name in ("copy_src", "copy_dst"):
+        server.drop_database(name)
+    create_sample_database(server, "copy_src")
+    # Values that COPY escapes (tabs, newlines, backslashes, NULL) and text beyond ASCII.
+    server.psql("CREATE TABLE public.odd (id int PRIMARY KEY, v text);"
+                "INSERT INTO public.odd VALUES (3, E'tab\\there'), (1, E'line\\nbreak\\\\'), (2, NULL),"
+                " (4, 'grüße ✓');", dbname="copy_src")
+    return server
+
+
+def info_for(server, **kw) -> ConnectionInfo:
+    return ConnectionInfo(server.host, server.port, server.superuser, server.password, **kw)
+
+
+def _streams(repo, result) -> dict:
+    db = result["databases"][0]
+    return {(t["schema"], t["name"]): (b"".join(repo.open_stream(t["stream"])), t["rows"], t["bytes"], t["order"])
+            for t in db["tables"]}
+
+
+def test_psql_and_psycopg_store_the_same_streams(server, tmp_path, monkeypatch):
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
+    info = info_for(server)
+    through_psycopg = backup_postgres(repo, info, databases=["copy_src"], jobs=2)
+    monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
+    through_psql = backup_postgres(repo, info, databases=["copy_src"], jobs=2)
+    a, b = _streams(repo, through_psycopg), _streams(repo, through_psql)
+    assert a == b
+    assert a[("public", "odd")][1] == 4 and a[("app", "orders")][1] == 20000
+    assert a[("app", "orders")][3] == "primary-key"
+    # Nothing new but the metadata: every chunk of the second backup was already stored.
+    tables = through_psql["databases"][0]["tables"]
+    assert sum(t["stream"]["new_bytes"] for t in tables) == 0
+
+    server.drop_database("copy_dst")
+    restore_postgres(repo, through_psql["restore_point_id"], info, database="copy_src", target_database="copy_dst")
+    assert table_checksums(server, "copy_dst") == table_checksums(server, "copy_src")
+    assert schema_dump(server, "copy_dst") == schema_dump(server, "copy_src")
+
+
+def test_no_key_order_streams_physical_order(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
+    monkeypatch.setenv("RDSBACKUP_PASSWORD", PASSPHRASE)
+    monkeypatch.setenv("SRC_PW", server.password)
+    url = f"file://{tmp_path / 'repo'}"
+    assert cli.main(["repo", "init", "--repo", url]) == 0
+    capsys.readouterr()
+    code = cli.main(["backup", "postgres", "--repo", url, "--host", server.host, "--port", str(server.port),
+                     "--user", server.superuser, "--password-env", "SRC_PW", "--database", "copy_src",
+                     "--no-key-order", "--json"])
+    assert code == 0, capsys.readouterr().err
+    repo = Repository.open(url, password=PASSPHRASE)
+    rp = repo.list_restore_points()[0]
+    rp_id = rp.get("id", rp.get("restore_point_id"))
+    meta = repo.load_manifest(rp_id)
+    meta = meta.get("metadata", meta)
+    odd = next(t for t in meta["databases"][0]["tables"] if t["name"] == "odd")
+    assert odd["order"] == "physical" and odd["key"] == ["id"]
+    ids = [int(line.split(b"\t", 1)[0]) for line in b"".join(repo.open_stream(odd["stream"])).splitlines()]
+    assert ids == [3, 1, 2, 4]  # insertion (physical) order, not key order
+    server.drop_database("copy_dst")
+    restore_postgres(repo, rp_id, info_for(server), database="copy_src", target_database="copy_dst")
+    assert table_checksums(server, "copy_dst") == table_checksums(server, "copy_src")
+
+
+def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp_path):
+    info = info_for(server)
+    session = SnapshotSession(info, "copy_src")
+    try:
+        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id,
+                                        "COPY public.no_such_table TO STDOUT", str(tmp_path))
+        try:
+            with pytest.raises(ToolFailed, match=r'relation "public\.no_such_table" does not exist'):
+                list(child.blocks({}, backup_module.Reporter()))
+        finally:
+            child.close()
+    finally:
+        session.close()
+    assert not list(tmp_path.iterdir())  # the script file is gone
+
+
+def test_psql_copy_over_verified_tls(tmp_path, monkeypatch):
+    server = shared_tls_server()
+    for name in ("copy_tls_src", "copy_tls_dst"):
+        server.drop_database(name)
+    server.create_database("copy_tls_src")
+    server.psql("CREATE TABLE t (id int PRIMARY KEY, v text);"
+                "INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 2000) i;", dbname="copy_tls_src")
+    monkeypatch.setenv("RDSBACKUP_CA_BUNDLE", server.ca_file)
+    monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
+    info = ConnectionInfo("localhost", server.port, server.superuser, server.password)
+    assert info.ssl_mode == "verify-full"
+    result = backup_postgres(repo, info, databases=["copy_tls_src"])
+    assert result["databases"][0]["tables"][0]["rows"] == 2000
+    restore_postgres(repo, result["restore_point_id"], info, database="copy_tls_src", target_database="copy_tls_dst")
+    assert table_checksums(server, "copy_tls_dst") == table_checksums(server, "copy_tls_src")
+
+
+def test_backup_failed_names_the_table(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
+    monkeypatch.setattr(backup_module, "copy_out_sql",
+                        lambda table, key_order=True: f"COPY (SELECT 1/0 FROM {table.qualified}) TO STDOUT")
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
+    with pytest.raises(BackupFailed, match=r"database 'copy_src', table .*division by zero"):
+        backup_postgres(repo, info_for(server), databases=["copy_src"])
+    assert repo.list_restore_points() == []
