@@ -7,7 +7,7 @@ pg_dump, zstd, restic and borg on the same database.
    turns: `pg_dump -Fc -Z0 > /dev/null`, `pg_dump -Fc -Z0 | zstd -3`, `pg_dump -Fc -Z0 | restic backup
    --stdin`, `pg_dump -Fc -Z0 | borg create --compression zstd,3 ... -`, `rdsbackup backup postgres`
    (file:// repository, under /usr/bin/time -v), and the same with key ordering off
-   (bench/unordered_backup.py). restic, borg and ours start from an empty repository every time.
+   (`--no-key-order`). restic, borg and ours start from an empty repository every time.
 3. Applies shop_churn.sql twice; after each day an incremental with restic, borg and ours into the
    repositories of the last full run (timed once; the figures are stored bytes, i.e. repository growth).
 4. Restores the day-2 state, each timed RDSBACKUP_BENCH_RESTORE_REPEAT times (default 3): ours
@@ -144,9 +144,9 @@ class Bench:
                     ) -> tuple[procs.Result, dict]:
         """One `rdsbackup backup postgres` under /usr/bin/time -v; returns the result and time -v's figures."""
         time_out = os.path.join(self.work, "time-v.txt")
-        program = ([sys.executable, os.path.join(HERE, "unordered_backup.py")] if unordered
-                   else [shutil.which("rdsbackup") or "rdsbackup"])
-        res = procs.run(["/usr/bin/time", "-v", "-o", time_out, *program, *self.rdsbackup_backup_args(repo_url)],
+        program = [shutil.which("rdsbackup") or "rdsbackup"]
+        args = [*self.rdsbackup_backup_args(repo_url), *(["--no-key-order"] if unordered else [])]
+        res = procs.run(["/usr/bin/time", "-v", "-o", time_out, *program, *args],
                         env=env or self.env, sample_rss=True)
         with open(time_out) as f:
             text = f.read()
@@ -360,7 +360,7 @@ def figures(r: dict) -> list[dict]:
         detail=f"{b['day2.ours'] / MiB:.1f} MiB / {b['full.ours'] / MiB:.1f} MiB")
     add("full backup wall time with key-ordered tables / the same without ordering",
         t["full.ours"] / t["full.ours_unordered"], 1.25,
-        detail=f"{t['full.ours']:.1f} s / {t['full.ours_unordered']:.1f} s (ordering off by bench/unordered_backup.py)")
+        detail=f"{t['full.ours']:.1f} s / {t['full.ours_unordered']:.1f} s (ordering off: --no-key-order)")
     add("restore wall time, ours / `pg_restore -j2` from a local file",
         t["restore.ours"] / t["restore.pg_restore_j2"], 1.15,
         detail=f"{t['restore.ours']:.1f} s / {t['restore.pg_restore_j2']:.1f} s")
