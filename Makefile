@@ -14,7 +14,7 @@ local: bootstrap
 # Every test: unit, infrastructure (synth, cfn-lint, cdk-nag), worker (real PostgreSQL), end to end.
 test: bootstrap
 	ruff check .
-	python -m pytest -q -p no:cacheprovider
+	python -m pytest -q -p no:cacheprovider -n 2
 
 lint:
 	ruff check .
