@@ -3,9 +3,10 @@ restore point.
 
 Per database, one REPEATABLE READ transaction exports a snapshot; pg_dump (`--snapshot`) writes the
 schema, sequence values and everything else that is not table rows; table rows are streamed with
-`COPY (SELECT ... ORDER BY <primary key>) TO STDOUT` by several connections that import the same
-snapshot, one repository stream per table. Memory stays bounded: COPY output goes straight into the
-repository writer in blocks.
+`COPY (SELECT ... ORDER BY <primary key>) TO STDOUT` by several sessions that import the same
+snapshot, one repository stream per table: large tables by a `psql` child each (its stdout read in
+1 MiB blocks: no Python work per row), small ones on psycopg connections. Memory stays bounded: COPY
+output goes straight into the repository writer in blocks.
 """
 
 from __future__ import annotations
