@@ -29,13 +29,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.errors import ReplicationNotPossible, ReplicationTimeout, SnapshotFailed
 from rdsbackup_lambdas.models import Item, ReplicaState
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 from rdsbackup_lambdas.polling import next_poll
 from rdsbackup_lambdas.snapshot_steps import MANAGED_TAGS, primary_name, where, write_tags
-from rdsbackup_lambdas.snapshots import READY_STATUSES, SnapshotApi, SnapshotInfo, is_failed_status, now_iso
+from rdsbackup_lambdas.snapshots import READY_STATUSES, SnapshotApi, SnapshotInfo, is_failed_status
 from rdsbackup_lambdas.tag_metadata import HEADER_KEY, TagCodec, tags_as_dict
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from rdsbackup_lambdas import aws_errors, aws_sessions
+from rdsbackup_lambdas.clock import parse_time
 from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, UnknownPolicy
 from rdsbackup_lambdas.models import Item, Policy, Replication, ResolvePolicyInput, Resource, Target
 from rdsbackup_lambdas.observability import logger
@@ -22,20 +23,12 @@ from rdsbackup_lambdas.observability import logger
 
 def session_id_for(policy: str, execution_name: str | None, started_at: str | None) -> str:
     """``<policy>-<YYYYMMDDTHHMMSS>-<6 hex>``: stable for one execution, so a retried resolve agrees."""
-    start = _parse_time(started_at) or datetime.now(UTC)
+    start = parse_time(started_at) or datetime.now(UTC)
     seed = execution_name or start.isoformat()
     digest = hashlib.sha256(seed.encode()).hexdigest()[:6]
     return f"{policy}-{start.strftime('%Y%m%dT%H%M%S')}-{digest}"
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _tags_match(tag_list: list[dict[str, str]] | None, wanted: dict[str, str]) -> bool:

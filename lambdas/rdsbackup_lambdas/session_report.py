@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
-from rdsbackup_lambdas.snapshots import now_iso
 
 _SUBJECT_MAX = 100
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.errors import SnapshotFailed, SnapshotWaitTimeout, SourceNotFound
 from rdsbackup_lambdas.models import Item, SnapshotRef
 from rdsbackup_lambdas.naming import snapshot_name
@@ -17,7 +18,6 @@ from rdsbackup_lambdas.snapshots import (
     describe_cluster,
     describe_instance,
     is_failed_status,
-    now_iso,
     source_metadata,
 )
 from rdsbackup_lambdas.tag_metadata import MANAGED_KEY, MANAGED_VALUE, TagCodec, plan_tags

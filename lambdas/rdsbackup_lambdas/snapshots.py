@@ -8,7 +8,7 @@ and returns :class:`SnapshotInfo`. AWS error codes are translated into our error
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -361,7 +361,3 @@ def source_metadata(rds: Any, kind: Kind, source_id: str, where: str) -> dict[st
         },
         "instances": instances,
     }
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -38,27 +38,11 @@ def failing_method(cls: type, method: str, error: Callable[[], Exception], *, ti
         setattr(cls, method, original)
 
 
-@contextlib.contextmanager
 def failing(method: str, error: Callable[[], Exception], *, times: int | None = None,
-            when: Callable[[dict], bool] = lambda kwargs: True) -> Iterator[dict]:
+            when: Callable[[dict], bool] = lambda kwargs: True):
     """Make `RDSBackend.<method>` raise `error()` (the first `times` calls that match, or always)."""
-    original = getattr(rds_models.RDSBackend, method)
-    state = {"raised": 0, "calls": 0}
-    lock = threading.Lock()
-
-    def wrapper(self, *args, **kwargs):
-        with lock:
-            state["calls"] += 1
-            if when(kwargs) and (times is None or state["raised"] < times):
-                state["raised"] += 1
-                raise error()
-        return original(self, *args, **kwargs)
-
-    setattr(rds_models.RDSBackend, method, wrapper)
-    try:
-        yield state
-    finally:
-        setattr(rds_models.RDSBackend, method, original)
+    return failing_method(rds_models.RDSBackend, method, error, times=times,
+                          when=lambda args, kwargs: when(kwargs))
 
 
 def security_group_limit() -> Exception:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+
+from rdsbackup_lambdas.clock import now_iso, parse_time
 
 TEMPORARY_TAG = "rdsbackup:temporary"
 SESSION_TAG = "rdsbackup:session"
@@ -59,19 +60,10 @@ def result_url(result_prefix: str, session_id: str, resource_id: str) -> str:
     return f"{base}{session_id}/{resource_id}.json"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_iso(value: str | None) -> float | None:
     """Epoch seconds of an ISO-8601 time (our ``created-at`` tags), or ``None``."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    parsed = parse_time(value)
+    return parsed.timestamp() if parsed else None
 
 
 def temporary_tags(session_id: str, resource_arn: str, name: str | None = None) -> dict[str, str]:
