@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class LocalWorkers:
 
     `behaviour(job) -> str` picks how a task behaves: "run" (default), "fail_to_start" (never starts,
     like an image that cannot be pulled), "hang" (runs until stopped, for timeouts) or "crash" (killed
-    shortly after it starts, like an out-of-memory kill mid-backup).
+    once its job has started, like an out-of-memory kill mid-backup).
     """
 
     env: dict[str, str]
@@ -112,15 +113,21 @@ class LocalWorkers:
         if behaviour == "fail_to_start":
             run.stopped_reason = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
         if behaviour == "crash":
-            threading.Timer(1.0, self._kill, args=(run,)).start()
+            threading.Thread(target=self._kill_mid_job, args=(run,), daemon=True).start()
         with self._lock:
             self.runs[task.id] = run
         task.last_status = "PENDING" if process is not None else "STOPPED"
 
     @staticmethod
-    def _kill(run: WorkerRun) -> None:
-        if run.process is not None and run.process.poll() is None:
-            os.killpg(run.process.pid, signal.SIGKILL)
+    def _kill_mid_job(run: WorkerRun, timeout: float = 30) -> None:
+        """SIGKILL the worker once it has started its job (it logs "job started"), as an out-of-memory
+        kill would: mid-backup, before it could write a restore point or a result."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and run.process is not None and run.process.poll() is None:
+            if "job started" in run.log():
+                os.killpg(run.process.pid, signal.SIGKILL)
+                return
+            time.sleep(0.005)
 
     def _stop(self, task_id: str, reason: str) -> None:
         run = self.runs[task_id]

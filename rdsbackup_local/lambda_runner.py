@@ -114,13 +114,16 @@ class InProcessLambdas:
 
 @contextlib.contextmanager
 def _environment(variables: dict[str, str]):
-    saved = {name: os.environ.get(name) for name in variables}
+    """Apply a function's environment for one invocation.
+
+    Variables are set and afterwards given back their earlier values, but never deleted: other threads
+    (moto's interpreter, the test) may be copying os.environ meanwhile, and a key vanishing between
+    its listing and its read raises KeyError there. A variable only this function set stays behind;
+    handlers read only the variables their own function defines.
+    """
+    saved = {name: os.environ[name] for name in variables if name in os.environ}
     os.environ.update(variables)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.environ.update(saved)

@@ -20,7 +20,9 @@ from rdsbackup.errors import MissingObject, RepositoryLocked
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
 
 LOCK_AD = b"rdsbackup lock"
-DEFAULT_TTL = 30 * 60.0
+# Short enough that a crashed holder (a killed worker) stops blocking others within minutes; a live
+# holder refreshes every third of it.
+DEFAULT_TTL = 5 * 60.0
 
 
 def _iso(ts: float) -> str:
