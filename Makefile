@@ -3,6 +3,8 @@
 
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNSUPPORTED_NODE_VERSION := 1
+# jsii prints an end-of-life banner for Node 20 unless its major version is listed here
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 bootstrap:
 	@bash scripts/bootstrap.sh
