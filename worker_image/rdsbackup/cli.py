@@ -126,6 +126,18 @@ def cmd_repo_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_backup(args: argparse.Namespace, result: dict, contents: str) -> int:
+    """A finished backup: its warnings on stderr, then the result as JSON or one line for people."""
+    _warn(result.get("warnings", []))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"restore point {result['restore_point_id']}: {contents}, "
+              f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
+              f"in {result['duration_seconds']:.1f} s")
+    return 0
+
+
 def cmd_backup_postgres(args: argparse.Namespace) -> int:
     from .postgres import backup_postgres
     from .progress import reporter_for
@@ -138,15 +150,8 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
                                  jobs=args.jobs, reporter=reporter, key_order=args.key_order)
     finally:
         reporter.close()
-    _warn(result.get("warnings", []))
-    if args.json:
-        _print_json(result)
-    else:
-        tables = sum(len(d["tables"]) for d in result["databases"])
-        print(f"restore point {result['restore_point_id']}: {len(result['databases'])} databases, {tables} tables, "
-              f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
-              f"in {result['duration_seconds']:.1f} s")
-    return 0
+    tables = sum(len(d["tables"]) for d in result["databases"])
+    return _report_backup(args, result, f"{len(result['databases'])} databases, {tables} tables")
 
 
 def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
@@ -166,14 +171,7 @@ def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
                                   poll=PollPolicy.from_env(args.task_timeout), reporter=reporter)
     finally:
         reporter.close()
-    _warn(result.get("warnings", []))
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"restore point {result['restore_point_id']}: {len(result['databases'])} databases, "
-              f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
-              f"in {result['duration_seconds']:.1f} s")
-    return 0
+    return _report_backup(args, result, f"{len(result['databases'])} databases")
 
 
 def cmd_job(args: argparse.Namespace) -> int:
