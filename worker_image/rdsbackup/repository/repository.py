@@ -37,7 +37,7 @@ from rdsbackup.repository.chunking import profile as chunking_profile
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
 from rdsbackup.repository.index import Index, encode_new_entries, pack_id_from_key, pack_key
 from rdsbackup.repository.locks import DEFAULT_TTL, Lock
-from rdsbackup.repository.memory import return_large_buffers_to_the_system
+from rdsbackup.repository.memory import tune_allocator_for_streaming
 from rdsbackup.repository.packs import Packer, Stats, Uploader
 from rdsbackup.repository.streams import BLOCK_AD, StreamReader, write_stream
 
@@ -202,7 +202,7 @@ class Repository:
     def begin_backup(self, *, source_id: str, engine: str, lock_wait: float = 600.0) -> BackupWriter:
         """Start a backup: takes a shared backup lock, waiting up to `lock_wait` seconds for a running
         prune to end (RepositoryLocked after that)."""
-        return_large_buffers_to_the_system()
+        tune_allocator_for_streaming()
         lock = Lock(self.backend, self._keys, "backup", owner=f"backup of {source_id}", ttl=self.lock_ttl)
         lock.acquire(wait=lock_wait)
         try:
@@ -263,15 +263,20 @@ class Repository:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def open_stream(self, ref: dict, *, restore_point: str | None = None) -> Iterator[bytes]:
+    def open_stream(self, ref: dict, *, restore_point: str | None = None,
+                    part: tuple[int, int] | None = None, separator: bytes = b"\n") -> Iterator[bytes]:
         """Yield the stream's bytes (in pieces of a few MiB), verifying every chunk. CorruptObject and
-        MissingObject name the pack (and `restore_point`, when given)."""
+        MissingObject name the pack (and `restore_point`, when given). With `part=(p, n)`, only part p
+        of n of a stream of `separator`-terminated records (StreamReader.iter_part): n readers load one
+        stream side by side."""
         try:
             root = bytes.fromhex(ref["blob"])
         except (KeyError, TypeError, ValueError):
             raise RepositoryError(f"not a stream reference: {ref!r}") from None
-        return_large_buffers_to_the_system()
+        tune_allocator_for_streaming()
         reader = StreamReader(self, restore_point=restore_point)
+        if part is not None:
+            return reader.iter_part(root, part[0], part[1], separator=separator)
         return reader.iter_stream(root)
 
     def read_stream_to(self, ref: dict, fileobj, *, restore_point: str | None = None) -> int:

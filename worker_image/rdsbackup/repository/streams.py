@@ -29,6 +29,8 @@ _LOCATION = struct.Struct("<Q")
 # Decrypted blocks kept per stream being read: a day's new chunks of a table sit in blocks that its
 # older chunks' blocks interleave with, ~20 blocks apart; 16 MiB holds 128 table blocks.
 DATA_CACHE = 16 * 1024 * 1024
+# Bytes of a stream read, decrypted and verified in one go (one helper-thread task).
+WINDOW_BYTES = 4 * 1024 * 1024
 
 
 class StreamWriter:
@@ -325,9 +327,8 @@ class StreamReader:
         for cid, (b, off, length) in zip(ids, locs, strict=True):
             yield self.read_chunk(cid, b, off, length)
 
-    def iter_ids(self, root_id: bytes, *, every_chunk: bool = False) -> Iterator[bytes]:
-        """Yield the data chunk ids of the stream whose root chunk is `root_id` (with `every_chunk`,
-        also the root's and the chunk lists' own ids)."""
+    def root(self, root_id: bytes) -> tuple[int, list[bytes]]:
+        """The level and the ids held by the stream's root chunk."""
         b, off, length = self.locate(root_id)
         root = self.read_chunk(root_id, b, off, length)
         if root[:3] != ROOT_MAGIC or (len(root) - 4) % CHUNK_ID_SIZE:
@@ -336,10 +337,14 @@ class StreamReader:
                 object_name=f"chunk {root_id.hex()}",
                 restore_point=self.restore_point,
             )
+        return root[3], [root[i : i + CHUNK_ID_SIZE] for i in range(4, len(root), CHUNK_ID_SIZE)]
+
+    def iter_ids(self, root_id: bytes, *, every_chunk: bool = False) -> Iterator[bytes]:
+        """Yield the data chunk ids of the stream whose root chunk is `root_id` (with `every_chunk`,
+        also the root's and the chunk lists' own ids)."""
+        level, ids = self.root(root_id)
         if every_chunk:
             yield root_id
-        level = root[3]
-        ids = [root[i : i + CHUNK_ID_SIZE] for i in range(4, len(root), CHUNK_ID_SIZE)]
         yield from self._expand(level, ids, every_chunk)
 
     def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[bytes]:
@@ -401,11 +406,11 @@ class StreamReader:
             parts.append(data)
         return b"".join(parts)
 
-    def _windows(self, root_id: bytes, window_bytes: int) -> Iterator[list[tuple[bytes, int]]]:
+    def _windows(self, ids: Iterator[bytes], window_bytes: int) -> Iterator[list[tuple[bytes, int]]]:
         get = self.index.chunks.get
         window: list[tuple[bytes, int]] = []
         size = 0
-        for cid in self.iter_ids(root_id):
+        for cid in ids:
             loc = get(cid)
             if loc is None or loc < 0:
                 self.locate(cid)  # reloads the index once, or raises MissingObject naming the chunk
@@ -420,14 +425,14 @@ class StreamReader:
         if window:
             yield window
 
-    def iter_stream(self, root_id: bytes, *, window_bytes: int = 8 * 1024 * 1024) -> Iterator[bytes]:
-        """Yield the stream's bytes in pieces of about `window_bytes`. The next piece is read, decrypted
-        and verified on a helper thread while the caller consumes the current one."""
+    def _read_ahead(self, windows: Iterator[list[tuple[bytes, int]]]) -> Iterator[bytes]:
+        """The bytes of each window; the next one is read, decrypted and verified on a helper thread
+        while the caller consumes the current one."""
         data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=DATA_CACHE)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdsbackup-read")
         pending = None
         try:
-            for window in self._windows(root_id, window_bytes):
+            for window in windows:
                 if self.index is not data_reader.index:  # reloaded: locations are in the new numbering
                     data_reader = StreamReader(self.repo, restore_point=self.restore_point, cache_bytes=DATA_CACHE)
                 future = pool.submit(data_reader.read_window, window)
@@ -438,3 +443,48 @@ class StreamReader:
                 yield pending.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def iter_stream(self, root_id: bytes, *, window_bytes: int = WINDOW_BYTES) -> Iterator[bytes]:
+        """Yield the stream's bytes in pieces of about `window_bytes`."""
+        yield from self._read_ahead(self._windows(self.iter_ids(root_id), window_bytes))
+
+    def iter_part(self, root_id: bytes, part: int, parts: int, *, separator: bytes,
+                  window_bytes: int = WINDOW_BYTES) -> Iterator[bytes]:
+        """Yield part `part` of `parts` of a stream of records that each end with `separator` (one
+        byte), so that the parts can be loaded side by side: the parts together are the stream, each
+        record in exactly one of them.
+
+        The root's entries are divided evenly; part p starts just after the first separator at or after
+        its first entry (part 0 at the start) and ends with the first separator at or after the next
+        part's first entry, reading on into the next part's chunks as far as that. A part inside which
+        no record starts is empty."""
+        if len(separator) != 1 or not 0 <= part < parts:
+            raise ValueError("a stream part needs a one-byte separator and 0 <= part < parts")
+        level, entries = self.root(root_id)
+        # Rounded up: with fewer entries than parts, the first parts get them and the last are empty.
+        start = -(-len(entries) * part // parts)
+        end = -(-len(entries) * (part + 1) // parts)
+
+        def ids(first: int, stop: int) -> Iterator[bytes]:
+            for e in range(first, stop):
+                yield from self._expand(level, [entries[e]], False)
+
+        seeking = part > 0
+        for data in self._read_ahead(self._windows(ids(start, end), window_bytes)):
+            if seeking:
+                cut = data.find(separator)
+                if cut < 0:
+                    continue
+                data = data[cut + 1 :]
+                seeking = False
+            if data:
+                yield data
+        if seeking:
+            return  # no record starts in this part: the previous part reads on through it
+        # Records are small next to a part: read the rest of the last one in small windows.
+        for data in self._read_ahead(self._windows(ids(end, len(entries)), 64 * 1024)):
+            cut = data.find(separator)
+            if cut >= 0:
+                yield data[: cut + 1]
+                return
+            yield data
