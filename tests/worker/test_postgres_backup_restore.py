@@ -173,3 +173,53 @@ def test_incremental_backup_after_small_changes_stores_little(server, superuser,
     restore_postgres(repo, second["restore_point_id"], superuser, database="shop_incr",
                      target_database="shop_second")
     _assert_same_database(server, "shop_incr", "shop_second")
+
+
+def test_large_tables_load_in_parts_side_by_side_and_restore_equal(server, superuser, repo, full_backup,
+                                                                   monkeypatch):
+    import rdsbackup.postgres.restore as restore_module
+
+    monkeypatch.setattr(restore_module, "PART_BYTES", 64 * 1024)  # the sample's orders are ~1.5 MiB
+    planned: list = []
+    plan = restore_module.load_plan
+    monkeypatch.setattr(restore_module, "load_plan", lambda tables, jobs: planned.extend(plan(tables, jobs)) or planned)
+    server.drop_database("shop_parts")
+    result = restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
+                              target_database="shop_parts", jobs=3)
+    orders_parts = [part for table, part in planned if table["name"] == "orders"]
+    assert orders_parts == [(0, 3), (1, 3), (2, 3)]
+    shop = full_backup["databases"][0]
+    assert result["databases"][0]["rows"] == sum(t["rows"] for t in shop["tables"])
+    _assert_same_database(server, "shop", "shop_parts")
+
+
+def test_load_plan_splits_only_large_tables_and_puts_the_largest_sessions_first():
+    from rdsbackup.postgres.restore import PART_BYTES, load_plan
+
+    big = {"name": "big", "bytes": 10 * PART_BYTES}
+    mid = {"name": "mid", "bytes": 2 * PART_BYTES + 5}
+    small = {"name": "small", "bytes": PART_BYTES - 1}
+    plan = load_plan([small, mid, big], jobs=4)
+    assert [(t["name"], part) for t, part in plan] == [
+        ("big", (0, 4)), ("big", (1, 4)), ("big", (2, 4)), ("big", (3, 4)),
+        ("mid", (0, 2)), ("mid", (1, 2)), ("small", None)]
+    assert [(t["name"], part) for t, part in load_plan([big, small], jobs=1)] == [("big", None), ("small", None)]
+
+
+def test_restore_sessions_get_the_maintenance_work_mem_asked_for(superuser, tmp_path):
+    from rdsbackup.postgres.tools import run_tool_unchecked
+
+    out = tmp_path / "show.txt"
+    with open(out, "wb") as f:
+        code, _ = run_tool_unchecked("psql", ["-X", "-At", "-c", "SHOW maintenance_work_mem"], superuser,
+                                     dbname="postgres", stdout=f, settings={"maintenance_work_mem": "300MB"})
+    assert code == 0 and out.read_text().strip() == "300MB"
+
+
+def test_a_maintenance_work_mem_that_is_not_a_size_is_refused_before_anything_changes(server, superuser, repo,
+                                                                                       full_backup):
+    server.drop_database("shop_mwm")
+    with pytest.raises(RestoreFailed, match="'lots' is not a PostgreSQL memory size"):
+        restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
+                         target_database="shop_mwm", maintenance_work_mem="lots")
+    assert not server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop_mwm'")

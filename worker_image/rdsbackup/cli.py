@@ -190,7 +190,8 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
     try:
         result = restore_postgres(repo, args.restore_point, info, database=args.database,
                                   target_database=args.target_database, include_globals=args.include_globals,
-                                  replace=args.replace, jobs=args.jobs, reporter=reporter)
+                                  replace=args.replace, jobs=args.jobs, reporter=reporter,
+                                  maintenance_work_mem=args.maintenance_work_mem)
     finally:
         reporter.close()
     _warn(result.get("warnings", []))
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpg.add_argument("--target-database", metavar="NAME", help="restore it under this name")
     rpg.add_argument("--include-globals", action="store_true", help="also restore roles and memberships")
     rpg.add_argument("--replace", action="store_true", help="drop and recreate a target that is not empty")
+    rpg.add_argument("--maintenance-work-mem", metavar="SIZE", default="256MB",
+                     help="maintenance_work_mem of the sessions that build indexes and check constraints "
+                          "after the data (default 256MB, each of --jobs sessions)")
     rpg.add_argument("--json", action="store_true")
     rpg.set_defaults(func=cmd_restore_postgres)
 

@@ -12,6 +12,7 @@ keeps the original owners where it may become them, and else owns the objects it
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -28,6 +29,13 @@ from .globals import restore_globals
 from .largeobjects import restore_large_objects
 from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool_unchecked
 
+# Memory for each session's index builds and constraint checks after the data is in.
+DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
+MEMORY_SETTING = re.compile(r"[1-9][0-9]{0,9}(kB|MB|GB)")
+
+# Tables at least this large are loaded in parts (`load_plan`).
+PART_BYTES = 64 * 1024 * 1024
+
 
 def restore_point_metadata(manifest: dict) -> dict:
     """The metadata our backup committed, from a manifest (wrapped under `metadata`, or as is)."""
@@ -39,8 +47,12 @@ def restore_point_metadata(manifest: dict) -> dict:
 
 def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, database: str | None = None,
                      target_database: str | None = None, include_globals: bool = False,
-                     replace: bool = False, jobs: int = 4, reporter: Reporter | None = None) -> dict:
+                     replace: bool = False, jobs: int = 4, reporter: Reporter | None = None,
+                     maintenance_work_mem: str = DEFAULT_MAINTENANCE_WORK_MEM) -> dict:
     """Restore; returns a summary (databases restored, rows, warnings)."""
+    if not MEMORY_SETTING.fullmatch(maintenance_work_mem):
+        raise RestoreFailed(f"maintenance_work_mem {maintenance_work_mem!r} is not a PostgreSQL memory size "
+                            f"(a number with kB, MB or GB)")
     reporter = reporter or Reporter()
     meta = restore_point_metadata(repo.load_manifest(restore_point_id))
     if meta.get("engine") != "postgres" or meta.get("format") != METADATA_FORMAT:
@@ -87,7 +99,8 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
     for entry, target in plan:
         results.append(_restore_database(repo, restore_point_id, info, entry, target, existing=existing,
                                          maintenance_db=maintenance_db, is_superuser=is_superuser,
-                                         jobs=jobs, reporter=reporter, warnings=warnings))
+                                         jobs=jobs, reporter=reporter, warnings=warnings,
+                                         maintenance_work_mem=maintenance_work_mem))
     return {"restore_point_id": restore_point_id, "databases": results, "warnings": warnings}
 
 
@@ -133,13 +146,13 @@ def _owner_options(info: ConnectionInfo, target: str, owners: list[str], is_supe
 
 
 def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str], extra: list[str],
-                warnings: list[str], jobs: int = 1) -> None:
+                warnings: list[str], jobs: int = 1, settings: dict[str, str] | None = None) -> None:
     args = ["--no-password", "--no-tablespaces", f"--dbname={conninfo_dbname(target)}", *extra]
     args += [f"--section={s}" for s in sections]
     if jobs > 1:
         args.append(f"--jobs={jobs}")
     args.append(path)
-    returncode, stderr = run_tool_unchecked("pg_restore", args, info)
+    returncode, stderr = run_tool_unchecked("pg_restore", args, info, settings=settings)
     found = classify_pg_restore_errors(stderr)
     warnings.extend(f"database {target!r}: {w}" for w in found.warnings)
     if found.errors:
@@ -192,9 +205,25 @@ def copy_in_sql(table: dict) -> str:
     return f"COPY {quote_ident(table['schema'])}.{quote_ident(table['name'])} ({cols}) FROM STDIN"
 
 
+def load_plan(tables: list[dict], jobs: int) -> list[tuple[dict, tuple[int, int] | None]]:
+    """The COPY sessions that load the tables, largest first: a table of at least PART_BYTES is loaded
+    by up to `jobs` sessions side by side, each COPYing a part of its rows (whole rows: the stream
+    splits after a newline), because the server parses COPY input on one core per session, and one
+    large table would otherwise keep a restore waiting on one core."""
+    plan = []
+    for table in tables:
+        parts = min(max(1, jobs), table["bytes"] // PART_BYTES)
+        if parts > 1:
+            plan += [(table, (p, parts), table["bytes"] / parts) for p in range(parts)]
+        else:
+            plan.append((table, None, table["bytes"]))
+    plan.sort(key=lambda item: item[2], reverse=True)
+    return [(table, part) for table, part, _size in plan]
+
+
 def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str, *,
                       existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
-                      reporter: Reporter, warnings: list[str]) -> dict:
+                      reporter: Reporter, warnings: list[str], maintenance_work_mem: str) -> dict:
     reporter.status(target)
     with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
         # Fetch the schema first: a damaged repository fails the restore before the target changes.
@@ -205,7 +234,8 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
         created = target not in existing or not existing[target]
         try:
             return _load_database(repo, restore_point_id, info, entry, target, schema_path,
-                                  is_superuser=is_superuser, jobs=jobs, reporter=reporter, warnings=warnings)
+                                  is_superuser=is_superuser, jobs=jobs, reporter=reporter, warnings=warnings,
+                                  maintenance_work_mem=maintenance_work_mem)
         except BaseException:
             if created:
                 # A half-restored database would only make the retry fail with "not empty".
@@ -224,17 +254,17 @@ def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> Non
 
 def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
-                   warnings: list[str]) -> dict:
+                   warnings: list[str], maintenance_work_mem: str) -> dict:
     owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
     _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
 
-    def load_table(table: dict) -> int:
+    def load_table(table: dict, part: tuple[int, int] | None) -> int:
         with info.connect(target) as conn:
             conn.execute("SET synchronous_commit = off")
             try:
                 with conn.cursor() as cur:
                     with cur.copy(copy_in_sql(table)) as copy:
-                        for block in repo.open_stream(table["stream"], restore_point=restore_point_id):
+                        for block in repo.open_stream(table["stream"], restore_point=restore_point_id, part=part):
                             copy.write(block)
                             reporter.advance(len(block))
                     return cur.rowcount
@@ -247,9 +277,9 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
             blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
             return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
 
-    tables = sorted(entry["tables"], key=lambda t: t["bytes"], reverse=True)
+    tables = entry["tables"]
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
-        futures = [pool.submit(load_table, t) for t in tables]
+        futures = [pool.submit(load_table, t, part) for t, part in load_plan(tables, jobs)]
         lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
         done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
         for f in done:
@@ -258,7 +288,10 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                     p.cancel()
                 raise f.exception()
     rows = sum(f.result() for f in futures)
-    _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs)
+    # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
+    # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
+    _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,
+                settings={"maintenance_work_mem": maintenance_work_mem})
     _apply_database_properties(info, target, entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}

@@ -33,10 +33,15 @@ def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | 
 
 
 def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
-                       stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL) -> tuple[int, str]:
-    """Run a client program to completion; returns its exit code and stderr."""
+                       stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
+                       settings: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a client program to completion; returns its exit code and stderr. `settings` are server
+    settings for the program's sessions (PGOPTIONS)."""
+    env = info.tool_env(dbname)
+    if settings:
+        env["PGOPTIONS"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
     proc = subprocess.Popen(
-        [pg_tool(name), *args], env=info.tool_env(dbname),
+        [pg_tool(name), *args], env=env,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=stdout, stderr=subprocess.PIPE,
     )
