@@ -4,6 +4,8 @@ streams physical order. Run against the plain and the TLS-only test servers."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from rdsbackup import cli
 from rdsbackup.postgres import BackupFailed, ConnectionInfo, backup_postgres, restore_postgres
@@ -110,6 +112,26 @@ def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp
     finally:
         session.close()
     assert not list(tmp_path.iterdir())  # the script file is gone
+
+
+def test_psql_writes_copy_rows_in_large_blocks(server, tmp_path):
+    """psql's stdout gets a buffer as large as our reads (stdbuf): a few write(2) calls per MiB, not one
+    per 4 KiB. The rows come out whole and counted."""
+    info = info_for(server)
+    session = SnapshotSession(info, "copy_src")
+    sql_text = "COPY (SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g) TO STDOUT"
+    try:
+        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id, sql_text, str(tmp_path))
+        try:
+            counts: dict = {}
+            data = b"".join(child.blocks(counts, backup_module.Reporter()))
+            assert child.proc.args[:2] == [shutil.which("stdbuf"), f"--output={backup_module.PSQL_READ}"]
+        finally:
+            child.close()
+    finally:
+        session.close()
+    assert counts == {"rows": 20000, "bytes": len(data)}
+    assert data.splitlines()[-1] == b"20000\t" + b"x" * 200
 
 
 def test_psql_copy_over_verified_tls(tmp_path, monkeypatch):
