@@ -371,31 +371,36 @@ class StreamReader:
                 restore_point=self.restore_point,
             )
 
-    def read_window(self, items: list[tuple[bytes, int]]) -> bytes:
+    def read_window(self, items: list[tuple[bytes, int]]) -> bytearray:
         """The bytes of the chunks `items` ((id, location) pairs), each checked against its id."""
         self.fetch_blocks({loc >> 48 for _, loc in items})
         cache = self.cache
         copy = self.keys.id_hasher.copy
-        parts = []
+        out = bytearray()
         current = -1
         view = memoryview(b"")
+        # Chunks written one after another sit one after another in a block: copied out as one run.
+        run_start = run_end = 0
         for cid, loc in items:
             block_no = loc >> 48
-            if block_no != current:
-                plain = cache.get(block_no)
-                if plain is None:  # evicted by a window wider than the cache
-                    self.fetch_blocks([block_no])
-                    plain = cache[block_no]
-                else:
-                    cache.move_to_end(block_no)
-                view = memoryview(plain)
-                current = block_no
             off = (loc >> 24) & 0xFFFFFF
-            length = loc & 0xFFFFFF
-            data = view[off : off + length]
+            end = off + (loc & 0xFFFFFF)
+            if block_no != current or off != run_end:
+                out += view[run_start:run_end]
+                if block_no != current:
+                    plain = cache.get(block_no)
+                    if plain is None:  # evicted by a window wider than the cache
+                        self.fetch_blocks([block_no])
+                        plain = cache[block_no]
+                    else:
+                        cache.move_to_end(block_no)
+                    view = memoryview(plain)
+                    current = block_no
+                run_start = off
+            data = view[off:end]
             h = copy()
             h.update(data)
-            if len(data) != length or h.digest() != cid:
+            if len(data) != end - off or h.digest() != cid:
                 pack_no = self.index.blocks[block_no][0]
                 key = pack_key(self.index.packs[pack_no])
                 raise CorruptObject(
@@ -403,8 +408,9 @@ class StreamReader:
                     object_name=key,
                     restore_point=self.restore_point,
                 )
-            parts.append(data)
-        return b"".join(parts)
+            run_end = end
+        out += view[run_start:run_end]
+        return out
 
     def _windows(self, ids: Iterator[bytes], window_bytes: int) -> Iterator[list[tuple[bytes, int]]]:
         get = self.index.chunks.get
