@@ -223,3 +223,70 @@ def test_a_maintenance_work_mem_that_is_not_a_size_is_refused_before_anything_ch
         restore_postgres(repo, full_backup["restore_point_id"], superuser, database="shop",
                          target_database="shop_mwm", maintenance_work_mem="lots")
     assert not server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop_mwm'")
+
+
+
+@pytest.fixture(scope="module")
+def vacuum_backup(server, superuser, repo) -> str:
+    """A database with a plain table and tables with their own storage settings; its restore point."""
+    server.drop_database("vac_src")
+    server.create_database("vac_src")
+    server.psql("CREATE TABLE plain (id int PRIMARY KEY, v text);"
+                "CREATE TABLE own_setting (id int PRIMARY KEY) WITH (autovacuum_enabled = false, fillfactor = 90);"
+                "CREATE TABLE tuned (id int PRIMARY KEY) WITH (autovacuum_vacuum_scale_factor = 0.05);"
+                "INSERT INTO plain SELECT i, 'v' || i FROM generate_series(1, 1000) i;"
+                "INSERT INTO own_setting SELECT generate_series(1, 10);"
+                "INSERT INTO tuned SELECT generate_series(1, 10);", dbname="vac_src")
+    return backup_postgres(repo, superuser, databases=["vac_src"], source_id="vac")["restore_point_id"]
+
+
+def _reloptions(server, dbname: str) -> dict:
+    return dict(server.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                               "('plain', 'own_setting', 'tuned')", dbname=dbname))
+
+
+def test_autovacuum_waits_until_indexes_and_constraints_exist_then_tables_are_as_dumped(
+        server, superuser, repo, vacuum_backup, monkeypatch):
+    import rdsbackup.postgres.autovacuum as autovacuum_module
+    import rdsbackup.postgres.restore as restore_module
+
+    server.drop_database("vac_copy")
+    monkeypatch.setattr(autovacuum_module, "PAUSE_MIN_BYTES", 0)
+    during: dict = {}
+    pg_restore = restore_module._pg_restore
+
+    def spy(info, target, path, sections, *args, **kw):
+        if "post-data" in sections:
+            during.update(_reloptions(server, target))
+        return pg_restore(info, target, path, sections, *args, **kw)
+
+    monkeypatch.setattr(restore_module, "_pg_restore", spy)
+    restore_postgres(repo, vacuum_backup, superuser, database="vac_src", target_database="vac_copy")
+    assert during == {"plain": ["autovacuum_enabled=false"],
+                      "own_setting": ["autovacuum_enabled=false", "fillfactor=90"],
+                      "tuned": ["autovacuum_vacuum_scale_factor=0.05", "autovacuum_enabled=false"]}
+    assert _reloptions(server, "vac_copy") == {"plain": None,
+                                               "own_setting": ["autovacuum_enabled=false", "fillfactor=90"],
+                                               "tuned": ["autovacuum_vacuum_scale_factor=0.05"]}
+    _assert_same_database(server, "vac_src", "vac_copy")
+
+
+def test_autovacuum_is_given_back_when_a_restore_into_an_existing_database_fails(
+        server, superuser, repo, vacuum_backup, monkeypatch):
+    import rdsbackup.postgres.autovacuum as autovacuum_module
+    import rdsbackup.postgres.restore as restore_module
+
+    server.drop_database("vac_keep")
+    server.create_database("vac_keep")  # exists and is empty: a failed restore leaves it in place
+    monkeypatch.setattr(autovacuum_module, "PAUSE_MIN_BYTES", 0)
+    pg_restore = restore_module._pg_restore
+
+    def failing(info, target, path, sections, *args, **kw):
+        if "post-data" in sections:
+            raise RestoreFailed("post-data failed (injected)")
+        return pg_restore(info, target, path, sections, *args, **kw)
+
+    monkeypatch.setattr(restore_module, "_pg_restore", failing)
+    with pytest.raises(RestoreFailed, match="injected"):
+        restore_postgres(repo, vacuum_backup, superuser, database="vac_src", target_database="vac_keep")
+    assert _reloptions(server, "vac_keep")["plain"] is None

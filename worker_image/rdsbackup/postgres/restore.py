@@ -21,6 +21,7 @@ from psycopg import sql
 
 from ..progress import Reporter
 from . import catalog
+from .autovacuum import autovacuum_paused
 from .backup import METADATA_FORMAT
 from .catalog import quote_ident
 from .connection import ConnectionInfo, connect_maintenance, one_line
@@ -278,20 +279,21 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
             return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
 
     tables = entry["tables"]
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
-        futures = [pool.submit(load_table, t, part) for t, part in load_plan(tables, jobs)]
-        lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
-        done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
-        for f in done:
-            if f.exception() is not None:
-                for p in pending:
-                    p.cancel()
-                raise f.exception()
-    rows = sum(f.result() for f in futures)
-    # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
-    # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
-    _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,
-                settings={"maintenance_work_mem": maintenance_work_mem})
+    with info.connect(target) as admin, autovacuum_paused(admin, tables):
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
+            futures = [pool.submit(load_table, t, part) for t, part in load_plan(tables, jobs)]
+            lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
+            done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+        rows = sum(f.result() for f in futures)
+        # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
+        # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
+        _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,
+                    settings={"maintenance_work_mem": maintenance_work_mem})
     _apply_database_properties(info, target, entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}
