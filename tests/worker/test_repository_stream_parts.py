@@ -7,7 +7,7 @@ import random
 
 import pytest
 from rdsbackup.repository import Repository
-from rdsbackup.repository.streams import StreamReader
+from rdsbackup.repository.streams import PART_ENTRIES, StreamReader
 
 from tests.worker.test_repository_roundtrip import PASSWORD, backup, table_rows
 
@@ -76,3 +76,15 @@ def test_a_part_needs_a_valid_number_and_a_one_byte_separator(repo):
         list(repo.open_stream(refs["t"], part=(2, 2)))
     with pytest.raises(ValueError):
         list(repo.open_stream(refs["t"], part=(0, 2), separator=b"\r\n"))
+
+
+def test_parts_are_of_similar_size(repo):
+    """Parts are cut among many entries of a lower level of the chunk lists, not among the root's few
+    (whose sizes vary several-fold), so side-by-side loads end together."""
+    data = table_rows(14, 200_000)  # ~10 MiB, ~5,000 chunks
+    _, refs = backup(repo, {"t": data})
+    level, entries = StreamReader(repo).root(bytes.fromhex(refs["t"]["blob"]))
+    assert level >= 2 and len(entries) < 4 * PART_ENTRIES  # so the parts divide a lower level
+    sizes = [len(p) for p in parts_of(repo, refs["t"], 4)]
+    assert sum(sizes) == len(data)
+    assert max(sizes) < 1.3 * min(sizes), sizes

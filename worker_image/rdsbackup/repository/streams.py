@@ -29,6 +29,8 @@ _LOCATION = struct.Struct("<Q")
 # Decrypted blocks kept per stream being read: a day's new chunks of a table sit in blocks that its
 # older chunks' blocks interleave with, ~20 blocks apart; 16 MiB holds 128 table blocks.
 DATA_CACHE = 16 * 1024 * 1024
+# A stream read in parts is divided among at least this many entries of its chunk lists per part.
+PART_ENTRIES = 64
 # Bytes of a stream read, decrypted and verified in one go (one helper-thread task).
 WINDOW_BYTES = 4 * 1024 * 1024
 
@@ -347,6 +349,16 @@ class StreamReader:
             yield root_id
         yield from self._expand(level, ids, every_chunk)
 
+    def _level_below(self, ids: list[bytes]) -> list[bytes]:
+        """The ids that the chunk lists `ids` hold."""
+        data = b"".join(self.read_chunks(ids))
+        if len(data) % CHUNK_ID_SIZE:
+            raise CorruptObject(
+                f"a chunk list in {self.backend.url} ends in a partial id{self._where()}",
+                restore_point=self.restore_point,
+            )
+        return [data[k : k + CHUNK_ID_SIZE] for k in range(0, len(data), CHUNK_ID_SIZE)]
+
     def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[bytes]:
         if level == 0:
             yield from ids
@@ -467,6 +479,11 @@ class StreamReader:
         if len(separator) != 1 or not 0 <= part < parts:
             raise ValueError("a stream part needs a one-byte separator and 0 <= part < parts")
         level, entries = self.root(root_id)
+        # The entries of one level cover very different amounts of data (a list chunk holds 1 to 64
+        # ids, and that compounds level upon level): divide among many entries of a lower level.
+        while level > 0 and len(entries) < PART_ENTRIES * parts:
+            entries = self._level_below(entries)
+            level -= 1
         # Rounded up: with fewer entries than parts, the first parts get them and the last are empty.
         start = -(-len(entries) * part // parts)
         end = -(-len(entries) * (part + 1) // parts)
