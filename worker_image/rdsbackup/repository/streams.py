@@ -472,10 +472,11 @@ class StreamReader:
         byte), so that the parts can be loaded side by side: the parts together are the stream, each
         record in exactly one of them.
 
-        The root's entries are divided evenly; part p starts just after the first separator at or after
-        its first entry (part 0 at the start) and ends with the first separator at or after the next
-        part's first entry, reading on into the next part's chunks as far as that. A part inside which
-        no record starts is empty."""
+        The entries of the chunk lists (the root's, or those of a lower level when the root has few)
+        are divided evenly; part p starts just after the first separator at or after its first entry
+        (part 0 at the start) and ends with the first separator at or after the next part's first
+        entry, reading on into the next part's chunks as far as that. A part inside which no record
+        starts is empty."""
         if len(separator) != 1 or not 0 <= part < parts:
             raise ValueError("a stream part needs a one-byte separator and 0 <= part < parts")
         level, entries = self.root(root_id)
