@@ -98,3 +98,24 @@ def test_every_chunk_is_checked_against_its_id_even_when_its_block_authenticates
     bucket[pos + 16 : pos + 24] = second_loc.to_bytes(8, "little")
     with pytest.raises(CorruptObject, match="does not match its id"):
         b"".join(reader.open_stream(ref))
+
+
+def test_a_chunk_list_holding_a_partial_id_is_corrupt(tmp_path):
+    """Every chunk of a chunk list holds whole 16-byte ids; one that does not (a forged root naming a
+    20-byte chunk as its list) fails the read, whole or in parts, with the restore point named."""
+    from rdsbackup.repository.streams import ROOT_MAGIC
+
+    url = f"file://{tmp_path}/repo"
+    repo = Repository.init(url, password="pw")
+    odd = b"x" * 20
+    with repo.begin_backup(source_id="s", engine="postgres") as writer:
+        odd_ref = writer.add_stream("odd", [odd], profile="bulk")  # one chunk of 20 bytes
+        odd_id = repo._keys.chunk_id(odd)
+        forged_root = ROOT_MAGIC + bytes((1,)) + odd_id  # "level 1: my list is that chunk"
+        root_ref = writer.add_stream("root", [forged_root], profile="bulk")
+        writer.commit({"streams": {"odd": odd_ref, "root": root_ref}})
+    forged = {"blob": repo._keys.chunk_id(forged_root).hex()}
+    with pytest.raises(CorruptObject, match=r"ends in a partial id \(restore point rp1\)"):
+        b"".join(repo.open_stream(forged, restore_point="rp1"))
+    with pytest.raises(CorruptObject, match="ends in a partial id"):
+        b"".join(repo.open_stream(forged, part=(0, 2)))

@@ -39,7 +39,7 @@ def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbna
     settings for the program's sessions (PGOPTIONS)."""
     env = info.tool_env(dbname)
     if settings:
-        env["PGOPTIONS"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        env["PGOPTIONS"] = " ".join(f"-c {setting}={value}" for setting, value in settings.items())
     proc = subprocess.Popen(
         [pg_tool(name), *args], env=env,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,

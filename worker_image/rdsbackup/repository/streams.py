@@ -350,38 +350,27 @@ class StreamReader:
         yield from self._expand(level, ids, every_chunk)
 
     def _level_below(self, ids: list[bytes]) -> list[bytes]:
-        """The ids that the chunk lists `ids` hold."""
-        data = b"".join(self.read_chunks(ids))
-        if len(data) % CHUNK_ID_SIZE:
-            raise CorruptObject(
-                f"a chunk list in {self.backend.url} ends in a partial id{self._where()}",
-                restore_point=self.restore_point,
-            )
-        return [data[k : k + CHUNK_ID_SIZE] for k in range(0, len(data), CHUNK_ID_SIZE)]
+        """The ids that the chunk lists `ids` hold (each list chunk holds whole ids)."""
+        lower: list[bytes] = []
+        for data in self.read_chunks(ids):
+            if len(data) % CHUNK_ID_SIZE:
+                raise CorruptObject(
+                    f"a chunk list in {self.backend.url} ends in a partial id{self._where()}",
+                    restore_point=self.restore_point,
+                )
+            lower += [data[k : k + CHUNK_ID_SIZE] for k in range(0, len(data), CHUNK_ID_SIZE)]
+        return lower
 
     def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[bytes]:
         if level == 0:
             yield from ids
             return
-        carry = b""
         window = 256
         for i in range(0, len(ids), window):
             part = ids[i : i + window]
             if every_chunk:
                 yield from part
-            lower: list[bytes] = []
-            for data in self.read_chunks(part):
-                if carry:
-                    data = carry + data
-                cut = len(data) - len(data) % CHUNK_ID_SIZE
-                lower.extend(data[k : k + CHUNK_ID_SIZE] for k in range(0, cut, CHUNK_ID_SIZE))
-                carry = data[cut:]
-            yield from self._expand(level - 1, lower, every_chunk)
-        if carry:
-            raise CorruptObject(
-                f"a chunk list in {self.backend.url} ends in a partial id{self._where()}",
-                restore_point=self.restore_point,
-            )
+            yield from self._expand(level - 1, self._level_below(part), every_chunk)
 
     def read_window(self, items: list[tuple[bytes, int]]) -> bytearray:
         """The bytes of the chunks `items` ((id, location) pairs), each checked against its id."""
