@@ -31,6 +31,7 @@ from .connection import ConnectionInfo, connect_maintenance, one_line, pg_tool, 
 from .errors import BackupFailed, PostgresError, ToolFailed
 from .globals import dump_globals
 from .largeobjects import dump_large_objects
+from .settings import data_session_settings, options_string
 from .snapshot import READ_SETTINGS, SnapshotSession
 from .tools import first_error, run_tool
 
@@ -115,6 +116,7 @@ class _PsqlCopy:
         # psycopg connection; psql would otherwise pick the client encoding from the locale.
         env = info.tool_env(dbname)
         env["PGCLIENTENCODING"] = encoding
+        env["PGOPTIONS"] = options_string(data_session_settings(encoding))
         fd, self._script = tempfile.mkstemp(prefix="copy-", suffix=".sql", dir=workdir)
         with os.fdopen(fd, "wb") as f:
             f.write(_psql_copy_script(snapshot_id, sql_text))
@@ -186,7 +188,7 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
     """Dump one database into the open restore point; returns its metadata entry."""
     started = utcnow()
     reporter.status(db.name)
-    session = SnapshotSession(info, db.name)
+    session = SnapshotSession(info, db.name, db.encoding)
     try:
         conn = session.exporter
         tables = catalog.list_tables(conn)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .errors import AuthenticationFailed, DatabaseNotFound, PostgresError, ServerUnreachable, TlsFailed
+from .settings import options_string
 
 APPLICATION_NAME = "rdsbackup"
 CA_BUNDLE_ENV = "RDSBACKUP_CA_BUNDLE"
@@ -62,14 +63,17 @@ class ConnectionInfo:
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def connect(self, dbname: str, *, autocommit: bool = True) -> psycopg.Connection:
-        """Open a connection to `dbname`; connection failures become one-line `PostgresError`s."""
+    def connect(self, dbname: str, *, autocommit: bool = True,
+                settings: dict[str, str] | None = None) -> psycopg.Connection:
+        """Open a connection to `dbname`; connection failures become one-line `PostgresError`s.
+        `settings` are set at connection start (they override database and role defaults)."""
         self.check_tls()
+        extra = {"options": options_string(settings)} if settings else {}
         try:
             return psycopg.connect(
                 host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname,
                 connect_timeout=self.connect_timeout, application_name=APPLICATION_NAME,
-                autocommit=autocommit, **self.tls_params(),
+                autocommit=autocommit, **self.tls_params(), **extra,
             )
         except psycopg.OperationalError as exc:
             raise self.explain(exc, dbname) from None

@@ -28,6 +28,7 @@ from .connection import ConnectionInfo, connect_maintenance, one_line
 from .errors import DatabaseNotFound, RestoreFailed, TargetNotEmpty
 from .globals import restore_globals
 from .largeobjects import restore_large_objects
+from .settings import data_session_settings
 from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool_unchecked
 
 # Memory for each session's index builds and constraint checks after the data is in.
@@ -259,9 +260,11 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
     owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
     _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
 
+    # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
+    load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
+
     def load_table(table: dict, part: tuple[int, int] | None) -> int:
-        with info.connect(target) as conn:
-            conn.execute("SET synchronous_commit = off")
+        with info.connect(target, settings=load_settings) as conn:
             try:
                 with conn.cursor() as cur:
                     with cur.copy(copy_in_sql(table)) as copy:
@@ -274,7 +277,7 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                                     f"{one_line(str(exc))}") from None
 
     def load_lobs() -> int:
-        with info.connect(target) as conn:
+        with info.connect(target, settings=load_settings) as conn:
             blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
             return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
 

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from .connection import ConnectionInfo
+from .settings import data_session_settings
 
 READ_SETTINGS = (
     # A backup may take hours: server-side timeouts must not cut it (the exporter sits idle in its
@@ -20,17 +21,19 @@ READ_SETTINGS = (
     "SET LOCAL row_security = off",
     # A scan that joins another one in progress would start mid-table: keep physical order stable.
     "SET LOCAL synchronize_seqscans = off",
-    "SET LOCAL extra_float_digits = 3",
 )
 
 
 class SnapshotSession:
     """Owns the exporting transaction of one database and hands out connections that import it."""
 
-    def __init__(self, info: ConnectionInfo, dbname: str):
+    def __init__(self, info: ConnectionInfo, dbname: str, encoding: str):
         self.info = info
         self.dbname = dbname
-        self.exporter = info.connect(dbname)
+        # Output styles pinned at connection start (see settings.py): the database's own defaults
+        # must not decide how dates, intervals or floats are written.
+        self.settings = data_session_settings(encoding)
+        self.exporter = info.connect(dbname, settings=self.settings)
         self.exporter.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for stmt in READ_SETTINGS:
             self.exporter.execute(stmt)
@@ -43,7 +46,7 @@ class SnapshotSession:
         """This thread's connection, inside a transaction that imported the snapshot."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self.info.connect(self.dbname)
+            conn = self.info.connect(self.dbname, settings=self.settings)
             with self._lock:
                 self._opened.append(conn)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
