@@ -128,9 +128,10 @@ def _create_demo_databases(rds, kms, ec2, secrets, server) -> None:
     create_sample_database(server, "shop", user=DEMO_USER, password=DEMO_PASSWORD)
 
 
-def _run(sfn, state_machine_arn: str, name: str) -> dict:
+def _run(sfn, state_machine_arn: str, name: str, execution_input: dict) -> dict:
+    """Run one execution to its end; its output (or failure cause) with the history's length."""
     arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
-                              input=json.dumps({"policy": "demo"}))["executionArn"]
+                              input=json.dumps(execution_input))["executionArn"]
     while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
         time.sleep(0.1)
     report = json.loads(described["output"] if described["status"] == "SUCCEEDED" else described["cause"])
@@ -217,7 +218,10 @@ def main() -> int:
                 LocalWorkers(env=worker_env, host_for=lambda endpoint: "127.0.0.1") as workers:
             app = deploy(cdk_out, session_for_account=session_factory(ACCOUNT), default_account=ACCOUNT,
                          default_region=REGION)
-            print(f"deployed into moto; state machine {app.state_machine_arn}")
+            machines = ", ".join(f"{name.removesuffix('StateMachineArn')}: {arn}"
+                                 for name, arn in app.control.outputs.items()
+                                 if name.endswith("StateMachineArn") and name != "StateMachineArn")
+            print(f"deployed into moto; state machines {machines}")
             _create_demo_databases(boto3.client("rds", region_name=REGION), boto3.client("kms", region_name=REGION),
                                    boto3.client("ec2", region_name=REGION),
                                    boto3.client("secretsmanager", region_name=REGION), server)
@@ -238,7 +242,7 @@ def main() -> int:
 
             reports = []
             for run in range(1, RUNS + 1):
-                reports.append(_run(sfn, app.state_machine_arn, f"demo-run-{run}"))
+                reports.append(_run(sfn, app.workflow_arn("Backup"), f"demo-run-{run}", {"policy": "demo"}))
                 print(f"run {run}: {reports[-1]['status']}  ({len(workers.runs)} worker runs so far)")
                 time.sleep(1.1)  # distinct session ids
             _print_report(reports[-1], tags_of, decode)

@@ -50,7 +50,18 @@ class DeployedApp:
 
     @property
     def state_machine_arn(self) -> str:
-        return self.control.outputs["StateMachineArn"]
+        """The backup state machine."""
+        return self.workflow_arn("Backup")
+
+    def workflow_arn(self, workflow: str) -> str:
+        """The state machine of a workflow ("Backup", "Restore", ...): the control stack's
+        `<workflow>StateMachineArn` output."""
+        outputs = self.control.outputs
+        key = f"{workflow}StateMachineArn"
+        if key not in outputs:
+            known = sorted(name.removesuffix("StateMachineArn") for name in outputs if name.endswith("StateMachineArn"))
+            raise KeyError(f"no {workflow!r} workflow deployed; the control stack has {known}")
+        return outputs[key]
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -155,6 +166,11 @@ def _recreate_state_machines(stack: DeployedStack, session: boto3.Session, app: 
             type=properties.get("StateMachineType", "STANDARD"),
         )
         app.state_machine_arns[logical_id] = created["stateMachineArn"]
+        # outputs that name the machine CloudFormation made now name the one that executes
+        cloudformation_arn = stack.physical_ids[logical_id]
+        for key, value in stack.outputs.items():
+            if value == cloudformation_arn:
+                stack.outputs[key] = created["stateMachineArn"]
 
 
 def _create_schedules(stack: DeployedStack, session: boto3.Session, app: DeployedApp) -> None:
@@ -210,11 +226,6 @@ def deploy(cdk_out: Path, *, session_for_account: SessionFactory, default_accoun
         app.stacks[name] = stack
         _recreate_state_machines(stack, session, app)
         _create_schedules(stack, session, app)
-    control = app.stacks.get("RdsBackupControl")
-    if control is not None:
-        for logical_id, arn in app.state_machine_arns.items():
-            if control.template["Resources"].get(logical_id, {}).get("Type") == "AWS::StepFunctions::StateMachine":
-                control.outputs["StateMachineArn"] = arn
     return app
 
 

@@ -37,17 +37,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import Timing
+from infra.constructs.fragments import JSON_NULL, Retries, catch_into, poll_until
 from infra.constructs.lambda_step import LambdaStep
-
-# CDK drops None from state parameters; this intrinsic writes an explicit JSON null.
-JSON_NULL = "States.StringToJson('null')"
-RETRIED_TRANSIENT_ERRORS = ["Throttled", "SnapshotQuotaExceeded"]
-NOT_AVAILABLE_ERROR = "DBNotAvailable"
 
 
 @dataclass(frozen=True)
@@ -69,28 +64,16 @@ class WorkflowSteps:
     cleanup_worker: LambdaStep
 
 
-def _retry(errors: list[str], timing: Timing, max_attempts: int) -> dict:
-    return {
-        "errors": errors,
-        "interval": Duration.seconds(timing.retry_interval_seconds),
-        "max_attempts": max_attempts,
-        "backoff_rate": timing.retry_backoff_rate,
-        "max_delay": Duration.seconds(max(timing.retry_interval_seconds, 300)),
-        "jitter_strategy": sfn.JitterType.FULL,
-    }
-
-
 class BackupWorkflow(Construct):
     """Builds the definition of the backup state machine from its steps."""
 
     def __init__(self, scope: Construct, id_: str, *, steps: WorkflowSteps, timing: Timing):
         super().__init__(scope, id_)
-        transient = _retry(RETRIED_TRANSIENT_ERRORS, timing, timing.retry_max_attempts)
-        not_available = _retry([NOT_AVAILABLE_ERROR], timing, timing.not_available_max_attempts)
-        throttled = _retry(["Throttled"], timing, timing.retry_max_attempts)
+        retries = Retries.from_timing(timing)
+        transient, not_available, throttled = retries.transient, retries.not_available, retries.throttled
 
         # --- per resource -------------------------------------------------------------------------
-        release = steps.release_lease.task("Release lease", result_path=None, retries=[throttled])
+        release = steps.release_lease.task(self, "Release lease", result_path=None, retries=[throttled])
         resource_result = sfn.Pass(self, "Resource result", parameters={
             "resource.$": "$.resource",
             "snapshot.$": "$.snapshot",
@@ -105,43 +88,39 @@ class BackupWorkflow(Construct):
 
         def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
             """Any failure of a step after the lease is taken goes to Release lease, error recorded."""
-            return task.add_catch(release, errors=["States.ALL"], result_path="$.error")
+            return catch_into(task, release)
 
-        acquire = steps.acquire_lease.task("Acquire lease", result_path="$.lease", retries=[throttled])
+        acquire = steps.acquire_lease.task(self, "Acquire lease", result_path="$.lease", retries=[throttled])
         lease_not_acquired = sfn.Pass(self, "Lease not acquired", parameters={
             "resource.$": "$.resource",
             "error.$": "$.error",
         })
-        acquire.add_catch(lease_not_acquired, errors=["States.ALL"], result_path="$.error")
+        catch_into(acquire, lease_not_acquired)
 
         create = guarded(steps.create_snapshot.task(
-            "Create snapshot", result_path="$.snapshot", retries=[transient, not_available]))
+            self, "Create snapshot", result_path="$.snapshot", retries=[transient, not_available]))
         check = guarded(steps.check_snapshot.task(
-            "Check snapshot", result_path="$.snapshot_wait", retries=[throttled]))
-        wait_snapshot = sfn.Wait(self, "Wait for snapshot",
-                                 time=sfn.WaitTime.seconds_path("$.snapshot_wait.wait_seconds"))
-        tag = guarded(steps.tag_snapshot.task("Tag snapshot", result_path="$.tags", retries=[throttled]))
+            self, "Check snapshot", result_path="$.snapshot_wait", retries=[throttled]))
+        tag = guarded(steps.tag_snapshot.task(self, "Tag snapshot", result_path="$.tags", retries=[throttled]))
         replicate = guarded(steps.replicate_snapshot.task(
-            "Replicate snapshot", result_path="$.replica", retries=[transient, not_available]))
-        wait_replica = sfn.Wait(self, "Wait for replica",
-                                time=sfn.WaitTime.seconds_path("$.replica.wait_seconds"))
+            self, "Replicate snapshot", result_path="$.replica", retries=[transient, not_available]))
         retention = guarded(steps.apply_retention.task(
-            "Apply retention", result_path="$.retention", retries=[throttled]))
+            self, "Apply retention", result_path="$.retention", retries=[throttled]))
         retention.next(release)
 
-        busy_bucket = _retry(["Throttled", "TempBucketBusy"], timing, timing.retry_max_attempts)
+        busy_bucket = retries.of("Throttled", "TempBucketBusy")
         image_backup = self._image_backup(steps, retention, release, throttled=throttled, busy_bucket=busy_bucket,
                                           not_available=not_available)
         replication_wanted = sfn.Choice(self, "Replicate?").when(
             sfn.Condition.is_not_null("$.replication"), replicate
         ).otherwise(image_backup)
-        replicate.next(sfn.Choice(self, "Replica done?")
-                       .when(sfn.Condition.boolean_equals("$.replica.done", True), image_backup)
-                       .otherwise(wait_replica.next(replicate)))
+        poll_until(self, check=replicate, done=sfn.Condition.boolean_equals("$.replica.done", True),
+                   wait_seconds_path="$.replica.wait_seconds", then=image_backup,
+                   choice_name="Replica done?", wait_name="Wait for replica")
         tag.next(replication_wanted)
-        check.next(sfn.Choice(self, "Snapshot ready?")
-                   .when(sfn.Condition.boolean_equals("$.snapshot_wait.ready", True), tag)
-                   .otherwise(wait_snapshot.next(check)))
+        poll_until(self, check=check, done=sfn.Condition.boolean_equals("$.snapshot_wait.ready", True),
+                   wait_seconds_path="$.snapshot_wait.wait_seconds", then=tag,
+                   choice_name="Snapshot ready?", wait_name="Wait for snapshot")
         create.next(check)
         acquire.next(create)
 
@@ -176,7 +155,7 @@ class BackupWorkflow(Construct):
         each_resource.item_processor(item_defaults)
 
         # --- session ------------------------------------------------------------------------------
-        resolve = steps.resolve_policy.task("Resolve policy", result_path="$.session", payload={
+        resolve = steps.resolve_policy.task(self, "Resolve policy", result_path="$.session", payload={
             "policy.$": "$.policy",
             "resources.$": "$.resources",
             "execution_name.$": "$$.Execution.Name",
@@ -202,12 +181,12 @@ class BackupWorkflow(Construct):
         with_subset.next(resolve)
         whole_policy.next(resolve)
 
-        report = steps.session_report.task("Session report", result_path="$.report", payload={
+        report = steps.session_report.task(self, "Session report", result_path="$.report", payload={
             "session.$": "$.session",
             "results.$": "$.results",
             "error.$": JSON_NULL,
         }, retries=[throttled])
-        failed_report = steps.session_report.task("Report failed session", result_path="$.report", payload={
+        failed_report = steps.session_report.task(self, "Report failed session", result_path="$.report", payload={
             "session.$": JSON_NULL,
             "policy.$": "$.policy",
             "execution_name.$": "$$.Execution.Name",
@@ -215,7 +194,7 @@ class BackupWorkflow(Construct):
             "results": [],
             "error.$": "$.error",
         }, retries=[throttled])
-        resolve.add_catch(failed_report, errors=["States.ALL"], result_path="$.error")
+        catch_into(resolve, failed_report)
 
         session_failed = sfn.Pass(self, "Failure cause", parameters={
             "cause.$": "States.JsonToString($.report)",
@@ -245,24 +224,25 @@ class BackupWorkflow(Construct):
                                                  ├─ failed? ──> (release lease)
                                                  └─ ok ──────> (retention)
         """
-        cleanup = steps.cleanup_worker.task("Clean up worker", result_path="$.image_cleanup", retries=[busy_bucket])
-        cleanup.add_catch(release, errors=["States.ALL"], result_path="$.image_cleanup_error")
+        cleanup = steps.cleanup_worker.task(self, "Clean up worker", result_path="$.image_cleanup",
+                                            retries=[busy_bucket])
+        catch_into(cleanup, release, result_path="$.image_cleanup_error")
         cleanup.next(sfn.Choice(self, "Image backup failed?")
                      .when(sfn.Condition.is_not_null("$.error"), release)
                      .otherwise(retention))
 
         def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
-            return task.add_catch(cleanup, errors=["States.ALL"], result_path="$.error")
+            return catch_into(task, cleanup)
 
-        prepare = guarded(steps.prepare_worker.task("Prepare worker", result_path="$.image", retries=[busy_bucket]))
+        prepare = guarded(steps.prepare_worker.task(self, "Prepare worker", result_path="$.image",
+                                                    retries=[busy_bucket]))
         # DBNotAvailable: the DB is still applying the added security group
-        start = guarded(steps.start_worker.task("Start worker", result_path="$.image",
+        start = guarded(steps.start_worker.task(self, "Start worker", result_path="$.image",
                                                 retries=[throttled, not_available]))
-        check = guarded(steps.check_worker.task("Check worker", result_path="$.image", retries=[throttled]))
-        wait = sfn.Wait(self, "Wait for worker", time=sfn.WaitTime.seconds_path("$.image.wait_seconds"))
-        check.next(sfn.Choice(self, "Worker done?")
-                   .when(sfn.Condition.boolean_equals("$.image.done", True), cleanup)
-                   .otherwise(wait.next(check)))
+        check = guarded(steps.check_worker.task(self, "Check worker", result_path="$.image", retries=[throttled]))
+        poll_until(self, check=check, done=sfn.Condition.boolean_equals("$.image.done", True),
+                   wait_seconds_path="$.image.wait_seconds", then=cleanup,
+                   choice_name="Worker done?", wait_name="Wait for worker")
         prepare.next(start)
         start.next(check)
         return sfn.Choice(self, "Image backup?").when(

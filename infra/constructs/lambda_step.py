@@ -17,7 +17,9 @@ from infra.nag import acknowledge
 class LambdaStep(Construct):
     """A handler in `rdsbackup_lambdas.handlers.<handler>` with a least-privilege role of its own.
 
-    Grant what the handler needs on `self.role`; make task states with `task()`.
+    Grant what the handler needs on `self.role`; make task states with `task(scope, ...)`. The step is
+    made once; each workflow that uses it builds its states in its own scope, so several state machines
+    share one function, role and log group.
     """
 
     def __init__(self, scope: Construct, id_: str, *, handler: str, code: lambda_.Code,
@@ -55,15 +57,16 @@ class LambdaStep(Construct):
                     "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions; they "
                     "are the only wildcard CDK adds for active tracing.")
 
-    def task(self, state_id: str, *, result_path: str | None, payload: dict | None = None,
+    def task(self, scope: Construct, state_id: str, *, result_path: str | None, payload: dict | None = None,
              retries: list[dict] | None = None) -> tasks.LambdaInvoke:
-        """A task that invokes the handler and places its result at `result_path`.
+        """A task state in `scope` (the workflow) that invokes the handler and places its result at
+        `result_path`. `state_id` is the state's name; it must be unique within the state machine.
 
         Lambda service errors are retried by CDK's defaults; `retries` adds our own error names as
         dicts of `sfn.RetryProps` keyword arguments.
         """
         invoke = tasks.LambdaInvoke(
-            self, state_id,
+            scope, state_id,
             state_name=state_id,
             lambda_function=self.function,
             payload=sfn.TaskInput.from_object(payload) if payload is not None else None,

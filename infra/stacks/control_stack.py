@@ -10,7 +10,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -20,6 +19,7 @@ from constructs import Construct
 
 from infra.config import BackupConfig
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
+from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
 from infra.constructs.repositories import Repositories
 from infra.lambda_code import lambda_code
@@ -64,22 +64,15 @@ class ControlStack(Stack):
         self.steps = self._steps(config, topology)
         self.sweeper = self._sweeper(config, topology)
         workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
-        self.state_machine_logs = logs.LogGroup(self, "StateMachineLogs", encryption_key=self.key,
-                                                retention=logs.RetentionDays.ONE_YEAR,
-                                                removal_policy=RemovalPolicy.DESTROY)
-        self.state_machine = sfn.StateMachine(
-            self, "BackupStateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(workflow.definition),
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.state_machine_logs, level=sfn.LogLevel.ALL,
-                                include_execution_data=True),
-            timeout=Duration.hours(24),
-            comment="rds-backup: snapshot, tag, replicate and apply retention for a policy's databases",
-        )
+        self.state_machine, self.state_machine_logs = logged_state_machine(
+            self, "BackupStateMachine", definition=workflow.definition, log_group_id="StateMachineLogs",
+            key=self.key, timeout=Duration.hours(24),
+            comment="rds-backup: snapshot, tag, replicate and apply retention for a policy's databases")
         self._schedules(config)
         self._nag_suppressions()
+        # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "BackupStateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "SessionTableName", value=self.table.table_name)
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
 
@@ -209,10 +202,14 @@ class ControlStack(Stack):
             )
 
     def _nag_suppressions(self) -> None:
-        acknowledge(self.state_machine, "AwsSolutions-IAM5[Resource::*]",
+        self._acknowledge_state_machine(self.state_machine, self.steps.__dict__.values())
+
+    def _acknowledge_state_machine(self, machine: sfn.StateMachine, steps) -> None:
+        """The wildcards CDK adds to a state machine's role: logging/tracing, and each function's versions."""
+        acknowledge(machine, "AwsSolutions-IAM5[Resource::*]",
                     "CloudWatch Logs delivery and X-Ray actions support no resource-level permissions (CDK "
                     "adds them for the state machine's logging and tracing).")
-        for step in self.steps.__dict__.values():
+        for step in steps:
             function_id = self.get_logical_id(step.function.node.default_child)
-            acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
+            acknowledge(machine, f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
                         "CDK grants invoking the function's versions/aliases too; the function is named.")

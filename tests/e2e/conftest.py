@@ -37,14 +37,13 @@ class Harness:
     def sfn(self):
         return boto3.client("stepfunctions", region_name=REGION)
 
-    def run(self, execution_input: dict, name: str, timeout: float = 120) -> dict:
-        """Start a named execution and wait for it to finish; returns describe_execution."""
-        arn = self.sfn.start_execution(stateMachineArn=self.app.state_machine_arn, name=name,
-                                       input=json.dumps(execution_input))["executionArn"]
-        return self.wait(arn, timeout)
+    def run(self, execution_input: dict, name: str, timeout: float = 120, workflow: str = "Backup") -> dict:
+        """Start a named execution of `workflow`'s state machine and wait for it to finish; returns
+        describe_execution."""
+        return self.wait(self.start(execution_input, name, workflow=workflow), timeout)
 
-    def start(self, execution_input: dict, name: str) -> str:
-        return self.sfn.start_execution(stateMachineArn=self.app.state_machine_arn, name=name,
+    def start(self, execution_input: dict, name: str, workflow: str = "Backup") -> str:
+        return self.sfn.start_execution(stateMachineArn=self.app.workflow_arn(workflow), name=name,
                                         input=json.dumps(execution_input))["executionArn"]
 
     def wait(self, execution_arn: str, timeout: float = 120) -> dict:

@@ -43,3 +43,16 @@ def flatten(value) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+def state_machine(template: dict, construct_id: str) -> dict:
+    """The state machine made under `construct_id` (e.g. "BackupStateMachine") among the template's several."""
+    machines = {logical: machine for logical, machine in resources_of(template, "AWS::StepFunctions::StateMachine")
+                .items() if logical.startswith(construct_id)}
+    assert len(machines) == 1, f"expected one state machine {construct_id}, found {sorted(machines)}"
+    return next(iter(machines.values()))
+
+
+def definition_of(machine: dict) -> dict:
+    """A state machine's definition as JSON (references shown as <Logical.Attr>)."""
+    return json.loads(flatten(machine["Properties"]["DefinitionString"]))

@@ -1,0 +1,99 @@
+"""State-machine pieces every workflow builds the same way: retries, catches, wait-and-check loops, and
+the state machine itself (logged, traced, standard).
+
+Error names are the handlers' exception class names (``rdsbackup_lambdas.errors``);
+``tests/infra/test_error_names.py`` checks that every name a state machine retries or catches exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import Timing
+
+# CDK drops None from state parameters; this intrinsic writes an explicit JSON null.
+JSON_NULL = "States.StringToJson('null')"
+ANY_ERROR = "States.ALL"
+
+
+def retry(errors: list[str], timing: Timing, max_attempts: int) -> dict:
+    """A retry of `errors` with exponential backoff and full jitter (`sfn.RetryProps` keyword arguments)."""
+    return {
+        "errors": errors,
+        "interval": Duration.seconds(timing.retry_interval_seconds),
+        "max_attempts": max_attempts,
+        "backoff_rate": timing.retry_backoff_rate,
+        "max_delay": Duration.seconds(max(timing.retry_interval_seconds, 300)),
+        "jitter_strategy": sfn.JitterType.FULL,
+    }
+
+
+@dataclass(frozen=True)
+class Retries:
+    """The retries the workflows share, from the config's timing."""
+
+    throttled: dict
+    # throttling and the snapshot quota: both clear up by themselves
+    transient: dict
+    # InvalidDBInstanceState and the like: the DB is busy (modifying, backing up) for a while
+    not_available: dict
+    timing: Timing
+
+    @classmethod
+    def from_timing(cls, timing: Timing) -> Retries:
+        return cls(
+            throttled=retry(["Throttled"], timing, timing.retry_max_attempts),
+            transient=retry(["Throttled", "SnapshotQuotaExceeded"], timing, timing.retry_max_attempts),
+            not_available=retry(["DBNotAvailable"], timing, timing.not_available_max_attempts),
+            timing=timing,
+        )
+
+    def of(self, *errors: str) -> dict:
+        """A retry of other error names, with the throttling retry's backoff and attempts."""
+        return retry(list(errors), self.timing, self.timing.retry_max_attempts)
+
+
+def catch_into(task: sfn.TaskStateBase, handler: sfn.IChainable, *, result_path: str = "$.error",
+               errors: list[str] | None = None) -> sfn.TaskStateBase:
+    """`task` with any failure (or `errors`) caught into `handler`, the error placed at `result_path`."""
+    return task.add_catch(handler, errors=errors or [ANY_ERROR], result_path=result_path)
+
+
+def poll_until(scope: Construct, *, check: sfn.TaskStateBase, done: sfn.Condition, wait_seconds_path: str,
+               then: sfn.IChainable, choice_name: str, wait_name: str) -> sfn.TaskStateBase:
+    """The wait-and-check loop: `check` runs, then `then` once `done` holds, else Wait and check again.
+
+        check ─> choice_name ─ done ─> then
+          ▲          │ not yet
+          └── wait_name (seconds from wait_seconds_path)
+
+    The check handler computes the growing interval and raises its timeout error when the wait is over
+    (``rdsbackup_lambdas.polling.next_poll``), so the loop always ends. Returns `check`.
+    """
+    wait = sfn.Wait(scope, wait_name, time=sfn.WaitTime.seconds_path(wait_seconds_path))
+    check.next(sfn.Choice(scope, choice_name).when(done, then).otherwise(wait.next(check)))
+    return check
+
+
+def logged_state_machine(scope: Construct, id_: str, *, definition: sfn.IChainable, log_group_id: str,
+                         key: kms.IKey, comment: str, timeout: Duration) -> tuple[sfn.StateMachine, logs.LogGroup]:
+    """A standard state machine with X-Ray tracing and every event logged (with data) to its own encrypted
+    log group. Both are made in `scope` under the ids given, so existing deployments keep them."""
+    log_group = logs.LogGroup(scope, log_group_id, encryption_key=key, retention=logs.RetentionDays.ONE_YEAR,
+                              removal_policy=RemovalPolicy.DESTROY)
+    machine = sfn.StateMachine(
+        scope, id_,
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        state_machine_type=sfn.StateMachineType.STANDARD,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        timeout=timeout,
+        comment=comment,
+    )
+    return machine, log_group
