@@ -1,6 +1,7 @@
 """`rdsbackup`: the operator CLI and the worker's entry point (contract in DESIGN.md).
 
-Exit codes: 0 ok, 1 failure (one line on stderr, no traceback), 2 usage error (argparse).
+Exit codes: 0 ok, 1 failure (one line on stderr, no traceback), 2 usage error (argparse), 75 an archived
+restore point's packs are being retrieved from Glacier: run again later (or pass --wait).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 from collections.abc import Sequence
 
 PROG = "rdsbackup"
+# EX_TEMPFAIL (sysexits.h): not a failure, try again later. A restore from an archive exits with it
+# while the packs it needs are still being retrieved.
+EXIT_RETRIEVAL_PENDING = 75
 
 
 class CliError(Exception):
@@ -87,9 +91,62 @@ def connection_from_args(args: argparse.Namespace):
 
 
 def open_repository(url: str):
+    """A backup repository, or an archive repository (its passphrase from RDSBACKUP_ARCHIVE_PASSWORD
+    when that is set)."""
     from .repository import Repository
+    from .repository.archive import ARCHIVE_KIND, ArchiveRepository, kind_of
 
+    if kind_of(url) == ARCHIVE_KIND:
+        return ArchiveRepository.open_archive(url)
     return Repository.open(url)
+
+
+def _is_archive(repo) -> bool:
+    from .repository.archive import ArchiveRepository
+
+    return isinstance(repo, ArchiveRepository)
+
+
+class RetrievalPending(Exception):
+    """Packs of an archived restore point are not readable yet (exit EXIT_RETRIEVAL_PENDING)."""
+
+
+def retrieval_summary(states) -> str:
+    from .repository.retrieval import ARCHIVED, READY
+
+    waiting = [s for s in states if s.state != READY]
+    size = sum(s.size for s in waiting)
+    requested = sum(1 for s in waiting if s.state != ARCHIVED)
+    return (f"{len(waiting)} of {len(states)} packs ({_human_bytes(size)}) are being retrieved from "
+            f"{', '.join(sorted({s.storage_class for s in waiting}))} ({requested} requests running)")
+
+
+def ready_to_restore(args: argparse.Namespace, repo, rp_id: str):
+    """The repository to restore `rp_id` from: itself for a backup repository; for an archive, the
+    point's own view once its packs are readable. Asks for the retrieval of archived packs (tier
+    --retrieval-tier), then waits with --wait or raises RetrievalPending."""
+    import time
+
+    from .repository.retrieval import READY, request_retrieval
+
+    if not _is_archive(repo):
+        return repo
+    view = repo.for_point(rp_id)
+    deadline = time.monotonic() + args.wait_timeout * 3600
+    while True:
+        states = view.pack_states(rp_id)
+        if all(s.state == READY for s in states):
+            return view
+        requested = request_retrieval(view.backend, states, tier=args.retrieval_tier, days=args.retrieval_days)
+        summary = retrieval_summary(states)
+        if requested:
+            summary += f"; {requested} retrieval requests made now (tier {args.retrieval_tier})"
+        if not args.wait:
+            raise RetrievalPending(f"restore point {rp_id}: {summary}; run again later, or pass --wait")
+        if time.monotonic() >= deadline:
+            raise CliError(f"restore point {rp_id}: still waiting after {args.wait_timeout} h: {summary}")
+        print(f"{PROG}: waiting: {summary}", file=sys.stderr, flush=True)
+        time.sleep(args.wait_interval)
 
 
 def _human_bytes(n: float) -> str:
@@ -117,12 +174,50 @@ def cmd_repo_init(args: argparse.Namespace) -> int:
     from .repository import Repository
 
     password = None
+    env = "RDSBACKUP_ARCHIVE_PASSWORD" if args.archive else "RDSBACKUP_PASSWORD"
     if not args.kms_key_id:
-        password = os.environ.get("RDSBACKUP_PASSWORD")
+        password = os.environ.get(env)
         if not password:
-            raise CliError("set RDSBACKUP_PASSWORD (the repository passphrase) or give --kms-key-id")
-    Repository.init(args.repo, kms_key_id=args.kms_key_id, password=password)
-    print(f"initialized repository {args.repo}")
+            raise CliError(f"set {env} (the repository passphrase) or give --kms-key-id")
+    Repository.init(args.repo, kms_key_id=args.kms_key_id, password=password, kind="archive" if args.archive else None)
+    print(f"initialized {'archive ' if args.archive else ''}repository {args.repo}")
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    import signal
+
+    from .errors import RepositoryNotFound
+    from .repository.archive import ArchiveRepository, archive_restore_point
+
+    source = open_repository(args.repo)
+    if _is_archive(source):
+        raise CliError(f"--repo {args.repo} is an archive repository; archive from the backup repository")
+    try:
+        archive = ArchiveRepository.open_archive(args.archive_repo)
+    except RepositoryNotFound:
+        if not args.archive_kms_key_id and not os.environ.get("RDSBACKUP_ARCHIVE_PASSWORD"):
+            raise CliError(f"no archive repository at {args.archive_repo}: set RDSBACKUP_ARCHIVE_PASSWORD or give "
+                           "--archive-kms-key-id to create it") from None
+        archive = ArchiveRepository.init_archive(args.archive_repo, kms_key_id=args.archive_kms_key_id)
+    # ECS stops a task with SIGTERM: unwind like Ctrl-C so the copy deletes what it wrote.
+    signal.signal(signal.SIGTERM, _interrupt)
+    results = []
+    for rp_id in args.restore_point:
+        results.append(archive_restore_point(source, archive, rp_id, storage_class=args.storage_class))
+    if args.json:
+        _print_json(results if len(results) > 1 else results[0])
+    else:
+        for r in results:
+            if not r["archived"]:
+                print(f"restore point {r['restore_point_id']}: already archived")
+            else:
+                print(f"restore point {r['restore_point_id']}: archived, {r['packs']} packs, "
+                      f"{_human_bytes(r['stored_bytes'])} in {r['storage_class']} in {r['duration_seconds']:.1f} s")
     return 0
 
 
@@ -185,7 +280,7 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
     from .progress import reporter_for
 
     info = connection_from_args(args)
-    repo = open_repository(args.repo)
+    repo = ready_to_restore(args, open_repository(args.repo), args.restore_point)
     reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
     try:
         result = restore_postgres(repo, args.restore_point, info, database=args.database,
@@ -247,23 +342,42 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
-    report = repo.verify(args.restore_point, read_data=args.read_data)
+    if _is_archive(repo):
+        from .repository.archive import verify_archive
+
+        report = verify_archive(repo, args.restore_point, read_data=args.read_data)
+    else:
+        report = repo.verify(args.restore_point, read_data=args.read_data)
     errors = report.get("errors") or []
+    waiting = report.get("needs_retrieval") or []
     if args.json:
         _print_json(report)
     else:
         for err in errors:
             print(f"error: {err}")
+        for w in waiting:
+            print(f"needs retrieval: pack {w['pack']} of restore point {w['restore_point_id']} "
+                  f"({_human_bytes(w['bytes'])}, {w['storage_class']}, retrieval {w['retrieval']})")
         checked = {k: v for k, v in report.items() if k != "errors" and isinstance(v, int | float | str)}
         print("verify: " + ", ".join(f"{k} {v}" for k, v in checked.items()) if checked else "verify: done")
     if errors:
         first = errors[0] if isinstance(errors[0], str) else json.dumps(errors[0], default=str)
         raise CliError(f"verify found {len(errors)} error(s); first: {' '.join(str(first).split())}")
+    if waiting:
+        points = sorted({w["restore_point_id"] for w in waiting})
+        size = _human_bytes(report["needs_retrieval_bytes"])
+        raise RetrievalPending(f"verify --read-data: {len(waiting)} packs ({size}) "
+                               f"of restore points {', '.join(points)} need a retrieval before their data can be read; "
+                               "the rest verified")
     return 0
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
+    if _is_archive(repo):
+        return _forget_archived(args, repo)
+    if args.keep_weekly or args.keep_monthly or args.keep_yearly:
+        raise CliError("--keep-weekly/--keep-monthly/--keep-yearly apply to archive repositories")
     removed = repo.forget(keep_last=args.keep_last, keep_days=args.keep_days)
     pruned = repo.prune()
     if args.json:
@@ -271,6 +385,29 @@ def cmd_forget(args: argparse.Namespace) -> int:
     else:
         print(f"forgot {len(removed)} restore point(s)" + (": " + ", ".join(removed) if removed else ""))
         print("prune: " + ", ".join(f"{k} {v}" for k, v in (pruned or {}).items()))
+    return 0
+
+
+def _forget_archived(args: argparse.Namespace, repo) -> int:
+    from .repository.archive import forget_archived
+    from .repository.gfs import gfs_keep
+
+    if args.keep_days is None:
+        raise CliError("an archive repository keeps archived points by age: give --keep-days")
+    keep = None
+    if args.keep_weekly or args.keep_monthly or args.keep_yearly:
+        def keep(points):
+            return gfs_keep(points, weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
+    result = forget_archived(repo, retention_days=args.keep_days, keep=keep)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"deleted {len(result['deleted'])} archived restore point(s)"
+              + (": " + ", ".join(result["deleted"]) if result["deleted"] else ""))
+        for item in result["locked"]:
+            print(f"kept {item['restore_point_id']}: under Object Lock until {item['retain_until']}")
+        if result["early_deletion_charge_usd"]:
+            print(f"early-deletion charge (list-price estimate): ${result['early_deletion_charge_usd']:.4f}")
     return 0
 
 
@@ -302,6 +439,20 @@ def _add_db_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=_positive_int, default=4, help="parallel table copies (default 4)")
 
 
+def _add_retrieval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retrieval-tier", choices=("Standard", "Bulk", "Expedited"), default="Standard",
+                   help="restoring from an archive: S3 retrieval tier for its Glacier packs (default Standard; "
+                        "Deep Archive offers Standard and Bulk)")
+    p.add_argument("--retrieval-days", type=_positive_int, default=3, metavar="N",
+                   help="days the retrieved copies stay readable (default 3)")
+    p.add_argument("--wait", action="store_true", help="wait for the retrieval instead of exiting with "
+                   f"code {EXIT_RETRIEVAL_PENDING}")
+    p.add_argument("--wait-interval", type=_positive_int, default=600, metavar="SECONDS",
+                   help="seconds between retrieval checks with --wait (default 600)")
+    p.add_argument("--wait-timeout", type=_positive_int, default=48, metavar="HOURS",
+                   help="give up waiting after this many hours (default 48)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Image-level backups of RDS databases.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -312,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--repo", required=True, metavar="URL", help="s3://bucket/prefix or file:///path")
     init.add_argument("--kms-key-id", metavar="ID", help="wrap the master key with this KMS key "
                       "(default: a passphrase from RDSBACKUP_PASSWORD)")
+    init.add_argument("--archive", action="store_true", help="an archive repository (its passphrase from "
+                      "RDSBACKUP_ARCHIVE_PASSWORD); `rdsbackup archive` creates one when it is missing")
     init.set_defaults(func=cmd_repo_init)
 
     backup = sub.add_parser("backup", help="back up a database server")
@@ -368,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpg.add_argument("--maintenance-work-mem", metavar="SIZE", default="256MB",
                      help="maintenance_work_mem of the sessions that build indexes and check constraints "
                           "after the data (default 256MB, each of --jobs sessions)")
+    _add_retrieval(rpg)
     rpg.add_argument("--json", action="store_true")
     rpg.set_defaults(func=cmd_restore_postgres)
 
@@ -383,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     keep = forget.add_mutually_exclusive_group(required=True)
     keep.add_argument("--keep-last", type=_positive_int, metavar="N")
     keep.add_argument("--keep-days", type=_positive_int, metavar="N")
+    for period in ("weekly", "monthly", "yearly"):
+        forget.add_argument(f"--keep-{period}", type=_positive_int, metavar="N",
+                            help=f"archive repositories: also keep the newest point of each of the last N "
+                                 f"{ {'weekly': 'weeks', 'monthly': 'months', 'yearly': 'years'}[period] } (GFS)")
     forget.add_argument("--json", action="store_true")
     forget.set_defaults(func=cmd_forget)
 
@@ -390,11 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "docs/state-machine-contract.md); the result goes to its result_url")
     job.set_defaults(func=cmd_job)
 
-    archive = sub.add_parser("archive", help="copy a restore point to an archive repository (not implemented yet)")
-    archive.add_argument("--repo", required=True, metavar="URL")
-    archive.add_argument("--archive-repo", required=True, metavar="URL")
-    archive.add_argument("--restore-point", required=True, metavar="ID")
-    archive.set_defaults(func=cmd_not_implemented, command_name="archive")
+    archive = sub.add_parser("archive", help="copy restore points into an archive repository as self-contained "
+                             "fulls (the archive's passphrase from RDSBACKUP_ARCHIVE_PASSWORD)")
+    archive.add_argument("--repo", required=True, metavar="URL", help="the backup repository")
+    archive.add_argument("--archive-repo", required=True, metavar="URL", help="the archive repository "
+                         "(created when missing)")
+    archive.add_argument("--restore-point", required=True, action="extend", nargs="+", metavar="ID")
+    archive.add_argument("--storage-class", choices=("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD_IA",
+                                                      "STANDARD"),
+                         help="S3 storage class of the archived packs (default: the URL's data-storage-class, "
+                              "else STANDARD); index, manifests and keys always stay STANDARD")
+    archive.add_argument("--archive-kms-key-id", metavar="ID", help="KMS key for a new archive repository's key")
+    archive.add_argument("--json", action="store_true")
+    archive.set_defaults(func=cmd_archive)
     return parser
 
 
@@ -420,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except RetrievalPending as exc:
+        print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_RETRIEVAL_PENDING
     except Exception as exc:  # every failure becomes one line and exit 1
         print(f"{PROG}: error: {describe(exc)}", file=sys.stderr)
         if os.environ.get("RDSBACKUP_DEBUG"):

@@ -47,6 +47,15 @@ class MissingObject(RepositoryError):
         self.restore_point = restore_point
 
 
+class ArchivedObject(RepositoryError):
+    """An object sits in a cold storage class (Glacier Flexible Retrieval, Deep Archive) and must be
+    retrieved (S3 RestoreObject) before it can be read."""
+
+    def __init__(self, message: str, *, object_name: str | None = None):
+        super().__init__(message)
+        self.object_name = object_name
+
+
 class RestorePointNotFound(RepositoryError):
     """No manifest has the given restore point id."""
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlparse
 
-from rdsbackup.errors import MissingObject, RepositoryError
+from rdsbackup.errors import ArchivedObject, MissingObject, RepositoryError
 
 # Objects above this size go up in parts (S3 single PUTs top out at 5 GiB; parts also retry cheaply).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -187,7 +187,10 @@ class S3Backend(Backend):
         if code == "NoSuchBucket":
             return RepositoryError(f"bucket {self.bucket} does not exist ({self.url})")
         if code == "InvalidObjectState":
-            return RepositoryError(f"object {key} in {self.url} is archived: restore it from Glacier first")
+            return ArchivedObject(
+                f"object {key} in {self.url} is archived: it needs a retrieval (restore from Glacier) first",
+                object_name=key,
+            )
         return RepositoryError(f"S3 request for {key} in {self.url} failed: {code or exc}")
 
     def put_new(self, key: str, data: bytes) -> bool:

@@ -104,6 +104,34 @@ class Keys:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plain, ad)
 
+    def open_encoded(self, sealed, ad: bytes) -> bytearray:
+        """Authenticate and decrypt a sealed object without decompressing it: flag byte || payload.
+        With `seal_encoded` this moves a block to another key without recompressing it."""
+        if len(sealed) < NONCE_SIZE + TAG_SIZE + 1:
+            raise AuthenticationFailed("too short")
+        view = memoryview(sealed)
+        try:
+            return bytearray(self._aead.decrypt(bytes(view[:NONCE_SIZE]), view[NONCE_SIZE:], ad))
+        except InvalidTag:
+            raise AuthenticationFailed("authentication failed") from None
+
+    def decode(self, encoded, *, max_size: int | None = None) -> bytes:
+        """The payload of what `open_encoded` returned (decompressed when its flag says zstd)."""
+        flag = encoded[0]
+        if flag == FLAG_RAW:
+            return bytes(memoryview(encoded)[1:])
+        if flag == FLAG_ZSTD:
+            try:
+                return self._decompressor().decompress(memoryview(encoded)[1:], max_output_size=max_size or 0)
+            except zstandard.ZstdError as exc:
+                raise AuthenticationFailed(f"bad zstd frame: {exc}") from None
+        raise AuthenticationFailed(f"unknown encoding flag {flag}")
+
+    def seal_encoded(self, encoded, ad: bytes) -> bytes:
+        """Encrypt and authenticate an already encoded flag || payload (as `open_encoded` returns it)."""
+        nonce = os.urandom(NONCE_SIZE)
+        return nonce + self._aead.encrypt(nonce, bytes(encoded), ad)
+
     def open(self, sealed, ad: bytes, *, max_size: int | None = None) -> bytes:
         """Authenticate, decrypt and decompress a sealed object; AuthenticationFailed if it was altered."""
         if len(sealed) < NONCE_SIZE + TAG_SIZE + 1:

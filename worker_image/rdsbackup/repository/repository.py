@@ -98,8 +98,10 @@ class Repository:
     # --- init / open ---------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None) -> Repository:
-        """Create a repository at `url`: RepositoryExists if one is there already."""
+    def init(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None,
+             kind: str | None = None) -> Repository:
+        """Create a repository at `url`: RepositoryExists if one is there already. `kind="archive"`
+        marks an archive repository (see rdsbackup.repository.archive)."""
         backend = backend_for(url)
         if backend.exists("config"):
             raise RepositoryExists(f"a repository already exists at {backend.url}")
@@ -111,6 +113,8 @@ class Repository:
             key_doc = crypto.wrap_with_password(master, _password(password), repo_id)
         key_doc["created"] = _now_iso()
         config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "id": repo_id, "created": _now_iso()}
+        if kind:
+            config["kind"] = kind
         # Key first, config last: a repository exists (for open and init) once its config does. The
         # config is written only if absent, so of two concurrent inits exactly one wins; the loser's
         # key document (for a master key nobody uses) is removed.

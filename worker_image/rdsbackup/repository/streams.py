@@ -75,6 +75,16 @@ class StreamWriter:
             self.child.feed(bytes(self.ids))
             self.ids = bytearray()
 
+    def add_stored_ids(self, ids: bytes) -> None:
+        """Append ids of chunks already stored (e.g. by a copy that moved whole blocks) to this level's
+        list, as `add_batch` does for the chunks it stores."""
+        self.ids += ids
+        if len(self.ids) >= 65536:
+            if self.child is None:
+                self.child = _ListSink(self.session, level=self.level + 1, sealed=self.sealed)
+            self.child.feed(bytes(self.ids))
+            self.ids = bytearray()
+
     def _store(self, view: memoryview, ends: list[int], ids: list[bytes]) -> None:
         """Put the chunks whose ids the index does not know yet into this stream's open block."""
         index = self.index
