@@ -96,3 +96,36 @@ def tls_requests() -> Iterator[None]:
         s3_models.FakeBucket.get_permission = original  # type: ignore[method-assign]
 
 
+
+
+class _Retrievals:
+    """Handle of `slow_retrievals`: `complete()` finishes every retrieval asked for so far."""
+
+    def complete(self) -> None:
+        from moto.moto_api import state_manager
+
+        state_manager.set_transition("s3::keyrestore", {"progression": "immediate"})
+
+
+@contextmanager
+def slow_retrievals() -> Iterator[_Retrievals]:
+    """moto 5.2.5 completes an S3 RestoreObject (a Glacier retrieval) at once; AWS takes minutes to 12
+    hours (48 for Deep Archive's Bulk tier). Within the block a retrieval stays in progress
+    (``x-amz-restore: ongoing-request="true"``, GET refused with ``InvalidObjectState``) until the
+    handle's ``complete()`` is called, so "not ready yet" paths can be tested."""
+    from moto.moto_api import state_manager
+
+    original = s3_models.FakeKey.restore
+
+    def restore(self: Any, days: int) -> None:
+        original(self, days)
+        self.status = "IN_PROGRESS"
+
+    # "manual" progression advances only when asked to: the status stays IN_PROGRESS.
+    state_manager.set_transition("s3::keyrestore", {"progression": "manual", "times": 1 << 62})
+    s3_models.FakeKey.restore = restore  # type: ignore[method-assign]
+    try:
+        yield _Retrievals()
+    finally:
+        s3_models.FakeKey.restore = original  # type: ignore[method-assign]
+        state_manager.unset_transition("s3::keyrestore")

@@ -61,6 +61,8 @@ ARCHIVE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR")
 # A source block is moved whole when at least this share of its bytes belongs to the point: the rest
 # is dead weight in the archive (scattered churn leaves most blocks a few percent dead).
 MOVE_WHOLE_MIN_LIVE = 0.9
+# ... or when its dead bytes are this few (a stream's last block holds its chunk lists' tail and root).
+MOVE_WHOLE_MAX_DEAD = 8 * 1024
 # New blocks built from the live chunks of mostly-dead source blocks close at this size.
 REBUILT_BLOCK = 128 * 1024
 
@@ -298,7 +300,7 @@ class _Copy:
             h.update(view[coff : coff + length])
             new_ids.append(h.digest())
         live_bytes = sum(length for _, length, _ in live)
-        if live_bytes >= MOVE_WHOLE_MIN_LIVE * len(plain):
+        if live_bytes >= MOVE_WHOLE_MIN_LIVE * len(plain) or len(plain) - live_bytes <= MOVE_WHOLE_MAX_DEAD:
             # Moved whole: decrypted and sealed again under the archive key, not recompressed.
             block_no = self.index.new_block()
             chunks = self.index.chunks
@@ -510,7 +512,7 @@ def forget_archived(
                     "storage_class": rec.get("storage_class"),
                     "archived_days": round(archived_age, 1),
                     "bytes": rec.get("pack_bytes", 0),
-                    "early_deletion_charge_usd": round(charge, 6),
+                    "early_deletion_charge_usd": charge,
                 })
                 total_charge += charge
         return {
@@ -518,7 +520,7 @@ def forget_archived(
             "locked": locked,
             "kept_by_selection": sorted(kept),
             "early_deletions": charges,
-            "early_deletion_charge_usd": round(total_charge, 6),
+            "early_deletion_charge_usd": total_charge,
             "orphans_removed": len(swept),
         }
     finally:
