@@ -143,12 +143,9 @@ def test_usage_errors_exit_2(rdsbackup, repo_url):
     assert run(rdsbackup, "forget", "--repo", repo_url, "--keep-last", "0").returncode == 2
 
 
-def test_archive_says_not_implemented(rdsbackup, repo_url):
-    # backup sqlserver is implemented (tests/worker/test_sqlserver_*.py): without its options, a usage error.
+def test_sqlserver_backup_without_its_options_is_a_usage_error(rdsbackup, repo_url):
+    # backup sqlserver is implemented (tests/worker/test_sqlserver_*.py); archive is tested in test_archive_cli.py.
     assert run(rdsbackup, "backup", "sqlserver", "--repo", repo_url).returncode == 2
-    assert_one_line_failure(
-        run(rdsbackup, "archive", "--repo", repo_url, "--archive-repo", repo_url, "--restore-point", "x"),
-        "not implemented")
 
 
 def test_wrong_database_password(server, rdsbackup, repo_url):

@@ -197,6 +197,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
     source = open_repository(args.repo)
     if _is_archive(source):
         raise CliError(f"--repo {args.repo} is an archive repository; archive from the backup repository")
+    for rp_id in args.restore_point:
+        source.load_manifest(rp_id)  # a wrong id fails before anything is created
     try:
         archive = ArchiveRepository.open_archive(args.archive_repo)
     except RepositoryNotFound:

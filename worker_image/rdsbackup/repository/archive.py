@@ -33,7 +33,13 @@ import os
 import time
 from collections.abc import Callable
 
-from rdsbackup.errors import CorruptObject, MissingObject, RepositoryError, RestorePointNotFound
+from rdsbackup.errors import (
+    CorruptObject,
+    MissingObject,
+    RepositoryError,
+    RestorePointNotFound,
+    WrongRepositoryKey,
+)
 from rdsbackup.repository.backends import backend_for
 from rdsbackup.repository.crypto import AuthenticationFailed
 from rdsbackup.repository.index import CHUNK_RECORD, Index, encode_new_entries, pack_id_from_key, pack_key
@@ -99,15 +105,27 @@ class ArchiveRepository(Repository):
 
     @classmethod
     def init_archive(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None) -> ArchiveRepository:
+        if not kms_key_id and not archive_password(password):
+            raise WrongRepositoryKey(f"no archive passphrase: set {ARCHIVE_PASSWORD_ENV} or give a KMS key")
         repo = Repository.init(url, kms_key_id=kms_key_id, password=None if kms_key_id else archive_password(password),
                                kind=ARCHIVE_KIND)
         return cls(repo.backend, repo.config, repo._keys)
 
     @classmethod
     def open_archive(cls, url: str, *, password: str | None = None) -> ArchiveRepository:
-        repo = cls.open(url, password=archive_password(password))
-        if repo.config.get("kind") != ARCHIVE_KIND:
-            raise RepositoryError(f"{repo.url} is a backup repository, not an archive repository")
+        if kind_of(url) != ARCHIVE_KIND:
+            raise RepositoryError(f"{backend_for(url).url} is a backup repository, not an archive repository")
+        password = archive_password(password)
+        try:
+            # "" rather than None: never fall back to the backup repository's RDSBACKUP_PASSWORD.
+            repo = cls.open(url, password=password or "")
+        except WrongRepositoryKey as exc:
+            if password:
+                raise
+            raise WrongRepositoryKey(
+                f"cannot open archive repository {url}: set {ARCHIVE_PASSWORD_ENV} (its passphrase) "
+                f"or give it a KMS key ({exc})"
+            ) from None
         return repo
 
     def for_point(self, rp_id: str) -> ArchiveRepository:
