@@ -14,7 +14,12 @@ pg_dump, zstd, restic and borg on the same database.
    (`rdsbackup restore postgres`), `pg_restore -j2` from a local `pg_dump -Fc -Z0` file, and
    `restic dump latest /shop.dump | pg_restore`. Each restore creates its database (inside the timing).
 5. One full backup into `s3://` on moto's S3 server; PUT requests counted from its request log.
-6. Prints the markdown table; writes bench/results/<time>.{json,md} (and latest.{json,md}).
+6. Archive (issue 13): a fresh full backup of the day-2 database next to `rdsbackup archive` of the
+   day-2 restore point into a new file:// archive repository (under /usr/bin/time -v), each
+   RDSBACKUP_BENCH_RESTORE_REPEAT times; then restores from the archive (next to restores from the
+   backup repository). RDSBACKUP_BENCH_PARTS=archive runs only this part (after a load, a full and
+   two days of churn with incrementals, ours alone).
+7. Prints the markdown table; writes bench/results/<time>.{json,md} (and latest.{json,md}).
 
 Environment: RDSBACKUP_BENCH_SHOP_SQL, RDSBACKUP_BENCH_CHURN_SQL (default ../shared/bench/*.sql beside
 the checkout), RDSBACKUP_BENCH_REPEAT, RDSBACKUP_BENCH_RESTORE_REPEAT, RDSBACKUP_BENCH_TMPDIR (where
@@ -294,6 +299,71 @@ class Bench:
             self.check_restored(target, expected)
         os.unlink(local_dump)
 
+    def history_ours_only(self, churn_sql: str) -> None:
+        """For the archive part alone: a full and two days of churn with incrementals, ours only."""
+        url = self.init_ours("ours")
+        self.checkpoint()
+        self.ours_backup(url)
+        for day in (1, 2):
+            log(f"day {day}: applying {churn_sql}")
+            self.psql_file(churn_sql)
+            self.checkpoint()
+            res, _ = self.ours_backup(url)
+            self.results[f"ours_day{day}_restore_point"] = json.loads(res.stdout)["restore_point_id"]
+
+    def ours_restore(self, repo_url: str, rp: str, target: str, name: str, expected: tuple[str, str]) -> None:
+        self.checkpoint()
+        res = procs.run(["rdsbackup", "restore", "postgres", "--repo", repo_url, "--restore-point", rp, "--host",
+                         self.server.host, "--port", str(self.server.port), "--user", self.server.superuser,
+                         "--password-env", "BENCH_PGPASSWORD", "--database", DB, "--target-database", target,
+                         "--replace", "--json", *self.jobs_args], env=self.env)
+        self.record_time(name, res.seconds, res.cpu_seconds)
+        self.check_restored(target, expected)
+
+    def archives(self, *, restore_baseline: bool) -> None:
+        """Issue 13's figures: archive the day-2 restore point (a self-contained full in its own
+        repository) next to a fresh full backup of the same (day-2) database, then restore from the
+        archive next to a restore from the backup repository."""
+        rp = self.results["ours_day2_restore_point"]
+        log(f"archive of the day-2 restore point {rp}, {self.restore_repeat} rounds")
+        env = dict(self.env, RDSBACKUP_ARCHIVE_PASSWORD="bench-archive-password")
+        archive_dir = os.path.join(self.work, "archive")
+        time_out = os.path.join(self.work, "time-v-archive.txt")
+        for i in range(self.restore_repeat):
+            log(f"round {i + 1}")
+            full = "ours-day2-full"
+            url = self.init_ours(full)
+            before = tree_bytes(os.path.join(self.work, full))
+            self.checkpoint()
+            res, _ = self.ours_backup(url)
+            self.record_time("day2_full.ours", res.seconds, res.cpu_seconds)
+            self.results["bytes"]["day2_full.ours"] = tree_bytes(os.path.join(self.work, full)) - before
+            shutil.rmtree(os.path.join(self.work, full))
+
+            shutil.rmtree(archive_dir, ignore_errors=True)
+            procs.run(["rdsbackup", "repo", "init", "--archive", "--repo", "file://" + archive_dir], env=env)
+            before = tree_bytes(archive_dir)
+            res = procs.run(["/usr/bin/time", "-v", "-o", time_out, "rdsbackup", "archive", "--repo",
+                             self.ours_url("ours"), "--archive-repo", "file://" + archive_dir, "--restore-point",
+                             rp, "--json"], env=env, sample_rss=True)
+            self.record_time("archive.ours", res.seconds, res.cpu_seconds)
+            self.results["bytes"]["archive.ours"] = tree_bytes(archive_dir) - before
+            self.results.setdefault("archive_result", []).append(json.loads(res.stdout))
+            with open(time_out) as f:
+                m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
+            self.results["rss"].setdefault("archive.ours.time_v_max_rss", []).append(int(m.group(1)) * 1024 if m else 0)
+        expected = self.sql("SELECT count(*) FROM orders", DB), self.sql("SELECT count(*) FROM attachments", DB)
+        log(f"restores from the archive, {self.restore_repeat} rounds")
+        for i in range(self.restore_repeat):
+            log(f"round {i + 1}")
+            if restore_baseline:
+                self.ours_restore(self.ours_url("ours"), rp, "restored_ours", "restore.ours", expected)
+            self.env, saved = env, self.env
+            try:
+                self.ours_restore("file://" + archive_dir, rp, "restored_archive", "restore.ours_archive", expected)
+            finally:
+                self.env = saved
+
     def check_restored(self, target: str, expected: tuple[str, str]) -> None:
         got = self.sql("SELECT count(*) FROM orders", target), self.sql("SELECT count(*) FROM attachments", target)
         if got != expected:
@@ -335,6 +405,21 @@ class Bench:
 
 # --- the table -----------------------------------------------------------------------------------------
 
+def archive_figures(r: dict, t: dict, b: dict, add) -> None:
+    """Issue 13: archiving the day-2 restore point and restoring from the archive."""
+    ratio = t["archive.ours"] / t["day2_full.ours"]
+    add("archive of the day-2 restore point, wall time / a fresh full backup of the day-2 database", ratio, 0.6,
+        detail=f"{t['archive.ours']:.1f} s / {t['day2_full.ours']:.1f} s")
+    add("archive stored bytes / the fresh full's stored bytes", b["archive.ours"] / b["day2_full.ours"], 1.05,
+        detail=f"{b['archive.ours'] / MiB:.1f} MiB / {b['day2_full.ours'] / MiB:.1f} MiB")
+    arss = max(r["rss"]["archive.ours.time_v_max_rss"]) / MiB
+    add("archive peak RSS", arss, 256, fmt="{:.0f} MiB", target_text="≤ 256 MiB",
+        detail="/usr/bin/time -v max RSS over all archive runs")
+    add("restore wall time from the archive / from the backup repository",
+        t["restore.ours_archive"] / t["restore.ours"], 1.1,
+        detail=f"{t['restore.ours_archive']:.1f} s / {t['restore.ours']:.1f} s (file://: no retrieval wait)")
+
+
 def figures(r: dict) -> list[dict]:
     t = {k: median(v) for k, v in r["times"].items()}
     b = r["bytes"]
@@ -347,6 +432,10 @@ def figures(r: dict) -> list[dict]:
                      "target": target_text or f"≤ {target}", "status": "PASS" if passed else "MISS",
                      "detail": detail})
 
+    if "archive.ours" in t:
+        archive_figures(r, t, b, add)
+    if "full.restic" not in t:  # RDSBACKUP_BENCH_PARTS=archive: the archive figures only
+        return rows
     add("full backup wall time, ours / restic's", t["full.ours"] / t["full.restic"], 0.7,
         detail=f"{t['full.ours']:.1f} s / {t['full.restic']:.1f} s")
     add("full backup wall time, ours / `pg_dump -Fc -Z0 > /dev/null`", t["full.ours"] / t["full.pg_dump_devnull"],
@@ -404,7 +493,11 @@ def markdown(r: dict, rows: list[dict]) -> str:
 def main() -> int:
     shop_sql = data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql")
     churn_sql = data_path("RDSBACKUP_BENCH_CHURN_SQL", "shop_churn.sql")
-    for tool in ("restic", "borg", "zstd", "/usr/bin/time", "rdsbackup", "moto_server"):
+    # RDSBACKUP_BENCH_PARTS=archive runs only issue 13's archive figures (ours alone, ~3 minutes).
+    archive_only = os.environ.get("RDSBACKUP_BENCH_PARTS", "all") == "archive"
+    needed = ("/usr/bin/time", "rdsbackup") if archive_only else (
+        "restic", "borg", "zstd", "/usr/bin/time", "rdsbackup", "moto_server")
+    for tool in needed:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run `make bench` (it installs what is missing)")
 
@@ -425,9 +518,10 @@ def main() -> int:
         r["started"] = datetime.now(UTC).isoformat(timespec="seconds")
         r["versions"] = {
             "postgres": bench.sql("SHOW server_version"),
-            "restic": procs.run(["restic", "version"]).stdout.strip(),
-            "borg": procs.run(["borg", "--version"]).stdout.strip(),
-            "zstd": procs.run(["zstd", "--version"]).stdout.strip(),
+            **({} if archive_only else {
+                "restic": procs.run(["restic", "version"]).stdout.strip(),
+                "borg": procs.run(["borg", "--version"]).stdout.strip(),
+                "zstd": procs.run(["zstd", "--version"]).stdout.strip()}),
             "cpus": os.cpu_count(),
             "commit": procs.run(["git", "-C", ROOT, "rev-parse", "HEAD"], check=False).stdout.strip(),
             # The worker is installed editable: uncommitted changes under worker_image/ are measured too.
@@ -446,10 +540,15 @@ def main() -> int:
             "after every run.",
         ]
         bench.load(shop_sql)
-        bench.full_backups()
-        bench.churn_and_incrementals(churn_sql)
-        bench.restores()
-        bench.s3_puts()
+        if archive_only:
+            bench.history_ours_only(churn_sql)
+            bench.archives(restore_baseline=True)
+        else:
+            bench.full_backups()
+            bench.churn_and_incrementals(churn_sql)
+            bench.restores()
+            bench.s3_puts()
+            bench.archives(restore_baseline=False)
         r["total_seconds"] = round(time.monotonic() - started, 1)
         rows = figures(r)
         r["figures"] = rows

@@ -277,6 +277,12 @@ def cmd_job(args: argparse.Namespace) -> int:
     return job_main()
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from .maintenance import main as maintenance_main
+
+    return maintenance_main()
+
+
 def cmd_restore_postgres(args: argparse.Namespace) -> int:
     from .postgres import restore_postgres
     from .progress import reporter_for
@@ -549,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("job", help="run one worker job: the spec is JSON in $RDSBACKUP_JOB (see "
                          "docs/state-machine-contract.md); the result goes to its result_url")
     job.set_defaults(func=cmd_job)
+
+    maintain = sub.add_parser("maintain", help="the backup-account session's job: archive, retention (forget, "
+                              "prune), archive retention; the spec is JSON in $RDSBACKUP_JOB (see "
+                              "docs/state-machine-contract.md)")
+    maintain.set_defaults(func=cmd_maintain)
 
     archive = sub.add_parser("archive", help="copy restore points into an archive repository as self-contained "
                              "fulls (the archive's passphrase from RDSBACKUP_ARCHIVE_PASSWORD)")

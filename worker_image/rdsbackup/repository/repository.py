@@ -415,11 +415,12 @@ class Repository:
     # --- retention -----------------------------------------------------------------------------
 
     def forget(
-        self, *, keep_last: int | None = None, keep_days: float | None = None, source_id: str | None = None
+        self, *, keep_last: int | None = None, keep_days: float | None = None, source_id: str | None = None,
+        keep_ids: set[str] | frozenset[str] = frozenset(),
     ) -> list[str]:
         """Remove the manifests that the policy does not keep, per source id (a restore point is kept
-        if it is among the newest `keep_last` of its source or younger than `keep_days`). Returns the
-        removed ids. Data goes with the next prune."""
+        if it is among the newest `keep_last` of its source or younger than `keep_days`, or its id is in
+        `keep_ids`: e.g. not archived yet). Returns the removed ids. Data goes with the next prune."""
         if keep_last is None and keep_days is None:
             raise ValueError("forget needs keep_last and/or keep_days")
         if (keep_last is not None and keep_last < 0) or (keep_days is not None and keep_days < 0):
@@ -438,7 +439,7 @@ class Repository:
                     keep = True
                 if keep_days is not None and now - _parse_time(rp["time"]) <= keep_days * 86400:
                     keep = True
-                if not keep:
+                if not keep and rp["id"] not in keep_ids:
                     removed.append(rp["id"])
         for rp_id in removed:
             self.backend.delete(f"manifests/{rp_id}")
