@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
+from croniter.croniter import CroniterError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ACCOUNT_PATTERN = r"^\d{12}$"
@@ -62,6 +65,25 @@ def _validate_schedule_expression(expression: str) -> str:
     return expression
 
 
+def schedule_interval_seconds(expression: str) -> int:
+    """The longest gap between two runs of a schedule (over a year of a cron expression's runs)."""
+    if match := re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression):
+        return int(match.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[match.group(2)]
+    minutes, hours, day_of_month, month, day_of_week, _year = expression[5:-1].split()
+    # EventBridge numbers weekdays 1-7 from Sunday, croniter 0-6: shift every number not after '#'
+    day_of_week = re.sub(r"(?<!#)\d+", lambda m: str(int(m.group(0)) - 1), day_of_week)
+    runs = croniter(" ".join((minutes, hours, day_of_month, month, day_of_week)), datetime(2025, 1, 1))
+    previous, longest = runs.get_next(datetime), 0.0
+    end = previous + timedelta(days=366)
+    for _ in range(10_000):  # a year of daily runs, a week of minutely ones: enough to see the pattern
+        current = runs.get_next(datetime)
+        longest = max(longest, (current - previous).total_seconds())
+        if current > end:
+            break
+        previous = current
+    return round(longest)
+
+
 class Schedule(_Strict):
     """When EventBridge Scheduler starts the policy."""
 
@@ -73,6 +95,14 @@ class Schedule(_Strict):
     @classmethod
     def _expression(cls, value: str) -> str:
         return _validate_schedule_expression(value.strip())
+
+    @model_validator(mode="after")
+    def _understood(self) -> Schedule:
+        try:
+            schedule_interval_seconds(self.expression)
+        except (ValueError, KeyError, CroniterError) as exc:
+            raise ValueError(f"cron expression {self.expression!r} cannot be evaluated: {exc}") from exc
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -160,6 +190,39 @@ class Archive(_Strict):
     retention_days: Annotated[int, Field(ge=1)] | None = None
 
 
+RestoreTestTarget = Literal["snapshot", "replica", "restore_point", "archive"]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|h|d)$")
+_DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '90m', '36h' or '2d'."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: use minutes, hours or days, e.g. '90m', '36h', '2d'")
+    return round(float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+
+
+class RestoreTest(_Strict):
+    """Scheduled proof that what a policy keeps restores and holds its data (docs/restore-tests.md)."""
+
+    schedule: Schedule = Schedule(expression="cron(0 5 ? * SUN *)")
+    # None tests every selected source per run; N tests the N least recently tested (a rotation).
+    sample: Annotated[int, Field(ge=1, le=100)] | None = None
+    # what to restore: the newest snapshot, replica, restore point, archived restore point
+    targets: list[RestoreTestTarget] | None = None
+    # None: the smallest sensible class for the engine (db.t4g.micro, Aurora db.t4g.medium, ...)
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] | None = None
+    timeout_minutes: Annotated[int, Field(ge=10, le=24 * 60)] = 180
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("give at least one of snapshot, replica, restore_point, archive, each once")
+        return value
+
+
 class Policy(_Strict):
     """One backup policy."""
 
@@ -171,6 +234,32 @@ class Policy(_Strict):
     replication: Replication | None = None
     image_backup: ImageBackup | None = None
     archive: Archive | None = None
+    # how old the newest successful backup of a source may be; default 1.5 x the schedule's interval
+    rpo: str | None = None
+    restore_test: RestoreTest | None = None
+
+    @field_validator("rpo")
+    @classmethod
+    def _rpo(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 60:
+            raise ValueError(f"rpo {value!r} is shorter than a minute")
+        return value
+
+    @property
+    def rpo_seconds(self) -> int:
+        """The RPO in seconds: as configured, or 1.5 x the longest gap between two scheduled runs."""
+        if self.rpo is not None:
+            return parse_duration(self.rpo)
+        return round(1.5 * schedule_interval_seconds(self.schedule.expression))
+
+    @property
+    def restore_test_targets(self) -> list[str]:
+        """What a restore test restores: as configured, or the newest snapshot (and restore point)."""
+        if self.restore_test is None:
+            return []
+        if self.restore_test.targets is not None:
+            return list(self.restore_test.targets)
+        return ["snapshot"] + (["restore_point"] if self.image_backup is not None else [])
 
 
 class Repository(_Strict):
@@ -238,6 +327,24 @@ def _location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return f'field "{".".join(str(part) for part in parts)}"' if parts else "config"
 
 
+_RESTORE_TEST_NEEDS = {"replica": "replication", "restore_point": "image_backup", "archive": "archive"}
+
+
+def _check_rpo_and_restore_test(policy: Policy) -> None:
+    where = f'policy "{policy.name}"'
+    interval = schedule_interval_seconds(policy.schedule.expression)
+    if policy.rpo is not None and policy.rpo_seconds < interval:
+        raise ConfigError(
+            f'{where}: field "rpo": {policy.rpo!r} is shorter than the time between two scheduled backups '
+            f"({interval / 3600:g} h): every source would be outside its RPO before its next backup"
+        )
+    for target in policy.restore_test_targets:
+        needs = _RESTORE_TEST_NEEDS.get(target)
+        if needs and getattr(policy, needs) is None:
+            raise ConfigError(f'{where}: field "restore_test.targets": {target!r} needs the policy\'s '
+                              f'"{needs}" section, which it does not have')
+
+
 def _semantic_checks(config: BackupConfig, default_account: str, default_region: str) -> None:
     control_account = config.control.account or default_account
     control_region = config.control.region or default_region
@@ -251,6 +358,7 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                     f'{where}: field "{kind}.repository": unknown repository {section.repository!r} '
                     f"(repositories: {known})"
                 )
+        _check_rpo_and_restore_test(policy)
         replication = policy.replication
         if replication is None:
             continue

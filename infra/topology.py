@@ -151,6 +151,8 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
             "wait": wait,
             "replication": replication,
             "image_backup": _image_backup(policy, topology, repository_key_arn),
+            "rpo_seconds": policy.rpo_seconds,
+            "restore_test": _restore_test(policy),
         }
     return policies
 
@@ -175,3 +177,11 @@ def _image_backup(policy: Policy, topology: Topology, repository_key_arn: str) -
         },
     }
 
+
+
+def _restore_test(policy: Policy) -> dict | None:
+    test = policy.restore_test
+    if test is None:
+        return None
+    return {"sample": test.sample, "targets": policy.restore_test_targets, "instance_class": test.instance_class,
+            "timeout_seconds": test.timeout_minutes * 60}

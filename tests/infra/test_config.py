@@ -108,3 +108,48 @@ def test_shipped_cdk_json_demo_policy_is_valid():
     context = json.loads((Path(__file__).parents[2] / "cdk.json").read_text())["context"]
     config = _parse(context["rdsbackup"])
     assert [policy.name for policy in config.policies] == ["demo"]
+
+
+@pytest.mark.parametrize(("schedule", "rpo_hours"), [
+    ("cron(0 3 * * ? *)", 36),            # daily
+    ("cron(0 3 ? * MON-FRI *)", 108),     # weekdays: the weekend gap of 72 h counts
+    ("cron(0 5 ? * 1 *)", 252),           # EventBridge's 1 is Sunday: weekly
+    ("rate(12 hours)", 18),
+])
+def test_rpo_defaults_to_one_and_a_half_schedule_intervals(schedule, rpo_hours):
+    policy = _parse(_with(schedule={"expression": schedule}))
+    assert policy.policies[0].rpo_seconds == rpo_hours * 3600
+
+
+def test_configured_rpo_is_used():
+    assert _parse(_with(rpo="30h")).policies[0].rpo_seconds == 30 * 3600
+    assert _parse(_with(rpo="2d")).policies[0].rpo_seconds == 2 * 86400
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"rpo": "36 hours"}, "field \"rpo\": '36 hours' is not a duration"),
+    ({"rpo": "30s"}, 'field "rpo"'),
+    ({"rpo": "12h"}, 'field "rpo": \'12h\' is shorter than the time between two scheduled backups (24 h)'),
+    ({"restore_test": {"targets": ["restore_point"]}},
+     'field "restore_test.targets": \'restore_point\' needs the policy\'s "image_backup" section'),
+    ({"restore_test": {"targets": ["replica"]}}, '\'replica\' needs the policy\'s "replication" section'),
+    ({"restore_test": {"targets": []}}, 'field "restore_test.targets"'),
+    ({"restore_test": {"sample": 0}}, 'field "restore_test.sample"'),
+    ({"restore_test": {"instance_class": "t3.micro"}}, 'field "restore_test.instance_class"'),
+    ({"restore_test": {"schedule": {"expression": "cron(0 5 * * * *)"}}}, 'field "restore_test.schedule'),
+    ({"restore_test": {"keep": True}}, 'field "restore_test.keep": unknown field'),
+])
+def test_bad_rpo_or_restore_test_is_named(change, expected):
+    with pytest.raises(ConfigError) as error:
+        _parse(_with(**change))
+    assert expected in str(error.value)
+
+
+def test_restore_test_defaults_are_weekly_small_and_test_what_the_policy_keeps():
+    plain = _parse(_with(restore_test={})).policies[0]
+    assert plain.restore_test.schedule.expression == "cron(0 5 ? * SUN *)"
+    assert plain.restore_test.sample is None and plain.restore_test.instance_class is None
+    assert plain.restore_test_targets == ["snapshot"]
+    image = _parse(_with(restore_test={}, image_backup={"repository": "main"})).policies[0]
+    assert image.restore_test_targets == ["snapshot", "restore_point"]
+    assert _parse(VALID).policies[0].restore_test_targets == []
