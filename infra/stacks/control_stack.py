@@ -21,6 +21,7 @@ from infra.config import BackupConfig
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
 from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
+from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
@@ -63,6 +64,7 @@ class ControlStack(Stack):
             worker_accounts=[place.account for place in topology.worker_places])
         self.steps = self._steps(config, topology)
         self.sweeper = self._sweeper(config, topology)
+        self.monitoring = self._monitoring(config, topology)
         workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
         self.state_machine, self.state_machine_logs = logged_state_machine(
             self, "BackupStateMachine", definition=workflow.definition, log_group_id="StateMachineLogs",
@@ -75,6 +77,7 @@ class ControlStack(Stack):
         CfnOutput(self, "BackupStateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "SessionTableName", value=self.table.table_name)
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
 
     def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
         code = self._code = lambda_code(self)
@@ -172,6 +175,23 @@ class ControlStack(Stack):
                            description="rds-backup: remove temporary resources that sessions left behind")
         rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2))
         return sweeper
+
+    def _monitoring(self, config: BackupConfig, topology: Topology) -> Monitoring:
+        """The hourly RPO check, an alarm per policy on its metric, and the dashboard."""
+        check = LambdaStep(self, "CheckRpo", handler="check_rpo", code=self._code, timeout=Duration.minutes(10),
+                           environment={**self._policies_env, "TABLE_NAME": self.table.table_name,
+                                        "TOPIC_ARN": self.topic.topic_arn})
+        self._allow_assume(check, [access_role_arn(place) for place in topology.access_places])
+        self.policies_parameter.grant_read(check.role)
+        self.table.grant(check.role, "dynamodb:BatchGetItem")
+        self.key.grant(check.role, *_TABLE_KEY_ACTIONS)
+        check.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        acknowledge(check.role, "AwsSolutions-IAM5[Resource::*]",
+                    "cloudwatch:PutMetricData has no resource-level permissions; a condition limits it to the "
+                    "rdsbackup namespace. X-Ray actions likewise.")
+        # CloudWatch alarms publish to the topic, which is encrypted with this key
+        self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        return Monitoring(self, "Monitoring", policies=list(config.policies), check_rpo=check, topic=self.topic)
 
     @staticmethod
     def _allow_assume(step: LambdaStep, role_arns: list[str]) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas import aws_sessions, backup_freshness
 from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 
@@ -71,6 +71,7 @@ def resource_summary(result: dict[str, Any], now: float) -> dict[str, Any]:
         "retention_deleted": list(retention.get("deleted") or []) + list(retention.get("replica_deleted") or []),
         "restore_point_id": image.get("restore_point_id"),
         "bytes": image.get("bytes"),
+        "new_bytes": image.get("new_bytes"),
         "duration_seconds": duration,
         "error": error,
         "warnings": _warnings(result),
@@ -118,6 +119,15 @@ def _message(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def session_metrics(report: dict[str, Any]) -> None:
+    """What the deployment's dashboard shows of a session: its status, bytes backed up and newly stored."""
+    metrics.add_metric(name=f"Sessions{report['status']}", unit=MetricUnit.Count, value=1)
+    for field, metric in (("bytes", "BytesBackedUp"), ("new_bytes", "BytesAdded")):
+        values = [r[field] for r in report["resources"] if isinstance(r.get(field), (int, float))]
+        if values:
+            metrics.add_metric(name=metric, unit=MetricUnit.Bytes, value=sum(values))
+
+
 def report_session(
     session: dict[str, Any], results: list[dict[str, Any]], table: str, topic_arn: str, error: Any = None
 ) -> dict[str, Any]:
@@ -129,6 +139,7 @@ def report_session(
     for r in report["resources"]:
         if r["duration_seconds"] is not None and r["status"] == "Success":
             metrics.add_metric(name="DurationSeconds", unit=MetricUnit.Seconds, value=r["duration_seconds"])
+    session_metrics(report)
     ddb = aws_sessions.client("dynamodb", None)
     ddb.put_item(
         TableName=table,
@@ -143,6 +154,7 @@ def report_session(
             "report": {"S": json.dumps(report)},
         },
     )
+    backup_freshness.record_successes(report, table)
     if report["status"] != "Success":
         subject = f"rds-backup {report['policy']}: {report['status']}"[:_SUBJECT_MAX]
         sns = aws_sessions.client("sns", topic_arn.split(":")[3])

@@ -1,0 +1,59 @@
+"""When each source last had a successful backup: one small DynamoDB item per (policy, source).
+
+The session report writes it for every resource that succeeded; the RPO check reads it with
+BatchGetItem for the sources a policy selects now (no scan over the growing session history).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rdsbackup_lambdas import aws_sessions
+
+_BATCH = 100  # BatchGetItem's limit
+
+
+def item_key(policy: str, arn: str) -> dict[str, Any]:
+    return {"pk": {"S": f"lastbackup#{policy}#{arn}"}}
+
+
+def record_successes(report: dict[str, Any], table: str, now: float | None = None) -> int:
+    """Store the time of every resource in the session report that succeeded; returns how many."""
+    now = time.time() if now is None else now
+    ddb = aws_sessions.client("dynamodb", None)
+    stored = 0
+    for resource in report.get("resources") or []:
+        if resource.get("status") != "Success" or not resource.get("arn"):
+            continue
+        ddb.put_item(TableName=table, Item={
+            **item_key(str(report["policy"]), resource["arn"]),
+            "policy": {"S": str(report["policy"])},
+            "arn": {"S": resource["arn"]},
+            "session_id": {"S": str(report.get("session_id"))},
+            "succeeded_at": {"N": str(round(now, 3))},
+            **({"restore_point_id": {"S": resource["restore_point_id"]}}
+               if resource.get("restore_point_id") else {}),
+        })
+        stored += 1
+    return stored
+
+
+def last_successes(table: str, policy: str, arns: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{arn: {"succeeded_at": epoch seconds, "session_id", "restore_point_id"}}`` for the arns that have one."""
+    ddb = aws_sessions.client("dynamodb", None)
+    wanted = [item_key(policy, arn) for arn in dict.fromkeys(arns)]
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), _BATCH):
+        request: dict[str, Any] = {table: {"Keys": wanted[start:start + _BATCH], "ConsistentRead": True}}
+        while request:
+            answer = ddb.batch_get_item(RequestItems=request)
+            for item in answer.get("Responses", {}).get(table, []):
+                found[item["arn"]["S"]] = {
+                    "succeeded_at": float(item["succeeded_at"]["N"]),
+                    "session_id": item.get("session_id", {}).get("S"),
+                    "restore_point_id": item.get("restore_point_id", {}).get("S"),
+                }
+            request = answer.get("UnprocessedKeys") or {}
+    return found
