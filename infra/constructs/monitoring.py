@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
@@ -19,6 +19,10 @@ NAMESPACE = "rdsbackup"
 _SERVICE = {"service": "rdsbackup"}
 _DAY = Duration.days(1)
 _HOUR = Duration.hours(1)
+
+
+def alarm_name(policy: str) -> str:
+    return f"rdsbackup-rpo-{policy}"
 
 
 def _metric(name: str, *, statistic: str = "Sum", period: Duration = _DAY, label: str | None = None,
@@ -47,7 +51,7 @@ class Monitoring(Construct):
         for policy in policies:
             alarm = cloudwatch.Alarm(
                 self, f"RpoAlarm-{policy.name}",
-                alarm_name=f"rdsbackup-rpo-{policy.name}",
+                alarm_name=alarm_name(policy.name),
                 alarm_description=(f"rds-backup policy {policy.name}: a selected source has no successful backup "
                                    f"newer than its RPO ({policy.rpo_seconds / 3600:g} h), or the hourly check "
                                    "could not run; the SNS message of the check names the sources"),
@@ -96,6 +100,11 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Sources outside their RPO", width=16,
                                    left=[self.outside_rpo(p.name).with_(label=p.name) for p in policies]),
-            cloudwatch.AlarmStatusWidget(title="RPO alarms", width=8, alarms=list(self.alarms.values())),
+            # by name, not by reference: the widget needs no attribute of the alarm resources
+            cloudwatch.AlarmStatusWidget(title="RPO alarms", width=8, alarms=[
+                cloudwatch.Alarm.from_alarm_arn(self, f"RpoAlarmRef-{name}", Stack.of(self).format_arn(
+                    service="cloudwatch", resource="alarm", resource_name=alarm_name(name),
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME))
+                for name in self.alarms]),
         )
         return dashboard
