@@ -307,6 +307,46 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate_postgres(args: argparse.Namespace) -> int:
+    """A restore test's check of a restored server: against a restore point's recorded row counts and
+    table digests (--restore-point), or engine, databases and amcheck (a restored snapshot)."""
+    from .postgres.validate import check_server, validate_restore_point
+
+    info = connection_from_args(args)
+    repo = open_repository(args.repo) if args.repo else None
+    if args.restore_point and repo is None:
+        return _usage_error("--restore-point needs --repo")
+    if args.snapshot:
+        recorded = None
+        if args.restore_point:
+            from .postgres.restore import restore_point_metadata
+            recorded = restore_point_metadata(repo.load_manifest(args.restore_point))
+        result = check_server(info, databases=args.database or None, amcheck=not args.no_amcheck,
+                              recorded=recorded)
+        failures = result["problems"]
+    else:
+        if not args.restore_point:
+            return _usage_error("give --restore-point (or --snapshot for a restored snapshot)")
+        result = validate_restore_point(repo, args.restore_point, info,
+                                        database=args.database[0] if args.database else None,
+                                        target_database=args.target_database)
+        failures = [f"database {d['database']}, table {d['table']}: {d['reason']}" if d["table"]
+                    else f"database {d['database']}: {d['reason']}" for d in result["differences"]]
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"validation {result['status']}")
+    if failures:
+        print("validation failed: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_not_implemented(args: argparse.Namespace) -> int:
     raise CliError(f"'{args.command_name}' is not implemented yet")
 
@@ -532,6 +572,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrieval(rpg)
     rpg.add_argument("--json", action="store_true")
     rpg.set_defaults(func=cmd_restore_postgres)
+
+    validate = sub.add_parser("validate", help="check a restored server (restore tests)")
+    validate_sub = validate.add_subparsers(dest="engine", required=True, metavar="ENGINE")
+    vpg = validate_sub.add_parser("postgres", help="compare with a restore point's recorded row counts and "
+                                  "digests, or (--snapshot) check engine, databases and indexes")
+    vpg.add_argument("--repo", metavar="URL")
+    vpg.add_argument("--restore-point", metavar="ID", help="the restore point that was restored (or, with "
+                     "--snapshot, one of the same source whose row counts are reported beside)")
+    _add_db_connection(vpg)
+    vpg.add_argument("--database", metavar="NAME", action="append", help="the recorded database (with "
+                     "--snapshot: a database that must exist; repeatable)")
+    vpg.add_argument("--target-database", metavar="NAME", help="the name it was restored under")
+    vpg.add_argument("--snapshot", action="store_true", help="a restored snapshot: engine, databases, amcheck")
+    vpg.add_argument("--no-amcheck", action="store_true", help="skip bt_index_check")
+    vpg.add_argument("--json", action="store_true")
+    vpg.set_defaults(func=cmd_validate_postgres)
 
     verify = sub.add_parser("verify", help="check the repository")
     verify.add_argument("--repo", required=True, metavar="URL")

@@ -33,6 +33,7 @@ from .globals import dump_globals
 from .largeobjects import dump_large_objects
 from .settings import data_session_settings, options_string
 from .snapshot import READ_SETTINGS, SnapshotSession
+from .table_digest import TableDigest, digesting, session_time_zone
 from .tools import first_error, run_tool
 
 METADATA_FORMAT = "rdsbackup-postgres/1"
@@ -198,7 +199,7 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
         reporter.add_total(sum(t.relation_bytes for t in tables))
         entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
                        "ctype": db.ctype, "owners": owners, "properties": properties,
-                       "started": started}
+                       "started": started, "time_zone": session_time_zone(conn)}
         # Largest first: the long copies start early and the pool ends together.
         order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
 
@@ -215,23 +216,25 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
             name = stream_name(db.name, "table", table.schema, table.name)
             sql_text = copy_out_sql(table, key_order=key_order)
             where = f"database {db.name!r}, table {table.schema}.{table.name}"
+            digest = TableDigest(ordered=bool(table.key) and key_order)
             try:
                 if table.relation_bytes >= PSQL_COPY_MIN_BYTES:
                     child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
                     try:
-                        ref = writer.add_stream(name, child.blocks(counts, reporter), profile="table")
+                        ref = writer.add_stream(name, digesting(child.blocks(counts, reporter), digest, counts),
+                                                profile="table")
                     finally:
                         child.close()
                 else:
-                    ref = writer.add_stream(name, _copy_blocks(session.connection(), sql_text, counts, reporter),
-                                            profile="table")
+                    blocks = _copy_blocks(session.connection(), sql_text, counts, reporter)
+                    ref = writer.add_stream(name, digesting(blocks, digest, counts), profile="table")
             except psycopg.Error as exc:
                 raise BackupFailed(f"{where}: {one_line(str(exc))}") from None
             except ToolFailed as exc:
                 raise BackupFailed(f"{where}: {exc}") from None
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
                     "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
-                    "bytes": counts.get("bytes", 0), "stream": ref}
+                    "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref}
 
         def dump_lobs() -> dict:
             try:
