@@ -414,11 +414,26 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
     return result, 0 if result["status"] == "ok" else 1
 
 
+def _kind_of(text: str | None) -> str | None:
+    """The job's kind: "restore_test", or None for a backup (the spec is checked by whoever runs it)."""
+    try:
+        doc = json.loads(text or "")
+    except ValueError:
+        return None
+    return doc.get("kind") if isinstance(doc, dict) else None
+
+
 def main(environ: dict | None = None) -> int:
     """`rdsbackup job`: exit 0 only when the restore point exists and the result was written."""
     env = os.environ if environ is None else environ
     _stop_on_sigterm()
-    result, code = run_job(env.get(JOB_ENV))
+    kind = _kind_of(env.get(JOB_ENV))
+    if kind == "restore_test":
+        from .restore_test_job import run_restore_test
+
+        result, code = run_restore_test(json.loads(env[JOB_ENV]))
+    else:
+        result, code = run_job(env.get(JOB_ENV))
     if code != 0 and result.get("error"):
         print(f"rdsbackup: error: {result['error']}", file=sys.stderr)
     return code

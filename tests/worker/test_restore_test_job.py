@@ -1,0 +1,130 @@
+"""`rdsbackup job` of kind restore_test against moto's server and the real PostgreSQL (TLS verified): the
+restored server is checked, the restore point restored beside it and compared table by table."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import boto3
+import pytest
+import rdsbackup.postgres as postgres_package
+from rdsbackup import job as jobmod
+from rdsbackup.restore_test_job import run_restore_test, scratch_database_name
+
+from tests.support import moto_server
+from tests.support.postgres_server import SAMPLE_ROLE, create_sample_database, ensure_role, shared_tls_server
+from tests.worker.test_job import make_spec, read_result, run_in_process
+
+pytestmark = pytest.mark.postgres
+moto_server_url = moto_server.moto_server_url
+moto_endpoint = moto_server.moto_endpoint
+
+SOURCE_DB = "rt_src"
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = shared_tls_server()
+    ensure_role(server, SAMPLE_ROLE)
+    for name in (SOURCE_DB, scratch_database_name(SOURCE_DB)):
+        server.drop_database(name)
+    create_sample_database(server, SOURCE_DB)
+    return server
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch, server):
+    monkeypatch.setenv("RDSBACKUP_CA_BUNDLE", server.ca_file)
+    monkeypatch.setenv(jobmod.INIT_SETTLE_ENV, "0")
+    monkeypatch.delenv("RDSBACKUP_PASSWORD", raising=False)
+    monkeypatch.delenv("RDSBACKUP_SSL_MODE", raising=False)
+    bucket = f"repo-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    key_arn = boto3.client("kms").create_key(Description="repository")["KeyMetadata"]["Arn"]
+    secret_arn = boto3.client("secretsmanager").create_secret(
+        Name=f"rds!db-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"username": server.superuser, "password": server.password}))["ARN"]
+    return {"endpoint": moto_endpoint, "bucket": bucket, "key_arn": key_arn, "secret_arn": secret_arn}
+
+
+@pytest.fixture
+def restore_point(aws, server) -> tuple[dict, str]:
+    spec = make_spec(aws, server, databases=[SOURCE_DB], source_id="rt-db")
+    result, code = run_in_process(spec)
+    assert code == 0, result
+    return spec, result["restore_point_id"]
+
+
+def quiet() -> jobmod.JsonLog:
+    return jobmod.JsonLog(io.StringIO())
+
+
+def rt_spec(backup_spec: dict, rp_id: str | None, **overrides) -> dict:
+    session = f"rt-{uuid.uuid4().hex[:8]}"
+    bucket = backup_spec["repository"].removeprefix("s3://").split("/")[0]
+    return {"kind": "restore_test", "session_id": session, "source_id": "rt-db", "engine": "postgres",
+            "resource_arn": "arn:aws:rds:us-east-1:123456789012:db:rdsbackup-test-rt-db",
+            "host": "localhost", "port": backup_spec["port"], "secret_arn": backup_spec["secret_arn"],
+            "repository": backup_spec["repository"], "restore_point_id": rp_id, "check_snapshot": True,
+            "result_url": f"s3://{bucket}/rdsbackup-results/{session}/rt-db.json", **overrides}
+
+
+def test_a_good_restore_point_passes_through_the_console_script(restore_point, server):
+    backup_spec, rp_id = restore_point
+    spec = rt_spec(backup_spec, rp_id)
+    env = dict(os.environ, RDSBACKUP_JOB=json.dumps(spec))
+    proc = subprocess.run([shutil.which("rdsbackup"), "job"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert server.password not in proc.stdout + proc.stderr
+    result = read_result(spec)
+    assert result["status"] == "ok" and result["kind"] == "restore_test"
+    test = result["test"]
+    assert test["passed"] and test["failures"] == [], test["failures"]
+    assert test["snapshot"]["status"] == "passed"
+    assert test["restore_point"]["tables_checked"] >= 10 and test["restore_point"]["row_counts_only"] is False
+    assert test["restore_seconds"] > 0
+
+
+def test_data_altered_after_the_backup_fails_naming_the_table(restore_point, server, monkeypatch):
+    backup_spec, rp_id = restore_point
+    real_restore = postgres_package.restore_postgres
+
+    def restore_then_alter(*args, **kwargs):
+        result = real_restore(*args, **kwargs)
+        server.psql("SET session_replication_role = replica; UPDATE app.orders SET note = 'x' WHERE id = 7",
+                    dbname=kwargs["target_database"])
+        return result
+
+    monkeypatch.setattr(postgres_package, "restore_postgres", restore_then_alter)
+    result, code = run_restore_test(rt_spec(backup_spec, rp_id), log=quiet())
+    assert code == 0 and result["status"] == "ok"
+    assert result["test"]["passed"] is False
+    assert result["test"]["failures"] == [f"restore point {rp_id}: database {SOURCE_DB}, table app.orders: "
+                                          "same row count, different data (digest differs)"]
+
+
+def test_a_snapshot_without_a_recorded_database_fails(restore_point, server):
+    backup_spec, rp_id = restore_point
+    server.psql(f"ALTER DATABASE {SOURCE_DB} RENAME TO {SOURCE_DB}_away")
+    try:
+        result, code = run_restore_test(rt_spec(backup_spec, rp_id, restore_point_id=None, repository=None,
+                                                  check_snapshot=True),
+                                        log=quiet())
+        assert code == 0 and result["test"]["passed"] is True  # nothing recorded to expect
+        result, code = run_restore_test(rt_spec(backup_spec, rp_id), log=quiet())
+        assert f"snapshot: database '{SOURCE_DB}' is missing" in result["test"]["failures"]
+    finally:
+        server.psql(f"ALTER DATABASE {SOURCE_DB}_away RENAME TO {SOURCE_DB}")
+
+
+def test_a_test_that_cannot_run_says_why(restore_point, server):
+    backup_spec, rp_id = restore_point
+    spec = rt_spec(backup_spec, rp_id, secret_arn=backup_spec["secret_arn"].replace("rds!db", "absent"))
+    result, code = run_restore_test(spec, log=quiet())
+    assert code == 1 and result["status"] == "failed" and result["error_type"] == "CredentialsError"
+    assert read_result(spec)["error"].startswith("cannot read the database secret")

@@ -1,0 +1,133 @@
+"""`rdsbackup job` for a restore test (job spec `"kind": "restore_test"`), run by the test worker.
+
+The restore-test workflow restores the newest snapshot (or replica) of a source into a throwaway
+instance that admits only this worker, then starts it with:
+
+    {"kind": "restore_test", "session_id", "resource_arn" (the throwaway), "source_id", "engine": "postgres",
+     "host", "port", "secret_arn", "repository", "restore_point_id": null | "<id>",
+     "check_snapshot": true, "result_url"}
+
+With `check_snapshot` it checks the restored snapshot (`postgres.validate.check_server`: the engine
+answers, the databases the restore point recorded exist, `bt_index_check` on every index where
+amcheck is allowed, row counts beside the restore point's). With `restore_point_id` it restores that
+restore point into the same throwaway server under `rdsbackup_test_<database>` names and compares
+every table with the row counts and digests the restore point recorded. The result document:
+
+    {"status": "ok" | "failed", "test": {"passed": bool, "failures": ["<why>", ...],
+     "snapshot": {...} | null, "restore_point": {...} | null, "restore_seconds": 12.3},
+     "error", "error_type", "warnings", "duration_seconds", "started", "ended", ...}
+
+`status` is "ok" when the test ran to its verdict (passed or not) and "failed" when it could not run
+(credentials, connection, repository); exit code 0 only for "ok" with the result written.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .job import (
+    JobSpecError,
+    JsonLog,
+    describe,
+    read_credentials,
+    tls_settings,
+    utcnow,
+    write_result,
+)
+
+TEST_DATABASE_PREFIX = "rdsbackup_test_"
+
+
+def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
+    value = doc.get(name)
+    if value in (None, ""):
+        if required:
+            raise JobSpecError(f"restore test job spec: '{name}' is required")
+        return None
+    if not isinstance(value, str):
+        raise JobSpecError(f"restore test job spec: '{name}' must be a string")
+    return value
+
+
+def scratch_database_name(name: str) -> str:
+    """Where a recorded database is restored on the throwaway server (beside the snapshot's own copy)."""
+    return (TEST_DATABASE_PREFIX + name)[:63]
+
+
+def _run(doc: dict, warnings: list[str], log) -> dict:
+    from .postgres import ConnectionInfo, restore_postgres
+    from .postgres.restore import restore_point_metadata
+    from .postgres.validate import check_server, validate_restore_point
+    from .repository import Repository
+
+    if doc.get("engine") != "postgres":
+        raise JobSpecError(f"restore tests validate PostgreSQL; engine {doc.get('engine')!r} is not supported yet")
+    host = _text(doc, "host")
+    port = int(doc.get("port") or 5432)
+    rp_id = _text(doc, "restore_point_id", required=False)
+    repository = _text(doc, "repository", required=rp_id is not None)
+    creds = read_credentials(_text(doc, "secret_arn"))
+    ssl_mode, bundle = tls_settings(warnings)
+    info = ConnectionInfo(host=host, port=port, user=creds.get("username") or creds.get("user"),
+                          password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
+    repo = Repository.open(repository) if repository else None
+    recorded = restore_point_metadata(repo.load_manifest(rp_id)) if rp_id else None
+    test: dict = {"passed": False, "failures": [], "snapshot": None, "restore_point": None, "restore_seconds": None}
+    if doc.get("check_snapshot", True):
+        snapshot = check_server(info, recorded=recorded)
+        test["snapshot"] = snapshot
+        test["failures"] += [f"snapshot: {problem}" for problem in snapshot["problems"]]
+        log("snapshot checked", status=snapshot["status"], problems=snapshot["problems"])
+    if rp_id:
+        assert repo is not None and recorded is not None
+        checked = []
+        t0 = time.monotonic()
+        for entry in recorded.get("databases") or []:
+            target = scratch_database_name(entry["name"])
+            restore_postgres(repo, rp_id, info, database=entry["name"], target_database=target, replace=True)
+        test["restore_seconds"] = round(time.monotonic() - t0, 3)
+        log("restore point restored", restore_point_id=rp_id, seconds=test["restore_seconds"])
+        for entry in recorded.get("databases") or []:
+            result = validate_restore_point(repo, rp_id, info, database=entry["name"],
+                                            target_database=scratch_database_name(entry["name"]))
+            checked.append(result)
+            test["failures"] += [
+                f"restore point {rp_id}: database {entry['name']}"
+                + (f", table {d['table']}" if d["table"] else "") + f": {d['reason']}"
+                for d in result["differences"]]
+        test["restore_point"] = {"restore_point_id": rp_id, "databases": checked,
+                                 "tables_checked": sum(r["tables_checked"] for r in checked),
+                                 "row_counts_only": any(r["row_counts_only"] for r in checked)}
+    test["passed"] = not test["failures"]
+    return test
+
+
+def run_restore_test(doc: dict, *, log: JsonLog | None = None) -> tuple[dict, int]:
+    """Run the test; returns (result document, exit code) after writing the result to `result_url`."""
+    log = log or JsonLog()
+    t0 = time.monotonic()
+    result: dict = {"kind": "restore_test", "status": "failed", "test": None, "error": None, "error_type": None,
+                    "warnings": [], "started": utcnow(), "session_id": doc.get("session_id"),
+                    "resource_arn": doc.get("resource_arn"), "source_id": doc.get("source_id"),
+                    "restore_point_id": doc.get("restore_point_id")}
+    log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore_test"}
+    try:
+        log("restore test started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
+        result["test"] = _run(doc, result["warnings"], log)
+        result["status"] = "ok"
+    except Exception as exc:
+        result.update(error=describe(exc), error_type=type(exc).__name__)
+        log("restore test could not run", level="ERROR", error=result["error"], error_type=result["error_type"])
+    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
+    url = doc.get("result_url") if str(doc.get("result_url") or "").startswith("s3://") else None
+    if not url:
+        log("no result_url to write the result to", level="ERROR")
+        return result, 1
+    try:
+        write_result(url, result)
+    except Exception as exc:
+        log("result not written", level="ERROR", error=describe(exc))
+        return result, 1
+    test = result["test"] or {}
+    log("restore test finished", status=result["status"], passed=test.get("passed"), failures=test.get("failures"))
+    return result, 0 if result["status"] == "ok" else 1
