@@ -101,6 +101,7 @@ def test_no_key_order_streams_physical_order(server, tmp_path, monkeypatch, caps
 def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp_path):
     info = info_for(server)
     session = SnapshotSession(info, "copy_src", "UTF8")
+    session.begin([], lock_timeout_ms=0)
     try:
         child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id,
                                         "COPY public.no_such_table TO STDOUT", str(tmp_path))
@@ -119,6 +120,7 @@ def test_psql_writes_copy_rows_in_large_blocks(server, tmp_path):
     per 4 KiB. The rows come out whole and counted."""
     info = info_for(server)
     session = SnapshotSession(info, "copy_src", "UTF8")
+    session.begin([], lock_timeout_ms=0)
     sql_text = "COPY (SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g) TO STDOUT"
     try:
         child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id, sql_text, str(tmp_path))

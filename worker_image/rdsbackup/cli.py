@@ -244,7 +244,8 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
     reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
     try:
         result = backup_postgres(repo, info, databases=args.database or None, source_id=args.source_id,
-                                 jobs=args.jobs, reporter=reporter, key_order=args.key_order)
+                                 jobs=args.jobs, reporter=reporter, key_order=args.key_order,
+                                 lock_timeout=args.lock_wait_timeout)
     finally:
         reporter.close()
     tables = sum(len(d["tables"]) for d in result["databases"])
@@ -527,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     bpg.add_argument("--no-key-order", dest="key_order", action="store_false",
                      help="stream table rows in physical order, not primary-key order (faster to read, "
                           "but an incremental backup then stores far more)")
+    bpg.add_argument("--lock-wait-timeout", metavar="SECONDS", type=float, default=120.0,
+                     help="how long to wait for the tables' ACCESS SHARE locks before failing with the name "
+                          "of the table and of the session holding it (0: wait forever; default 120)")
     bpg.set_defaults(func=cmd_backup_postgres)
     bss = backup_sub.add_parser("sqlserver", help="SQL Server (RDS native backup through a temporary bucket)")
     bss.add_argument("--repo", required=True, metavar="URL")

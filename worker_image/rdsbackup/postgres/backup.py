@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -32,7 +35,7 @@ from .errors import BackupFailed, PostgresError, ToolFailed
 from .globals import dump_globals
 from .largeobjects import dump_large_objects
 from .settings import data_session_settings, options_string
-from .snapshot import READ_SETTINGS, SnapshotSession
+from .snapshot import READ_SETTINGS, READER_LOCK_WAIT, SnapshotSession
 from .table_digest import TableDigest, digesting, session_time_zone
 from .tools import first_error, run_tool
 
@@ -55,11 +58,15 @@ def stream_name(*parts: str) -> str:
 
 
 def copy_out_sql(table: TableInfo, *, key_order: bool = True) -> str:
+    """The COPY of a table's rows: its stored columns (not generated or dropped ones; none at all for a
+    table without columns, whose rows COPY writes as empty lines), in key order when it has a key."""
     cols = ", ".join(quote_ident(c) for c in table.columns)
-    if table.key and key_order:
-        order = ", ".join(quote_ident(c) for c in table.key)
+    if table.order == "primary-key" and key_order:
+        order = ", ".join(table.key_order)
         # ONLY: rows of inheritance children belong to the children's own streams.
         return f"COPY (SELECT {cols} FROM ONLY {table.qualified} ORDER BY {order}) TO STDOUT"
+    if not table.columns:
+        return f"COPY (SELECT FROM ONLY {table.qualified}) TO STDOUT"
     return f"COPY {table.qualified} ({cols}) TO STDOUT"
 
 
@@ -91,6 +98,7 @@ def _psql_copy_script(snapshot_id: str, sql_text: str) -> bytes:
     lines = ["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
              "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "';",
              *(stmt + ";" for stmt in READ_SETTINGS),
+             f"SET LOCAL lock_timeout = '{READER_LOCK_WAIT}';",
              sql_text + ";",
              "COMMIT;"]
     return ("\n".join(lines) + "\n").encode()
@@ -153,6 +161,10 @@ class _PsqlCopy:
         counts["rows"] = rows
         counts["bytes"] = total
 
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -184,15 +196,52 @@ def _pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _SnapshotChanged(BackupFailed):
+    """Tables were created, dropped or altered between listing them and taking the snapshot."""
+
+
+class _Stopped(BackupFailed):
+    """Another part of the backup failed first; this part stopped without an error of its own."""
+
+
+# How often a database's backup starts over after a concurrent change (see `backup_database`).
+ATTEMPTS = 3
+# pg_dump locks the same tables the exporter holds: waiting longer can only mean a command queued
+# behind the exporter (snapshot.py), which a fresh attempt lets through.
+PG_DUMP_LOCK_WAIT_MS = 5000
+DEFAULT_LOCK_TIMEOUT = 120.0
+
+
 def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int, reporter: Reporter,
-                    warnings: list[str], key_order: bool = True) -> dict:
-    """Dump one database into the open restore point; returns its metadata entry."""
+                    warnings: list[str], key_order: bool = True,
+                    lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
+    """Dump one database into the open restore point; returns its metadata entry. Starts over (at most
+    ATTEMPTS times) when the tables changed while it locked them, or pg_dump found a lock queued behind
+    ours; what an abandoned attempt stored is only referenced by nothing (prune removes it)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _backup_database_once(writer, info, db, jobs=jobs, reporter=reporter, key_order=key_order,
+                                         lock_timeout=lock_timeout)
+        except _SnapshotChanged as exc:
+            if attempt == ATTEMPTS:
+                raise BackupFailed(f"{exc} (tried {ATTEMPTS} times)") from None
+            warnings.append(f"database {db.name!r}: started over: {exc}")
+
+
+def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int, reporter: Reporter,
+                          key_order: bool, lock_timeout: float) -> dict:
     started = utcnow()
     reporter.status(db.name)
     session = SnapshotSession(info, db.name, db.encoding)
     try:
         conn = session.exporter
+        # Listed before the transaction, so that the locks come before its snapshot (snapshot.py).
+        listed = session.list_tables(lock_timeout_ms=int(lock_timeout * 1000))
+        session.begin(listed, lock_timeout_ms=int(lock_timeout * 1000),
+                      parents=catalog.list_partitioned_tables(conn))
         tables = catalog.list_tables(conn)
+        if [(t.oid, t.columns) for t in tables] != [(t.oid, t.columns) for t in listed]:
+            raise _SnapshotChanged(f"database {db.name!r}: tables changed while the backup locked them")
         owners = catalog.object_owners(conn)
         has_lobs = catalog.has_large_objects(conn)
         properties = catalog.database_properties(conn)
@@ -202,36 +251,72 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
                        "started": started, "time_zone": session_time_zone(conn)}
         # Largest first: the long copies start early and the pool ends together.
         order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
+        children: set[_PsqlCopy] = set()
+        children_lock = threading.Lock()
+
+        pg_dump_name = f"rdsbackup-pg_dump-{secrets.token_hex(6)}"
 
         def dump_schema() -> dict:
             with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
                 path = os.path.join(workdir, "schema.dump")
-                run_tool("pg_dump", _schema_dump_args(tables, session.snapshot_id, path, workdir), info,
-                         dbname=db.name)
+                args = _schema_dump_args(tables, session.snapshot_id, path, workdir)
+                try:
+                    run_tool("pg_dump", [f"--lock-wait-timeout={PG_DUMP_LOCK_WAIT_MS}", *args], info,
+                             dbname=db.name, application_name=pg_dump_name)
+                except ToolFailed as exc:
+                    if "could not obtain lock" in str(exc) or "statement timeout" in str(exc):
+                        raise _SnapshotChanged(f"database {db.name!r}: pg_dump: {exc}") from None
+                    raise BackupFailed(f"database {db.name!r}, schema: {exc}") from None
                 with open(path, "rb") as f:
                     return writer.add_stream(stream_name(db.name, "schema"), f, profile="bulk")
+
+        def copy_with_psql(table: TableInfo, sql_text: str, name: str, counts: dict,
+                           digest: TableDigest) -> dict | None:
+            """The table through a psql child; None when psql could not lock it (see snapshot.py)."""
+            child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
+            with children_lock:
+                children.add(child)
+            try:
+                return writer.add_stream(name, digesting(child.blocks(counts, reporter), digest, counts),
+                                         profile="table")
+            except ToolFailed as exc:
+                if "lock timeout" in str(exc) and not counts.get("bytes"):
+                    return None
+                raise
+            finally:
+                with children_lock:
+                    children.discard(child)
+                child.close()
+
+        def copy_with_psycopg(sql_text: str, name: str, counts: dict, digest: TableDigest) -> dict:
+            try:
+                blocks = _copy_blocks(session.connection(), sql_text, counts, reporter)
+                return writer.add_stream(name, digesting(blocks, digest, counts), profile="table")
+            except psycopg.errors.LockNotAvailable:
+                if counts.get("bytes"):
+                    raise
+                session.discard_connection()  # its transaction is aborted
+            with session.exporter_read() as exporter:
+                blocks = _copy_blocks(exporter, sql_text, counts, reporter)
+                return writer.add_stream(name, digesting(blocks, digest, counts), profile="table")
 
         def dump_table(table: TableInfo) -> dict:
             counts: dict = {}
             name = stream_name(db.name, "table", table.schema, table.name)
             sql_text = copy_out_sql(table, key_order=key_order)
             where = f"database {db.name!r}, table {table.schema}.{table.name}"
-            digest = TableDigest(ordered=bool(table.key) and key_order)
+            digest = TableDigest(ordered=table.order == "primary-key" and key_order)
             try:
+                ref = None
                 if table.relation_bytes >= PSQL_COPY_MIN_BYTES:
-                    child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
-                    try:
-                        ref = writer.add_stream(name, digesting(child.blocks(counts, reporter), digest, counts),
-                                                profile="table")
-                    finally:
-                        child.close()
-                else:
-                    blocks = _copy_blocks(session.connection(), sql_text, counts, reporter)
-                    ref = writer.add_stream(name, digesting(blocks, digest, counts), profile="table")
+                    ref = copy_with_psql(table, sql_text, name, counts, digest)
+                if ref is None:
+                    ref = copy_with_psycopg(sql_text, name, counts, digest)
             except psycopg.Error as exc:
                 raise BackupFailed(f"{where}: {one_line(str(exc))}") from None
             except ToolFailed as exc:
                 raise BackupFailed(f"{where}: {exc}") from None
+            order = table.order if key_order else "physical"
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
                     "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
                     "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref}
@@ -243,21 +328,21 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
             except psycopg.Error as exc:
                 raise BackupFailed(f"database {db.name!r}, large objects: {one_line(str(exc))}") from None
 
-        with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir, \
-                ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
-            schema_future = pool.submit(dump_schema)
-            lob_future = pool.submit(dump_lobs) if has_lobs else None
-            table_futures = [pool.submit(dump_table, t) for t in order]
-            futures = [schema_future, *table_futures] + ([lob_future] if lob_future else [])
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()
-        entry["schema"] = schema_future.result()
-        entry["large_objects"] = lob_future.result() if lob_future else None
-        by_key = {(t["schema"], t["name"]): t for t in (f.result() for f in table_futures)}
+        def stop_everything() -> None:
+            session.stop()
+            with children_lock:
+                for child in children:
+                    child.kill()
+
+        with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
+            tasks = [dump_schema] + ([dump_lobs] if has_lobs else []) + [
+                functools.partial(dump_table, t) for t in order]
+            results = run_until_first_failure(
+                tasks, jobs=jobs, on_failure=stop_everything,
+                after_first=lambda first_done: _wait_for_locks(info, db.name, pg_dump_name, tables, first_done))
+        entry["schema"] = results[0]
+        entry["large_objects"] = results[1] if has_lobs else None
+        by_key = {(t["schema"], t["name"]): t for t in results[2 if has_lobs else 1:]}
         entry["tables"] = [by_key[(t.schema, t.name)] for t in tables]
         entry["table_bytes"] = sum(t["bytes"] for t in entry["tables"])
         entry["ended"] = utcnow()
@@ -266,12 +351,69 @@ def backup_database(writer, info: ConnectionInfo, db: DatabaseInfo, *, jobs: int
         session.close()
 
 
+def _wait_for_locks(info: ConnectionInfo, dbname: str, application_name: str, tables: list[TableInfo],
+                    done, poll: float = 0.02) -> None:
+    """Until pg_dump (its sessions named `application_name`) holds its locks on `tables`, or `done()`.
+    Tables are read only after that: a TRUNCATE that queues behind the backup's locks before pg_dump
+    has its own would make pg_dump wait for it (snapshot.py)."""
+    oids = [t.oid for t in tables]
+    with info.connect(dbname) as conn:
+        while not done():
+            held = conn.execute(
+                "SELECT count(DISTINCT l.relation) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE a.application_name = %s AND l.granted AND l.relation = ANY (%s)",
+                (application_name, oids)).fetchone()[0]
+            if held >= len(oids):
+                return
+            time.sleep(poll)
+
+
+def run_until_first_failure(tasks: list, *, jobs: int, on_failure, after_first=None) -> list:
+    """Run `tasks` on `jobs` threads; returns their results in order. The first task to fail calls
+    `on_failure` (which stops the others: cancels their statements, kills their children); tasks not
+    started yet do not start; the first failure is raised once every thread has ended, not an error
+    the stopping caused in another task. `after_first(done)`, if given, runs once the first task is
+    submitted and before the others are (`done()` says whether the first has ended)."""
+    first: list[BaseException] = []
+    guard = threading.Lock()
+
+    def run(task):
+        if first:
+            raise _Stopped("stopped")
+        try:
+            return task()
+        except BaseException as exc:
+            with guard:
+                is_first = not first
+                if is_first:
+                    first.append(exc)
+            if is_first:
+                on_failure()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
+        futures = [pool.submit(run, tasks[0])]
+        if after_first is not None:
+            after_first(futures[0].done)
+        futures += [pool.submit(run, t) for t in tasks[1:]]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if first:
+            for f in futures:
+                f.cancel()
+    # The pool has ended: every thread is done with the session.
+    if first:
+        raise first[0]
+    return [f.result() for f in futures]
+
+
 def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None = None,
                     source_id: str | None = None, jobs: int = 4, reporter: Reporter | None = None,
-                    key_order: bool = True) -> dict:
+                    key_order: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
     """Back up a PostgreSQL server into `repo`; returns the restore point's metadata plus its id
     (`restore_point_id`). Nothing is committed unless every database was dumped. `key_order=False`
-    streams every table in physical order (cheaper to read, but incrementals store far more)."""
+    streams every table in physical order (cheaper to read, but incrementals store far more).
+    `lock_timeout`: seconds to wait for the tables' ACCESS SHARE locks (0: forever), then fail naming
+    the table and the session in the way."""
     reporter = reporter or Reporter()
     started = utcnow()
     t0 = time.monotonic()
@@ -290,7 +432,7 @@ def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None =
             warnings.append(f"globals not dumped: {exc}")
             globals_ref = None
         entries = [backup_database(writer, info, db, jobs=jobs, reporter=reporter, warnings=warnings,
-                                   key_order=key_order) for db in dbs]
+                                   key_order=key_order, lock_timeout=lock_timeout) for db in dbs]
         refs = [globals_ref] + [r for e in entries for r in _refs(e)]
         metadata = {
             "format": METADATA_FORMAT,

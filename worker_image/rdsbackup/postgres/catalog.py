@@ -29,7 +29,9 @@ class DatabaseInfo:
 @dataclass
 class TableInfo:
     """A table whose rows we stream: regular tables and leaf partitions (a partitioned parent has no
-    rows of its own)."""
+    rows of its own). `key` are the primary key's key columns (not its INCLUDE columns); `key_order`
+    the matching ORDER BY terms, each sorted by the key index's own operator class and collation, so
+    every type a primary key can hold sorts (even one with no default btree operator class)."""
 
     oid: int
     schema: str
@@ -37,6 +39,7 @@ class TableInfo:
     columns: list[str]
     key: list[str]
     relation_bytes: int = 0
+    key_order: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -45,7 +48,7 @@ class TableInfo:
 
     @property
     def order(self) -> str:
-        return "primary-key" if self.key else "physical"
+        return "primary-key" if self.key and len(self.key_order) == len(self.key) else "physical"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -94,9 +97,27 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
                      FROM pg_index i
                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                     WHERE i.indrelid = c.oid AND i.indisprimary
+                     WHERE i.indrelid = c.oid AND i.indisprimary AND k.ord <= i.indnkeyatts
                      ORDER BY k.ord) AS key,
-               pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+               pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0),
+               ARRAY(SELECT format('%I', a.attname)
+                            || CASE WHEN k.coll <> 0 AND k.coll <> a.attcollation
+                                    THEN format(' COLLATE %I.%I', cn.nspname, co.collname) ELSE '' END
+                            || format(' USING OPERATOR(%I.%s)', opn.nspname, op.oprname)
+                     FROM pg_index i
+                     CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[])
+                          WITH ORDINALITY AS k(attnum, opclass, coll, ord)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     JOIN pg_opclass oc ON oc.oid = k.opclass
+                     JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 1
+                          AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+                          AND ao.amoppurpose = 's'
+                     JOIN pg_operator op ON op.oid = ao.amopopr
+                     JOIN pg_namespace opn ON opn.oid = op.oprnamespace
+                     LEFT JOIN pg_collation co ON co.oid = k.coll
+                     LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                     WHERE i.indrelid = c.oid AND i.indisprimary AND k.ord <= i.indnkeyatts
+                     ORDER BY k.ord) AS key_order
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_NAMESPACE}
           AND NOT EXISTS (SELECT 1 FROM pg_depend d
@@ -105,7 +126,20 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
         """
     ).fetchall()
     return [TableInfo(oid=r[0], schema=r[1], name=r[2], columns=list(r[3]), key=list(r[4]),
-                      relation_bytes=int(r[5] or 0)) for r in rows]
+                      relation_bytes=int(r[5] or 0), key_order=list(r[6])) for r in rows]
+
+
+def list_partitioned_tables(conn: psycopg.Connection) -> list[str]:
+    """Partitioned tables (qualified names): they hold no rows, but a backup locks them as pg_dump does,
+    so a `TRUNCATE` of the parent waits for the backup like one of a partition."""
+    rows = conn.execute(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'p' AND {_USER_NAMESPACE} ORDER BY 1
+        """
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def object_owners(conn: psycopg.Connection) -> list[str]:

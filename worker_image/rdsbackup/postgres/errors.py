@@ -39,3 +39,8 @@ class BackupFailed(PostgresError):
 
 class RestoreFailed(PostgresError):
     """A restore could not complete."""
+
+
+class LockConflict(BackupFailed):
+    """A table could not be locked within the lock timeout (another session holds or awaits a lock
+    that conflicts); the message names the table and the session."""

@@ -23,10 +23,12 @@ def conninfo_dbname(dbname: str) -> str:
 
 
 def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
-             stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL) -> str:
+             stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
+             application_name: str | None = None) -> str:
     """Run a client program to completion; returns its stderr. Raises `ToolFailed` (one line, the
     program's first error) if it exits non-zero."""
-    returncode, stderr = run_tool_unchecked(name, args, info, dbname=dbname, stdin=stdin, stdout=stdout)
+    returncode, stderr = run_tool_unchecked(name, args, info, dbname=dbname, stdin=stdin, stdout=stdout,
+                                            application_name=application_name)
     if returncode != 0:
         raise ToolFailed(f"{name} failed (exit {returncode}): {first_error(stderr) or 'no message'}")
     return stderr
@@ -34,10 +36,13 @@ def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | 
 
 def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
                        stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
-                       settings: dict[str, str] | None = None) -> tuple[int, str]:
+                       settings: dict[str, str] | None = None,
+                       application_name: str | None = None) -> tuple[int, str]:
     """Run a client program to completion; returns its exit code and stderr. `settings` are server
-    settings for the program's sessions (PGOPTIONS)."""
+    settings for the program's sessions (PGOPTIONS); `application_name` names its sessions."""
     env = info.tool_env(dbname)
+    if application_name:
+        env["PGAPPNAME"] = application_name
     if settings:
         env["PGOPTIONS"] = " ".join(f"-c {setting}={value}" for setting, value in settings.items())
     proc = subprocess.Popen(
