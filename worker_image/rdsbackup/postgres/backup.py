@@ -316,7 +316,6 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                 raise BackupFailed(f"{where}: {one_line(str(exc))}") from None
             except ToolFailed as exc:
                 raise BackupFailed(f"{where}: {exc}") from None
-            order = table.order if key_order else "physical"
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
                     "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
                     "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref}
