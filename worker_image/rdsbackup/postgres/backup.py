@@ -62,7 +62,7 @@ def copy_out_sql(table: TableInfo, *, key_order: bool = True) -> str:
     table without columns, whose rows COPY writes as empty lines), in key order when it has a key."""
     cols = ", ".join(quote_ident(c) for c in table.columns)
     if table.order == "primary-key" and key_order:
-        order = ", ".join(table.key_order)
+        order = ", ".join(table.order_terms)
         # ONLY: rows of inheritance children belong to the children's own streams.
         return f"COPY (SELECT {cols} FROM ONLY {table.qualified} ORDER BY {order}) TO STDOUT"
     if not table.columns:
@@ -318,7 +318,8 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                 raise BackupFailed(f"{where}: {exc}") from None
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
                     "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
-                    "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref}
+                    "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref,
+                    "key_order": table.order_terms if key_order and table.key else []}
 
         def dump_lobs() -> dict:
             try:

@@ -47,8 +47,13 @@ class TableInfo:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
     @property
+    def order_terms(self) -> list[str]:
+        """ORDER BY terms for the key: `key_order`, else the key columns with their types' defaults."""
+        return self.key_order or [quote_ident(c) for c in self.key]
+
+    @property
     def order(self) -> str:
-        return "primary-key" if self.key and len(self.key_order) == len(self.key) else "physical"
+        return "primary-key" if self.key else "physical"
 
     def as_dict(self) -> dict:
         d = asdict(self)
