@@ -190,7 +190,8 @@ class Archive(_Strict):
     retention_days: Annotated[int, Field(ge=1)] | None = None
 
 
-RestoreTestTarget = Literal["snapshot", "replica", "restore_point", "archive"]
+# (archived restore points are not tested yet: their retrieval takes hours and costs per GB)
+RestoreTestTarget = Literal["snapshot", "replica", "restore_point"]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|h|d)$")
 _DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
@@ -219,7 +220,7 @@ class RestoreTest(_Strict):
     @classmethod
     def _targets(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and (not value or len(set(value)) != len(value)):
-            raise ValueError("give at least one of snapshot, replica, restore_point, archive, each once")
+            raise ValueError("give at least one of snapshot, replica, restore_point, each once")
         return value
 
 
@@ -327,7 +328,7 @@ def _location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return f'field "{".".join(str(part) for part in parts)}"' if parts else "config"
 
 
-_RESTORE_TEST_NEEDS = {"replica": "replication", "restore_point": "image_backup", "archive": "archive"}
+_RESTORE_TEST_NEEDS = {"replica": "replication", "restore_point": "image_backup"}
 
 
 def _check_rpo_and_restore_test(policy: Policy) -> None:
@@ -338,6 +339,10 @@ def _check_rpo_and_restore_test(policy: Policy) -> None:
             f'{where}: field "rpo": {policy.rpo!r} is shorter than the time between two scheduled backups '
             f"({interval / 3600:g} h): every source would be outside its RPO before its next backup"
         )
+    if policy.restore_test is not None and policy.image_backup is None:
+        raise ConfigError(f'{where}: field "restore_test": restore tests need the policy\'s "image_backup" '
+                          "section (the test worker runs in its worker cluster and reports through its "
+                          "repository bucket)")
     for target in policy.restore_test_targets:
         needs = _RESTORE_TEST_NEEDS.get(target)
         if needs and getattr(policy, needs) is None:

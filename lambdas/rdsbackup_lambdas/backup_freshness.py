@@ -33,15 +33,19 @@ def record_successes(report: dict[str, Any], table: str, now: float | None = Non
             "arn": {"S": resource["arn"]},
             "session_id": {"S": str(report.get("session_id"))},
             "succeeded_at": {"N": str(round(now, 3))},
+            # what a restore test restores: the newest snapshot, replica and restore point of the source
             **({"restore_point_id": {"S": resource["restore_point_id"]}}
                if resource.get("restore_point_id") else {}),
+            **({"snapshot_arn": {"S": resource["snapshot_arn"]}} if resource.get("snapshot_arn") else {}),
+            **({"replica_arn": {"S": resource["replica_arns"][0]}} if resource.get("replica_arns") else {}),
         })
         stored += 1
     return stored
 
 
 def last_successes(table: str, policy: str, arns: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``{arn: {"succeeded_at": epoch seconds, "session_id", "restore_point_id"}}`` for the arns that have one."""
+    """``{arn: {"succeeded_at": epoch seconds, "session_id", "restore_point_id", "snapshot_arn", "replica_arn"}}``
+    for the arns that have one."""
     ddb = aws_sessions.client("dynamodb", None)
     wanted = [item_key(policy, arn) for arn in dict.fromkeys(arns)]
     found: dict[str, dict[str, Any]] = {}
@@ -54,6 +58,8 @@ def last_successes(table: str, policy: str, arns: Iterable[str]) -> dict[str, di
                     "succeeded_at": float(item["succeeded_at"]["N"]),
                     "session_id": item.get("session_id", {}).get("S"),
                     "restore_point_id": item.get("restore_point_id", {}).get("S"),
+                    "snapshot_arn": item.get("snapshot_arn", {}).get("S"),
+                    "replica_arn": item.get("replica_arn", {}).get("S"),
                 }
             request = answer.get("UnprocessedKeys") or {}
     return found

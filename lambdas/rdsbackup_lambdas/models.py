@@ -154,6 +154,8 @@ class Item(_Model):
     replica: ReplicaState | None = None
     image_backup: ImageBackup | None = None
     image: ImageState | None = None
+    # a restore test's TEST: what the worker restores and checks on the throwaway (``resource``)
+    restore_test: dict | None = None
 
     def require_snapshot(self) -> SnapshotRef:
         if self.snapshot is None:

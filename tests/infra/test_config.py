@@ -131,8 +131,10 @@ def test_configured_rpo_is_used():
     ({"rpo": "30s"}, 'field "rpo"'),
     ({"rpo": "12h"}, 'field "rpo": \'12h\' is shorter than the time between two scheduled backups (24 h)'),
     ({"restore_test": {"targets": ["restore_point"]}},
-     'field "restore_test.targets": \'restore_point\' needs the policy\'s "image_backup" section'),
-    ({"restore_test": {"targets": ["replica"]}}, '\'replica\' needs the policy\'s "replication" section'),
+     'field "restore_test": restore tests need the policy\'s "image_backup" section'),
+    ({"restore_test": {"targets": ["replica"]}, "image_backup": {"repository": "main"}},
+     '\'replica\' needs the policy\'s "replication" section'),
+    ({"restore_test": {"targets": ["archive"]}}, 'field "restore_test.targets.0"'),
     ({"restore_test": {"targets": []}}, 'field "restore_test.targets"'),
     ({"restore_test": {"sample": 0}}, 'field "restore_test.sample"'),
     ({"restore_test": {"instance_class": "t3.micro"}}, 'field "restore_test.instance_class"'),
@@ -146,10 +148,8 @@ def test_bad_rpo_or_restore_test_is_named(change, expected):
 
 
 def test_restore_test_defaults_are_weekly_small_and_test_what_the_policy_keeps():
-    plain = _parse(_with(restore_test={})).policies[0]
-    assert plain.restore_test.schedule.expression == "cron(0 5 ? * SUN *)"
-    assert plain.restore_test.sample is None and plain.restore_test.instance_class is None
-    assert plain.restore_test_targets == ["snapshot"]
     image = _parse(_with(restore_test={}, image_backup={"repository": "main"})).policies[0]
+    assert image.restore_test.schedule.expression == "cron(0 5 ? * SUN *)"
+    assert image.restore_test.sample is None and image.restore_test.instance_class is None
     assert image.restore_test_targets == ["snapshot", "restore_point"]
     assert _parse(VALID).policies[0].restore_test_targets == []

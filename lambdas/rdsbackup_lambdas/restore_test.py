@@ -1,0 +1,280 @@
+"""Restore tests: which sources a run tests, the throwaway each is restored into, and what is left after.
+
+A run of a policy's restore test (the restore-test state machine) plans one TEST per chosen source.
+A TEST is an ITEM (docs/state-machine-contract.md) whose ``resource`` is the **throwaway** instance or
+cluster, so the image-level worker steps (start, check, clean up) serve it unchanged, plus
+``source`` (the database whose backups are tested) and ``restore_test`` (what is restored and checked).
+
+- **Which sources.** Every selected source, or with ``sample: N`` the N tested least recently (the time
+  of each source's last test is kept in DynamoDB, ``lasttest#<policy>#<arn>``), so every source is tested
+  within ``ceil(sources / N)`` runs.
+- **What.** The newest snapshot (or replica) and restore point of the source's newest successful
+  backup (:mod:`backup_freshness`); the restore state machine verifies the snapshot's metadata.
+- **The throwaway** ``rdsbackup-test-<hash>`` is restored with the smallest sensible class, not
+  Multi-AZ, never publicly accessible, in a temporary security group that admits only the test worker
+  on the DB port (made here before the restore, in the source's VPC), tagged ``rdsbackup:temporary`` and
+  ``rdsbackup:restore-test``; it is deleted on every path (no final snapshot) and whatever cannot be
+  deleted is tagged ``rdsbackup:sweep=true`` for the orphan sweeper and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from rdsbackup_lambdas import aws_errors, aws_sessions, backup_freshness, selection
+from rdsbackup_lambdas.clock import now_iso
+from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, SecurityGroupError, UnknownPolicy
+from rdsbackup_lambdas.image import database, names, security_groups
+from rdsbackup_lambdas.image.worker import group_names
+from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, Resource
+from rdsbackup_lambdas.observability import logger
+
+THROWAWAY_PREFIX = "rdsbackup-test-"
+RESTORE_TEST_TAG = "rdsbackup:restore-test"
+_BATCH = 100
+# the smallest class each engine runs on that still restores a real database in reasonable time
+_SMALLEST_CLASS = (("aurora", "db.t4g.medium"), ("sqlserver", "db.t3.small"), ("oracle", "db.t3.small"),
+                   ("", "db.t4g.micro"))
+
+
+def smallest_class(engine: str) -> str:
+    return next(cls for prefix, cls in _SMALLEST_CLASS if engine.startswith(prefix))
+
+
+def throwaway_id(session_id: str, source_arn: str) -> str:
+    """``rdsbackup-test-<16 hex>``: derived from the run and the source, so a retried step finds it."""
+    return THROWAWAY_PREFIX + hashlib.sha256(f"{session_id}\x00{source_arn}".encode()).hexdigest()[:16]
+
+
+def _throwaway(source: Resource, session_id: str) -> Resource:
+    ident = throwaway_id(session_id, source.arn)
+    word = "cluster" if source.kind == "cluster" else "db"
+    return Resource(arn=f"arn:aws:rds:{source.region}:{source.account}:{word}:{ident}", id=ident, kind=source.kind,
+                    account=source.account, region=source.region, engine=source.engine)
+
+
+# --- when each source was last tested ----------------------------------------------------------------------
+
+
+def _tested_key(policy: str, arn: str) -> dict[str, Any]:
+    return {"pk": {"S": f"lasttest#{policy}#{arn}"}}
+
+
+def last_tested(table: str, policy: str, arns: list[str]) -> dict[str, float]:
+    ddb = aws_sessions.client("dynamodb", None)
+    keys = [_tested_key(policy, arn) for arn in dict.fromkeys(arns)]
+    found: dict[str, float] = {}
+    for start in range(0, len(keys), _BATCH):
+        request: dict[str, Any] = {table: {"Keys": keys[start:start + _BATCH]}}
+        while request:
+            answer = ddb.batch_get_item(RequestItems=request)
+            for item in answer.get("Responses", {}).get(table, []):
+                found[item["arn"]["S"]] = float(item["tested_at"]["N"])
+            request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def record_tested(table: str, policy: str, arn: str, passed: bool, now: float) -> None:
+    aws_sessions.client("dynamodb", None).put_item(TableName=table, Item={
+        **_tested_key(policy, arn), "arn": {"S": arn}, "policy": {"S": policy},
+        "tested_at": {"N": str(round(now, 3))}, "passed": {"BOOL": passed}})
+
+
+# --- plan ----------------------------------------------------------------------------------------------------
+
+
+def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_name: str | None,
+         started_at: str | None, resources: list[str] | None = None) -> dict[str, Any]:
+    """The run: ``{"session": {session_id, policy, started_at}, "tests": [TEST, ...]}``."""
+    if policy_name not in policies:
+        raise UnknownPolicy(f"unknown policy {policy_name!r} (configured: {', '.join(sorted(policies)) or 'none'})")
+    raw = policies[policy_name]
+    settings = raw.get("restore_test")
+    if not settings:
+        raise UnknownPolicy(f"policy {policy_name!r} has no restore_test")
+    policy = Policy.model_validate(raw)
+    if policy.image_backup is None:
+        raise UnknownPolicy(f"policy {policy_name!r}: restore tests need its image_backup (the test worker)")
+    session_id = "test-" + selection.session_id_for(policy_name, execution_name, started_at)
+    selected = selection.select_resources(policy_name, policy, session_id)
+    if resources is not None:
+        wanted = [s for s in selected if any(r in (s[0].arn, s[0].id) for r in resources)]
+        if len(wanted) < len(resources):
+            raise ResourceNotInPolicy(f"restore test of policy {policy_name!r}: {resources} are not all selected by it")
+        selected = wanted
+    if not selected:
+        raise NoResourcesSelected(f"policy {policy_name!r} selects no database to test")
+    arns = [resource.arn for resource, _ in selected]
+    tested = last_tested(table, policy_name, arns)
+    # least recently tested first (never tested = 0); the ARN breaks ties so a run's choice is stable
+    ordered = sorted(selected, key=lambda s: (tested.get(s[0].arn, 0.0), s[0].arn))
+    chosen = ordered[:settings["sample"]] if settings.get("sample") else ordered
+    newest = backup_freshness.last_successes(table, policy_name, [r.arn for r, _ in chosen])
+    targets = settings.get("targets") or ["snapshot"]
+    tests = []
+    for resource, target in chosen:
+        last = newest.get(resource.arn) or {}
+        snapshot_arn = last.get("replica_arn") if "replica" in targets and "snapshot" not in targets \
+            else last.get("snapshot_arn")
+        rp_id = last.get("restore_point_id") if "restore_point" in targets else None
+        error = None
+        if not snapshot_arn:
+            error = {"Error": "NothingToTest", "Cause": f"{resource.arn} has no successful backup with a "
+                     f"{'replica' if 'replica' in targets and 'snapshot' not in targets else 'snapshot'} yet"}
+        image_backup = ImageBackup.model_validate(raw["image_backup"])
+        test = Item(
+            session_id=session_id, policy=policy_name, resource=_throwaway(resource, session_id),
+            access_role_arn=target.access_role_arn, lease_seconds=policy.lease_seconds, wait=policy.wait,
+            image_backup=image_backup,
+        ).model_dump(exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "replication"})
+        test.update(
+            source=resource.model_dump(), image=None, error=error,
+            restore_test={
+                "source_id": resource.id, "snapshot_arn": snapshot_arn, "restore_point_id": rp_id,
+                "check_snapshot": "snapshot" in targets
+                or "replica" in targets, "instance_class": settings.get("instance_class")
+                or smallest_class(resource.engine), "timeout_seconds": settings.get("timeout_seconds", 10800),
+            })
+        tests.append(test)
+    logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
+    return {"session": {"session_id": session_id, "policy": policy_name,
+                        "started_at": started_at or now_iso()}, "tests": tests}
+
+
+# --- the throwaway ---------------------------------------------------------------------------------------------
+
+
+def _client(test: dict[str, Any], service: str) -> Any:
+    source = test["source"]
+    return aws_sessions.client(service, source["region"], test.get("access_role_arn"), test["session_id"])
+
+
+def throwaway_tags(test: dict[str, Any]) -> dict[str, str]:
+    return {**names.temporary_tags(test["session_id"], test["resource"]["arn"]),
+            RESTORE_TEST_TAG: test["source"]["arn"]}
+
+
+def prepare(test: dict[str, Any]) -> dict[str, Any]:
+    """The worker's network before the restore: two groups in the source's VPC (the throwaway's admits only
+    the worker's on the DB port). Returns ``{"image": ImageState, "restore_input": <restore state machine input>}``."""
+    item = Item.model_validate(test)
+    source = Resource.model_validate(test["source"])
+    where = f"account {source.account} region {source.region}"
+    settings = item.image_backup
+    assert settings is not None
+    src = database.describe(_client(test, "rds"), source.kind, source.id, where)
+    secret_arn = database.credentials_secret(src, settings.secret_arn, where)
+    db_name, worker_name = group_names(item)
+    pair = security_groups.ensure_pair(
+        _client(test, "ec2"), vpc_id=src.vpc_id, port=src.port, db_name=db_name, worker_name=worker_name,
+        tags=names.temporary_tags(item.session_id, item.resource.arn), what=f"the restore test of {source.id}")
+    image = ImageState(phase="prepared", db_security_group=pair["db_security_group"],
+                       worker_security_group=pair["worker_security_group"], vpc_id=src.vpc_id,
+                       subnets=list(settings.worker.subnets) or src.subnets, port=src.port,
+                       engine=database.engine_family(src.engine), secret_arn=secret_arn)
+    plan_ = test["restore_test"]
+    restore_input = {
+        "restore": "snapshot", "snapshot_arn": plan_["snapshot_arn"], "mode": "new", "keep_on_failure": False,
+        "target": {"identifier": item.resource.id, "instance_class": plan_["instance_class"], "multi_az": False,
+                   "publicly_accessible": False, "security_groups": [pair["db_security_group"]],
+                   "tags": throwaway_tags(test)},
+    }
+    return {"image": image.model_dump(), "restore_input": restore_input, "started_at": time.time()}
+
+
+def locate(test: dict[str, Any]) -> dict[str, Any]:
+    """The restored throwaway's endpoint and port, into the worker's state (after the restore)."""
+    item = Item.model_validate(test)
+    res = item.resource
+    db = database.describe(_client(test, "rds"), res.kind, res.id, f"account {res.account} region {res.region}")
+    if db.raw.get("PubliclyAccessible"):
+        raise SecurityGroupError(f"throwaway {res.id} is publicly accessible; refusing to test it")
+    groups = set(db.group_ids)
+    image = item.image
+    assert image is not None
+    if groups != {image.db_security_group}:
+        raise SecurityGroupError(
+            f"throwaway {res.id} has security groups {sorted(groups)}; a restore test needs only its own "
+            f"{image.db_security_group}")
+    return {**image.model_dump(), "endpoint": db.endpoint, "port": db.port}
+
+
+def _gone(exc: ClientError) -> bool:
+    return aws_errors.error_code(exc) in ("DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault",
+                                           "DBClusterNotFound")
+
+
+def _is_ours(tags: list[dict[str, str]], test: dict[str, Any]) -> bool:
+    values = {t["Key"]: t.get("Value") for t in tags}
+    return values.get(RESTORE_TEST_TAG) == test["source"]["arn"] and values.get(names.SESSION_TAG) == test["session_id"]
+
+
+def delete_throwaway(test: dict[str, Any]) -> dict[str, Any]:
+    """Delete the throwaway (its instances first for a cluster; no final snapshot). Only a database that
+    carries this run's restore-test tags is deleted. Returns ``{"done", "deleted", "left_for_sweeper",
+    "warnings"}``; ``done`` once nothing of it is left."""
+    res = test["resource"]
+    rds = _client(test, "rds")
+    report: dict[str, Any] = {"done": False, "deleted": [], "left_for_sweeper": [], "warnings": []}
+    try:
+        if res["kind"] == "cluster":
+            cluster = rds.describe_db_clusters(DBClusterIdentifier=res["id"])["DBClusters"][0]
+            members = [m["DBInstanceIdentifier"] for m in cluster.get("DBClusterMembers") or []]
+            tags, arn = cluster.get("TagList") or [], cluster["DBClusterArn"]
+        else:
+            instance = rds.describe_db_instances(DBInstanceIdentifier=res["id"])["DBInstances"][0]
+            members, tags, arn = [], instance.get("TagList") or [], instance["DBInstanceArn"]
+    except ClientError as exc:
+        if _gone(exc):
+            report["done"] = True
+            return report
+        raise
+    if not tags:
+        tags = rds.list_tags_for_resource(ResourceName=arn).get("TagList") or []
+    if not _is_ours(tags, test):
+        report["warnings"].append(f"{res['id']} does not carry this restore test's tags; it was left alone")
+        report["done"] = True
+        return report
+    targets = [("instance", member) for member in members] + [(res["kind"], res["id"])]
+    for kind, ident in targets:
+        try:
+            if kind == "cluster":
+                rds.delete_db_cluster(DBClusterIdentifier=ident, SkipFinalSnapshot=True)
+            else:
+                rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True,
+                                       DeleteAutomatedBackups=True)
+            report["deleted"].append(ident)
+        except ClientError as exc:
+            if _gone(exc) or aws_errors.error_code(exc) in ("InvalidDBInstanceState", "InvalidDBInstanceStateFault",
+                                                            "InvalidDBClusterStateFault"):
+                continue  # gone, or already being deleted
+            report["warnings"].append(f"delete {ident}: {aws_errors.error_code(exc)}: {aws_errors.error_message(exc)}")
+            _tag_for_sweeper(rds, arn if ident == res["id"] else None, ident, res, report)
+    report["done"] = not report["left_for_sweeper"] and _deleted(rds, res)
+    return report
+
+
+def _tag_for_sweeper(rds: Any, arn: str | None, ident: str, res: dict[str, Any], report: dict[str, Any]) -> None:
+    arn = arn or f"arn:aws:rds:{res['region']}:{res['account']}:db:{ident}"
+    try:
+        rds.add_tags_to_resource(ResourceName=arn, Tags=[{"Key": names.SWEEP_TAG, "Value": "true"}])
+    except ClientError as exc:
+        report["warnings"].append(f"tag {ident} for the sweeper: {aws_errors.error_code(exc)}")
+    report["left_for_sweeper"].append(f"{'DB cluster' if ':cluster:' in arn else 'DB instance'} {ident}")
+
+
+def _deleted(rds: Any, res: dict[str, Any]) -> bool:
+    try:
+        if res["kind"] == "cluster":
+            rds.describe_db_clusters(DBClusterIdentifier=res["id"])
+        else:
+            rds.describe_db_instances(DBInstanceIdentifier=res["id"])
+    except ClientError as exc:
+        if _gone(exc):
+            return True
+        raise
+    return False

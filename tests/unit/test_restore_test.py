@@ -1,0 +1,190 @@
+"""Restore tests' Lambda steps in moto: the plan (rotation, what is restored), the throwaway's network and
+restore input, its checks, its deletion on every path (or the sweeper tag), and the run's report."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from rdsbackup_lambdas import backup_freshness, restore_test
+from rdsbackup_lambdas.errors import SecurityGroupError
+from rdsbackup_lambdas.handlers import (
+    delete_throwaway,
+    locate_throwaway,
+    plan_restore_test,
+    prepare_restore_test,
+    restore_test_report,
+)
+from rdsbackup_lambdas.image import worker_tasks
+from rdsbackup_lambdas.models import ImageState, Item
+
+from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE
+from tests.unit.image_support import image_backup, net_fixture  # noqa: F401 (net_fixture: the net fixture)
+
+RUN = {"execution_name": "weekly-1", "started_at": "2026-11-29T05:00:00Z"}
+
+
+def policies(names, *, sample=None, targets=("snapshot", "restore_point")) -> dict:
+    return {"demo": {
+        "selection": {"resources": list(names), "tags": {},
+                      "targets": [{"account": SOURCE_ACCOUNT, "region": REGION, "access_role_arn": SOURCE_ROLE}]},
+        "snapshot_retention": 3, "image_backup": image_backup(), "rpo_seconds": 129600,
+        "restore_test": {"sample": sample, "targets": list(targets), "instance_class": None,
+                         "timeout_seconds": 3600},
+    }}
+
+
+def backed_up(world, name: str, *, at: float | None = None) -> None:
+    arn = f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:{name}"
+    report = {"policy": "demo", "session_id": "demo-s", "resources": [{
+        "arn": arn, "status": "Success", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:{name}-s1",
+        "replica_arns": [], "restore_point_id": f"rp-{name}"}]}
+    backup_freshness.record_successes(report, world.table, now=at)
+
+
+def plan(monkeypatch, ctx, pols, **extra) -> dict:
+    monkeypatch.setenv("POLICIES_JSON", json.dumps(pols))
+    return plan_restore_test.handler({"policy": "demo", "resources": None, **RUN, **extra}, ctx)
+
+
+def test_plan_tests_the_newest_snapshot_and_restore_point_in_a_private_small_throwaway(net, world, ctx, monkeypatch):
+    net.instance("orders")
+    backed_up(world, "orders")
+    run = plan(monkeypatch, ctx, policies(["orders"]))
+    [test] = run["tests"]
+    assert run["session"]["session_id"].startswith("test-demo-20261129T050000-")
+    assert test["source"]["id"] == "orders" and test["error"] is None
+    assert test["resource"]["id"] == restore_test.throwaway_id(run["session"]["session_id"], test["source"]["arn"])
+    assert test["restore_test"] == {
+        "source_id": "orders", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:orders-s1",
+        "restore_point_id": "rp-orders", "check_snapshot": True, "instance_class": "db.t4g.micro",
+        "timeout_seconds": 3600}
+
+
+def test_a_sample_rotates_through_the_least_recently_tested(net, world, ctx, monkeypatch):
+    for name in ("a-db", "b-db", "c-db"):
+        net.instance(name)
+        backed_up(world, name)
+    pols = policies(["a-db", "b-db", "c-db"], sample=2)
+    first = [t["source"]["id"] for t in plan(monkeypatch, ctx, pols)["tests"]]
+    assert first == ["a-db", "b-db"]
+    now = time.time()
+    for name in first:
+        restore_test.record_tested(world.table, "demo", f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:{name}", True, now)
+    second = [t["source"]["id"] for t in plan(monkeypatch, ctx, pols)["tests"]]
+    assert second[0] == "c-db" and len(second) == 2  # never tested first; then the oldest test
+
+
+def test_a_source_never_backed_up_is_a_failed_test_with_the_reason(net, world, ctx, monkeypatch):
+    net.instance("orders")
+    [test] = plan(monkeypatch, ctx, policies(["orders"]))["tests"]
+    assert test["error"]["Error"] == "NothingToTest" and "no successful backup" in test["error"]["Cause"]
+
+
+@pytest.fixture
+def prepared(net, world, ctx, monkeypatch) -> dict:
+    net.instance("orders")
+    backed_up(world, "orders")
+    [test] = plan(monkeypatch, ctx, policies(["orders"]))["tests"]
+    out = prepare_restore_test.handler(test, ctx)
+    return {**test, "image": out["image"], "restore_input": out["restore_input"], "timing": {
+        "started_at": out["started_at"]}}
+
+
+def test_the_throwaway_is_restored_private_small_into_a_group_that_admits_only_the_worker(net, prepared):
+    target = prepared["restore_input"]["target"]
+    image = prepared["image"]
+    assert prepared["restore_input"]["snapshot_arn"].endswith(":snapshot:orders-s1")
+    assert target["identifier"] == prepared["resource"]["id"] and target["publicly_accessible"] is False
+    assert target["multi_az"] is False and target["instance_class"] == "db.t4g.micro"
+    assert target["security_groups"] == [image["db_security_group"]]
+    assert target["tags"]["rdsbackup:temporary"] == "true"
+    assert target["tags"]["rdsbackup:restore-test"] == prepared["source"]["arn"]
+    ingress = net.group(image["db_security_group"])["IpPermissions"]
+    assert [pair["GroupId"] for rule in ingress for pair in rule["UserIdGroupPairs"]] == \
+        [image["worker_security_group"]]
+    assert all(not rule.get("IpRanges") for rule in ingress)
+
+
+def restore_throwaway(net, test: dict, *, groups: list[str] | None = None, protected: bool = False) -> None:
+    """What the restore state machine does with the input (moto restores at once)."""
+    target = test["restore_input"]["target"]
+    net.rds().restore_db_instance_from_db_snapshot(
+        DBInstanceIdentifier=target["identifier"], DBSnapshotIdentifier="orders-s1", DBInstanceClass="db.t4g.micro",
+        DBSubnetGroupName="dbsubnets", VpcSecurityGroupIds=groups or target["security_groups"],
+        PubliclyAccessible=False, DeletionProtection=protected,
+        Tags=[{"Key": k, "Value": v} for k, v in target["tags"].items()])
+
+
+@pytest.fixture
+def snapshot(net):
+    net.rds().create_db_snapshot(DBInstanceIdentifier="orders", DBSnapshotIdentifier="orders-s1")
+
+
+def test_locate_gives_the_worker_the_endpoint_and_refuses_another_group(net, prepared, snapshot, ctx):
+    restore_throwaway(net, prepared)
+    image = locate_throwaway.handler(prepared, ctx)
+    assert image["endpoint"] and image["port"] == 5432
+    spec = worker_tasks.job_spec(Item.model_validate({**prepared, "image": image}), ImageState(**image),
+                                 Item.model_validate(prepared).image_backup)
+    assert spec["kind"] == "restore_test" and spec["restore_point_id"] == "rp-orders" and spec["source_id"] == "orders"
+    assert spec["host"] == image["endpoint"] and "password" not in json.dumps(spec)
+    net.rds().modify_db_instance(DBInstanceIdentifier=prepared["resource"]["id"], ApplyImmediately=True,
+                                 VpcSecurityGroupIds=[prepared["image"]["db_security_group"], net.db_group])
+    with pytest.raises(SecurityGroupError, match="needs only its own"):
+        locate_throwaway.handler(prepared, ctx)
+
+
+def test_the_throwaway_is_deleted_and_a_second_call_finds_it_gone(net, prepared, snapshot, ctx):
+    restore_throwaway(net, prepared)
+    result = delete_throwaway.handler(prepared, ctx)
+    assert result == {"done": True, "deleted": [prepared["resource"]["id"]], "left_for_sweeper": [], "warnings": []}
+    assert delete_throwaway.handler(prepared, ctx)["done"] is True
+
+
+def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_reported(net, prepared, snapshot, ctx):
+    restore_throwaway(net, prepared, protected=True)
+    result = delete_throwaway.handler(prepared, ctx)
+    ident = prepared["resource"]["id"]
+    assert result["done"] is False and result["left_for_sweeper"] == [f"DB instance {ident}"]
+    assert "InvalidParameterCombination" in result["warnings"][0]
+    arn = f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:{ident}"
+    tags = {t["Key"]: t["Value"] for t in net.rds().list_tags_for_resource(ResourceName=arn)["TagList"]}
+    assert tags["rdsbackup:sweep"] == "true"
+
+
+def test_a_database_without_the_tests_tags_is_never_deleted(net, prepared, ctx):
+    net.rds().create_db_instance(DBInstanceIdentifier=prepared["resource"]["id"], Engine="postgres",
+                                 DBInstanceClass="db.t3.micro", MasterUsername="a", MasterUserPassword="password1",
+                                 AllocatedStorage=20)
+    result = delete_throwaway.handler(prepared, ctx)
+    assert result["deleted"] == [] and "left alone" in result["warnings"][0]
+    assert net.rds().describe_db_instances(DBInstanceIdentifier=prepared["resource"]["id"])["DBInstances"]
+
+
+def test_report_records_measures_and_notifies_a_failed_test(world, prepared, ctx):
+    now = time.time()
+    passed = {**prepared, "timing": {"started_at": now - 600, "restored_at": now - 200},
+              "worker": {"test": {"passed": True, "failures": [], "restore_seconds": 50,
+                                  "restore_point": {"tables_checked": 12}}},
+              "throwaway_cleanup": {"done": True, "left_for_sweeper": []}, "cleanup": {"left_for_sweeper": []}}
+    failed = {**passed, "source": {**prepared["source"], "arn": prepared["source"]["arn"] + "-2"},
+              "worker": {"test": {"passed": False, "failures": ["restore point rp: database shop, table "
+                                                                "app.orders: same row count, different data"]}},
+              "throwaway_cleanup": {"done": False, "left_for_sweeper": ["DB instance rdsbackup-test-x"]}}
+    report = restore_test_report.handler({"session": {"session_id": "test-demo-1", "policy": "demo",
+                                                      "started_at": "2026-11-29T05:00:00Z"},
+                                          "tests": [passed, failed]}, ctx)
+    assert report["status"] == "Failed"
+    ok, bad = report["sources"]
+    assert ok["status"] == "Passed" and ok["time_to_restore_seconds"] == 450.0 and ok["tables_checked"] == 12
+    assert bad["status"] == "Failed" and "table app.orders" in bad["failures"][0]
+    assert bad["left_for_sweeper"] == ["DB instance rdsbackup-test-x"]
+    [message] = world.sns_messages()
+    assert message["Subject"] == "rds-backup restore test demo: Failed"
+    assert "table app.orders" in message["Message"] and "rdsbackup-test-x" in message["Message"]
+    record = world.client("dynamodb").get_item(TableName=world.table, Key={"pk": {"S": "restoretest#test-demo-1"}})
+    assert json.loads(record["Item"]["report"]["S"]) == report
+    tested = restore_test.last_tested(world.table, "demo", [ok["source"], bad["source"]])
+    assert set(tested) == {ok["source"], bad["source"]}
