@@ -34,7 +34,7 @@ from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, Reso
 from rdsbackup_lambdas.observability import logger
 
 THROWAWAY_PREFIX = "rdsbackup-test-"
-RESTORE_TEST_TAG = "rdsbackup:restore-test"
+RESTORE_TEST_TAG = names.RESTORE_TEST_TAG
 _BATCH = 100
 # the smallest class each engine runs on that still restores a real database in reasonable time
 _SMALLEST_CLASS = (("aurora", "db.t4g.medium"), ("sqlserver", "db.t3.small"), ("oracle", "db.t3.small"),

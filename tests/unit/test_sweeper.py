@@ -113,3 +113,22 @@ def test_sweeper_keeps_a_leased_bucket(net, ctx, policies, monkeypatch):
     report = sweep_orphans.handler({}, ctx)
     assert report["removed"]["buckets"] == [] and report["removed"]["leases"] == []
     assert BUCKET in [b["Name"] for b in net.world.client("s3").list_buckets()["Buckets"]]
+
+
+def test_sweeper_deletes_old_restore_test_throwaways_only(net, ctx, policies):
+    def throwaway(name: str, created: str, *, restore_test: bool = True) -> None:
+        tags = {"rdsbackup:temporary": "true", "rdsbackup:created-at": created}
+        if restore_test:
+            tags["rdsbackup:restore-test"] = "arn:aws:rds:us-east-1:123456789012:db:orders"
+        net.rds().create_db_instance(DBInstanceIdentifier=name, Engine="postgres", DBInstanceClass="db.t4g.micro",
+                                     MasterUsername="a", MasterUserPassword="password1", AllocatedStorage=20,
+                                     Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    net.instance("orders")
+    throwaway("rdsbackup-test-old", OLD)
+    throwaway("rdsbackup-test-new", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    throwaway("temporary-not-a-test", OLD, restore_test=False)
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["throwaways"] == ["instance rdsbackup-test-old"]
+    left = {db["DBInstanceIdentifier"] for db in net.rds().describe_db_instances()["DBInstances"]}
+    assert left == {"orders", "rdsbackup-test-new", "temporary-not-a-test"}

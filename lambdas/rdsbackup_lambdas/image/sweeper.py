@@ -8,6 +8,9 @@ In every account+region that a configured policy selects from, through that plac
    delete a group another group's rule references), then deleted;
 3. the temporary bucket (``rdsbackup-tmp-<account>-<region>``) older than the bound with no live lease:
    emptied and deleted (under the bucket lock);
+4. restore tests' throwaway DB instances and clusters (tagged ``rdsbackup:temporary=true`` and
+   ``rdsbackup:restore-test``) older than the bound: deleted without a final snapshot (a cluster's
+   instances first);
 
 then expired leases in the table. A leftover whose session still holds its source's lease (``lease#<arn>``,
 unexpired) belongs to a running backup and is left alone, whatever its age.
@@ -68,7 +71,8 @@ class Sweep:
     def __init__(self, config: SweeperConfig, now: float | None = None):
         self.config = config
         self.now = time.time() if now is None else now
-        self.removed: dict[str, list[str]] = {"tasks": [], "security_groups": [], "buckets": [], "leases": []}
+        self.removed: dict[str, list[str]] = {"tasks": [], "security_groups": [], "buckets": [], "leases": [],
+                                              "throwaways": []}
         self.kept: list[str] = []
         self.errors: list[str] = []
         self.live: set[tuple[str, str]] = set()
@@ -188,6 +192,46 @@ class Sweep:
             else:
                 self.kept.append(f"bucket {name} (leased)")
 
+    def throwaways(self, place: Place) -> None:
+        """Restore tests' throwaway instances and clusters that their run did not delete."""
+        rds = place.client("rds")
+        doomed: list[tuple[str, str, list[str]]] = []
+        for page in rds.get_paginator("describe_db_clusters").paginate():
+            for cluster in page["DBClusters"]:
+                if self._old_throwaway(rds, cluster["DBClusterArn"], cluster.get("TagList")):
+                    members = [m["DBInstanceIdentifier"] for m in cluster.get("DBClusterMembers") or []]
+                    doomed.append(("cluster", cluster["DBClusterIdentifier"], members))
+        for page in rds.get_paginator("describe_db_instances").paginate():
+            for db in page["DBInstances"]:
+                if db.get("DBClusterIdentifier"):
+                    continue
+                if self._old_throwaway(rds, db["DBInstanceArn"], db.get("TagList")):
+                    doomed.append(("instance", db["DBInstanceIdentifier"], []))
+        for kind, ident, members in doomed:
+            try:
+                for member in members:
+                    rds.delete_db_instance(DBInstanceIdentifier=member, SkipFinalSnapshot=True)
+                if kind == "cluster":
+                    rds.delete_db_cluster(DBClusterIdentifier=ident, SkipFinalSnapshot=True)
+                else:
+                    rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True,
+                                           DeleteAutomatedBackups=True)
+                self.removed["throwaways"].append(f"{kind} {ident}")
+            except Exception as exc:
+                self.error(f"delete restore-test {kind} {ident} in {place.label}", exc)
+
+    def _old_throwaway(self, rds: Any, arn: str, tag_list: list[dict[str, str]] | None) -> bool:
+        tags = {t["Key"]: t.get("Value", "") for t in tag_list or []}
+        if not tags:
+            tags = {t["Key"]: t.get("Value", "")
+                    for t in rds.list_tags_for_resource(ResourceName=arn).get("TagList") or []}
+        if tags.get(names.TEMPORARY_TAG) != "true" or names.RESTORE_TEST_TAG not in tags:
+            return False
+        if not self.old(names.parse_iso(tags.get(names.CREATED_AT_TAG))):
+            self.kept.append(f"restore-test throwaway {arn}")
+            return False
+        return True
+
     def leases(self) -> None:
         for item in temp_bucket.expired_leases(self.config.table_name, self.now):
             try:
@@ -205,7 +249,7 @@ class Sweep:
             return self.report()
         for place in places(self.config.policies):
             for step, fn in (("worker tasks", self.tasks), ("security groups", self.security_groups),
-                             ("temporary bucket", self.bucket)):
+                             ("temporary bucket", self.bucket), ("restore-test throwaways", self.throwaways)):
                 try:
                     fn(place)
                 except Exception as exc:
