@@ -203,8 +203,11 @@ def _apply_database_properties(info: ConnectionInfo, target: str, props: dict, w
 
 
 def copy_in_sql(table: dict) -> str:
+    name = f"{quote_ident(table['schema'])}.{quote_ident(table['name'])}"
+    if not table["columns"]:
+        return f"COPY {name} FROM STDIN"  # no stored columns: every (empty) line is a row
     cols = ", ".join(quote_ident(c) for c in table["columns"])
-    return f"COPY {quote_ident(table['schema'])}.{quote_ident(table['name'])} ({cols}) FROM STDIN"
+    return f"COPY {name} ({cols}) FROM STDIN"
 
 
 def load_plan(tables: list[dict], jobs: int) -> list[tuple[dict, tuple[int, int] | None]]:
