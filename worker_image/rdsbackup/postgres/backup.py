@@ -116,25 +116,34 @@ class _PsqlCopy:
     """A `psql` child that runs one table's COPY inside the exported snapshot; its stdout is read in
     large blocks. libpq gives COPY OUT data one row per call, which in C (psql) costs next to nothing
     but through psycopg is a Python iteration per row: for a table of millions of rows, seconds of
-    the worker's CPU. Connection parameters and the password go through the environment
-    (`ConnectionInfo.tool_env`), never the command line; the script goes through a file."""
+    the worker's CPU. Connection parameters go through a minimal environment and the password through
+    a temporary password file (`ConnectionInfo.tool_environment`), never the command line; the script
+    goes through a file."""
 
     def __init__(self, info: ConnectionInfo, dbname: str, encoding: str, snapshot_id: str, sql_text: str,
                  workdir: str):
         # The COPY text must be in the database's encoding (what a restore's COPY FROM expects), as on a
         # psycopg connection; psql would otherwise pick the client encoding from the locale.
-        env = info.tool_env(dbname)
+        self._environment = contextlib.ExitStack()
+        env = self._environment.enter_context(info.tool_environment(dbname))
         env["PGCLIENTENCODING"] = encoding
         env["PGOPTIONS"] = options_string(data_session_settings(encoding))
         fd, self._script = tempfile.mkstemp(prefix="copy-", suffix=".sql", dir=workdir)
         with os.fdopen(fd, "wb") as f:
             f.write(_psql_copy_script(snapshot_id, sql_text))
         self._stderr = tempfile.TemporaryFile(dir=workdir)  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [*_stdout_buffered(PSQL_READ), pg_tool("psql"), "--no-psqlrc", "--quiet", "--no-password",
-             "--set=ON_ERROR_STOP=1",
-             f"--file={self._script}"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        try:
+            self.proc = subprocess.Popen(
+                [*_stdout_buffered(PSQL_READ), pg_tool("psql"), "--no-psqlrc", "--quiet", "--no-password",
+                 "--set=ON_ERROR_STOP=1",
+                 f"--file={self._script}"],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        except BaseException:
+            self._stderr.close()
+            self._environment.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._script)
+            raise
         # A larger pipe: fewer wake-ups of psql and of the reading thread per MiB.
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PSQL_READ)
@@ -171,6 +180,7 @@ class _PsqlCopy:
         self.proc.wait()
         self.proc.stdout.close()
         self._stderr.close()
+        self._environment.close()
         with contextlib.suppress(OSError):
             os.unlink(self._script)
 

@@ -1,7 +1,8 @@
 """Connections to the server (psycopg 3) and the environment for its client tools.
 
 The password never goes on a command line or into a log: psycopg receives it as a keyword, child
-processes (pg_dump, pg_restore, pg_dumpall, psql) through `PGPASSWORD` in their environment.
+processes (pg_dump, pg_restore, pg_dumpall, psql) through a temporary password file (`PGPASSFILE`,
+mode 0600), and they get a minimal environment (`ConnectionInfo.tool_env`).
 
 TLS: when `$RDSBACKUP_CA_BUNDLE` names a CA bundle (the worker image ships the RDS global bundle
 there), every connection, psycopg's and the client programs', uses `sslmode=verify-full` with that
@@ -11,10 +12,13 @@ bundle as `sslrootcert`, so the server's certificate and host name are verified.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -97,23 +101,54 @@ class ConnectionInfo:
         return PostgresError(f"cannot connect to {self.endpoint} as {self.user!r}: {_libpq_reason(text)}")
 
     def tool_env(self, dbname: str | None = None) -> dict[str, str]:
-        """Environment for a client tool: connection parameters and the password, nothing on argv."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        # Keep libpq TLS settings the operator chose (RDS may force SSL); drop anything else PG*.
-        for name in ("PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGCONNECT_TIMEOUT"):
-            if name in os.environ:
-                env[name] = os.environ[name]
+        """Environment for a client tool, without the password (see `tool_environment`): connection
+        parameters and the operator's libpq TLS settings, the locale and PATH, nothing else. The
+        worker's own environment holds the repository passphrase, the `--password-env` variable and
+        AWS credentials, which the client programs have no use for."""
+        env = {k: os.environ[k] for k in _PASSED_TO_TOOLS if k in os.environ}
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user,
-                   PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(self.connect_timeout))
+                   PGAPPNAME=APPLICATION_NAME, PGCONNECT_TIMEOUT=str(self.connect_timeout),
+                   # Messages in English: errors are classified by their text (tools.py, backup.py).
+                   LC_MESSAGES="C")
         if self.ssl_mode:
             env["PGSSLMODE"] = self.ssl_mode
         if self.ca_bundle:
             env["PGSSLROOTCERT"] = self.ca_bundle
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
         if dbname is not None:
             env["PGDATABASE"] = dbname
         return env
+
+    @contextlib.contextmanager
+    def tool_environment(self, dbname: str | None = None) -> Iterator[dict[str, str]]:
+        """`tool_env` plus the password, in a password file (`PGPASSFILE`, mode 0600, in a private
+        temporary directory removed when the block ends), never in `PGPASSWORD`: a variable is
+        visible to every process that can read the child's environment and is inherited by anything
+        the child starts."""
+        env = self.tool_env(dbname)
+        if self.password is None:
+            env["PGPASSFILE"] = os.devnull  # not the worker's ~/.pgpass either
+            yield env
+            return
+        if "\n" in self.password or "\r" in self.password:
+            raise PostgresError("the database password holds a line break, which a password file cannot hold")
+        with tempfile.TemporaryDirectory(prefix="rdsbackup-pgpass-") as directory:
+            path = os.path.join(directory, "pgpass")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"*:*:*:*:{_pgpass_escape(self.password)}\n")
+            env["PGPASSFILE"] = path
+            yield env
+
+
+# Variables a client program may inherit from the worker: where programs are, the locale, time zone
+# and temporary directory, and libpq TLS settings the operator chose (RDS may force SSL).
+_PASSED_TO_TOOLS = ("PATH", "LANG", "TZ", "TMPDIR", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+                    "PGSSLCRL")
+
+
+def _pgpass_escape(value: str) -> str:
+    # A password file field escapes backslash and colon with a backslash.
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def resolve_tls(ssl_mode: str | None, ca_bundle: str | None) -> tuple[str | None, str | None]:

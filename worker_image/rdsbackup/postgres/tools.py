@@ -1,7 +1,8 @@
 """Running the PostgreSQL client programs (pg_dump, pg_restore, pg_dumpall, psql).
 
-Connection parameters and the password travel in the environment (`ConnectionInfo.tool_env`); the
-command line holds only options, which is what ends up in a process listing or an error message.
+Connection parameters travel in a minimal environment and the password in a temporary password file
+(`ConnectionInfo.tool_environment`); the command line holds only options, which is what ends up in a
+process listing or an error message.
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbna
                        application_name: str | None = None) -> tuple[int, str]:
     """Run a client program to completion; returns its exit code and stderr. `settings` are server
     settings for the program's sessions (PGOPTIONS); `application_name` names its sessions."""
-    env = info.tool_env(dbname)
-    if application_name:
-        env["PGAPPNAME"] = application_name
-    if settings:
-        env["PGOPTIONS"] = " ".join(f"-c {setting}={value}" for setting, value in settings.items())
+    with info.tool_environment(dbname) as env:
+        if application_name:
+            env["PGAPPNAME"] = application_name
+        if settings:
+            env["PGOPTIONS"] = " ".join(f"-c {setting}={value}" for setting, value in settings.items())
+        return _run(name, args, env, stdin=stdin, stdout=stdout)
+
+
+def _run(name: str, args: list[str], env: dict[str, str], *, stdin: Iterable[bytes] | None,
+         stdout) -> tuple[int, str]:
     proc = subprocess.Popen(
         [pg_tool(name), *args], env=env,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
