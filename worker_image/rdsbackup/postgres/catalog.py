@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import psycopg
@@ -196,17 +197,30 @@ def is_empty(conn: psycopg.Connection) -> bool:
 
 
 def database_properties(conn: psycopg.Connection) -> dict:
-    """What pg_dump writes only with --create: the current database's settings, comment and grants."""
-    settings, comment, acl_is_set, grants = conn.execute(
-        """
+    """What pg_dump writes only with --create: the current database's settings, comment, grants (with
+    grant options), connection limit, locale provider and ICU locale/rules, and the settings of roles
+    in this database (`ALTER ROLE ... IN DATABASE ... SET`)."""
+    version = conn.info.server_version
+    icu_locale = ("d.datlocale" if version >= 170000 else "d.daticulocale" if version >= 150000 else "NULL")
+    provider = "d.datlocprovider::text" if version >= 150000 else "'c'"
+    icu_rules = "d.daticurules" if version >= 160000 else "NULL"
+    settings, comment, acl_is_set, grants, conn_limit, loc_provider, loc, rules, role_settings = conn.execute(
+        f"""
         SELECT ARRAY(SELECT unnest(s.setconfig) FROM pg_db_role_setting s
                      WHERE s.setdatabase = d.oid AND s.setrole = 0),
                shobj_description(d.oid, 'pg_database'),
                d.datacl IS NOT NULL,
                ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
-                            || ' ' || a.privilege_type
-                     FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba)
+                            || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN '+' ELSE '' END
+                     FROM aclexplode(d.datacl) a WHERE a.grantee <> d.datdba),
+               d.datconnlimit, {provider}, {icu_locale}, {icu_rules},
+               ARRAY(SELECT json_build_object('role', pg_get_userbyid(s.setrole),
+                                              'settings', s.setconfig)::text
+                     FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0
+                     ORDER BY 1)
         FROM pg_database d WHERE d.datname = current_database()
         """
     ).fetchone()
-    return {"settings": list(settings), "comment": comment, "acl": list(grants) if acl_is_set else None}
+    return {"settings": list(settings), "comment": comment, "acl": list(grants) if acl_is_set else None,
+            "connection_limit": conn_limit, "locale_provider": loc_provider, "icu_locale": loc,
+            "icu_rules": rules, "role_settings": [json.loads(r) for r in role_settings]}

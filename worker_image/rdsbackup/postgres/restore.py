@@ -121,6 +121,7 @@ def _prepare_target(info: ConnectionInfo, maintenance_db: str, entry: dict, targ
             sql.Identifier(target), sql.Literal(entry["encoding"]))
         locale = sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(entry["collate"]),
                                                               sql.Literal(entry["ctype"]))
+        locale += _locale_provider_sql(entry.get("properties") or {}, admin.info.server_version, warnings, target)
         try:
             admin.execute(create + locale)
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -130,6 +131,25 @@ def _prepare_target(info: ConnectionInfo, maintenance_db: str, entry: dict, targ
             warnings.append(f"database {target!r} created with the server's default locale "
                             f"({one_line(str(exc))})")
             admin.execute(create)
+
+
+def _locale_provider_sql(props: dict, server_version: int, warnings: list[str], target: str) -> sql.Composable:
+    """LOCALE_PROVIDER and ICU_LOCALE/ICU_RULES as the source database had them (PostgreSQL 15+)."""
+    provider = props.get("locale_provider") or "c"
+    if provider == "c":
+        return sql.SQL("")
+    if server_version < 150000:
+        warnings.append(f"database {target!r}: the target server has no locale providers (before PostgreSQL 15): "
+                        f"created with libc collation instead of {provider!r} ({props.get('icu_locale')})")
+        return sql.SQL("")
+    names = {"i": "icu", "b": "builtin"}
+    clause = sql.SQL(" LOCALE_PROVIDER {}").format(sql.SQL(names.get(provider, "libc")))
+    if props.get("icu_locale"):
+        keyword = "ICU_LOCALE" if provider == "i" else "BUILTIN_LOCALE"
+        clause += sql.SQL(" {} {}").format(sql.SQL(keyword), sql.Literal(props["icu_locale"]))
+    if props.get("icu_rules"):
+        clause += sql.SQL(" ICU_RULES {}").format(sql.Literal(props["icu_rules"]))
+    return clause
 
 
 def _owner_options(info: ConnectionInfo, target: str, owners: list[str], is_superuser: bool,
@@ -169,7 +189,8 @@ def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str
 _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries"}
 
 
-def _setting_sql(target: str, setting: str) -> sql.Composable:
+def _setting_sql(target: str, setting: str, role: str | None = None) -> sql.Composable:
+    """`ALTER DATABASE ... SET` (or `ALTER ROLE ... IN DATABASE ... SET`) for one `name=value` entry."""
     name, _, value = setting.partition("=")
     if name in _LIST_SETTINGS:
         items = [v.strip() for v in value.split(",") if v.strip()]
@@ -177,21 +198,37 @@ def _setting_sql(target: str, setting: str) -> sql.Composable:
         rendered = sql.SQL(", ").join(sql.Literal(v) for v in items) if items else sql.Literal("")
     else:
         rendered = sql.Literal(value)
+    if role is not None:
+        return sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+            sql.Identifier(role), sql.Identifier(target), sql.Identifier(name), rendered)
     return sql.SQL("ALTER DATABASE {} SET {} = {}").format(sql.Identifier(target), sql.Identifier(name), rendered)
 
 
-def _apply_database_properties(info: ConnectionInfo, target: str, props: dict, warnings: list[str]) -> None:
-    """Settings, comment and grants of the database itself (under its new name, if renamed)."""
-    statements: list[sql.Composable] = [_setting_sql(target, s) for s in props.get("settings") or []]
+def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | None, props: dict,
+                                warnings: list[str]) -> None:
+    """Owner, settings, comment, grants, connection limit and per-role settings of the database itself
+    (under its new name, if renamed), as `pg_dump --create` writes them. Applied after the load: the
+    connection limit must not stop the load's sessions, a new owner must not take the restoring role's
+    rights away mid-load, and settings must not change how the load reads values."""
+    name = sql.Identifier(target)
+    statements: list[sql.Composable] = []
+    if owner:
+        statements.append(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, sql.Identifier(owner)))
+    statements += [_setting_sql(target, s) for s in props.get("settings") or []]
     if props.get("comment") is not None:
-        statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(target), sql.Literal(props["comment"])))
+        statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(name, sql.Literal(props["comment"])))
     if props.get("acl") is not None:
-        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(target)))
+        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
         for grant in props["acl"]:
             grantee, privilege = grant.rsplit(" ", 1)
-            statements.append(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
-                sql.SQL(privilege), sql.Identifier(target), sql.SQL(grantee)))
+            option = sql.SQL(" WITH GRANT OPTION") if privilege.endswith("+") else sql.SQL("")
+            statements.append(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(privilege.rstrip("+")), name, sql.SQL(grantee), option))
+    if props.get("connection_limit", -1) != -1:
+        statements.append(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+            name, sql.Literal(int(props["connection_limit"]))))
+    for role_setting in props.get("role_settings") or []:
+        statements += [_setting_sql(target, s, role=role_setting["role"]) for s in role_setting["settings"]]
     if not statements:
         return
     with info.connect(target) as conn:
@@ -300,6 +337,7 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
         _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,
                     settings={"maintenance_work_mem": maintenance_work_mem})
-    _apply_database_properties(info, target, entry.get("properties") or {}, warnings)
+    _apply_database_properties(info, target, entry.get("owner") if owner_opts == [] else None,
+                               entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}
