@@ -8,6 +8,7 @@ import boto3
 import pytest
 from rdsbackup.errors import UnsupportedFormatVersion, WrongRepositoryKey
 from rdsbackup.repository import FORMAT_VERSION, Repository
+from rdsbackup.repository.config import with_checksum
 
 from tests.support import moto_server
 
@@ -80,7 +81,7 @@ def test_kms_key_that_cannot_decrypt_is_a_wrong_key(moto_endpoint):
     [key_object] = s3.list_objects_v2(Bucket="repo-kms-other", Prefix="r/keys/")["Contents"]
     doc = json.loads(s3.get_object(Bucket="repo-kms-other", Key=key_object["Key"])["Body"].read())
     doc["kms_key_id"] = other_key_id  # as if the repository were opened with the wrong key
-    s3.put_object(Bucket="repo-kms-other", Key=key_object["Key"], Body=json.dumps(doc).encode())
+    s3.put_object(Bucket="repo-kms-other", Key=key_object["Key"], Body=with_checksum(doc))
     with pytest.raises(WrongRepositoryKey, match=other_key_id):
         Repository.open(url)
 
@@ -92,7 +93,7 @@ def test_newer_format_version_fails_clearly(tmp_path):
     config = json.loads(config_path.read_text())
     assert config["version"] == FORMAT_VERSION
     config["version"] = FORMAT_VERSION + 1
-    config_path.write_text(json.dumps(config))
+    config_path.write_bytes(with_checksum(config))  # as a newer rdsbackup would write it
     with pytest.raises(UnsupportedFormatVersion, match=f"format version {FORMAT_VERSION + 1}.*upgrade"):
         Repository.open(url, password="pw")
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from rdsbackup.errors import RepositoryLocked
+from rdsbackup.errors import LockLost, RepositoryLocked
 from rdsbackup.repository import Repository
 from rdsbackup.repository.locks import LOCK_AD
 
@@ -140,7 +140,7 @@ def test_a_backup_whose_lock_could_not_be_refreshed_does_not_commit(url, monkeyp
         real_write(self)
 
     monkeypatch.setattr(locks.Lock, "_write", failing_refresh)
-    with pytest.raises(RepositoryLocked, match="expired"), repo.begin_backup(source_id="s", engine="postgres") as w:
+    with pytest.raises(LockLost, match="not refreshed"), repo.begin_backup(source_id="s", engine="postgres") as w:
         ref = w.add_stream("t", [data_of(4, 100_000)], profile="table")
         time.sleep(0.8)  # a prune could have started: the lock expired unrefreshed
         w.commit({"streams": {"t": ref}})

@@ -90,15 +90,12 @@ def connection_from_args(args: argparse.Namespace):
 # --- repository -----------------------------------------------------------------------------------------
 
 
-def open_repository(url: str):
+def open_repository(url: str, args: argparse.Namespace | None = None):
     """A backup repository, or an archive repository (its passphrase from RDSBACKUP_ARCHIVE_PASSWORD
-    when that is set)."""
-    from .repository import Repository
-    from .repository.archive import ARCHIVE_KIND, ArchiveRepository, kind_of
+    when that is set); with `args`, its --lock-wait and lock-wait messages on stderr."""
+    from .repository_cli import open_repository as open_with_lock_options
 
-    if kind_of(url) == ARCHIVE_KIND:
-        return ArchiveRepository.open_archive(url)
-    return Repository.open(url)
+    return open_with_lock_options(url, args)
 
 
 def _is_archive(repo) -> bool:
@@ -240,7 +237,7 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
     from .progress import reporter_for
 
     info = connection_from_args(args)
-    repo = open_repository(args.repo)
+    repo = open_repository(args.repo, args)
     reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
     try:
         result = backup_postgres(repo, info, databases=args.database or None, source_id=args.source_id,
@@ -248,6 +245,8 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
                                  lock_timeout=args.lock_wait_timeout)
     finally:
         reporter.close()
+    if repo.lock_waits:
+        result["lock_waits"] = repo.lock_waits
     tables = sum(len(d["tables"]) for d in result["databases"])
     return _report_backup(args, result, f"{len(result['databases'])} databases, {tables} tables")
 
@@ -259,7 +258,7 @@ def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
 
     host, port, user, password = db_credentials(args, 1433)
     info = SqlServerInfo(host=host, port=port, user=user, password=password, ca_bundle=args.ca_bundle)
-    repo = open_repository(args.repo)
+    repo = open_repository(args.repo, args)
     prefix = args.temp_prefix if args.temp_prefix is not None else f"rdsbackup/{os.urandom(6).hex()}/"
     reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
     try:
@@ -289,13 +288,15 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
     from .progress import reporter_for
 
     info = connection_from_args(args)
-    repo = ready_to_restore(args, open_repository(args.repo), args.restore_point)
+    repo = ready_to_restore(args, open_repository(args.repo, args), args.restore_point)
     reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
+    # A shared lock for the whole restore: no prune repacks the restore point's data away meanwhile.
     try:
-        result = restore_postgres(repo, args.restore_point, info, database=args.database,
-                                  target_database=args.target_database, include_globals=args.include_globals,
-                                  replace=args.replace, jobs=args.jobs, reporter=reporter,
-                                  maintenance_work_mem=args.maintenance_work_mem)
+        with repo.shared_lock("restore", f"restore of {args.restore_point}"):
+            result = restore_postgres(repo, args.restore_point, info, database=args.database,
+                                      target_database=args.target_database, include_globals=args.include_globals,
+                                      replace=args.replace, jobs=args.jobs, reporter=reporter,
+                                      maintenance_work_mem=args.maintenance_work_mem)
     finally:
         reporter.close()
     _warn(result.get("warnings", []))
@@ -389,77 +390,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    repo = open_repository(args.repo)
-    if _is_archive(repo):
-        from .repository.archive import verify_archive
-
-        report = verify_archive(repo, args.restore_point, read_data=args.read_data)
-    else:
-        report = repo.verify(args.restore_point, read_data=args.read_data)
-    errors = report.get("errors") or []
-    waiting = report.get("needs_retrieval") or []
-    if args.json:
-        _print_json(report)
-    else:
-        for err in errors:
-            print(f"error: {err}")
-        for w in waiting:
-            print(f"needs retrieval: pack {w['pack']} of restore point {w['restore_point_id']} "
-                  f"({_human_bytes(w['bytes'])}, {w['storage_class']}, retrieval {w['retrieval']})")
-        checked = {k: v for k, v in report.items() if k != "errors" and isinstance(v, int | float | str)}
-        print("verify: " + ", ".join(f"{k} {v}" for k, v in checked.items()) if checked else "verify: done")
-    if errors:
-        first = errors[0] if isinstance(errors[0], str) else json.dumps(errors[0], default=str)
-        raise CliError(f"verify found {len(errors)} error(s); first: {' '.join(str(first).split())}")
-    if waiting:
-        points = sorted({w["restore_point_id"] for w in waiting})
-        size = _human_bytes(report["needs_retrieval_bytes"])
-        raise RetrievalPending(f"verify --read-data: {len(waiting)} packs ({size}) "
-                               f"of restore points {', '.join(points)} need a retrieval before their data can be read; "
-                               "the rest verified")
-    return 0
-
-
-def cmd_forget(args: argparse.Namespace) -> int:
-    repo = open_repository(args.repo)
-    if _is_archive(repo):
-        return _forget_archived(args, repo)
-    if args.keep_weekly or args.keep_monthly or args.keep_yearly:
-        raise CliError("--keep-weekly/--keep-monthly/--keep-yearly apply to archive repositories")
-    removed = repo.forget(keep_last=args.keep_last, keep_days=args.keep_days)
-    pruned = repo.prune()
-    if args.json:
-        _print_json({"forgotten": removed, "prune": pruned})
-    else:
-        print(f"forgot {len(removed)} restore point(s)" + (": " + ", ".join(removed) if removed else ""))
-        print("prune: " + ", ".join(f"{k} {v}" for k, v in (pruned or {}).items()))
-    return 0
-
-
-def _forget_archived(args: argparse.Namespace, repo) -> int:
-    from .repository.archive import forget_archived
-    from .repository.gfs import gfs_keep
-
-    if args.keep_days is None:
-        raise CliError("an archive repository keeps archived points by age: give --keep-days")
-    keep = None
-    if args.keep_weekly or args.keep_monthly or args.keep_yearly:
-        def keep(points):
-            return gfs_keep(points, weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
-    result = forget_archived(repo, retention_days=args.keep_days, keep=keep)
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"deleted {len(result['deleted'])} archived restore point(s)"
-              + (": " + ", ".join(result["deleted"]) if result["deleted"] else ""))
-        for item in result["locked"]:
-            print(f"kept {item['restore_point_id']}: under Object Lock until {item['retain_until']}")
-        if result["early_deletion_charge_usd"]:
-            print(f"early-deletion charge (list-price estimate): ${result['early_deletion_charge_usd']:.4f}")
-    return 0
-
-
 # --- parser ---------------------------------------------------------------------------------------------
 
 
@@ -503,6 +433,9 @@ def _add_retrieval(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .repository_cli import add_lock_wait, add_repo_upgrade_parser
+    from .repository_cli import add_parsers as add_repository_parsers
+
     parser = argparse.ArgumentParser(prog=PROG, description="Image-level backups of RDS databases.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -515,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--archive", action="store_true", help="an archive repository (its passphrase from "
                       "RDSBACKUP_ARCHIVE_PASSWORD); `rdsbackup archive` creates one when it is missing")
     init.set_defaults(func=cmd_repo_init)
+    add_repo_upgrade_parser(repo_sub)
 
     backup = sub.add_parser("backup", help="back up a database server")
     backup_sub = backup.add_subparsers(dest="engine", required=True, metavar="ENGINE")
@@ -531,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     bpg.add_argument("--lock-wait-timeout", metavar="SECONDS", type=float, default=120.0,
                      help="how long to wait for the tables' ACCESS SHARE locks before failing with the name "
                           "of the table and of the session holding it (0: wait forever; default 120)")
+    add_lock_wait(bpg)
     bpg.set_defaults(func=cmd_backup_postgres)
     bss = backup_sub.add_parser("sqlserver", help="SQL Server (RDS native backup through a temporary bucket)")
     bss.add_argument("--repo", required=True, metavar="URL")
@@ -552,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only these databases (default: every online user database)")
     bss.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
     bss.add_argument("--json", action="store_true", help="print the restore point as one JSON document")
+    add_lock_wait(bss)
     bss.set_defaults(func=cmd_backup_sqlserver)
 
     lst = sub.add_parser("list", help="list restore points")
@@ -575,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "after the data (default 256MB, each of --jobs sessions)")
     _add_retrieval(rpg)
     rpg.add_argument("--json", action="store_true")
+    add_lock_wait(rpg)
     rpg.set_defaults(func=cmd_restore_postgres)
 
     validate = sub.add_parser("validate", help="check a restored server (restore tests)")
@@ -593,24 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     vpg.add_argument("--json", action="store_true")
     vpg.set_defaults(func=cmd_validate_postgres)
 
-    verify = sub.add_parser("verify", help="check the repository")
-    verify.add_argument("--repo", required=True, metavar="URL")
-    verify.add_argument("--restore-point", metavar="ID")
-    verify.add_argument("--read-data", action="store_true", help="read and authenticate every byte")
-    verify.add_argument("--json", action="store_true")
-    verify.set_defaults(func=cmd_verify)
-
-    forget = sub.add_parser("forget", help="drop old restore points, then prune unreferenced data")
-    forget.add_argument("--repo", required=True, metavar="URL")
-    keep = forget.add_mutually_exclusive_group(required=True)
-    keep.add_argument("--keep-last", type=_positive_int, metavar="N")
-    keep.add_argument("--keep-days", type=_positive_int, metavar="N")
-    for period in ("weekly", "monthly", "yearly"):
-        forget.add_argument(f"--keep-{period}", type=_positive_int, metavar="N",
-                            help=f"archive repositories: also keep the newest point of each of the last N "
-                                 f"{ {'weekly': 'weeks', 'monthly': 'months', 'yearly': 'years'}[period] } (GFS)")
-    forget.add_argument("--json", action="store_true")
-    forget.set_defaults(func=cmd_forget)
+    add_repository_parsers(sub)
 
     job = sub.add_parser("job", help="run one worker job: the spec is JSON in $RDSBACKUP_JOB (see "
                          "docs/state-machine-contract.md); the result goes to its result_url")

@@ -66,3 +66,14 @@ class RepositoryLocked(RepositoryError):
 
 class BackupAborted(RepositoryError):
     """A backup failed (e.g. an upload failed) and can no longer be committed."""
+
+
+class LockLost(RepositoryError):
+    """A lock holder could not refresh its lock within the bound (paused, or the repository was
+    unreachable): a prune may have run meanwhile, so it stops without writing anything that depends
+    on the lock."""
+
+
+class RepositoryDamaged(RepositoryError):
+    """A repository object (config, key, index, manifest, pack, lock) is damaged; the message names it,
+    says what is wrong and which command repairs it."""

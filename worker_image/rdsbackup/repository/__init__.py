@@ -14,9 +14,16 @@
     repo.load_manifest(rp_id)                     # committed metadata + id, time, size, stream_roots, ...
     repo.open_stream(ref, restore_point=None)     # iterator of bytes, every chunk verified
     repo.read_stream_to(ref, fileobj, restore_point=None) -> int
-    repo.verify(rp_id=None, read_data=False)      # {"restore_points", "objects", "packs", ..., "errors": [str]}
-    repo.forget(keep_last=None, keep_days=None, source_id=None) -> [removed ids]   # per source
-    repo.prune() -> dict                          # exclusive lock: RepositoryLocked while a backup runs
+    repo.verify(rp_id=None, read_data=False)      # shared lock; {"restore_points", ..., "errors": [str],
+                                                  #   "damaged": [{"object", "problem", "restore_points"}]}
+    repo.forget(keep_last=None, keep_days=None, source_id=None) -> [removed ids]   # per source, no lock
+    repo.forget_restore_points([ids]) -> [removed ids]
+    repo.prune(unsafe_disk_full=False) -> dict    # exclusive lock: RepositoryLocked while a backup runs
+    with repo.shared_lock("restore", owner): ...  # what a restore holds (prune waits or fails meanwhile)
+    with repo.exclusive_lock(owner): ...          # re-entrant: forget + prune under one lock
+    repo.upgrade()                                # format 1 -> 2 (packs get trailers)
+    rdsbackup.repository.repair: repair_index(repo), repair_packs(repo), repair_points(repo, forget=False)
+    repo.lock_ttl, repo.lock_wait, repo.on_lock_wait, repo.lock_waits   # see locks.py for the numbers
     repo.copy_restore_point(rp_id, other_repo) -> new id   # a self-contained full in another repository
     repo.stats                                    # objects_written, bytes_written, puts since open
 

@@ -232,6 +232,7 @@ class _Copy:
         self.rebuilt_blocks = 0
         self.dead_bytes = 0
         self._rebuilt = bytearray()
+        self._rebuilt_records = bytearray()
         self._rebuilt_block = -1
         self.index_key: str | None = None
 
@@ -323,12 +324,16 @@ class _Copy:
             block_no = self.index.new_block()
             chunks = self.index.chunks
             records = self.writer.new_records
+            block_records = bytearray()  # for the pack's trailer
             for (coff, length, cid), nid in zip(live, new_ids, strict=True):
                 self.new_id[cid] = nid
                 if nid not in chunks:
                     chunks.add(nid, Index.location(block_no, coff, length))
-                    records += CHUNK_RECORD.pack(nid, block_no, coff, length)
-            self.writer.packer.add_block(block_no, self.dst_keys.seal_encoded(encoded, BLOCK_AD), len(plain))
+                    record = CHUNK_RECORD.pack(nid, block_no, coff, length)
+                    records += record
+                    block_records += record
+            self.writer.packer.add_block(block_no, self.dst_keys.seal_encoded(encoded, BLOCK_AD), len(plain),
+                                         block_records)
             self.moved_blocks += 1
             self.dead_bytes += len(plain) - live_bytes
             return
@@ -345,16 +350,19 @@ class _Copy:
         off = len(self._rebuilt)
         self._rebuilt += data
         chunks.add(nid, Index.location(self._rebuilt_block, off, len(data)))
-        self.writer.new_records += CHUNK_RECORD.pack(nid, self._rebuilt_block, off, len(data))
+        record = CHUNK_RECORD.pack(nid, self._rebuilt_block, off, len(data))
+        self.writer.new_records += record
+        self._rebuilt_records += record
         if len(self._rebuilt) >= REBUILT_BLOCK:
             self._close_rebuilt()
 
     def _close_rebuilt(self) -> None:
         if self._rebuilt_block < 0:
             return
-        self.writer.seal_block(self._rebuilt_block, self._rebuilt)  # compressed on a sealing thread
+        self.writer.seal_block(self._rebuilt_block, self._rebuilt, self._rebuilt_records)  # on a sealing thread
         self.rebuilt_blocks += 1
         self._rebuilt = bytearray()
+        self._rebuilt_records = bytearray()
         self._rebuilt_block = -1
 
     def write_lists(self, streams: dict[str, bytearray]) -> dict[str, str]:

@@ -46,6 +46,10 @@ class Backend:
         """Yield (key, size) of every object whose key starts with `prefix`."""
         raise NotImplementedError
 
+    def list_modified(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        """Yield (key, size, last modified as unix time) of every object whose key starts with `prefix`."""
+        raise NotImplementedError
+
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
@@ -152,14 +156,62 @@ class FileBackend(Backend):
                     continue
                 yield rel, size
 
+    def list_modified(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        for key, _size in self.list(prefix):
+            try:
+                st = os.stat(self._path(key))
+            except FileNotFoundError:
+                continue
+            yield key, st.st_size, st.st_mtime
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
 
 
+S3_CONNECT_TIMEOUT_ENV = "RDSBACKUP_S3_CONNECT_TIMEOUT"
+S3_READ_TIMEOUT_ENV = "RDSBACKUP_S3_READ_TIMEOUT"
+S3_MAX_ATTEMPTS_ENV = "RDSBACKUP_S3_MAX_ATTEMPTS"
+
+
+def _env_number(name: str, default: float, *, integer: bool = False) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise RepositoryError(f"{name}={text!r} is not a number") from None
+    if value <= 0:
+        raise RepositoryError(f"{name} must be positive, not {text!r}")
+    return value
+
+
+class S3Timeouts:
+    """Every S3 request has a connect and a read timeout and a bounded number of attempts, so an
+    endpoint that accepts connections and never answers fails within about
+    attempts x (connect + read) seconds plus the retry back-off (standard mode: at most 20 s each),
+    instead of minutes. Set with $RDSBACKUP_S3_CONNECT_TIMEOUT (default 10 s),
+    $RDSBACKUP_S3_READ_TIMEOUT (default 60 s: an 8 MiB pack on a slow link) and
+    $RDSBACKUP_S3_MAX_ATTEMPTS (default 4)."""
+
+    def __init__(self) -> None:
+        self.connect = _env_number(S3_CONNECT_TIMEOUT_ENV, 10.0)
+        self.read = _env_number(S3_READ_TIMEOUT_ENV, 60.0)
+        self.attempts = int(_env_number(S3_MAX_ATTEMPTS_ENV, 4, integer=True))
+
+    @property
+    def bound(self) -> float:
+        return self.attempts * (self.connect + self.read) + (self.attempts - 1) * 20.0
+
+    def describe(self) -> str:
+        return (f"{self.attempts} attempt(s), connect timeout {self.connect:g} s, read timeout {self.read:g} s: "
+                f"gave up within {self.bound:.0f} s")
+
+
 class S3Backend(Backend):
     """An S3 bucket and key prefix. The endpoint comes from `AWS_ENDPOINT_URL` when set (moto's server
-    in tests), as boto3 does by itself."""
+    in tests), as boto3 does by itself. Requests time out and retry as `S3Timeouts` says."""
 
     def __init__(self, bucket: str, prefix: str, *, client=None, data_storage_class: str | None = None):
         import boto3
@@ -171,11 +223,21 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.timeouts = S3Timeouts()
         self.client = client or boto3.client(
             "s3",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=16),
+            config=Config(
+                retries={"total_max_attempts": self.timeouts.attempts, "mode": "standard"},
+                connect_timeout=self.timeouts.connect,
+                read_timeout=self.timeouts.read,
+                max_pool_connections=16,
+            ),
         )
+
+    def _transport_error(self, action: str, key: str, exc: BaseException) -> RepositoryError:
+        """A request that never got an S3 answer (timeouts, refused or dropped connections)."""
+        return RepositoryError(f"S3 {action} {key} in {self.url} failed ({self.timeouts.describe()}): {exc}")
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -209,7 +271,7 @@ class S3Backend(Backend):
                 return False
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
-            raise RepositoryError(f"S3 upload of {key} to {self.url} failed: {exc}") from exc
+            raise self._transport_error("upload of", key, exc) from exc
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -230,7 +292,7 @@ class S3Backend(Backend):
         except ClientError as exc:
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
-            raise RepositoryError(f"S3 upload of {key} to {self.url} failed: {exc}") from exc
+            raise self._transport_error("upload of", key, exc) from exc
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -240,7 +302,7 @@ class S3Backend(Backend):
         except ClientError as exc:
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
-            raise RepositoryError(f"S3 download of {key} from {self.url} failed: {exc}") from exc
+            raise self._transport_error("download of", key, exc) from exc
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -258,14 +320,16 @@ class S3Backend(Backend):
                 return b""
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
-            raise RepositoryError(f"S3 download of {key} from {self.url} failed: {exc}") from exc
+            raise self._transport_error("download of", key, exc) from exc
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
+        except BotoCoreError as exc:
+            raise self._transport_error("lookup of", key, exc) from exc
         except ClientError as exc:
             error = self._error(exc, key)
             if isinstance(error, MissingObject):
@@ -273,7 +337,11 @@ class S3Backend(Backend):
             raise error from exc
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        from botocore.exceptions import ClientError
+        for key, size, _modified in self.list_modified(prefix):
+            yield key, size
+
+    def list_modified(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        from botocore.exceptions import BotoCoreError, ClientError
 
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -281,15 +349,17 @@ class S3Backend(Backend):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", ()):
-                    yield obj["Key"][strip:], obj["Size"]
+                    yield obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp()
         except ClientError as exc:
             raise self._error(exc, prefix) from exc
+        except BotoCoreError as exc:
+            raise self._transport_error("listing of", prefix, exc) from exc
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
 
     def delete_many(self, keys: list[str]) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
@@ -300,6 +370,8 @@ class S3Backend(Backend):
                 )
             except ClientError as exc:
                 raise self._error(exc, batch[0]) from exc
+            except BotoCoreError as exc:
+                raise self._transport_error("delete of", batch[0], exc) from exc
             errors = response.get("Errors") or []
             if errors:
                 first = errors[0]

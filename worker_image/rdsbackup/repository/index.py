@@ -126,6 +126,8 @@ class Index:
         self.blocks: list[tuple[int, int, int, int] | None] = []
         self.chunks = ChunkTable()
         self.lock = threading.Lock()
+        # Chunks left out because their only known location is damaged (damage registry): id -> problem.
+        self.damaged_chunks: dict[bytes, str] = {}
 
     # --- building ---
 
@@ -154,8 +156,9 @@ class Index:
 
     # --- (de)serialisation ---
 
-    def load(self, plain: bytes) -> None:
-        """Merge one index object's plaintext into this index."""
+    def load(self, plain: bytes, damage=None) -> None:
+        """Merge one index object's plaintext into this index. Chunks in a block that `damage` (a
+        DamageRegistry) records as damaged are left out (and kept in `damaged_chunks`)."""
         if plain[:4] != MAGIC or plain[4] != INDEX_VERSION:
             raise ValueError("not an rdsbackup index object of version 1")
         pos = 5
@@ -172,6 +175,12 @@ class Index:
         self.blocks.extend(
             (pack_map[p], off, stored, raw) for p, off, stored, raw in _BLOCK.iter_unpack(plain[pos:end])
         )
+        bad: dict[int, str] = {}
+        if damage:
+            for local, (pack_no, off, _stored, _raw) in enumerate(self.blocks[base:]):
+                problem = damage.problem(self.packs[pack_no], off)
+                if problem is not None:
+                    bad[local] = f"pack {pack_key(self.packs[pack_no])}: {problem}"
         pos = end
         (n_chunks,) = _U32.unpack_from(plain, pos)
         pos += 4
@@ -179,6 +188,13 @@ class Index:
         if end != len(plain):
             raise ValueError("index object has trailing or missing bytes")
         add = self.chunks.add
+        if bad:
+            for cid, block, off, length in _CHUNK.iter_unpack(plain[pos:end]):
+                if block in bad:
+                    self.damaged_chunks[cid] = bad[block]
+                else:
+                    add(cid, ((base + block) << _SHIFT_BLOCK) | (off << _SHIFT_OFFSET) | length)
+            return
         for cid, block, off, length in _CHUNK.iter_unpack(plain[pos:end]):
             add(cid, ((base + block) << _SHIFT_BLOCK) | (off << _SHIFT_OFFSET) | length)
 

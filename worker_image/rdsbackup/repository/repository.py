@@ -12,8 +12,10 @@ Object layout under the repository URL (see docs/repository-format.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -24,25 +26,25 @@ from rdsbackup.errors import (
     BackupAborted,
     CorruptObject,
     MissingObject,
+    RepositoryDamaged,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
     RestorePointNotFound,
-    UnsupportedFormatVersion,
     WrongRepositoryKey,
 )
 from rdsbackup.repository import crypto
 from rdsbackup.repository.backends import Backend, backend_for
 from rdsbackup.repository.chunking import profile as chunking_profile
+from rdsbackup.repository.config import FORMAT_NAME, FORMAT_VERSION, decode_config, decode_key_doc, with_checksum
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
-from rdsbackup.repository.index import Index, encode_new_entries, pack_id_from_key, pack_key
-from rdsbackup.repository.locks import DEFAULT_TTL, Lock
+from rdsbackup.repository.damage import DamageRegistry, load_damage
+from rdsbackup.repository.index import Index, encode_new_entries, pack_id_from_key
+from rdsbackup.repository.locks import Lock, default_lifetime
 from rdsbackup.repository.memory import tune_allocator_for_streaming
 from rdsbackup.repository.packs import Packer, Stats, Uploader
 from rdsbackup.repository.streams import BLOCK_AD, StreamReader, write_stream
 
-FORMAT_NAME = "rdsbackup-repository"
-FORMAT_VERSION = 1
 INDEX_AD = b"rdsbackup index"
 MANIFEST_AD = b"rdsbackup manifest"
 PASSWORD_ENV = "RDSBACKUP_PASSWORD"
@@ -91,8 +93,17 @@ class Repository:
         self._stats = Stats()
         self._index_obj: Index | None = None
         self._index_keys: list[str] = []
+        self.bad_index_objects: dict[str, str] = {}
+        self.damage = DamageRegistry()
         self._index_lock = threading.Lock()
-        self.lock_ttl = DEFAULT_TTL
+        # Lock lifetime (stale threshold; refresh bound = half of it): $RDSBACKUP_LOCK_LIFETIME or 30 min.
+        self.lock_ttl = default_lifetime()
+        # Seconds to wait for a conflicting lock (None: each operation's default); every wait is
+        # reported to `on_lock_wait` (the CLI prints it on stderr) and kept in `lock_waits`.
+        self.lock_wait: float | None = None
+        self.on_lock_wait = None
+        self.lock_waits: list[dict] = []
+        self._exclusive: Lock | None = None
         self.upload_threads = 2
 
     # --- init / open ---------------------------------------------------------------------------
@@ -119,8 +130,8 @@ class Repository:
         # config is written only if absent, so of two concurrent inits exactly one wins; the loser's
         # key document (for a master key nobody uses) is removed.
         key_name = f"keys/{os.urandom(8).hex()}"
-        backend.put(key_name, json.dumps(key_doc, indent=1).encode())
-        if not backend.put_new("config", json.dumps(config, indent=1).encode()):
+        backend.put(key_name, with_checksum(key_doc))
+        if not backend.put_new("config", with_checksum(config)):
             backend.delete(key_name)
             raise RepositoryExists(f"a repository already exists at {backend.url} (created concurrently)")
         return cls(backend, config, Keys(master))
@@ -133,39 +144,38 @@ class Repository:
             raw = backend.get("config")
         except MissingObject:
             raise RepositoryNotFound(f"no repository at {backend.url} (no config object)") from None
-        try:
-            config = json.loads(raw)
-        except ValueError:
-            raise UnsupportedFormatVersion(f"{backend.url}/config is not an rdsbackup repository config") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-            raise UnsupportedFormatVersion(f"{backend.url} is not an rdsbackup repository")
-        version = config.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise UnsupportedFormatVersion(
-                f"repository {backend.url} has format version {version}; this rdsbackup reads up to "
-                f"version {FORMAT_VERSION}: upgrade rdsbackup"
-            )
+        config = decode_config(raw, backend.url)
         key_docs = []
+        damaged = []
         for key, _size in backend.list("keys/"):
             try:
-                key_docs.append(json.loads(backend.get(key)))
-            except (MissingObject, ValueError):
+                key_docs.append((key, decode_key_doc(backend.get(key), key, backend.url)))
+            except MissingObject:
                 continue
+            except RepositoryDamaged as exc:
+                damaged.append(str(exc))
         if not key_docs:
-            raise WrongRepositoryKey(f"repository {backend.url} has no key objects")
+            if damaged:
+                raise RepositoryDamaged("; ".join(damaged))
+            raise RepositoryDamaged(f"repository {backend.url} has no key objects (keys/ is empty)")
         master = None
         errors = []
-        for doc in sorted(key_docs, key=lambda d: d.get("type") != "kms"):
+        for key, doc in sorted(key_docs, key=lambda kd: kd[1].get("type") != "kms"):
             try:
                 if doc.get("type") == "kms":
                     master = crypto.unwrap_with_kms(doc, config["id"])
-                elif doc.get("type") == "passphrase":
+                else:
                     master = crypto.unwrap_with_password(doc, _password(password), config["id"])
                 if master is not None:
                     break
             except WrongRepositoryKey as exc:
-                errors.append(str(exc))
+                # Without checksums (format 1) a damaged key object or config id looks the same as a
+                # wrong passphrase: say so.
+                hint = "" if "checksum" in doc and "checksum" in config else (
+                    f" (or key object {key} or the config is damaged: format 1 objects carry no checksum)")
+                errors.append(f"{exc}{hint}")
         if master is None:
+            errors += damaged
             raise WrongRepositoryKey(f"cannot open repository {backend.url}: {'; '.join(errors) or 'no usable key'}")
         return cls(backend, config, Keys(master))
 
@@ -181,34 +191,93 @@ class Repository:
     # --- index ---------------------------------------------------------------------------------
 
     def _index(self, *, reload: bool = False) -> Index:
+        """The in-memory index (the union of the index objects), loaded once or reloaded. Chunks in
+        blocks the damage registry names are left out; an index object that does not open is skipped
+        and named in `bad_index_objects` (backups then store its chunks again; readers and prune say to
+        run `rdsbackup repair index`)."""
         with self._index_lock:
             if self._index_obj is None or reload:
+                self.damage = load_damage(self.backend, self._keys)
                 index = Index()
                 keys = []
+                bad: dict[str, str] = {}
                 for key, _size in sorted(self.backend.list("index/")):
                     try:
                         sealed = self.backend.get(key)
                     except MissingObject:
                         continue  # replaced by a prune meanwhile; its successor is listed too
                     try:
-                        index.load(self._keys.open(sealed, INDEX_AD))
-                    except (AuthenticationFailed, ValueError) as exc:
-                        raise CorruptObject(
-                            f"index object {key} in {self.url} is corrupt ({exc})", object_name=key
-                        ) from None
+                        index.load(self._keys.open(sealed, INDEX_AD), self.damage)
+                    except (AuthenticationFailed, ValueError, struct.error) as exc:
+                        bad[key] = (f"index object {key} in {self.url} is damaged ({exc}): run "
+                                    f"`rdsbackup repair index` to rebuild the index from the packs")
+                        continue
                     keys.append(key)
                 self._index_obj = index
                 self._index_keys = keys
+                self.bad_index_objects = bad
             return self._index_obj
 
     # --- backup --------------------------------------------------------------------------------
 
-    def begin_backup(self, *, source_id: str, engine: str, lock_wait: float = 600.0) -> BackupWriter:
-        """Start a backup: takes a shared backup lock, waiting up to `lock_wait` seconds for a running
-        prune to end (RepositoryLocked after that)."""
+    # --- locks ---------------------------------------------------------------------------------
+
+    def _lock_wait(self, given: float | None) -> float:
+        """How long to wait for a lock: the caller's value, the repository's, or a lifetime and a minute
+        (so that a crashed prune's lock on another host is always waited out)."""
+        if given is not None:
+            return given
+        if self.lock_wait is not None:
+            return self.lock_wait
+        return self.lock_ttl + 60.0
+
+    def _heard_wait(self, event: dict) -> None:
+        self.lock_waits.append(event)
+        if self.on_lock_wait is not None:
+            self.on_lock_wait(event)
+
+    def take_lock(self, kind: str, owner: str, *, wait: float | None = None) -> Lock:
+        """Acquire a lock of `kind` ("backup", "restore", "verify": shared; "exclusive")."""
+        lock = Lock(self.backend, self._keys, kind, owner=owner, ttl=self.lock_ttl, on_wait=self._heard_wait)
+        return lock.acquire(wait=self._lock_wait(wait))
+
+    @contextlib.contextmanager
+    def shared_lock(self, kind: str, owner: str, *, wait: float | None = None):
+        """Hold a shared lock ("restore", "verify") for the block: prune cannot run meanwhile. Inside an
+        exclusive lock of this Repository nothing more is taken."""
+        if self._exclusive is not None:
+            yield self._exclusive
+            return
+        lock = self.take_lock(kind, owner, wait=wait)
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def exclusive_lock(self, owner: str, *, wait: float | None = None):
+        """Hold the exclusive lock for the block (re-entrant within this Repository): no backup,
+        restore, verify or other prune runs meanwhile."""
+        if self._exclusive is not None:
+            yield self._exclusive
+            return
+        lock = self.take_lock("exclusive", owner, wait=0.0 if wait is None and self.lock_wait is None else wait)
+        self._exclusive = lock
+        try:
+            yield lock
+        finally:
+            self._exclusive = None
+            lock.release()
+
+    # --- backup --------------------------------------------------------------------------------
+
+    def begin_backup(self, *, source_id: str, engine: str, lock_wait: float | None = None) -> BackupWriter:
+        """Start a backup: takes a shared backup lock, waiting up to `lock_wait` seconds (default: the
+        repository's `lock_wait`, else the lock lifetime and a minute) for a running prune to end
+        (RepositoryLocked after that). The backup stops (LockLost) if its lock goes unrefreshed for
+        longer than the refresh bound."""
         tune_allocator_for_streaming()
-        lock = Lock(self.backend, self._keys, "backup", owner=f"backup of {source_id}", ttl=self.lock_ttl)
-        lock.acquire(wait=lock_wait)
+        lock = self.take_lock("backup", f"backup of {source_id}", wait=lock_wait)
         try:
             # Reload: backups committed since open are dedup candidates, and what a prune removed is not.
             index = self._index(reload=True)
@@ -255,13 +324,17 @@ class Repository:
                 # Listed, not hidden and not fatal to the listing: verify and restore report it too.
                 return {"id": rp_id, "time": "", "error": str(exc)}
 
+        self.damage = load_damage(self.backend, self._keys)  # restore points marked by `repair points`
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rdsbackup-list") as pool:
             docs = list(pool.map(read, self._manifest_ids()))
         out = []
         for doc in docs:
             if doc is None or (source_id is not None and doc.get("source_id") != source_id):
                 continue
-            out.append({k: v for k, v in doc.items() if k not in ("streams", "stream_roots")})
+            summary = {k: v for k, v in doc.items() if k not in ("streams", "stream_roots")}
+            if doc.get("id") in self.damage.restore_points:
+                summary["damaged"] = self.damage.restore_points[doc["id"]]
+            out.append(summary)
         out.sort(key=lambda d: (d.get("time", ""), d.get("id", "")))
         return out
 
@@ -292,125 +365,15 @@ class Repository:
 
     # --- verify --------------------------------------------------------------------------------
 
-    def verify(self, rp_id: str | None = None, *, read_data: bool = False) -> dict:
-        """Check structure (every manifest, chunk list, index entry and pack is there), and with
-        `read_data` re-read and authenticate every byte of the packs involved. Never raises for
-        damage: returns {"restore_points", "objects", "packs", "unindexed_packs", "chunks", "bytes_read",
-        "errors"}; `errors` is a list of one-line messages naming the object and restore points."""
-        errors: list[str] = []
-        report = {
-            "restore_points": 0,
-            "objects": 0,
-            "packs": 0,
-            "unindexed_packs": 0,
-            "chunks": 0,
-            "bytes_read": 0,
-            "errors": errors,
-        }
-        try:
-            index = self._index(reload=True)
-        except RepositoryError as exc:
-            errors.append(str(exc))
-            return report
-        report["objects"] += len(self._index_keys)
-        present = {}
-        for key, size in self.backend.list("data/"):
-            pid = pack_id_from_key(key)
-            if pid is not None:
-                present[pid] = size
-        rp_ids = [rp_id] if rp_id else sorted(self._manifest_ids())
-        # pack number -> restore points that use it (for naming them in read-data errors)
-        pack_users: dict[int, set[str]] = {}
-        checked_chunks: set[bytes] = set()
-        reader = StreamReader(self)
-        for rid in rp_ids:
-            try:
-                manifest = self._read_manifest(rid)
-            except RestorePointNotFound:
-                if rp_id:
-                    raise
-                continue
-            except CorruptObject as exc:
-                errors.append(str(exc))
-                continue
-            report["restore_points"] += 1
-            report["objects"] += 1
-            reader.restore_point = rid
-            bad_packs: set[int] = set()
-            for root_hex in manifest.get("stream_roots", []):
-                try:
-                    for cid in reader.iter_ids(bytes.fromhex(root_hex)):
-                        if cid in checked_chunks:
-                            continue
-                        checked_chunks.add(cid)
-                        loc = index.chunks.get(cid)
-                        if loc is None:
-                            errors.append(f"restore point {rid}: chunk {cid.hex()} is not in the index")
-                            continue
-                        block_no, off, length = Index.unpack_location(loc)
-                        pack_no, boff, stored, raw = index.blocks[block_no]
-                        pack_users.setdefault(pack_no, set()).add(rid)
-                        pid = index.packs[pack_no]
-                        if pack_no in bad_packs:
-                            continue
-                        size = present.get(pid)
-                        if size is None:
-                            bad_packs.add(pack_no)
-                            errors.append(f"restore point {rid}: pack {pack_key(pid)} is missing")
-                        elif boff + stored > size or off + length > raw:
-                            bad_packs.add(pack_no)
-                            errors.append(f"restore point {rid}: pack {pack_key(pid)} is truncated")
-                except (CorruptObject, MissingObject) as exc:
-                    errors.append(f"restore point {rid}: {exc}")
-        report["chunks"] = len(checked_chunks)
-        if read_data:
-            wanted = set(pack_users) if rp_id else set(range(len(index.packs)))
-            self._verify_packs(index, wanted, present, pack_users, report)
-        report["packs"] = len(present) if not rp_id else len(pack_users)
-        # Packs no index lists (left by interrupted backups) are not damage; prune deletes them.
-        report["unindexed_packs"] = sum(1 for pid in present if pid not in index.pack_numbers)
-        return report
+    def verify(self, rp_id: str | None = None, *, read_data: bool = False, lock_wait: float | None = None) -> dict:
+        """Check structure (see `_verify`) under a shared "verify" lock, so no prune runs meanwhile."""
+        with self.shared_lock("verify", "verify", wait=lock_wait):
+            return self._verify(rp_id, read_data=read_data)
 
-    def _verify_packs(self, index: Index, wanted: set[int], present: dict, users: dict, report: dict) -> None:
-        errors = report["errors"]
-        by_block: dict[int, list[tuple[bytes, int, int]]] = {}
-        for cid, loc in index.chunks.items():
-            block_no, off, length = Index.unpack_location(loc)
-            if index.blocks[block_no][0] in wanted:
-                by_block.setdefault(block_no, []).append((cid, off, length))
-        by_pack: dict[int, list[int]] = {}
-        for block_no in by_block:
-            by_pack.setdefault(index.blocks[block_no][0], []).append(block_no)
-        for pack_no in sorted(wanted):
-            pid = index.packs[pack_no]
-            key = pack_key(pid)
-            names = ", ".join(sorted(users.get(pack_no, ()))) or "none"
-            if pid not in present:
-                errors.append(f"pack {key} is missing (restore points: {names})")
-                continue
-            try:
-                data = self.backend.get(key)
-            except MissingObject:
-                errors.append(f"pack {key} is missing (restore points: {names})")
-                continue
-            report["bytes_read"] += len(data)
-            report["objects"] += 1
-            for block_no in sorted(by_pack.get(pack_no, ())):
-                _, off, stored, raw = index.blocks[block_no]
-                try:
-                    plain = self._keys.open(memoryview(data)[off : off + stored], BLOCK_AD, max_size=raw)
-                except AuthenticationFailed as exc:
-                    errors.append(
-                        f"pack {key} is corrupt: block at offset {off} failed authentication ({exc}) "
-                        f"(restore points: {names})"
-                    )
-                    continue
-                for cid, coff, length in by_block[block_no]:
-                    if self._keys.chunk_id(plain[coff : coff + length]) != cid:
-                        errors.append(
-                            f"pack {key} is corrupt: chunk {cid.hex()} does not match its id (restore points: {names})"
-                        )
-                        break
+    def _verify(self, rp_id: str | None = None, *, read_data: bool = False) -> dict:
+        from rdsbackup.repository.verify import verify
+
+        return verify(self, rp_id, read_data=read_data)
 
     # --- retention -----------------------------------------------------------------------------
 
@@ -445,18 +408,65 @@ class Repository:
             self.backend.delete(f"manifests/{rp_id}")
         return sorted(removed)
 
-    def prune(self, *, repack_below: float = 0.5, lock_wait: float = 0.0) -> dict:
-        """Delete data no restore point references. Takes the exclusive lock: RepositoryLocked while a
-        backup runs (a running backup may reference any indexed chunk). Packs less than
-        `repack_below` used are rewritten with their live blocks only."""
+    def forget_restore_points(self, rp_ids: list[str]) -> list[str]:
+        """Remove exactly these restore points (their manifests; data goes with the next prune), even
+        ones whose manifest is damaged. RestorePointNotFound before anything is removed if one is
+        unknown."""
+        known = set(self._manifest_ids())
+        unknown = [rp for rp in rp_ids if rp not in known]
+        if unknown:
+            raise RestorePointNotFound(f"restore point(s) {', '.join(unknown)} not found in {self.url}: "
+                                       "nothing forgotten")
+        self.backend.delete_many([f"manifests/{rp}" for rp in rp_ids])
+        return sorted(set(rp_ids))
+
+    def prune(self, *, repack_below: float = 0.5, lock_wait: float | None = None,
+              unsafe_disk_full: bool = False) -> dict:
+        """Delete data no restore point references. Takes the exclusive lock (unless this Repository
+        holds it already): RepositoryLocked while a backup, restore or verify runs (a running backup
+        may reference any indexed chunk). Packs less than `repack_below` used are rewritten with
+        their live blocks only. `unsafe_disk_full` (CLI --disk-full): for a repository on a full disk,
+        takes no lock (the operator makes sure nothing else runs) and frees space before writing."""
         from rdsbackup.repository.prune import prune
 
-        lock = Lock(self.backend, self._keys, "exclusive", owner="prune", ttl=self.lock_ttl)
-        lock.acquire(wait=lock_wait)
-        try:
-            return prune(self, repack_below=repack_below)
-        finally:
-            lock.release()
+        if unsafe_disk_full:
+            return prune(self, repack_below=repack_below, lock=self._exclusive, disk_full=True)
+        with self.exclusive_lock("prune", wait=lock_wait) as lock:
+            return prune(self, repack_below=repack_below, lock=lock)
+
+    def upgrade(self, *, lock_wait: float | None = None) -> dict:
+        """Make a format 1 repository format 2: rewrite every pack that has no trailer (its live blocks
+        move to new, self-describing packs; a prune on the way), then write the config with version 2
+        and a checksum. Idempotent; a crash part-way leaves a readable repository to upgrade again."""
+        from rdsbackup.repository.packs import TrailerMissing, read_trailer
+        from rdsbackup.repository.prune import prune
+
+        with self.exclusive_lock("upgrade", wait=lock_wait) as lock:
+            old = []
+            for key, size in self.backend.list("data/"):
+                pid = pack_id_from_key(key)
+                if pid is None:
+                    continue
+                try:
+                    read_trailer(self.backend, self._keys, pid, size)
+                except TrailerMissing:
+                    old.append(pid)
+                except (AuthenticationFailed, ValueError):
+                    old.append(pid)  # a damaged trailer: the rewrite gives the pack a good one
+            result = prune(self, lock=lock, rewrite=set(old))
+            from_version = self.config.get("version")
+            if from_version != FORMAT_VERSION:
+                config = {k: v for k, v in self.config.items() if k != "checksum"}
+                config["version"] = FORMAT_VERSION
+                config["upgraded"] = _now_iso()
+                self.backend.put("config", with_checksum(config))
+                self.config = config
+                for key, _size in self.backend.list("keys/"):
+                    doc = json.loads(self.backend.get(key))
+                    if "checksum" not in doc:
+                        self.backend.put(key, with_checksum(doc))
+        return {"from_version": from_version, "version": FORMAT_VERSION, "packs_rewritten": len(old),
+                "prune": result}
 
     def copy_restore_point(self, rp_id: str, other: Repository) -> str:
         """Copy a restore point into `other` (e.g. an archive repository) as a self-contained full;
@@ -501,7 +511,7 @@ class BackupWriter:
         self.engine = engine
         self.started = _now_iso()
         self.uploader = Uploader(repo.backend, repo._stats, threads=repo.upload_threads)
-        self.packer = Packer(index, self.uploader)
+        self.packer = Packer(index, self.uploader, repo._keys)
         # Blocks are compressed and encrypted on these threads (zstd and AES release the GIL) while
         # the caller's thread goes on chunking; the semaphore bounds the blocks held in memory.
         self._sealer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rdsbackup-seal")
@@ -523,20 +533,21 @@ class BackupWriter:
         if not self.done:
             self.abort()
 
-    def seal_block(self, block_no: int, raw: bytearray) -> Future:
+    def seal_block(self, block_no: int, raw: bytearray, records: bytearray) -> Future:
         """Seal a block and add it to a pack, on a sealing thread; the future's result is its size."""
         self.uploader.check()
+        self.lock.check()  # a backup whose lock was lost stops at once (LockLost), not only at commit
         self._seal_slots.acquire()
         try:
-            return self._sealer.submit(self._seal, block_no, raw)
+            return self._sealer.submit(self._seal, block_no, raw, records)
         except BaseException:
             self._seal_slots.release()
             raise
 
-    def _seal(self, block_no: int, raw: bytearray) -> int:
+    def _seal(self, block_no: int, raw: bytearray, records: bytearray) -> int:
         try:
             sealed = self.keys.seal(raw, BLOCK_AD)
-            self.packer.add_block(block_no, sealed, len(raw))
+            self.packer.add_block(block_no, sealed, len(raw), records)
             return len(sealed)
         except BaseException as exc:
             if self.uploader.error is None:

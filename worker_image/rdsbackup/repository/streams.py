@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rdsbackup.errors import CorruptObject, MissingObject
 from rdsbackup.repository.chunking import PROFILES, ChunkingProfile, chunk_batches
 from rdsbackup.repository.crypto import CHUNK_ID_SIZE, AuthenticationFailed, Keys
+from rdsbackup.repository.damage import record_damage
 from rdsbackup.repository.index import CHUNK_RECORD, Index, pack_key
 
 ROOT_MAGIC = b"RBL"
@@ -50,6 +51,7 @@ class StreamWriter:
         self.index: Index = session.index
         self.block = bytearray()
         self.block_no = -1
+        self.block_records = bytearray()  # the open block's chunk records, for its pack's trailer
         self.ids = bytearray()  # this level's chunk ids not yet handed to the list stream
         self.child: _ListSink | None = None
         self.size = 0
@@ -103,6 +105,7 @@ class StreamWriter:
         starts += ends
         block = self.block
         block_no = self.block_no
+        block_records = self.block_records
         for i, bucket, pos in missing:
             start = starts[i]
             length = ends[i] - start
@@ -111,10 +114,13 @@ class StreamWriter:
             off = len(block)
             block += view[start : start + length]
             set_location(bucket, pos + 16, (block_no << 48) | (off << 24) | length)
-            records += pack_record(ids[i], block_no - base, off, length)
+            record = pack_record(ids[i], block_no - base, off, length)
+            records += record
+            block_records += record
             if off + length >= limit:
                 self.close_block()
                 block = self.block
+                block_records = self.block_records
                 block_no = -1
 
     def close_block(self) -> None:
@@ -122,10 +128,11 @@ class StreamWriter:
         parallel stream may already dedup against the block's chunks."""
         if self.block_no < 0:
             return
-        raw, block_no = self.block, self.block_no
+        raw, block_no, records = self.block, self.block_no, self.block_records
         self.block = bytearray()
+        self.block_records = bytearray()
         self.block_no = -1
-        self.sealed.append(self.session.seal_block(block_no, raw))
+        self.sealed.append(self.session.seal_block(block_no, raw, records))
 
     def new_bytes(self) -> int:
         """Stored bytes of the blocks this stream wrote (waits for their sealing)."""
@@ -242,12 +249,30 @@ class StreamReader:
         if (loc is None or loc < 0) and self._reload_index():
             loc = self.index.chunks.get(cid)
         if loc is None or loc < 0:
+            problem = self.index.damaged_chunks.get(cid)
+            if problem is not None:
+                raise CorruptObject(
+                    f"chunk {cid.hex()} is damaged ({problem}){self._where()}: the next backup of the source "
+                    "stores it again if the source still has it; `rdsbackup repair points` marks the "
+                    "restore points that need it",
+                    object_name=f"chunk {cid.hex()}",
+                    restore_point=self.restore_point,
+                )
+            bad_index = getattr(self.repo, "bad_index_objects", {})
+            hint = f" ({next(iter(bad_index.values()))})" if bad_index else ""
             raise MissingObject(
-                f"chunk {cid.hex()} is not in the index of {self.backend.url}{self._where()}",
+                f"chunk {cid.hex()} is not in the index of {self.backend.url}{self._where()}{hint}",
                 object_name=f"chunk {cid.hex()}",
                 restore_point=self.restore_point,
             )
         return Index.unpack_location(loc)
+
+    def _record_damage(self, block_no: int, *, whole_pack: bool, problem: str) -> None:
+        """Remember damage found while reading (best effort), so later backups store the chunks again."""
+        pack_no, offset, _stored, _raw = self.index.blocks[block_no]
+        entry = {"pack": self.index.packs[pack_no].hex(), "offset": None if whole_pack else offset,
+                 "problem": problem}
+        record_damage(self.backend, self.keys, [entry], "restore" if self.restore_point else "read")
 
     def _reload_index(self) -> bool:
         """An unknown id may come from a backup committed since the index was loaded: reload once."""
@@ -270,6 +295,7 @@ class StreamReader:
         pack_no, offset, stored, raw = self.index.blocks[block_no]
         key = pack_key(self.index.packs[pack_no])
         if len(sealed) != stored:
+            self._record_damage(block_no, whole_pack=False, problem="truncated")
             raise CorruptObject(
                 f"pack {key} is truncated: block at offset {offset} is short{self._where()}",
                 object_name=key,
@@ -278,6 +304,7 @@ class StreamReader:
         try:
             return self.keys.open(sealed, BLOCK_AD, max_size=raw)
         except AuthenticationFailed as exc:
+            self._record_damage(block_no, whole_pack=False, problem=f"corrupt: block failed authentication ({exc})")
             raise CorruptObject(
                 f"pack {key} is corrupt: block at offset {offset} failed authentication ({exc}){self._where()}",
                 object_name=key,
@@ -303,6 +330,7 @@ class StreamReader:
             try:
                 data = self.backend.get_range(key, start, end - start)
             except MissingObject as exc:
+                self._record_damage(need[i], whole_pack=True, problem="missing")
                 raise MissingObject(
                     f"pack {key} is missing from {self.backend.url}{self._where()}",
                     object_name=key,
@@ -325,6 +353,7 @@ class StreamReader:
         if len(data) != length or self.keys.chunk_id(data) != cid:
             pack_no, _boff, _, _ = self.index.blocks[block_no]
             key = pack_key(self.index.packs[pack_no])
+            self._record_damage(block_no, whole_pack=False, problem=f"corrupt: chunk {cid.hex()} does not match its id")
             raise CorruptObject(
                 f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
                 object_name=key,
@@ -414,6 +443,8 @@ class StreamReader:
             if len(data) != end - off or h.digest() != cid:
                 pack_no = self.index.blocks[block_no][0]
                 key = pack_key(self.index.packs[pack_no])
+                self._record_damage(block_no, whole_pack=False,
+                                    problem=f"corrupt: chunk {cid.hex()} does not match its id")
                 raise CorruptObject(
                     f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
                     object_name=key,
