@@ -64,13 +64,13 @@ def test_prune_refuses_to_run_while_a_backup_holds_its_lock(url):
         writer.commit({"streams": {"t": old_ref}})
 
     backup_repo = Repository.open(url, password="pw")
-    backup_repo.lock_ttl = 1.0  # refreshed every ~0.33 s while the backup runs
+    backup_repo.lock_ttl = 4.0  # refreshed every ~0.7 s while the backup runs (bound 2 s: room for a busy CI)
     with backup_repo.begin_backup(source_id="new", engine="postgres") as writer:
         # The running backup dedups against the old restore point's chunks...
         ref = writer.add_stream("t", [data_of(2, 1_000_000) + data_of(3, 500_000)], profile="table")
         other = Repository.open(url, password="pw")
         assert other.forget(keep_last=0, source_id="old")
-        time.sleep(1.5)  # longer than the lock's lifetime: only the refresh keeps it alive
+        time.sleep(4.5)  # longer than the lock's lifetime: only the refresh keeps it alive
         # ...so prune, which would now delete those chunks, must not run.
         with pytest.raises(RepositoryLocked, match="backup of new"):
             other.prune()
