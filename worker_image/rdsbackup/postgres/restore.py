@@ -11,9 +11,11 @@ keeps the original owners where it may become them, and else owns the objects it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import psycopg
@@ -263,6 +265,62 @@ def load_plan(tables: list[dict], jobs: int) -> list[tuple[dict, tuple[int, int]
     return [(table, part) for table, part, _size in plan]
 
 
+# Tables smaller than this are loaded several to a transaction, up to BATCH_BYTES or BATCH_TABLES.
+BATCH_TABLE_BYTES = 256 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
+BATCH_TABLES = 200
+
+
+def load_batches(plan: list[tuple[dict, tuple[int, int] | None]]) -> list[list[tuple[dict, tuple[int, int] | None]]]:
+    """The load plan cut into tasks: a large table (or part) alone, small tables together."""
+    batches: list[list] = []
+    current: list = []
+    size = 0
+    for table, part in plan:
+        if part is not None or table["bytes"] >= BATCH_TABLE_BYTES:
+            batches.append([(table, part)])
+            continue
+        if current and (size + table["bytes"] > BATCH_BYTES or len(current) >= BATCH_TABLES):
+            batches.append(current)
+            current, size = [], 0
+        current.append((table, part))
+        size += table["bytes"]
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _LoadSessions:
+    """One connection per loading thread, opened on first use and kept for every table that thread
+    loads (a login per table costs SCRAM, and on RDS a TLS handshake and a round trip); all closed at
+    the end of the block."""
+
+    def __init__(self, info: ConnectionInfo, target: str, settings: dict[str, str]):
+        self._info, self._target, self._settings = info, target, settings
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+
+    def connection(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._info.connect(self._target, settings=self._settings)
+            with self._lock:
+                self._opened.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def __enter__(self) -> _LoadSessions:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            conns, self._opened = self._opened, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
 def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str, *,
                       existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
                       reporter: Reporter, warnings: list[str], maintenance_work_mem: str) -> dict:
@@ -303,18 +361,27 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
     # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
     load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
 
-    def load_table(table: dict, part: tuple[int, int] | None) -> int:
-        with info.connect(target, settings=load_settings) as conn:
-            try:
-                with conn.cursor() as cur:
-                    with cur.copy(copy_in_sql(table)) as copy:
-                        for block in repo.open_stream(table["stream"], restore_point=restore_point_id, part=part):
-                            copy.write(block)
-                            reporter.advance(len(block))
-                    return cur.rowcount
-            except psycopg.Error as exc:
-                raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
-                                    f"{one_line(str(exc))}") from None
+    sessions = _LoadSessions(info, target, load_settings)
+
+    def load_tables(batch: list[tuple[dict, tuple[int, int] | None]]) -> int:
+        """COPY a batch of tables (or one part of a large one) on this thread's session, in one
+        transaction: thousands of small tables cost neither a login nor a commit each."""
+        conn = sessions.connection()
+        rows = 0
+        with conn.transaction():
+            for table, part in batch:
+                try:
+                    with conn.cursor() as cur:
+                        with cur.copy(copy_in_sql(table)) as copy:
+                            for block in repo.open_stream(table["stream"], restore_point=restore_point_id,
+                                                          part=part):
+                                copy.write(block)
+                                reporter.advance(len(block))
+                        rows += cur.rowcount
+                except psycopg.Error as exc:
+                    raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
+                                        f"{one_line(str(exc))}") from None
+        return rows
 
     def load_lobs() -> int:
         with info.connect(target, settings=load_settings) as conn:
@@ -322,9 +389,9 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
             return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
 
     tables = entry["tables"]
-    with info.connect(target) as admin, autovacuum_paused(admin, tables):
+    with info.connect(target) as admin, autovacuum_paused(admin, tables), sessions:
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-load") as pool:
-            futures = [pool.submit(load_table, t, part) for t, part in load_plan(tables, jobs)]
+            futures = [pool.submit(load_tables, batch) for batch in load_batches(load_plan(tables, jobs))]
             lob_future = pool.submit(load_lobs) if entry.get("large_objects") else None
             done, pending = wait(futures + ([lob_future] if lob_future else []), return_when=FIRST_EXCEPTION)
             for f in done:
