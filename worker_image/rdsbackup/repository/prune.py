@@ -192,6 +192,7 @@ def prune(repo, *, repack_below: float = 0.5, lock=None, rewrite: set[bytes] | N
     # 3. new index objects (live chunks only)
     live_ids = sorted(referenced)
     new_index_keys: list[str] = []
+    deleted_early: list[str] = []  # disk_full: packs deleted before the new index was written
     sealed_objects = [repo._keys.seal(encode_index(index, live_ids[start : start + INDEX_OBJECT_CHUNKS]), INDEX_AD)
                       for start in range(0, len(live_ids), INDEX_OBJECT_CHUNKS)]
     if disk_full:
@@ -199,6 +200,7 @@ def prune(repo, *, repack_below: float = 0.5, lock=None, rewrite: set[bytes] | N
         orphans = [key for pid, (key, _size) in present.items()
                    if pid not in index.pack_numbers and key in delete_packs]
         backend.delete_many(orphans)
+        deleted_early += orphans
         delete_packs = [key for key in delete_packs if key not in set(orphans)]
     for n, sealed in enumerate(sealed_objects):
         key = f"index/{os.urandom(16).hex()}"
@@ -211,6 +213,7 @@ def prune(repo, *, repack_below: float = 0.5, lock=None, rewrite: set[bytes] | N
             warnings.append("the new index could not be written for lack of space: unreferenced packs were "
                             "deleted first")
             backend.delete_many(delete_packs)
+            deleted_early += delete_packs
             delete_packs = []
             repo._put(key, sealed)
         new_index_keys.append(key)
@@ -221,6 +224,7 @@ def prune(repo, *, repack_below: float = 0.5, lock=None, rewrite: set[bytes] | N
         lock.check()
     backend.delete_many([k for k in old_index_keys if k not in new_index_keys])
     backend.delete_many(delete_packs)
+    delete_packs += deleted_early
 
     stale = [(key, doc) for key, doc in read_locks(backend, repo._keys) if not is_live(doc)]
     stale_locks = [key for key, _doc in stale]
