@@ -505,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpg.add_argument("--database", metavar="NAME", help="only this database of the restore point")
     rpg.add_argument("--target-database", metavar="NAME", help="restore it under this name")
     rpg.add_argument("--include-globals", action="store_true", help="also restore roles and memberships")
-    rpg.add_argument("--replace", action="store_true", help="drop and recreate a target that is not empty")
+    rpg.add_argument("--replace", action="store_true",
+                     help="replace a target that is not empty: restored beside it, verified, then swapped in by "
+                          "renaming; the old one is dropped only after (warns before terminating its sessions)")
     rpg.add_argument("--maintenance-work-mem", metavar="SIZE", default="256MB",
                      help="maintenance_work_mem of the sessions that build indexes and check constraints "
                           "after the data (default 256MB, each of --jobs sessions)")

@@ -57,6 +57,12 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
     if not MEMORY_SETTING.fullmatch(maintenance_work_mem):
         raise RestoreFailed(f"maintenance_work_mem {maintenance_work_mem!r} is not a PostgreSQL memory size "
                             f"(a number with kB, MB or GB)")
+    if replace:  # atomic for the user: restored beside, verified, then swapped (replace.py)
+        from .replace import replace_postgres
+
+        return replace_postgres(repo, restore_point_id, info, database=database, target_database=target_database,
+                                include_globals=include_globals, jobs=jobs, reporter=reporter,
+                                maintenance_work_mem=maintenance_work_mem)
     reporter = reporter or Reporter()
     meta = restore_point_metadata(repo.load_manifest(restore_point_id))
     if meta.get("engine") != "postgres" or meta.get("format") != METADATA_FORMAT:
