@@ -88,6 +88,7 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
         replicas[place] = ReplicaTargetStack(
             app, _stack_id("RdsBackupReplica", place, control),
             control_account=control.account, source_accounts=source_accounts, env=_env(place),
+            restore_role=place not in topology.access_places,
             description="rds-backup replica target (role and key for snapshot copies)")
     for stack in [control_stack, *access.values(), *replicas.values()]:
         Tags.of(stack).add("rdsbackup:component", "rds-backup")

@@ -13,6 +13,7 @@ from infra.config import BackupConfig, Policy
 NAME_PREFIX = "rdsbackup"
 ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-access"
 REPLICA_ROLE_PREFIX = f"{NAME_PREFIX}-replica"
+RESTORE_ROLE_PREFIX = f"{NAME_PREFIX}-restore"
 STAGING_KEY_ALIAS = f"alias/{NAME_PREFIX}-staging"
 REPLICA_KEY_ALIAS = f"alias/{NAME_PREFIX}-replica"
 REPOSITORY_KEY_ALIAS = f"alias/{NAME_PREFIX}-repository"
@@ -45,6 +46,11 @@ def replica_role_arn(place: Place) -> str:
     return f"arn:aws:iam::{place.account}:role/{REPLICA_ROLE_PREFIX}-{place.region}"
 
 
+def restore_role_arn(place: Place) -> str:
+    """The role in an account/region (production or replica target) that restores snapshots there."""
+    return f"arn:aws:iam::{place.account}:role/{RESTORE_ROLE_PREFIX}-{place.region}"
+
+
 def worker_role_arn(place: Place) -> str:
     """The ECS task role of the worker in a production account and region."""
     return f"arn:aws:iam::{place.account}:role/{WORKER_ROLE_PREFIX}-{place.region}"
@@ -71,6 +77,11 @@ class Topology:
     access_places: tuple[Place, ...]
     replica_places: tuple[Place, ...]
     worker_places: tuple[Place, ...] = ()
+
+    @property
+    def restore_places(self) -> tuple[Place, ...]:
+        """Where a restore can read snapshots and create databases: every production and replica place."""
+        return tuple(sorted(set(self.access_places) | set(self.replica_places)))
 
     def sources_of(self, policy: Policy) -> list[Place]:
         accounts = policy.selection.accounts or [self.control.account]

@@ -11,6 +11,13 @@ and otherwise keeps moto's behaviour (an unshared snapshot of another account is
 every request, so a TLS-only bucket (such as the SQL Server temporary bucket) refuses everything; AWS
 applies it to plain-HTTP requests only, and every SDK call is TLS.
 
+``faithful_restores``: moto 5.2.5 drops every falsy override of ``restore_db_instance_from_db_snapshot``
+(``PubliclyAccessible=False``, ``MultiAZ=False``, ``DeletionProtection=False`` keep the source's value);
+AWS applies them. And moto names the automated snapshot of every new instance or cluster
+``rds:<id>-<minute>`` and fails the create when one by that name exists (a restore under the name of an
+instance renamed aside a minute earlier, mode replace); AWS keeps the old one's automated backups apart.
+The patch applies explicit false values and skips an automated snapshot whose name is taken.
+
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
 """
@@ -43,10 +50,33 @@ def _get_snapshot(self: Any, identifier: str, resource_type: type, not_found_exc
     return _original_get_snapshot(self, identifier, resource_type, not_found_exception)
 
 
+_original_restore = rds_models.RDSBackend.restore_db_instance_from_db_snapshot
+_original_auto_snapshot = rds_models.RDSBackend.create_auto_snapshot
+_original_auto_cluster_snapshot = rds_models.RDSBackend.create_auto_cluster_snapshot
+
+
+def _restore_db_instance_from_db_snapshot(self: Any, from_snapshot_id: str, overrides: dict[str, Any]) -> Any:
+    database = _original_restore(self, from_snapshot_id, overrides)
+    for key, value in overrides.items():
+        if value is False and hasattr(database, key):
+            setattr(database, key, False)
+    return database
+
+
+def _skip_taken_name(original: Any) -> Any:
+    def create(self: Any, source_identifier: str, snapshot_identifier: str) -> Any:
+        try:
+            return original(self, source_identifier, snapshot_identifier)
+        except (rds_models.DBSnapshotAlreadyExistsError, rds_models.DBClusterSnapshotAlreadyExistsError):
+            return None
+    return create
+
+
 def install() -> None:
-    """Teach moto to resolve shared snapshot ARNs of other accounts (idempotent)."""
+    """Teach moto to resolve shared snapshot ARNs of other accounts, and to restore as AWS does (idempotent)."""
     global _installed
     rds_models.RDSBackend.get_snapshot = _get_snapshot  # type: ignore[method-assign]
+    _install_restores()
     _installed = True
 
 
@@ -54,7 +84,34 @@ def uninstall() -> None:
     """Restore moto's own behaviour."""
     global _installed
     rds_models.RDSBackend.get_snapshot = _original_get_snapshot  # type: ignore[method-assign]
+    _uninstall_restores()
     _installed = False
+
+
+def _install_restores() -> None:
+    backend = rds_models.RDSBackend
+    backend.restore_db_instance_from_db_snapshot = _restore_db_instance_from_db_snapshot  # type: ignore[method-assign]
+    backend.create_auto_snapshot = _skip_taken_name(_original_auto_snapshot)  # type: ignore[method-assign]
+    backend.create_auto_cluster_snapshot = _skip_taken_name(  # type: ignore[method-assign]
+        _original_auto_cluster_snapshot)
+
+
+def _uninstall_restores() -> None:
+    backend = rds_models.RDSBackend
+    backend.restore_db_instance_from_db_snapshot = _original_restore  # type: ignore[method-assign]
+    backend.create_auto_snapshot = _original_auto_snapshot  # type: ignore[method-assign]
+    backend.create_auto_cluster_snapshot = _original_auto_cluster_snapshot  # type: ignore[method-assign]
+
+
+@contextmanager
+def faithful_restores() -> Iterator[None]:
+    """Within the block, restores apply explicit false settings and never trip over automated snapshot names."""
+    _install_restores()
+    try:
+        yield
+    finally:
+        if not _installed:
+            _uninstall_restores()
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra.constructs.restore_role import RestoreRole
 from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
 from infra.nag import acknowledge
 from infra.topology import (
@@ -126,6 +127,7 @@ class ProductionAccessStack(Stack):
                 control_region=worker.control_region, secret_arns=worker.secret_arns,
                 capacity_providers=worker.capacity_providers)
             self._allow_image_backup(role, self.worker)
+        self.restore = RestoreRole(self, "Restore", control_account=control_account)
 
     def _allow_image_backup(self, role: _ScopedRole, worker: WorkerCluster) -> None:
         """What prepare/start/check/cleanup_worker and the sweeper do through this role."""
@@ -178,7 +180,7 @@ class ReplicaTargetStack(Stack):
     """Per replication target account and region: the role that copies replicas in, and their key."""
 
     def __init__(self, scope: Construct, id_: str, *, control_account: str, source_accounts: list[str],
-                 **kwargs):
+                 restore_role: bool = True, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.key = kms.Key(self, "ReplicaKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: encrypts snapshot replicas in this account and region")
@@ -202,5 +204,7 @@ class ReplicaTargetStack(Stack):
                    "Copy sources are the managed snapshots (rdsbackup-*) of the named source accounts, "
                    "in whichever region they were taken.")
         self.key.grant(self.role, *_KMS_FOR_RDS_ACTIONS)
+        # replicas restore where they are; a place that is also a production place has its role there
+        self.restore = RestoreRole(self, "Restore", control_account=control_account) if restore_role else None
         role.allow(_KMS_FOR_RDS_ACTIONS, [f"arn:{{partition}}:kms:*:{account}:key/*" for account in sources],
                    _WHY_KMS, conditions={"StringLike": {"kms:ViaService": "rds.*.amazonaws.com"}})

@@ -23,9 +23,17 @@ from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories
+from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
-from infra.topology import RESULT_PREFIX, Topology, access_role_arn, replica_role_arn, runtime_policies
+from infra.topology import (
+    RESULT_PREFIX,
+    Topology,
+    access_role_arn,
+    replica_role_arn,
+    restore_role_arn,
+    runtime_policies,
+)
 
 # The policies live in an SSM parameter (advanced tier: 8 KB) that resolve_policy and the sweeper read.
 MAX_POLICIES_BYTES = 8000
@@ -70,11 +78,18 @@ class ControlStack(Stack):
             self, "BackupStateMachine", definition=workflow.definition, log_group_id="StateMachineLogs",
             key=self.key, timeout=Duration.hours(24),
             comment="rds-backup: snapshot, tag, replicate and apply retention for a policy's databases")
+        self.restore_steps = self._restore_steps(config, topology)
+        restore = RestoreWorkflow(self, "Restore", steps=self.restore_steps, timing=config.timing)
+        self.restore_state_machine, self.restore_state_machine_logs = logged_state_machine(
+            self, "RestoreStateMachine", definition=restore.definition, log_group_id="RestoreStateMachineLogs",
+            key=self.key, timeout=Duration.hours(24),
+            comment="rds-backup: restore a snapshot into a new (or replacing) DB instance or Aurora cluster")
         self._schedules(config)
         self._nag_suppressions()
         # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "BackupStateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "RestoreStateMachineArn", value=self.restore_state_machine.state_machine_arn)
         CfnOutput(self, "SessionTableName", value=self.table.table_name)
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
@@ -159,6 +174,44 @@ class ControlStack(Stack):
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         return steps
 
+    def _restore_steps(self, config: BackupConfig, topology: Topology) -> RestoreSteps:
+        """The restore's steps: each assumes only the restore roles (rdsbackup-restore-<region>)."""
+        timing = config.timing
+        restore_env = {
+            "RESTORE_ROLES": json.dumps({f"{place.account}/{place.region}": restore_role_arn(place)
+                                         for place in topology.restore_places}, separators=(",", ":")),
+            "TAG_KMS_KEY_ARN": self.key.key_arn,
+            "RESTORE_WAIT": json.dumps({"initial_seconds": timing.wait_initial_seconds,
+                                        "max_seconds": timing.wait_max_seconds, "factor": timing.wait_factor,
+                                        "timeout_seconds": timing.wait_timeout_seconds}),
+        }
+
+        def step(id_: str, handler: str, **kwargs) -> LambdaStep:
+            return LambdaStep(self, id_, handler=handler, code=self._code, **kwargs)
+
+        steps = RestoreSteps(
+            plan_restore=step("PlanRestore", "plan_restore", environment=restore_env, timeout=Duration.minutes(2)),
+            rename_original=step("RenameOriginal", "rename_original"),
+            restore_snapshot=step("RestoreSnapshot", "restore_snapshot"),
+            create_cluster_instances=step("CreateClusterInstances", "create_cluster_instances",
+                                          timeout=Duration.minutes(2)),
+            check_restore=step("CheckRestore", "check_restore"),
+            cleanup_restore=step("CleanupRestore", "cleanup_restore", timeout=Duration.minutes(2)),
+            restore_report=step("RestoreReport", "restore_report", environment={
+                "TABLE_NAME": self.table.table_name, "TOPIC_ARN": self.topic.topic_arn}),
+        )
+        restore_roles = [restore_role_arn(place) for place in topology.restore_places]
+        for restoring in (steps.plan_restore, steps.rename_original, steps.restore_snapshot,
+                          steps.create_cluster_instances, steps.check_restore, steps.cleanup_restore,
+                          steps.restore_report):
+            self._allow_assume(restoring, restore_roles)
+        self.key.grant(steps.plan_restore.role, "kms:Decrypt")
+        self.table.grant(steps.restore_report.role, "dynamodb:PutItem")
+        self.key.grant(steps.restore_report.role, *_TABLE_KEY_ACTIONS)
+        steps.restore_report.role.add_to_policy(iam.PolicyStatement(
+            actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        return steps
+
     def _sweeper(self, config: BackupConfig, topology: Topology) -> LambdaStep:
         """Hourly: removes what a session could not clean up (temporary groups, tasks, buckets, leases)."""
         sweeper = LambdaStep(self, "SweepOrphans", handler="sweep_orphans", code=self._code,
@@ -223,6 +276,7 @@ class ControlStack(Stack):
 
     def _nag_suppressions(self) -> None:
         self._acknowledge_state_machine(self.state_machine, self.steps.__dict__.values())
+        self._acknowledge_state_machine(self.restore_state_machine, self.restore_steps.__dict__.values())
 
     def _acknowledge_state_machine(self, machine: sfn.StateMachine, steps) -> None:
         """The wildcards CDK adds to a state machine's role: logging/tracing, and each function's versions."""

@@ -121,3 +121,32 @@ class WorkerTimedOut(RdsBackupError):
 
 class CleanupIncomplete(RdsBackupError):
     """Something could not be removed; never raised to the state machine (reported as a warning)."""
+
+
+# Restore (issue 12).
+class RestoreInputInvalid(RdsBackupError):
+    """The restore execution input is malformed or inconsistent (the message names the field)."""
+
+
+class PlaceNotConfigured(RdsBackupError):
+    """The snapshot or the target is in an account/region this deployment does not reach."""
+
+
+class SettingsMissing(RdsBackupError):
+    """The snapshot carries no rds-backup metadata and the input does not give every setting itself."""
+
+
+class TargetExists(RdsBackupError):
+    """A DB instance or cluster with the target identifier exists already (mode "new")."""
+
+
+class TargetNotFound(RdsBackupError):
+    """Mode "replace" names a DB instance or cluster that does not exist."""
+
+
+class RestoreFailed(RdsBackupError):
+    """A restored DB instance or cluster went into a failed state or disappeared."""
+
+
+class RestoreWaitTimeout(RdsBackupError):
+    """A restored (or renamed, or deleted) DB instance or cluster did not reach its state within the wait timeout."""

@@ -303,6 +303,12 @@ def _instance_settings(instance: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _own_tags(resource: dict[str, Any]) -> dict[str, str]:
+    """The source's own tags (a restore puts them back); AWS's and ours are not the user's."""
+    return {t["Key"]: t.get("Value", "") for t in resource.get("TagList") or []
+            if not t["Key"].startswith(("aws:", "rdsbackup:"))}
+
+
 def source_metadata(rds: Any, kind: Kind, source_id: str, where: str) -> dict[str, Any]:
     """What a restore needs to rebuild the source: settings of the instance, or of the cluster and
     every DB instance in it (a cluster snapshot restores only the cluster, not its instances)."""
@@ -321,6 +327,7 @@ def source_metadata(rds: Any, kind: Kind, source_id: str, where: str) -> dict[st
                 "kms_key_id": db.get("KmsKeyId"),
                 "iam_auth": db.get("IAMDatabaseAuthenticationEnabled"),
                 "deletion_protection": db.get("DeletionProtection"),
+                "tags": _own_tags(db),
             }
         )
         return {"instance": settings}
@@ -358,6 +365,7 @@ def source_metadata(rds: Any, kind: Kind, source_id: str, where: str) -> dict[st
             "deletion_protection": cluster.get("DeletionProtection"),
             "backup_retention_period": cluster.get("BackupRetentionPeriod"),
             "serverless_v2_scaling": scaling,
+            "tags": _own_tags(cluster),
         },
         "instances": instances,
     }

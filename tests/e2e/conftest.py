@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
-from rdsbackup_local.moto_patches import shared_snapshot_copies
+from rdsbackup_local.moto_patches import faithful_restores, shared_snapshot_copies
 from rdsbackup_local.synth import synthesize
 from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
 
@@ -98,7 +98,7 @@ def tls_postgres():
 
 @pytest.fixture
 def harness(e2e_cdk_out, monkeypatch) -> Harness:
-    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copies(), InProcessLambdas() as lambdas:
+    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copies(), faithful_restores(), InProcessLambdas() as lambdas:
         app = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
                      default_account=CONTROL_ACCOUNT, default_region=REGION)
         yield Harness(app=app, lambdas=lambdas)

@@ -80,3 +80,38 @@ def slow_snapshots(describes_before_available: int) -> Iterator[None]:
         yield
     finally:
         rds_models.RDSBackend.describe_db_snapshots = original
+
+
+@contextlib.contextmanager
+def slow_databases(describes_before_available: int) -> Iterator[None]:
+    """DB instances and clusters made (or renamed) inside the block report `creating` for the first N describe
+    calls of each, as AWS's take minutes; moto makes them available at once. Those that existed before are
+    left alone."""
+    instances, clusters = rds_models.RDSBackend.describe_db_instances, rds_models.RDSBackend.describe_db_clusters
+    existing = {(backend.account_id, backend.region_name, name)
+                for regions in rds_models.rds_backends.values() for backend in regions.values()
+                for name in (*backend.databases, *backend.clusters)}
+    seen: dict[tuple[str, str, str], int] = {}
+    lock = threading.Lock()
+
+    def slowed(original, identifier_of):
+        def wrapper(self, *args, **kwargs):
+            found = original(self, *args, **kwargs)
+            with lock:
+                for resource in found:
+                    key = (self.account_id, self.region_name, identifier_of(resource))
+                    if key in existing:
+                        continue
+                    count = seen.get(key, 0)
+                    seen[key] = count + 1
+                    resource.status = "creating" if count < describes_before_available else "available"
+            return found
+        return wrapper
+
+    rds_models.RDSBackend.describe_db_instances = slowed(instances, lambda r: r.db_instance_identifier)
+    rds_models.RDSBackend.describe_db_clusters = slowed(clusters, lambda r: r.db_cluster_identifier)
+    try:
+        yield
+    finally:
+        rds_models.RDSBackend.describe_db_instances = instances
+        rds_models.RDSBackend.describe_db_clusters = clusters

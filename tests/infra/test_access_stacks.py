@@ -11,9 +11,10 @@ def _role(template):
     return role["Properties"]
 
 
-def _statements(template):
-    for policy in resources_of(template, "AWS::IAM::Policy").values():
-        yield from policy["Properties"]["PolicyDocument"]["Statement"]
+def _statements(template, role_prefix: str = ""):
+    for logical, policy in resources_of(template, "AWS::IAM::Policy").items():
+        if logical.startswith(role_prefix):
+            yield from policy["Properties"]["PolicyDocument"]["Statement"]
 
 
 def test_stacks_exist_for_every_place(templates):
@@ -39,11 +40,37 @@ def test_roles_trust_only_the_control_account(templates):
 def test_access_role_deletes_and_shares_only_managed_snapshots(templates):
     destructive = {"rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot", "rds:ModifyDBSnapshotAttribute",
                    "rds:ModifyDBClusterSnapshotAttribute", "rds:AddTagsToResource"}
-    for statement in _statements(templates["RdsBackupAccess"]):
+    for statement in _statements(templates["RdsBackupAccess"], "AccessRole"):
         actions = set(statement["Action"]) if isinstance(statement["Action"], list) else {statement["Action"]}
         if actions & destructive:
             for resource in statement["Resource"]:
                 assert flatten(resource).split(":")[-1] == "rdsbackup-*", resource
+
+
+def _place(stack_name: str) -> tuple[str, str]:
+    parts = stack_name.split("-", 2)
+    return (parts[1], parts[2]) if len(parts) == 3 else (CONTROL_ACCOUNT, "us-east-1")
+
+
+def test_a_restore_role_in_every_place_deletes_only_what_a_restore_made(templates):
+    places: dict[tuple[str, str], int] = {}
+    for name, template in templates.items():
+        if name == "RdsBackupControl":
+            continue
+        roles = [r["Properties"] for logical, r in resources_of(template, "AWS::IAM::Role").items()
+                 if logical.startswith("RestoreRole")]
+        places[_place(name)] = places.get(_place(name), 0) + len(roles)
+        for role in roles:
+            assert role["RoleName"].startswith("rdsbackup-restore-"), name
+            trust = role["AssumeRolePolicyDocument"]["Statement"]
+            assert len(trust) == 1 and f"iam::{CONTROL_ACCOUNT}:root" in flatten(trust[0]["Principal"]["AWS"])
+            deletes = [s for s in _statements(template, "RestoreRole")
+                       if {"rds:DeleteDBInstance", "rds:DeleteDBCluster"} & set(s["Action"])]
+            assert deletes, name
+            for statement in deletes:
+                assert statement["Condition"] == {"StringLike": {"aws:ResourceTag/rdsbackup:restore": "restore-*"}}
+    # one role per account and region (a place with both a production and a replica stack has it once)
+    assert set(places.values()) == {1}, places
 
 
 def test_kms_use_is_limited_to_rds(templates):

@@ -1,0 +1,60 @@
+"""The role a restore uses in an account and region: restore snapshots, add cluster instances, rename a
+database aside (mode replace) and back, and delete only what a restore created."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.topology import RESTORE_ROLE_PREFIX
+
+# the plaintext tag every restored resource carries (lambdas/rdsbackup_lambdas/restore/databases.py)
+RESTORE_TAG = "rdsbackup:restore"
+
+
+class RestoreRole(Construct):
+    """`rdsbackup-restore-<region>`, trusted by the control account; one per account and region."""
+
+    def __init__(self, scope: Construct, id_: str, *, control_account: str):
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+        self.role = iam.Role(
+            self, "Role", role_name=f"{RESTORE_ROLE_PREFIX}-{stack.region}",
+            assumed_by=iam.AccountPrincipal(control_account),
+            description="rds-backup restore: restore snapshots into new or replacing DB instances and clusters")
+        here = f"arn:{stack.partition}:rds:{stack.region}:{stack.account}:"
+        nag_here = f"arn:<AWS::Partition>:rds:{stack.region}:{stack.account}:"
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBSnapshots",
+                     "rds:DescribeDBClusterSnapshots", "rds:ListTagsForResource",
+                     # a restore names the snapshot, subnet group, option and parameter groups it uses
+                     "rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBClusterFromSnapshot",
+                     "rds:CreateDBInstance",
+                     # mode replace renames the user's database aside and back
+                     "rds:ModifyDBInstance", "rds:ModifyDBCluster"],
+            resources=[here + "*"]))
+        # tags at creation (rdsbackup:restore, the source's own) and the sweeper's tag on leftovers
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:AddTagsToResource"], resources=[here + "db:*", here + "cluster:*"]))
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
+            resources=[here + "db:*", here + "cluster:*"],
+            conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"}}))
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+                     "kms:GenerateDataKeyWithoutPlaintext"],
+            resources=[f"arn:{stack.partition}:kms:{stack.region}:{stack.account}:key/*"],
+            conditions={"StringEquals": {"kms:ViaService": f"rds.{stack.region}.amazonaws.com"}}))
+        for resource, reason in (
+                (nag_here + "*", "A restore reaches the snapshot, subnet/option/parameter groups and databases "
+                                 "the input names, found at run time, in this account and region only."),
+                (nag_here + "db:*", "Tags restored DB instances; deletes only those tagged rdsbackup:restore "
+                                    "(condition)."),
+                (nag_here + "cluster:*", "Tags restored DB clusters; deletes only those tagged rdsbackup:restore "
+                                         "(condition)."),
+                (f"arn:<AWS::Partition>:kms:{stack.region}:{stack.account}:key/*",
+                 "Snapshots may be encrypted with any of the user's keys: key use is limited to RDS "
+                 "(kms:ViaService) in this account.")):
+            acknowledge(self.role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)

@@ -1,0 +1,1 @@
+"""Restore of snapshots into new (or replacing) DB instances and Aurora clusters with all their instances."""
