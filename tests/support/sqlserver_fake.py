@@ -42,6 +42,7 @@ class Task:
     kms_key_arn: str | None
     statuses: list[str]
     polls: int = 0
+    kind: str = "BACKUP_DB"
 
 
 @dataclass
@@ -58,6 +59,8 @@ class FakeRdsSqlServer:
     offline: tuple[str, ...] = ()
     endpoint: str | None = None
     calls: list[tuple[str, tuple]] = field(default_factory=list)
+    # what rds_restore_database made: name -> the .bak bytes it read from S3
+    restored: dict[str, bytes] = field(default_factory=dict)
     tasks: dict[int, Task] = field(default_factory=dict)
     connections: int = 0
     closed: int = 0
@@ -77,7 +80,7 @@ class FakeRdsSqlServer:
         if "serverproperty('productversion')" in text:
             return [{"version": "15.00.4415.2", "edition": "Standard Edition (64-bit)"}]
         if "from sys.databases" in text:
-            names = SYSTEM + sorted(self.databases)
+            names = SYSTEM + sorted(set(self.databases) | set(self.restored))
             return [{"name": n, "state_desc": "OFFLINE" if n in self.offline else "ONLINE"} for n in names]
         if text.startswith("exec msdb.dbo.rds_backup_database"):
             if not self.native_backup:
@@ -93,14 +96,38 @@ class FakeRdsSqlServer:
                 self.tasks[task_id] = Task(task_id, db, arn, kms, list(self.statuses))
             return [{"task_id": task_id, "task_type": "BACKUP_DB", "lifecycle": "CREATED", "% complete": 0,
                      "database_name": db, "S3_object_arn": arn}]
+        if text.startswith("exec msdb.dbo.rds_restore_database"):
+            assert "@type='full'" in text, sql
+            db, arn = params[0], params[1]
+            if db in self.databases or db in self.restored:
+                raise RuntimeError(f"Database '{db}' already exists. Choose a different database name.")
+            assert re.fullmatch(r"arn:aws:s3:::[^/]+/.+\.bak", arn), arn
+            with self._lock:
+                task_id = len(self.tasks) + 1
+                self.tasks[task_id] = Task(task_id, db, arn, params[2] if "@kms_master_key_arn" in text else None,
+                                           list(self.statuses), kind="RESTORE_DB")
+            return [{"task_id": task_id, "task_type": "RESTORE_DB", "lifecycle": "CREATED", "% complete": 0,
+                     "database_name": db, "S3_object_arn": arn}]
+        if text.startswith("exec msdb.dbo.rds_drop_database"):
+            if self.databases.pop(params[0], None) is None and self.restored.pop(params[0], None) is None:
+                raise RuntimeError(f"Database '{params[0]}' does not exist.")
+            return []
+        if renamed := re.fullmatch(r"ALTER DATABASE \[(.+)\] MODIFY NAME = \[(.+)\]", " ".join(sql.split()),
+                                   re.IGNORECASE):
+            old, new = (name.replace("]]", "]") for name in renamed.groups())
+            self.restored[new] = self.restored.pop(old)
+            return []
         if text.startswith("exec msdb.dbo.rds_task_status"):
             task = self.tasks[int(params[0])]
             lifecycle = task.statuses[min(task.polls, len(task.statuses) - 1)]
             task.polls += 1
-            if lifecycle == "SUCCESS" and task.polls == task.statuses.index("SUCCESS") + 1 and self.upload:
-                bucket, key = task.s3_arn.removeprefix("arn:aws:s3:::").split("/", 1)
+            first_success = lifecycle == "SUCCESS" and task.polls == task.statuses.index("SUCCESS") + 1
+            bucket, key = task.s3_arn.removeprefix("arn:aws:s3:::").split("/", 1)
+            if first_success and task.kind == "RESTORE_DB":
+                self.restored[task.database] = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            elif first_success and self.upload:
                 self._s3().put_object(Bucket=bucket, Key=key, Body=self.databases[task.database])
-            return [{"task_id": task.task_id, "task_type": "BACKUP_DB", "database_name": task.database,
+            return [{"task_id": task.task_id, "task_type": task.kind, "database_name": task.database,
                      "% complete": 100 if lifecycle == "SUCCESS" else 40, "duration(mins)": 1,
                      "lifecycle": lifecycle,
                      "task_info": self.task_info if lifecycle == "ERROR" else "Task execution has started.",

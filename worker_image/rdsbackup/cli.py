@@ -253,11 +253,10 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
 
 def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
     from .progress import reporter_for
-    from .sqlserver import PollPolicy, SqlServerInfo, backup_sqlserver
+    from .sqlserver import PollPolicy, backup_sqlserver
     from .sqlserver.connection import factory_from_env
 
-    host, port, user, password = db_credentials(args, 1433)
-    info = SqlServerInfo(host=host, port=port, user=user, password=password, ca_bundle=args.ca_bundle)
+    info = _sqlserver_info(args)
     repo = open_repository(args.repo, args)
     prefix = args.temp_prefix if args.temp_prefix is not None else f"rdsbackup/{os.urandom(6).hex()}/"
     reporter = reporter_for("backup", enabled=sys.stdout.isatty() and not args.json)
@@ -269,6 +268,41 @@ def cmd_backup_sqlserver(args: argparse.Namespace) -> int:
     finally:
         reporter.close()
     return _report_backup(args, result, f"{len(result['databases'])} databases")
+
+
+def _sqlserver_info(args: argparse.Namespace):
+    from .sqlserver import SqlServerInfo
+
+    host, port, user, password = db_credentials(args, 1433)
+    return SqlServerInfo(host=host, port=port, user=user, password=password, ca_bundle=args.ca_bundle)
+
+
+def cmd_restore_sqlserver(args: argparse.Namespace) -> int:
+    from .progress import reporter_for
+    from .sqlserver import PollPolicy, restore_sqlserver
+    from .sqlserver.connection import factory_from_env
+
+    info = _sqlserver_info(args)
+    repo = ready_to_restore(args, open_repository(args.repo, args), args.restore_point)
+    prefix = args.temp_prefix if args.temp_prefix is not None else f"rdsbackup/{os.urandom(6).hex()}/"
+    reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
+    try:
+        with repo.shared_lock("restore", f"restore of {args.restore_point}"):
+            result = restore_sqlserver(repo, args.restore_point, info, temp_bucket=args.temp_bucket,
+                                       temp_prefix=prefix, database=args.database,
+                                       target_database=args.target_database, replace=args.replace,
+                                       kms_key_arn=args.kms_master_key_arn, connect=factory_from_env(),
+                                       poll=PollPolicy.from_env(args.task_timeout), reporter=reporter)
+    finally:
+        reporter.close()
+    _warn(result.get("warnings", []))
+    if args.json:
+        _print_json(result)
+    else:
+        for db in result["databases"]:
+            print(f"restored database {db['name']} as {db['target']}"
+                  + (" (replacing the existing one)" if db["replaced"] else ""))
+    return 0
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -307,6 +341,24 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
             print(f"restored database {db['name']} as {db['target']}: {db['tables']} tables, {db['rows']} rows, "
                   f"{db['large_objects']} large objects")
     return 0
+
+
+def _add_sqlserver_connection(parser: argparse.ArgumentParser, bucket_use: str) -> None:
+    """The SQL Server endpoint, its credentials and the temporary bucket RDS `bucket_use` (backup and restore)."""
+    parser.add_argument("--host", help="database endpoint (or from --secret-arn)")
+    parser.add_argument("--port", type=int, help="database port (default 1433, or from --secret-arn)")
+    parser.add_argument("--user", help="database user (or from --secret-arn)")
+    creds = parser.add_mutually_exclusive_group(required=True)
+    creds.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    creds.add_argument("--secret-arn", metavar="ARN", help="Secrets Manager secret with the credentials")
+    parser.add_argument("--ca-bundle", metavar="PEM", help="verify the server's TLS certificate against these CAs "
+                        "(default: $RDSBACKUP_CA_BUNDLE; an empty value turns TLS off)")
+    parser.add_argument("--temp-bucket", required=True, metavar="BUCKET",
+                        help=f"S3 bucket (in the DB's region) that RDS {bucket_use}")
+    parser.add_argument("--temp-prefix", metavar="PREFIX", help="key prefix in it (default: rdsbackup/<random>/)")
+    parser.add_argument("--task-timeout", type=_positive_int, metavar="SECONDS",
+                        help="give up on a native task after this long (default 12 h)")
+    parser.add_argument("--kms-master-key-arn", metavar="ARN", help="KMS key of the .bak files")
 
 
 def _usage_error(message: str) -> int:
@@ -469,20 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     bpg.set_defaults(func=cmd_backup_postgres)
     bss = backup_sub.add_parser("sqlserver", help="SQL Server (RDS native backup through a temporary bucket)")
     bss.add_argument("--repo", required=True, metavar="URL")
-    bss.add_argument("--host", help="database endpoint (or from --secret-arn)")
-    bss.add_argument("--port", type=int, help="database port (default 1433, or from --secret-arn)")
-    bss.add_argument("--user", help="database user (or from --secret-arn)")
-    bss_creds = bss.add_mutually_exclusive_group(required=True)
-    bss_creds.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
-    bss_creds.add_argument("--secret-arn", metavar="ARN", help="Secrets Manager secret with the credentials")
-    bss.add_argument("--ca-bundle", metavar="PEM", help="verify the server's TLS certificate against these CAs "
-                     "(default: $RDSBACKUP_CA_BUNDLE; an empty value turns TLS off)")
-    bss.add_argument("--temp-bucket", required=True, metavar="BUCKET",
-                     help="S3 bucket (in the DB's region) that RDS writes the .bak files into")
-    bss.add_argument("--temp-prefix", metavar="PREFIX", help="key prefix in it (default: rdsbackup/<random>/)")
-    bss.add_argument("--task-timeout", type=_positive_int, metavar="SECONDS",
-                     help="give up on a native backup task after this long (default 12 h)")
-    bss.add_argument("--kms-master-key-arn", metavar="ARN", help="KMS key RDS encrypts the .bak files with")
+    _add_sqlserver_connection(bss, "writes the .bak files into")
     bss.add_argument("--database", action="extend", nargs="+", metavar="NAME",
                      help="only these databases (default: every online user database)")
     bss.add_argument("--source-id", metavar="ID", help="name of the source in the repository (default: host)")
@@ -515,6 +554,18 @@ def build_parser() -> argparse.ArgumentParser:
     rpg.add_argument("--json", action="store_true")
     add_lock_wait(rpg)
     rpg.set_defaults(func=cmd_restore_postgres)
+    rss = restore_sub.add_parser("sqlserver", help="restore a SQL Server restore point (RDS native restore "
+                                 "through a temporary bucket)")
+    rss.add_argument("--repo", required=True, metavar="URL")
+    rss.add_argument("--restore-point", required=True, metavar="ID")
+    _add_sqlserver_connection(rss, "reads the .bak files from")
+    rss.add_argument("--database", metavar="NAME", help="only this database of the restore point")
+    rss.add_argument("--target-database", metavar="NAME", help="restore it under this name")
+    rss.add_argument("--replace", action="store_true", help="overwrite a database that exists (the old one is "
+                     "dropped only once the new one is restored)")
+    rss.add_argument("--json", action="store_true")
+    add_lock_wait(rss)
+    rss.set_defaults(func=cmd_restore_sqlserver)
 
     validate = sub.add_parser("validate", help="check a restored server (restore tests)")
     validate_sub = validate.add_subparsers(dest="engine", required=True, metavar="ENGINE")

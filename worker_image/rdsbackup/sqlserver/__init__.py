@@ -1,5 +1,5 @@
 """SQL Server backup through RDS native backup (`msdb.dbo.rds_backup_database`) into a temporary S3
-bucket, each `.bak` then streamed into the repository."""
+bucket, each `.bak` then streamed into the repository; and the restore back (`rds_restore_database`)."""
 
 from .backup import PollPolicy, backup_sqlserver, object_name
 from .connection import SqlServerInfo, connect
@@ -9,11 +9,13 @@ from .errors import (
     NativeBackupTimeout,
     NativeBackupUnavailable,
     SqlServerAuthenticationFailed,
+    SqlServerDatabaseExists,
     SqlServerDatabaseNotFound,
     SqlServerError,
     SqlServerTlsFailed,
     SqlServerUnreachable,
 )
+from .restore import restore_sqlserver
 
 __all__ = [
     "BackupFileMissing",
@@ -22,6 +24,7 @@ __all__ = [
     "NativeBackupUnavailable",
     "PollPolicy",
     "SqlServerAuthenticationFailed",
+    "SqlServerDatabaseExists",
     "SqlServerDatabaseNotFound",
     "SqlServerError",
     "SqlServerInfo",
@@ -30,4 +33,5 @@ __all__ = [
     "backup_sqlserver",
     "connect",
     "object_name",
+    "restore_sqlserver",
 ]

@@ -125,8 +125,9 @@ class NativeBackup:
                 f"bucket) and apply it to the instance")
         return NativeBackupFailed(f"rds_backup_database for database {db!r} at {self.info.endpoint} failed: {text}")
 
-    def wait(self, db: str, task_id: int) -> dict:
-        """Poll until the task ends; its status row on SUCCESS, a clear error otherwise."""
+    def wait(self, db: str, task_id: int, action: str = "native backup") -> dict:
+        """Poll until the task ends; its status row on SUCCESS, a clear error otherwise. `action` names the
+        task in messages (the same procedure polls restores)."""
         deadline = time.monotonic() + self.poll.timeout
         interval = self.poll.first
         while True:
@@ -137,15 +138,15 @@ class NativeBackup:
             if lifecycle in ("ERROR", "CANCELLED", "CANCEL_REQUESTED"):
                 info = one_line(row.get("task_info") or "no task_info")
                 raise NativeBackupFailed(
-                    f"native backup of database {db!r} (task {task_id}) ended {lifecycle}: {info}")
+                    f"{action} of database {db!r} (task {task_id}) ended {lifecycle}: {info}")
             if row:
                 pct = row.get("% complete")
-                self.reporter.status(f"{db}: native backup {lifecycle.lower() or 'queued'}"
+                self.reporter.status(f"{db}: {action} {lifecycle.lower() or 'queued'}"
                                      + (f" {pct}%" if pct is not None else ""))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NativeBackupTimeout(
-                    f"native backup of database {db!r} (task {task_id}) did not finish in "
+                    f"{action} of database {db!r} (task {task_id}) did not finish in "
                     f"{self.poll.timeout:.0f} s (last state {lifecycle or 'unknown'})")
             self.sleep(min(interval, remaining))
             interval = min(interval * self.poll.factor, self.poll.longest)

@@ -37,3 +37,7 @@ class BackupFileMissing(SqlServerError):
 
 class SqlServerDatabaseNotFound(SqlServerError):
     """A database named by the user does not exist on the server."""
+
+
+class SqlServerDatabaseExists(SqlServerError):
+    """A restore would overwrite an existing database and `replace` was not given."""
