@@ -27,11 +27,18 @@ from botocore.exceptions import ClientError
 
 from rdsbackup_lambdas import aws_errors, aws_sessions, backup_freshness, selection
 from rdsbackup_lambdas.clock import now_iso
-from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, SecurityGroupError, UnknownPolicy
+from rdsbackup_lambdas.errors import (
+    CleanupIncomplete,
+    NoResourcesSelected,
+    ResourceNotInPolicy,
+    SecurityGroupError,
+    UnknownPolicy,
+)
 from rdsbackup_lambdas.image import database, names, security_groups
 from rdsbackup_lambdas.image.worker import group_names
-from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, Resource
+from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, PollState, Resource, WaitSettings
 from rdsbackup_lambdas.observability import logger
+from rdsbackup_lambdas.polling import next_poll
 
 THROWAWAY_PREFIX = "rdsbackup-test-"
 RESTORE_TEST_TAG = names.RESTORE_TEST_TAG
@@ -235,6 +242,9 @@ def delete_throwaway(test: dict[str, Any]) -> dict[str, Any]:
         raise
     if not tags:
         tags = rds.list_tags_for_resource(ResourceName=arn).get("TagList") or []
+    if previous_deleting(test):  # asked already: only wait for it to go
+        report["done"] = _deleted(rds, res)
+        return _next_poll(test, report, rds, arn)
     if not _is_ours(tags, test):
         report["warnings"].append(f"{res['id']} does not carry this restore test's tags; it was left alone")
         report["done"] = True
@@ -254,8 +264,32 @@ def delete_throwaway(test: dict[str, Any]) -> dict[str, Any]:
                 continue  # gone, or already being deleted
             report["warnings"].append(f"delete {ident}: {aws_errors.error_code(exc)}: {aws_errors.error_message(exc)}")
             _tag_for_sweeper(rds, arn if ident == res["id"] else None, ident, res, report)
-    report["done"] = not report["left_for_sweeper"] and _deleted(rds, res)
-    return report
+    report["done"] = bool(report["left_for_sweeper"]) or _deleted(rds, res)
+    return _next_poll(test, report, rds, arn)
+
+
+def _next_poll(test: dict[str, Any], report: dict[str, Any], rds: Any, arn: str) -> dict[str, Any]:
+    """The wait before the next check while the deletion runs; past the wait's timeout the throwaway is
+    left to the sweeper (tagged) and the loop ends."""
+    previous = test.get("throwaway_cleanup")
+    state = PollState.model_validate(previous) if previous else None
+    wait = WaitSettings.model_validate(test.get("wait") or {})
+    try:
+        poll = next_poll(state, wait, ready=report["done"], timeout_error=CleanupIncomplete,
+                         what=f"the deletion of {test['resource']['id']}")
+    except CleanupIncomplete as exc:
+        report["warnings"].append(str(exc))
+        _tag_for_sweeper(rds, arn, test["resource"]["id"], test["resource"], report)
+        report["done"] = True
+        poll = {"attempt": (state.attempt if state else 0) + 1, "wait_seconds": 0,
+                "waited_seconds": state.waited_seconds + state.wait_seconds if state else 0}
+    # the deletions already asked for carry over to the next check
+    report["deleted"] = list(dict.fromkeys([*((previous or {}).get("deleted") or []), *report["deleted"]]))
+    return {**report, **poll}
+
+
+def previous_deleting(test: dict[str, Any]) -> bool:
+    return bool((test.get("throwaway_cleanup") or {}).get("deleted"))
 
 
 def _tag_for_sweeper(rds: Any, arn: str | None, ident: str, res: dict[str, Any], report: dict[str, Any]) -> None:
