@@ -207,7 +207,8 @@ def locate(test: dict[str, Any]) -> dict[str, Any]:
         raise SecurityGroupError(
             f"throwaway {res.id} has security groups {sorted(groups)}; a restore test needs only its own "
             f"{image.db_security_group}")
-    return {**image.model_dump(), "endpoint": db.endpoint, "port": db.port}
+    # located_at: when the throwaway was found available (the restore's end, for the time to restore)
+    return {**image.model_dump(), "endpoint": db.endpoint, "port": db.port, "located_at": round(time.time(), 3)}
 
 
 def _gone(exc: ClientError) -> bool:
