@@ -44,12 +44,13 @@ class LocalWorkers:
 
     `behaviour(job) -> str` picks how a task behaves: "run" (default), "fail_to_start" (never starts,
     like an image that cannot be pulled), "hang" (runs until stopped, for timeouts) or "crash" (killed
-    once its job has started, like an out-of-memory kill mid-backup).
+    once its job has started, like an out-of-memory kill mid-backup); a list is the command to run instead of
+    `rdsbackup` (a test's wrapper around the worker).
     """
 
     env: dict[str, str]
     host_for: Callable[[str], str] = lambda endpoint: endpoint
-    behaviour: Callable[[dict], str] = lambda job: "run"
+    behaviour: Callable[[dict], str | list[str]] = lambda job: "run"
     runs: dict[str, WorkerRun] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,7 +106,10 @@ class LocalWorkers:
         log_path = self._logs / f"{task.id}.log"
         process = None
         if behaviour != "fail_to_start":
-            argv = ["sleep", "3600"] if behaviour == "hang" else [WORKER_COMMAND, *command]
+            if isinstance(behaviour, list):  # a test's own worker program (it stands in for a fault)
+                argv = [*behaviour, *command]
+            else:
+                argv = ["sleep", "3600"] if behaviour == "hang" else [WORKER_COMMAND, *command]
             with log_path.open("wb") as log:
                 process = subprocess.Popen(argv, env={**os.environ, **self.env, **environment}, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)

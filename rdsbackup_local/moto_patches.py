@@ -18,6 +18,13 @@ AWS applies them. And moto names the automated snapshot of every new instance or
 instance renamed aside a minute earlier, mode replace); AWS keeps the old one's automated backups apart.
 The patch applies explicit false values and skips an automated snapshot whose name is taken.
 
+``child executions`` (part of :func:`install`): moto 5.2.5 runs a ``states:startExecution`` task (plain,
+``.sync``, ``.sync:2``) by handing the state language's PascalCase parameters (``StateMachineArn``,
+``Input``, ``Name``) to a boto3 client that takes camelCase, and fails with ``KeyError: 'StateMachineArn'``;
+it then reads the answer as PascalCase (``ExecutionArn``) where boto3 returns camelCase. AWS runs the
+child. The patch converts the parameter and answer casing; the restore-test workflow starts the
+restore state machine this way.
+
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
 """
@@ -32,6 +39,7 @@ from typing import Any
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.rds import models as rds_models
 from moto.s3 import models as s3_models
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_sfn
 
 _original_get_snapshot = rds_models.RDSBackend.get_snapshot
 _installed = False
@@ -72,11 +80,38 @@ def _skip_taken_name(original: Any) -> Any:
     return create
 
 
+_SfnTask = state_task_service_sfn.StateTaskServiceSfn
+_original_sfn_task = _SfnTask._eval_service_task
+_original_sync2_output = _SfnTask._sync2_api_output_of
+
+
+def _recase(mapping: dict[str, Any], upper: bool) -> dict[str, Any]:
+    return {(key[:1].upper() if upper else key[:1].lower()) + key[1:]: value for key, value in mapping.items()}
+
+
+def _sfn_task(self: Any, env: Any, resource_runtime_part: Any, normalised_parameters: dict,
+              state_credentials: Any) -> None:
+    if self._get_boto_service_action() != "start_execution":
+        return _original_sfn_task(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+    _original_sfn_task(self, env, resource_runtime_part, _recase(normalised_parameters, upper=False),
+                       state_credentials)
+    env.stack.append(_recase(env.stack.pop(), upper=True))
+    return None
+
+
+def _sync2_output(typ: type, value: dict) -> None:
+    _original_sync2_output(typ, value)
+    value.update(_recase({key: value.pop(key) for key in list(value)}, upper=True))
+
+
 def install() -> None:
-    """Teach moto to resolve shared snapshot ARNs of other accounts, and to restore as AWS does (idempotent)."""
+    """Teach moto to resolve shared snapshot ARNs of other accounts, to restore as AWS does, and to start
+    child executions (idempotent)."""
     global _installed
     rds_models.RDSBackend.get_snapshot = _get_snapshot  # type: ignore[method-assign]
     _install_restores()
+    _SfnTask._eval_service_task = _sfn_task  # type: ignore[method-assign]
+    _SfnTask._sync2_api_output_of = staticmethod(_sync2_output)  # type: ignore[method-assign]
     _installed = True
 
 
@@ -85,6 +120,8 @@ def uninstall() -> None:
     global _installed
     rds_models.RDSBackend.get_snapshot = _original_get_snapshot  # type: ignore[method-assign]
     _uninstall_restores()
+    _SfnTask._eval_service_task = _original_sfn_task  # type: ignore[method-assign]
+    _SfnTask._sync2_api_output_of = staticmethod(_original_sync2_output)  # type: ignore[method-assign]
     _installed = False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -23,6 +23,7 @@ from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories
+from infra.constructs.restore_test_workflow import RestoreTestSteps, RestoreTestWorkflow
 from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
@@ -84,12 +85,15 @@ class ControlStack(Stack):
             self, "RestoreStateMachine", definition=restore.definition, log_group_id="RestoreStateMachineLogs",
             key=self.key, timeout=Duration.hours(24),
             comment="rds-backup: restore a snapshot into a new (or replacing) DB instance or Aurora cluster")
+        self.restore_test_state_machine = self._restore_tests(config, topology)
         self._schedules(config)
         self._nag_suppressions()
         # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "BackupStateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "RestoreStateMachineArn", value=self.restore_state_machine.state_machine_arn)
+        if self.restore_test_state_machine is not None:
+            CfnOutput(self, "RestoreTestStateMachineArn", value=self.restore_test_state_machine.state_machine_arn)
         CfnOutput(self, "SessionTableName", value=self.table.table_name)
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
@@ -229,6 +233,51 @@ class ControlStack(Stack):
         rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2))
         return sweeper
 
+    def _restore_tests(self, config: BackupConfig, topology: Topology) -> sfn.StateMachine | None:
+        """The restore-test state machine (when a policy has restore_test): new steps, the worker's and the
+        lease steps of the backup, and the restore state machine run as a child."""
+        if not any(policy.restore_test for policy in config.policies):
+            self.restore_test_steps = None
+            return None
+        table_env = {"TABLE_NAME": self.table.table_name}
+        restore_roles = {f"{place.account}/{place.region}": restore_role_arn(place)
+                         for place in topology.restore_places}
+
+        def step(id_: str, handler: str, **kwargs) -> LambdaStep:
+            return LambdaStep(self, id_, handler=handler, code=self._code, **kwargs)
+
+        steps = self.restore_test_steps = RestoreTestSteps(
+            plan_restore_test=step("PlanRestoreTest", "plan_restore_test", timeout=Duration.minutes(5),
+                                   environment={**self._policies_env, **table_env}),
+            prepare_restore_test=step("PrepareRestoreTest", "prepare_restore_test", timeout=Duration.minutes(2)),
+            locate_throwaway=step("LocateThrowaway", "locate_throwaway"),
+            delete_throwaway=step("DeleteThrowaway", "delete_throwaway", environment={
+                "RESTORE_ROLES": json.dumps(restore_roles, separators=(",", ":"))}),
+            restore_test_report=step("RestoreTestReport", "restore_test_report", environment={
+                **table_env, "TOPIC_ARN": self.topic.topic_arn}),
+            start_worker=self.steps.start_worker, check_worker=self.steps.check_worker,
+            cleanup_worker=self.steps.cleanup_worker, acquire_lease=self.steps.acquire_lease,
+            release_lease=self.steps.release_lease,
+        )
+        access_roles = [access_role_arn(place) for place in topology.access_places]
+        for reaching in (steps.plan_restore_test, steps.prepare_restore_test, steps.locate_throwaway):
+            self._allow_assume(reaching, access_roles)
+        self._allow_assume(steps.delete_throwaway, list(restore_roles.values()))
+        self.policies_parameter.grant_read(steps.plan_restore_test.role)
+        self.table.grant(steps.plan_restore_test.role, "dynamodb:BatchGetItem")
+        self.table.grant(steps.restore_test_report.role, "dynamodb:PutItem")
+        for step_ in (steps.plan_restore_test, steps.restore_test_report):
+            self.key.grant(step_.role, *_TABLE_KEY_ACTIONS)
+        steps.restore_test_report.role.add_to_policy(iam.PolicyStatement(
+            actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        workflow = RestoreTestWorkflow(self, "RestoreTest", steps=steps, restore_machine=self.restore_state_machine,
+                                       timing=config.timing)
+        machine, self.restore_test_state_machine_logs = logged_state_machine(
+            self, "RestoreTestStateMachine", definition=workflow.definition,
+            log_group_id="RestoreTestStateMachineLogs", key=self.key, timeout=Duration.hours(24),
+            comment="rds-backup: restore a policy's newest backups into throwaway instances and validate them")
+        return machine
+
     def _monitoring(self, config: BackupConfig, topology: Topology) -> Monitoring:
         """The hourly RPO check, an alarm per policy on its metric, and the dashboard."""
         check = LambdaStep(self, "CheckRpo", handler="check_rpo", code=self._code, timeout=Duration.minutes(10),
@@ -273,10 +322,39 @@ class ControlStack(Stack):
                         maximum_event_age_in_seconds=3600, maximum_retry_attempts=3),
                 ),
             )
+            test = policy.restore_test
+            if test is not None and self.restore_test_state_machine is not None:
+                self.restore_test_state_machine.grant_start_execution(role)
+                self.schedules[f"{policy.name}:restore-test"] = scheduler.CfnSchedule(
+                    self, f"RestoreTestSchedule-{policy.name}",
+                    name=f"rdsbackup-test-{policy.name}",
+                    description=f"rds-backup restore test of policy {policy.name}",
+                    schedule_expression=test.schedule.expression,
+                    schedule_expression_timezone=test.schedule.timezone,
+                    flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                    state="ENABLED" if test.schedule.enabled else "DISABLED",
+                    target=scheduler.CfnSchedule.TargetProperty(
+                        arn=self.restore_test_state_machine.state_machine_arn, role_arn=role.role_arn,
+                        input=json.dumps({"policy": policy.name}),
+                        retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                            maximum_event_age_in_seconds=3600, maximum_retry_attempts=3)),
+                )
 
     def _nag_suppressions(self) -> None:
         self._acknowledge_state_machine(self.state_machine, self.steps.__dict__.values())
         self._acknowledge_state_machine(self.restore_state_machine, self.restore_steps.__dict__.values())
+        if self.restore_test_state_machine is not None:
+            self._acknowledge_state_machine(self.restore_test_state_machine,
+                                            self.restore_test_steps.__dict__.values())
+            # starting the restore as a child (.sync:2) reads its events through the managed rule CDK makes
+            region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region
+            account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
+            restore_id = self.get_logical_id(self.restore_state_machine.node.default_child)
+            acknowledge(self.restore_test_state_machine,
+                        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:"
+                        f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{restore_id}"}}]}}]}}*]',
+                        "Describing and stopping the child restore executions it starts; they are named only at "
+                        "run time.")
 
     def _acknowledge_state_machine(self, machine: sfn.StateMachine, steps) -> None:
         """The wildcards CDK adds to a state machine's role: logging/tracing, and each function's versions."""

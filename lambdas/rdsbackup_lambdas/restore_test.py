@@ -221,12 +221,14 @@ def _is_ours(tags: list[dict[str, str]], test: dict[str, Any]) -> bool:
     return values.get(RESTORE_TEST_TAG) == test["source"]["arn"] and values.get(names.SESSION_TAG) == test["session_id"]
 
 
-def delete_throwaway(test: dict[str, Any]) -> dict[str, Any]:
+def delete_throwaway(test: dict[str, Any], restore_roles: dict[str, str] | None = None) -> dict[str, Any]:
     """Delete the throwaway (its instances first for a cluster; no final snapshot). Only a database that
     carries this run's restore-test tags is deleted. Returns ``{"done", "deleted", "left_for_sweeper",
     "warnings"}``; ``done`` once nothing of it is left."""
     res = test["resource"]
-    rds = _client(test, "rds")
+    # the restore role may delete what a restore made (the throwaway carries its rdsbackup:restore tag)
+    role = (restore_roles or {}).get(f"{res['account']}/{res['region']}") or test.get("access_role_arn")
+    rds = aws_sessions.client("rds", res["region"], role, test["session_id"])
     report: dict[str, Any] = {"done": False, "deleted": [], "left_for_sweeper": [], "warnings": []}
     try:
         if res["kind"] == "cluster":

@@ -55,6 +55,7 @@ E2E_CONFIG = {
             "concurrency": 2,
             "image_backup": {"repository": "main", "retention": {"keep_last": 3},
                              "worker": {"timeout_minutes": 1}},
+            "restore_test": {},
         },
         {
             "name": "hasty",

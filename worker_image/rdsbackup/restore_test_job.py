@@ -74,7 +74,9 @@ def _run(doc: dict, warnings: list[str], log) -> dict:
     recorded = restore_point_metadata(repo.load_manifest(rp_id)) if rp_id else None
     test: dict = {"passed": False, "failures": [], "snapshot": None, "restore_point": None, "restore_seconds": None}
     if doc.get("check_snapshot", True):
-        snapshot = check_server(info, recorded=recorded)
+        # the databases the restore point recorded must be there; without one, every database is checked
+        snapshot = check_server(info, recorded=recorded,
+                                databases=[e["name"] for e in (recorded or {}).get("databases") or []] or None)
         test["snapshot"] = snapshot
         test["failures"] += [f"snapshot: {problem}" for problem in snapshot["problems"]]
         log("snapshot checked", status=snapshot["status"], problems=snapshot["problems"])

@@ -159,7 +159,12 @@ def check_server(info: ConnectionInfo, *, databases: list[str] | None = None, am
     for name in sorted(present & set(expected) if databases else present):
         if name in ("rdsadmin",):  # RDS's own database: not the user's, and not connectable
             continue
-        with info.connect(name) as conn:
+        try:
+            conn = info.connect(name)
+        except PostgresError as exc:
+            problems.append(f"database {name!r}: cannot connect: {exc}")
+            continue
+        with conn:
             result: dict = {"database": name}
             if amcheck:
                 result["amcheck"] = _amcheck(conn)

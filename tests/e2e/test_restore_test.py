@@ -1,0 +1,108 @@
+"""Restore tests end to end: the synthesized restore-test state machine in moto runs the synthesized restore
+state machine as a child, the real worker validates against the local PostgreSQL standing in for the
+throwaway's endpoint, and everything the test made is gone afterwards (or tagged for the sweeper)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import boto3
+import pytest
+
+from tests.e2e.configs import REGION
+from tests.e2e.conftest import report_of
+from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.support.postgres_server import create_sample_database, ensure_role
+
+SCRATCH = "rdsbackup_test_shop"
+
+
+@pytest.fixture
+def backed_up(server_harness, tls_postgres):
+    """shop-db (the local server's `shop`) backed up once by policy `images`: a snapshot and a restore point."""
+    ensure_role(tls_postgres, "app_reader")
+    for name in ("shop", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    db = create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "images"})
+    create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
+    backup = report_of(server_harness.run({"policy": "images"}, name="rt-backup", timeout=300))
+    assert backup["status"] == "Success", backup
+    yield db
+    for name in ("shop", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _run_test(harness, name: str) -> tuple[dict, dict]:
+    started = time.monotonic()
+    described = harness.run({"policy": "images"}, name=name, timeout=300, workflow="RestoreTest")
+    described["wall_seconds"] = round(time.monotonic() - started, 1)
+    return described, report_of(described)
+
+
+def _transitions(harness, execution_arn: str) -> int:
+    return sum(1 for e in harness.history(execution_arn) if e["type"].endswith("StateEntered"))
+
+
+def _throwaways() -> list[str]:
+    rds = boto3.client("rds", region_name=REGION)
+    return [db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]
+            if db["DBInstanceIdentifier"].startswith("rdsbackup-test-")]
+
+
+def _worker_logs(harness) -> str:
+    return "\n".join(run.log()[-1500:] for run in harness.workers.runs.values())
+
+
+def test_a_good_backup_passes_and_nothing_is_left(server_harness, backed_up):
+    described, report = _run_test(server_harness, "rt-good")
+    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    [source] = report["sources"]
+    assert source["status"] == "Passed" and source["failures"] == []
+    assert source["source"].endswith(":db:shop-db") and source["restore_point_id"]
+    assert source["tables_checked"] >= 10 and source["time_to_restore_seconds"] is not None
+    # the restore ran as a child of the restore state machine, into a small private throwaway
+    [child] = server_harness.sfn.list_executions(stateMachineArn=server_harness.app.workflow_arn("Restore"))[
+        "executions"]
+    target = json.loads(server_harness.sfn.describe_execution(executionArn=child["executionArn"])["input"])["target"]
+    assert target["identifier"] == source["throwaway"] and target["publicly_accessible"] is False
+    assert target["instance_class"] == "db.t4g.micro" and len(target["security_groups"]) == 1
+    assert child["status"] == "SUCCEEDED"
+    # everything the test made is gone: throwaway, groups, worker task
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    print(f"\nrestore test: {_transitions(server_harness, described['executionArn'])} transitions "
+          f"(+ {_transitions(server_harness, child['executionArn'])} in the restore), "
+          f"{described['wall_seconds']} s", file=sys.stderr)
+
+
+def test_data_that_differs_from_the_backup_fails_naming_the_table(server_harness, backed_up, tls_postgres):
+    server_harness.workers.behaviour = lambda job: (
+        [sys.executable, "-m", "tests.e2e.restore_test_worker", "alter", tls_postgres.conninfo()]
+        if job.get("kind") == "restore_test" else "run")
+    described, report = _run_test(server_harness, "rt-altered")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed"
+    assert any("table app.orders: same row count, different data" in f for f in source["failures"]), source
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+
+
+def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_reported(server_harness, backed_up):
+    def protect(job: dict) -> str | list[str]:
+        if job.get("kind") != "restore_test":
+            return "run"
+        return [sys.executable, "-m", "tests.e2e.restore_test_worker", "protect", job["resource_arn"]]
+
+    server_harness.workers.behaviour = protect
+    described, report = _run_test(server_harness, "rt-undeletable")
+    [source] = report["sources"]
+    [left] = _throwaways()
+    assert source["left_for_sweeper"] == [f"DB instance {left}"]
+    tags = boto3.client("rds", region_name=REGION).list_tags_for_resource(
+        ResourceName=f"arn:aws:rds:{REGION}:123456789012:db:{left}")["TagList"]
+    assert {"Key": "rdsbackup:sweep", "Value": "true"} in tags
+    # the worker's groups and task are still removed; the SNS message names what was left
+    assert temporary_leftovers()["tasks"] == []
+    # the data was good; the leftover is reported (and published), not hidden
+    assert source["status"] == "Passed" and described["status"] == "SUCCEEDED"
