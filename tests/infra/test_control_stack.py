@@ -100,7 +100,8 @@ def test_quota_throttling_and_unavailable_db_are_retried_with_jitter(item_states
 def test_one_schedule_per_policy_with_time_zone_and_policy_input(control_template):
     schedules = resources_of(control_template, "AWS::Scheduler::Schedule")
     by_name = {s["Properties"]["Name"]: s["Properties"] for s in schedules.values()}
-    assert set(by_name) == {f"rdsbackup-{p['name']}" for p in E2E_CONFIG["policies"]}
+    assert set(by_name) == {f"rdsbackup-{p['name']}" for p in E2E_CONFIG["policies"]} | {
+        f"rdsbackup-test-{p['name']}" for p in E2E_CONFIG["policies"] if "restore_test" in p}
     nightly = by_name["rdsbackup-nightly"]
     assert nightly["ScheduleExpressionTimezone"] == "Europe/Berlin"
     assert nightly["ScheduleExpression"] == "cron(0 3 * * ? *)"
