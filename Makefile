@@ -28,7 +28,7 @@ synth: bootstrap
 # time and postgresql with apt-get when missing, then runs the benchmark. Data: ../shared/bench/
 # {shop,shop_churn}.sql beside the checkout, or RDSBACKUP_BENCH_SHOP_SQL / RDSBACKUP_BENCH_CHURN_SQL.
 # Results: bench/results/ (gitignored).
-.PHONY: bench bench-archive
+.PHONY: bench bench-archive bench-many-tables
 BENCH_PYTHON ?= python
 bench:
 	PYTHON=$(BENCH_PYTHON) bash bench/install-deps.sh
@@ -37,3 +37,7 @@ bench:
 # Only issue 13's archive figures (archive of the day-2 restore point, restore from the archive): ours alone.
 bench-archive:
 	RDSBACKUP_BENCH_PARTS=archive $(BENCH_PYTHON) bench/run.py
+
+# Only issue 9's figures: 10,000 small tables, backup next to pg_dump -Fc, restore next to pg_restore -j2.
+bench-many-tables:
+	RDSBACKUP_BENCH_PARTS=many-tables $(BENCH_PYTHON) bench/run.py

@@ -19,7 +19,9 @@ pg_dump, zstd, restic and borg on the same database.
    RDSBACKUP_BENCH_RESTORE_REPEAT times; then restores from the archive (next to restores from the
    backup repository). RDSBACKUP_BENCH_PARTS=archive runs only this part (after a load, a full and
    two days of churn with incrementals, ours alone).
-7. Prints the markdown table; writes bench/results/<time>.{json,md} (and latest.{json,md}).
+7. Many tables (issue 9, bench/many_tables.py): 10,000 small tables in 100 schemas, backup next to
+   `pg_dump -Fc`, restore next to `pg_restore -j2`; RDSBACKUP_BENCH_PARTS=many-tables runs only this.
+8. Prints the markdown table; writes bench/results/<time>.{json,md} (and latest.{json,md}).
 
 Environment: RDSBACKUP_BENCH_SHOP_SQL, RDSBACKUP_BENCH_CHURN_SQL (default ../shared/bench/*.sql beside
 the checkout), RDSBACKUP_BENCH_REPEAT, RDSBACKUP_BENCH_RESTORE_REPEAT, RDSBACKUP_BENCH_TMPDIR (where
@@ -47,6 +49,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import many_tables  # noqa: E402
 import procs  # noqa: E402
 from s3count import MotoS3, put_breakdown  # noqa: E402
 
@@ -434,7 +437,9 @@ def figures(r: dict) -> list[dict]:
 
     if "archive.ours" in t:
         archive_figures(r, t, b, add)
-    if "full.restic" not in t:  # RDSBACKUP_BENCH_PARTS=archive: the archive figures only
+    if "many.backup.ours" in t:
+        many_tables.figures(t, add)
+    if "full.restic" not in t:  # RDSBACKUP_BENCH_PARTS=archive or many-tables: those figures only
         return rows
     add("full backup wall time, ours / restic's", t["full.ours"] / t["full.restic"], 0.7,
         detail=f"{t['full.ours']:.1f} s / {t['full.restic']:.1f} s")
@@ -491,11 +496,15 @@ def markdown(r: dict, rows: list[dict]) -> str:
 
 
 def main() -> int:
-    shop_sql = data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql")
-    churn_sql = data_path("RDSBACKUP_BENCH_CHURN_SQL", "shop_churn.sql")
-    # RDSBACKUP_BENCH_PARTS=archive runs only issue 13's archive figures (ours alone, ~3 minutes).
-    archive_only = os.environ.get("RDSBACKUP_BENCH_PARTS", "all") == "archive"
-    needed = ("/usr/bin/time", "rdsbackup") if archive_only else (
+    # RDSBACKUP_BENCH_PARTS=archive runs only issue 13's archive figures (ours alone, ~3 minutes);
+    # =many-tables only issue 9's 10,000-table database (ours next to pg_dump/pg_restore).
+    parts = os.environ.get("RDSBACKUP_BENCH_PARTS", "all")
+    archive_only = parts == "archive"
+    many_tables_only = parts == "many-tables"
+    if not many_tables_only:
+        shop_sql = data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql")
+        churn_sql = data_path("RDSBACKUP_BENCH_CHURN_SQL", "shop_churn.sql")
+    needed = ("/usr/bin/time", "rdsbackup") if archive_only or many_tables_only else (
         "restic", "borg", "zstd", "/usr/bin/time", "rdsbackup", "moto_server")
     for tool in needed:
         if not shutil.which(tool):
@@ -512,13 +521,14 @@ def main() -> int:
     server = None
     try:
         log(f"work dir {work}; starting PostgreSQL")
-        server = PostgresServer.start()
+        # pg_dump of the many-tables database locks 10,000 tables in one transaction (many_tables.py).
+        server = PostgresServer.start(settings=many_tables.SERVER_SETTINGS)
         bench = Bench(server, work)
         r = bench.results
         r["started"] = datetime.now(UTC).isoformat(timespec="seconds")
         r["versions"] = {
             "postgres": bench.sql("SHOW server_version"),
-            **({} if archive_only else {
+            **({} if archive_only or many_tables_only else {
                 "restic": procs.run(["restic", "version"]).stdout.strip(),
                 "borg": procs.run(["borg", "--version"]).stdout.strip(),
                 "zstd": procs.run(["zstd", "--version"]).stdout.strip()}),
@@ -539,8 +549,13 @@ def main() -> int:
             "times are wall clock on a shared machine: `load_after` in the JSON has the 1-minute load average "
             "after every run.",
         ]
-        bench.load(shop_sql)
-        if archive_only:
+        if many_tables_only:
+            many_tables.run(bench)
+        else:
+            bench.load(shop_sql)
+        if many_tables_only:
+            pass
+        elif archive_only:
             bench.history_ours_only(churn_sql)
             bench.archives(restore_baseline=True)
         else:
@@ -549,6 +564,7 @@ def main() -> int:
             bench.restores()
             bench.s3_puts()
             bench.archives(restore_baseline=False)
+            many_tables.run(bench)
         r["total_seconds"] = round(time.monotonic() - started, 1)
         rows = figures(r)
         r["figures"] = rows

@@ -72,6 +72,8 @@ class PostgresServer:
     password: str = SUPERUSER_PASSWORD
     os_user: str = "postgres"
     ssl: bool = False
+    # Extra server settings (name -> value), e.g. a larger max_locks_per_transaction for many tables.
+    settings: dict[str, str] = field(default_factory=dict)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -88,13 +90,15 @@ class PostgresServer:
         return os.path.join(self.base_dir, "socket")
 
     @classmethod
-    def start(cls, bin_dir: str | None = None, *, ssl: bool = False) -> PostgresServer:
+    def start(cls, bin_dir: str | None = None, *, ssl: bool = False,
+              settings: dict[str, str] | None = None) -> PostgresServer:
         bin_dir = bin_dir or find_server_bin()
         if not bin_dir:
             raise RuntimeError("no PostgreSQL server binaries found under /usr/lib/postgresql/*/bin")
         os_user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         base_dir = tempfile.mkdtemp(prefix="rdsbackup-pg-")
-        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=_free_port(), os_user=os_user, ssl=ssl)
+        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=_free_port(), os_user=os_user, ssl=ssl,
+                     settings=dict(settings or {}))
         try:
             server._init_and_run()
         except BaseException:
@@ -129,7 +133,8 @@ class PostgresServer:
                 [f"{self.bin_dir}/postgres", "-D", self.data_dir, "-p", str(self.port),
                  "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.socket_dir}",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=100", "-c", "shared_buffers=64MB", *tls_options],
+                 "-c", "max_connections=100", "-c", "shared_buffers=64MB", *tls_options,
+                 *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
                 self.os_user,
             ),
             stdout=log, stderr=subprocess.STDOUT, cwd=self.base_dir,

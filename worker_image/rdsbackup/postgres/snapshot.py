@@ -42,6 +42,8 @@ READ_SETTINGS = (
 # How long a reader waits for a table lock the exporter already holds (see the module docstring).
 READER_LOCK_WAIT = "1s"
 LOCK_BATCH = 1000
+# Tables a reader reads per transaction (see `SnapshotSession.connection`).
+READER_TABLES = 500
 
 
 class SnapshotSession:
@@ -120,7 +122,10 @@ class SnapshotSession:
                 f"its statement: {query!r}")
 
     def connection(self) -> psycopg.Connection:
-        """This thread's connection, inside a transaction that imported the snapshot."""
+        """This thread's connection, inside a transaction that imported the snapshot. Every
+        READER_TABLES calls it starts a new transaction on the same snapshot: a reader's table locks
+        are released then, so the server's lock table holds the exporter's and pg_dump's locks and
+        only a few hundred more, not the whole database's once more per reader."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.info.connect(self.dbname, settings=self.settings)
@@ -128,13 +133,21 @@ class SnapshotSession:
                 self._opened.append(conn)
                 if self._stopped:
                     raise BackupFailed("stopped")
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id)))
-            for stmt in READ_SETTINGS:
-                conn.execute(stmt)
-            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(READER_LOCK_WAIT)))
-            self._local.conn = conn
+            self._begin_reading(conn)
+            self._local.conn, self._local.uses = conn, 0
+        elif self._local.uses >= READER_TABLES:
+            conn.execute("COMMIT")
+            self._begin_reading(conn)
+            self._local.uses = 0
+        self._local.uses += 1
         return conn
+
+    def _begin_reading(self, conn: psycopg.Connection) -> None:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id)))
+        for stmt in READ_SETTINGS:
+            conn.execute(stmt)
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(READER_LOCK_WAIT)))
 
     def discard_connection(self) -> None:
         """Drop this thread's connection (its transaction failed); the next `connection()` opens one."""
