@@ -288,8 +288,9 @@ def make_test_certificates(hosts: tuple[str, ...] = ("localhost",), ips: tuple[s
 
 
 @contextlib.contextmanager
-def running_server(bin_dir: str | None = None, *, ssl: bool = False) -> Iterator[PostgresServer]:
-    server = PostgresServer.start(bin_dir, ssl=ssl)
+def running_server(bin_dir: str | None = None, *, ssl: bool = False,
+                   settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
+    server = PostgresServer.start(bin_dir, ssl=ssl, settings=settings)
     try:
         yield server
     finally:

@@ -68,8 +68,27 @@ def test_truncate_during_backup_waits_and_the_rows_are_kept(server, repo, monkey
         return truncate_done.is_set() or bool(server.execute(
             "SELECT 1 FROM pg_stat_activity WHERE query = 'TRUNCATE victim' AND wait_event_type = 'Lock'"))
 
+    pg_dump_done = threading.Event()
+    real_run_tool = backup_module.run_tool
+
+    def run_tool(name, *args, **kw):
+        try:
+            return real_run_tool(name, *args, **kw)
+        finally:
+            if name == "pg_dump":
+                pg_dump_done.set()
+
+    def pg_dump_has_its_locks() -> bool:
+        # pg_dump locks every table too; a TRUNCATE queued before it has would make it wait (and the
+        # backup start over, consistently, after the TRUNCATE): that window is not what is tested here.
+        return pg_dump_done.is_set() or bool(server.execute(
+            "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE a.application_name LIKE 'rdsbackup-pg_dump-%' AND l.granted"
+            " AND l.relation = 'victim'::regclass", dbname="locks_src"))
+
     def before_reading(table_sql: str) -> None:
         if "victim" in table_sql and not started:
+            assert _wait_for(pg_dump_has_its_locks)
             thread = threading.Thread(target=truncate, daemon=True)
             started.append(thread)
             thread.start()
@@ -87,6 +106,7 @@ def test_truncate_during_backup_waits_and_the_rows_are_kept(server, repo, monkey
             super().__init__(info, dbname, encoding, snapshot_id, sql_text, workdir)
 
     monkeypatch.setattr(backup_module, "_copy_blocks", copy_blocks)
+    monkeypatch.setattr(backup_module, "run_tool", run_tool)
     monkeypatch.setattr(backup_module, "_PsqlCopy", PsqlCopy)
     try:
         result = backup_postgres(repo, _info(server), databases=["locks_src"], jobs=2)

@@ -11,83 +11,11 @@ from rdsbackup.postgres import BackupFailed, ConnectionInfo, backup_postgres, re
 from rdsbackup.postgres import backup as backup_module
 from rdsbackup.repository import Repository
 
-from tests.support.pg_types import all_types_table_sql
+from tests.support.pg_types import TABLE_SHAPES_SQL, all_types_table_sql
 from tests.support.postgres_server import ensure_role, schema_dump, shared_server, table_checksums
 
 pytestmark = pytest.mark.postgres
 
-SHAPES_SQL = r"""
-CREATE SCHEMA s;
-CREATE TYPE s.mood AS ENUM ('sad', 'ok', 'happy');
-CREATE DOMAIN s.posint AS int CHECK (VALUE > 0);
-CREATE TYPE s.pair AS (a int, b text);
-CREATE TYPE s.floatrange AS RANGE (subtype = float8);
-
-CREATE TABLE s.no_columns ();
-INSERT INTO s.no_columns DEFAULT VALUES; INSERT INTO s.no_columns DEFAULT VALUES;
-CREATE TABLE s.all_dropped (a int, b text);
-INSERT INTO s.all_dropped VALUES (1, 'x'), (2, 'y'), (3, 'z');
-ALTER TABLE s.all_dropped DROP COLUMN a, DROP COLUMN b;
-CREATE TABLE s.only_generated (g int GENERATED ALWAYS AS (42) STORED);
-INSERT INTO s.only_generated DEFAULT VALUES;
-
--- covering keys: the INCLUDE columns have no btree ordering; rows go in key order
-CREATE TABLE s.covering (id int, b box, p point, j json, x xml, PRIMARY KEY (id) INCLUDE (b, p, j, x));
-INSERT INTO s.covering SELECT 31 - i, box(point(i, i), point(0, 0)), point(i, -i), json_build_object('i', i),
-    xmlelement(name e, i) FROM generate_series(1, 30) i;
-
--- keys of orderable types other than plain scalars
-CREATE TABLE s.key_enum (m s.mood PRIMARY KEY, v int);
-INSERT INTO s.key_enum VALUES ('happy', 1), ('sad', 2), ('ok', 3);
-CREATE TABLE s.key_range (r int4range PRIMARY KEY);
-INSERT INTO s.key_range VALUES ('[5,6)'), ('empty'), ('[1,9)'), ('(,3)');
-CREATE TABLE s.key_array (a int[] PRIMARY KEY);
-INSERT INTO s.key_array VALUES ('{2,1}'), ('{1}'), ('{}'), ('{1,NULL}');
-CREATE TABLE s.key_composite (p s.pair PRIMARY KEY);
-INSERT INTO s.key_composite VALUES (ROW(2, 'a')), (ROW(1, 'b')), (ROW(1, NULL));
-CREATE TABLE s.key_icu (t text COLLATE "sv-x-icu" PRIMARY KEY);
-INSERT INTO s.key_icu VALUES ('ö'), ('z'), ('a'), ('å'), ('ä'), ('B');
-
--- generated and dropped columns among the stored ones
-CREATE TABLE s.gen_dropped (id int PRIMARY KEY, a int, gone text, b int GENERATED ALWAYS AS (a * 2) STORED, c text);
-INSERT INTO s.gen_dropped (id, a, gone, c) SELECT i, i, 'g', 'c' || i FROM generate_series(1, 20) i;
-ALTER TABLE s.gen_dropped DROP COLUMN gone;
-
--- inheritance (two levels) and partitions (sub-partitioned, with a default partition)
-CREATE TABLE s.parent (id int PRIMARY KEY, v text);
-CREATE TABLE s.child (extra int) INHERITS (s.parent);
-CREATE TABLE s.grandchild (more text) INHERITS (s.child);
-INSERT INTO s.parent VALUES (1, 'p');
-INSERT INTO s.child VALUES (2, 'c', 20);
-INSERT INTO s.grandchild VALUES (3, 'g', 30, 'm');
-CREATE TABLE s.events (id int, at date NOT NULL, kind text NOT NULL, PRIMARY KEY (id, at, kind))
-    PARTITION BY RANGE (at);
-CREATE TABLE s.events_2025 PARTITION OF s.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')
-    PARTITION BY LIST (kind);
-CREATE TABLE s.events_2025_a PARTITION OF s.events_2025 FOR VALUES IN ('a');
-CREATE TABLE s.events_2025_rest PARTITION OF s.events_2025 DEFAULT;
-CREATE TABLE s.events_other PARTITION OF s.events DEFAULT;
-INSERT INTO s.events SELECT i, DATE '2024-06-01' + i * 3, (ARRAY['a', 'b'])[1 + i % 2]
-    FROM generate_series(1, 300) i;
-
-CREATE UNLOGGED TABLE s.scratch (k text PRIMARY KEY, v bytea);
-INSERT INTO s.scratch SELECT 'k' || i, decode(md5(i::text), 'hex') FROM generate_series(1, 50) i;
-
--- wide rows: one value of 12 MB, and 1000 columns
-CREATE TABLE s.big_value (id int PRIMARY KEY, t text, b bytea);
-INSERT INTO s.big_value SELECT 1, string_agg(md5(i::text), ''), decode(string_agg(md5(i::text), ''), 'hex')
-    FROM generate_series(1, 400000) i;
-SELECT format('CREATE TABLE s.many_columns (id int PRIMARY KEY, %s)',
-              string_agg(format('c%s int DEFAULT %s', i, i), ', ')) FROM generate_series(1, 1000) i \gexec
-INSERT INTO s.many_columns (id) SELECT generate_series(1, 5);
-
--- user-defined types and arrays of them
-CREATE TABLE s.custom (id int PRIMARY KEY, m s.mood, m_arr s.mood[], d s.posint, d_arr s.posint[],
-    p s.pair, p_arr s.pair[], r s.floatrange, r_arr s.floatrange[]);
-INSERT INTO s.custom VALUES
-    (1, 'ok', '{sad,happy}', 7, '{1,2}', ROW(1, 'x,"y"'), ARRAY[ROW(2, NULL)::s.pair], '[1.5,2.5)', '{"[1,2)",empty}'),
-    (2, NULL, '{}', NULL, NULL, ROW(NULL, NULL), '{}', 'empty', NULL);
-"""
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +24,7 @@ def server():
     for name in ("shapes_src", "shapes_copy"):
         server.drop_database(name)
     server.create_database("shapes_src")
-    server.psql(SHAPES_SQL + all_types_table_sql("s.all_types"), dbname="shapes_src")
+    server.psql(TABLE_SHAPES_SQL + all_types_table_sql("s.all_types"), dbname="shapes_src")
     return server
 
 

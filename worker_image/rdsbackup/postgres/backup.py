@@ -30,7 +30,7 @@ import psycopg
 from ..progress import Reporter
 from . import catalog
 from .catalog import DatabaseInfo, TableInfo, quote_ident
-from .connection import ConnectionInfo, connect_maintenance, one_line, pg_tool, tool_major_version
+from .connection import ConnectionInfo, connect_maintenance, one_line, pg_tool
 from .errors import BackupFailed, PostgresError, ToolFailed
 from .globals import dump_globals
 from .largeobjects import dump_large_objects
@@ -39,7 +39,11 @@ from .snapshot import READ_SETTINGS, READER_LOCK_WAIT, SnapshotSession
 from .table_digest import TableDigest, digesting, session_time_zone
 from .tools import first_error, run_tool
 
-METADATA_FORMAT = "rdsbackup-postgres/1"
+# 2: the schema stream holds pg_dump's pre- and post-data sections only; sequence values are in the
+# metadata (`sequences`), extension configuration tables' rows in streams. 1: the schema stream also
+# held the data section (sequence values, extension configuration rows). A restore reads both.
+METADATA_FORMAT = "rdsbackup-postgres/2"
+METADATA_FORMATS = ("rdsbackup-postgres/1", METADATA_FORMAT)
 COPY_BLOCK = 256 * 1024
 # Tables at least this large (heap + TOAST) are copied by a `psql` child and read in blocks of up to
 # PSQL_READ; smaller ones through the snapshot session's psycopg connections, where a table
@@ -61,10 +65,14 @@ def copy_out_sql(table: TableInfo, *, key_order: bool = True) -> str:
     """The COPY of a table's rows: its stored columns (not generated or dropped ones; none at all for a
     table without columns, whose rows COPY writes as empty lines), in key order when it has a key."""
     cols = ", ".join(quote_ident(c) for c in table.columns)
+    # An extension's configuration table: only the rows its condition selects (as pg_dump).
+    where = f" {table.condition}" if table.condition else ""
     if table.order == "primary-key" and key_order:
         order = ", ".join(table.order_terms)
         # ONLY: rows of inheritance children belong to the children's own streams.
-        return f"COPY (SELECT {cols} FROM ONLY {table.qualified} ORDER BY {order}) TO STDOUT"
+        return f"COPY (SELECT {cols} FROM ONLY {table.qualified}{where} ORDER BY {order}) TO STDOUT"
+    if where:
+        return f"COPY (SELECT {cols} FROM ONLY {table.qualified}{where}) TO STDOUT"
     if not table.columns:
         return f"COPY (SELECT FROM ONLY {table.qualified}) TO STDOUT"
     return f"COPY {table.qualified} ({cols}) TO STDOUT"
@@ -185,25 +193,14 @@ class _PsqlCopy:
             os.unlink(self._script)
 
 
-def _schema_dump_args(tables: list[TableInfo], snapshot_id: str, out_path: str, workdir: str) -> list[str]:
-    args = ["--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--no-blobs", "--no-password", "--no-sync",
-            f"--file={out_path}"]
-    # Rows of the tables we stream are left out of the schema dump; everything else pg_dump writes
-    # (sequence values, materialized view refreshes, extension configuration tables) stays.
-    patterns = [f"{_pattern(t.schema)}.{_pattern(t.name)}" for t in tables]
-    if patterns and tool_major_version(pg_tool("pg_dump")) >= 17:
-        filter_path = os.path.join(workdir, "filter")
-        with open(filter_path, "w") as f:
-            f.writelines(f"exclude table_data {p}\n" for p in patterns)
-        args.append(f"--filter={filter_path}")
-    else:
-        args += [f"--exclude-table-data={p}" for p in patterns]
-    return args
-
-
-def _pattern(name: str) -> str:
-    # Inside double quotes a pg_dump pattern matches literally.
-    return '"' + name.replace('"', '""') + '"'
+def _schema_dump_args(snapshot_id: str, out_path: str) -> list[str]:
+    """pg_dump's pre-data and post-data sections: every definition, grants, comments, indexes,
+    constraints, triggers, materialized view refreshes. Its data section is what the backup stores
+    itself: table rows (streams), sequence values (`catalog.sequence_values`), large objects. Leaving
+    the rows out table by table (`--exclude-table-data` per table) costs pg_dump one catalog query per
+    pattern, each reading all of pg_class: minutes for a database of 10,000 tables."""
+    return ["--format=custom", "--compress=0", f"--snapshot={snapshot_id}", "--no-blobs", "--no-password",
+            "--no-sync", "--section=pre-data", "--section=post-data", f"--file={out_path}"]
 
 
 class _SnapshotChanged(BackupFailed):
@@ -246,18 +243,21 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
     try:
         conn = session.exporter
         # Listed before the transaction, so that the locks come before its snapshot (snapshot.py).
-        listed = session.list_tables(lock_timeout_ms=int(lock_timeout * 1000))
-        session.begin(listed, lock_timeout_ms=int(lock_timeout * 1000),
+        listed = session.list_tables()
+        session.begin([name for _oid, name in listed], lock_timeout_ms=int(lock_timeout * 1000),
                       parents=catalog.list_partitioned_tables(conn))
+        # In the snapshot, under the locks: a table's columns cannot have changed since it was locked
+        # (ALTER TABLE waits for the lock), but tables may have come or gone since the listing.
         tables = catalog.list_tables(conn)
-        if [(t.oid, t.columns) for t in tables] != [(t.oid, t.columns) for t in listed]:
+        if [t.oid for t in tables] != [oid for oid, _name in listed]:
             raise _SnapshotChanged(f"database {db.name!r}: tables changed while the backup locked them")
         owners = catalog.object_owners(conn)
         has_lobs = catalog.has_large_objects(conn)
         properties = catalog.database_properties(conn)
+        sequences = catalog.sequence_values(conn)
         reporter.add_total(sum(t.relation_bytes for t in tables))
         entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
-                       "ctype": db.ctype, "owners": owners, "properties": properties,
+                       "ctype": db.ctype, "owners": owners, "properties": properties, "sequences": sequences,
                        "started": started, "time_zone": session_time_zone(conn)}
         # Largest first: the long copies start early and the pool ends together.
         order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
@@ -269,7 +269,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
         def dump_schema() -> dict:
             with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
                 path = os.path.join(workdir, "schema.dump")
-                args = _schema_dump_args(tables, session.snapshot_id, path, workdir)
+                args = _schema_dump_args(session.snapshot_id, path)
                 try:
                     run_tool("pg_dump", [f"--lock-wait-timeout={PG_DUMP_LOCK_WAIT_MS}", *args], info,
                              dbname=db.name, application_name=pg_dump_name)
@@ -329,7 +329,8 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
             return {"schema": table.schema, "name": table.name, "columns": table.columns, "key": table.key,
                     "order": table.order if key_order else "physical", "rows": counts.get("rows", 0),
                     "bytes": counts.get("bytes", 0), "digest": counts.get("digest"), "stream": ref,
-                    "key_order": table.order_terms if key_order and table.key else []}
+                    "key_order": table.order_terms if key_order and table.key else [],
+                    **({"condition": table.condition} if table.condition else {})}
 
         def dump_lobs() -> dict:
             try:
@@ -347,9 +348,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
         with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
             tasks = [dump_schema] + ([dump_lobs] if has_lobs else []) + [
                 functools.partial(dump_table, t) for t in order]
-            results = run_until_first_failure(
-                tasks, jobs=jobs, on_failure=stop_everything,
-                after_first=lambda first_done: _wait_for_locks(info, db.name, pg_dump_name, tables, first_done))
+            results = run_until_first_failure(tasks, jobs=jobs, on_failure=stop_everything)
         entry["schema"] = results[0]
         entry["large_objects"] = results[1] if has_lobs else None
         by_key = {(t["schema"], t["name"]): t for t in results[2 if has_lobs else 1:]}
@@ -361,29 +360,11 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
         session.close()
 
 
-def _wait_for_locks(info: ConnectionInfo, dbname: str, application_name: str, tables: list[TableInfo],
-                    done, poll: float = 0.02) -> None:
-    """Until pg_dump (its sessions named `application_name`) holds its locks on `tables`, or `done()`.
-    Tables are read only after that: a TRUNCATE that queues behind the backup's locks before pg_dump
-    has its own would make pg_dump wait for it (snapshot.py)."""
-    oids = [t.oid for t in tables]
-    with info.connect(dbname) as conn:
-        while not done():
-            held = conn.execute(
-                "SELECT count(DISTINCT l.relation) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE a.application_name = %s AND l.granted AND l.relation = ANY (%s)",
-                (application_name, oids)).fetchone()[0]
-            if held >= len(oids):
-                return
-            time.sleep(poll)
-
-
-def run_until_first_failure(tasks: list, *, jobs: int, on_failure, after_first=None) -> list:
+def run_until_first_failure(tasks: list, *, jobs: int, on_failure) -> list:
     """Run `tasks` on `jobs` threads; returns their results in order. The first task to fail calls
     `on_failure` (which stops the others: cancels their statements, kills their children); tasks not
     started yet do not start; the first failure is raised once every thread has ended, not an error
-    the stopping caused in another task. `after_first(done)`, if given, runs once the first task is
-    submitted and before the others are (`done()` says whether the first has ended)."""
+    the stopping caused in another task."""
     first: list[BaseException] = []
     guard = threading.Lock()
 
@@ -402,10 +383,7 @@ def run_until_first_failure(tasks: list, *, jobs: int, on_failure, after_first=N
             raise
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
-        futures = [pool.submit(run, tasks[0])]
-        if after_first is not None:
-            after_first(futures[0].done)
-        futures += [pool.submit(run, t) for t in tasks[1:]]
+        futures = [pool.submit(run, t) for t in tasks]
         wait(futures, return_when=FIRST_EXCEPTION)
         if first:
             for f in futures:

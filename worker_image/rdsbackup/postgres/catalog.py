@@ -41,6 +41,8 @@ class TableInfo:
     key: list[str]
     relation_bytes: int = 0
     key_order: list[str] = field(default_factory=list)
+    # An extension configuration table's condition (`WHERE ...`): which of its rows are the user's.
+    condition: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -89,6 +91,16 @@ def list_databases(conn: psycopg.Connection, names: list[str] | None = None) -> 
     return [DatabaseInfo(name=r[0], owner=r[1], encoding=r[2], collate=r[3], ctype=r[4]) for r in chosen]
 
 
+# Tables whose rows a backup streams: user tables, and of the tables an extension owns only its
+# configuration tables (pg_extension.extconfig), whose rows pg_dump dumps too (those its condition
+# selects: rows the extension's script did not insert itself).
+STREAMED_TABLES = f"""
+        c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_NAMESPACE}
+        AND (NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+             OR EXISTS (SELECT 1 FROM pg_extension e WHERE c.oid = ANY (e.extconfig)))"""
+
+
 def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     """Tables with rows to stream, in the current transaction's snapshot. Extension member tables are
     left to pg_dump (it dumps the configuration tables that extensions declare)."""
@@ -123,16 +135,50 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
                      LEFT JOIN pg_collation co ON co.oid = k.coll
                      LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
                      WHERE i.indrelid = c.oid AND i.indisprimary AND k.ord <= i.indnkeyatts
-                     ORDER BY k.ord) AS key_order
+                     ORDER BY k.ord) AS key_order,
+               (SELECT e.extcondition[array_position(e.extconfig, c.oid)] FROM pg_extension e
+                WHERE c.oid = ANY (e.extconfig)) AS condition
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {_USER_NAMESPACE}
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        WHERE {STREAMED_TABLES}
         ORDER BY n.nspname, c.relname
         """
     ).fetchall()
     return [TableInfo(oid=r[0], schema=r[1], name=r[2], columns=list(r[3]), key=list(r[4]),
-                      relation_bytes=int(r[5] or 0), key_order=list(r[6])) for r in rows]
+                      relation_bytes=int(r[5] or 0), key_order=list(r[6]),
+                      condition=r[7] or None) for r in rows]
+
+
+def list_table_names(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    """(oid, qualified name) of the tables `list_tables` lists, cheaply: no sizes (which need the
+    tables' locks), columns or keys."""
+    return [(r[0], r[1]) for r in conn.execute(
+        f"""
+        SELECT c.oid, format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {STREAMED_TABLES}
+        ORDER BY n.nspname, c.relname
+        """).fetchall()]
+
+
+def sequence_values(conn: psycopg.Connection) -> list[dict]:
+    """Every sequence's state in the current snapshot (what pg_dump writes as SEQUENCE SET, with
+    `setval(name, last_value, is_called)`), sequences of extensions left out as pg_dump does."""
+    names = [r[0] for r in conn.execute(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S' AND {_USER_NAMESPACE}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY 1
+        """).fetchall()]
+    values = []
+    for start in range(0, len(names), 500):  # one query per 500 sequences
+        batch = names[start:start + 500]
+        query = " UNION ALL ".join(f"SELECT {i}, last_value, is_called FROM {name}" for i, name in enumerate(batch))
+        for i, last_value, is_called in conn.execute(query).fetchall():
+            values.append({"name": batch[i], "last_value": int(last_value), "is_called": bool(is_called)})
+    return values
 
 
 def list_partitioned_tables(conn: psycopg.Connection) -> list[str]:

@@ -24,7 +24,7 @@ from psycopg import sql
 from ..progress import Reporter
 from . import catalog
 from .autovacuum import autovacuum_paused
-from .backup import METADATA_FORMAT
+from .backup import METADATA_FORMATS
 from .catalog import quote_ident
 from .connection import ConnectionInfo, connect_maintenance, one_line
 from .errors import DatabaseNotFound, RestoreFailed, TargetNotEmpty
@@ -65,7 +65,7 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
                                 maintenance_work_mem=maintenance_work_mem)
     reporter = reporter or Reporter()
     meta = restore_point_metadata(repo.load_manifest(restore_point_id))
-    if meta.get("engine") != "postgres" or meta.get("format") != METADATA_FORMAT:
+    if meta.get("engine") != "postgres" or meta.get("format") not in METADATA_FORMATS:
         raise RestoreFailed(f"restore point {restore_point_id} is not a PostgreSQL backup of a known format "
                             f"(engine {meta.get('engine')!r}, format {meta.get('format')!r})")
     entries = meta["databases"]
@@ -327,6 +327,19 @@ class _LoadSessions:
                 conn.close()
 
 
+def _set_sequences(conn: psycopg.Connection, target: str, sequences: list[dict]) -> None:
+    """Each sequence where the backup found it (`setval`, as pg_dump's SEQUENCE SET), 500 a statement."""
+    for start in range(0, len(sequences), 500):
+        batch = sequences[start:start + 500]
+        calls = sql.SQL(", ").join(
+            sql.SQL("pg_catalog.setval({}::regclass, {}, {})").format(
+                sql.Literal(s["name"]), sql.Literal(s["last_value"]), sql.Literal(s["is_called"])) for s in batch)
+        try:
+            conn.execute(sql.SQL("SELECT {}").format(calls))
+        except psycopg.Error as exc:
+            raise RestoreFailed(f"database {target!r}: setting sequence values: {one_line(str(exc))}") from None
+
+
 def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str, *,
                       existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
                       reporter: Reporter, warnings: list[str], maintenance_work_mem: str) -> dict:
@@ -406,6 +419,7 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                         p.cancel()
                     raise f.exception()
         rows = sum(f.result() for f in futures)
+        _set_sequences(admin, target, entry.get("sequences") or [])
         # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
         _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,

@@ -24,7 +24,6 @@ import psycopg
 from psycopg import sql
 
 from . import catalog
-from .catalog import TableInfo
 from .connection import ConnectionInfo, one_line
 from .errors import BackupFailed, LockConflict
 from .settings import data_session_settings
@@ -63,27 +62,21 @@ class SnapshotSession:
         self._exporter_lock = threading.Lock()
         self._stopped = False
 
-    def list_tables(self, *, lock_timeout_ms: int) -> list[TableInfo]:
-        """The tables to back up, listed before the exporting transaction (which locks them before its
-        snapshot). Sizing a table needs its lock too: a table held in ACCESS EXCLUSIVE mode fails the
-        listing after `lock_timeout_ms`, naming who holds it."""
-        conn = self.exporter
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
-        try:
-            return catalog.list_tables(conn)
-        except psycopg.errors.LockNotAvailable:
-            raise LockConflict(self._explain_lock_timeout(None, lock_timeout_ms)) from None
+    def list_tables(self) -> list[tuple[int, str]]:
+        """(oid, qualified name) of the tables to back up, listed before the exporting transaction
+        (which locks them before its snapshot)."""
+        return catalog.list_table_names(self.exporter)
 
-    def begin(self, tables: list[TableInfo], *, lock_timeout_ms: int, parents: list[str] = ()) -> None:
-        """Start the exporting transaction: lock `tables` (and the partitioned tables `parents`, as
-        qualified names) in ACCESS SHARE mode, waiting at most `lock_timeout_ms` (0: forever), then
+    def begin(self, tables: list[str], *, lock_timeout_ms: int, parents: list[str] = ()) -> None:
+        """Start the exporting transaction: lock `tables` and the partitioned tables `parents`
+        (qualified names) in ACCESS SHARE mode, waiting at most `lock_timeout_ms` (0: forever), then
         export the snapshot. The exporter keeps that lock timeout: what it reads later is locked."""
         conn = self.exporter
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for stmt in READ_SETTINGS:
             conn.execute(stmt)
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
-        names = [t.qualified for t in tables] + list(parents)
+        names = list(tables) + list(parents)
         for start in range(0, len(names), LOCK_BATCH):
             batch = names[start:start + LOCK_BATCH]
             try:

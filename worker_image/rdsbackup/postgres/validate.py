@@ -28,7 +28,8 @@ from .table_digest import ORDERED, TableDigest
 
 def _table_sql(table: dict) -> str:
     info = TableInfo(oid=0, schema=table["schema"], name=table["name"], columns=list(table["columns"]),
-                     key=list(table.get("key") or []), key_order=list(table.get("key_order") or []))
+                     key=list(table.get("key") or []), key_order=list(table.get("key_order") or []),
+                     condition=table.get("condition"))
     return copy_out_sql(info, key_order=table.get("order") == "primary-key")
 
 
