@@ -5,9 +5,10 @@ affected restore point, and the format 1 -> 2 upgrade."""
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import random
 
+import boto3
 import pytest
 from rdsbackup import cli
 from rdsbackup.errors import CorruptObject, MissingObject, RepositoryDamaged, RestorePointNotFound
@@ -15,6 +16,11 @@ from rdsbackup.repository import FORMAT_VERSION, Repository
 from rdsbackup.repository.crypto import AuthenticationFailed
 from rdsbackup.repository.packs import FOOTER_SIZE, TrailerMissing, decode_trailer, read_trailer, trailer_length
 from rdsbackup.repository.repair import repair_index, repair_packs, repair_points
+
+from tests.support import moto_server
+
+moto_server_url = moto_server.moto_server_url
+moto_endpoint = moto_server.moto_endpoint
 
 
 def data_of(seed: int, size: int) -> bytes:
@@ -31,9 +37,15 @@ def read(repo: Repository, ref: dict) -> bytes:
     return b"".join(repo.open_stream(ref))
 
 
-@pytest.fixture
-def repo(tmp_path):
-    return Repository.init(f"file://{tmp_path}/repo", password="pw")
+@pytest.fixture(params=["file", "s3"])
+def repo(request, tmp_path):
+    """An empty repository on file:// and on moto's S3 server."""
+    if request.param == "file":
+        return Repository.init(f"file://{tmp_path}/repo", password="pw")
+    request.getfixturevalue("moto_endpoint")
+    bucket = f"repair-{os.urandom(6).hex()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return Repository.init(f"s3://{bucket}/repo", password="pw")
 
 
 def reopen(repo: Repository) -> Repository:
@@ -45,10 +57,9 @@ def packs_of(repo: Repository) -> list[tuple[str, int]]:
 
 
 def flip_byte(repo: Repository, key: str, position: int, mask: int = 0x01) -> None:
-    path = pathlib.Path(repo.backend._path(key))
-    raw = bytearray(path.read_bytes())
+    raw = bytearray(repo.backend.get(key))
     raw[position] ^= mask
-    path.write_bytes(bytes(raw))
+    repo.backend.put(key, bytes(raw))
 
 
 def flip_a_byte_in_first_block(repo: Repository, key: str) -> None:
