@@ -333,6 +333,8 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
                                       maintenance_work_mem=args.maintenance_work_mem)
     finally:
         reporter.close()
+    if repo.lock_waits:
+        result["lock_waits"] = repo.lock_waits
     _warn(result.get("warnings", []))
     if args.json:
         _print_json(result)
