@@ -5,7 +5,8 @@ storage classes (retrievals kept in progress with rdsbackup_local.moto_patches.s
 from __future__ import annotations
 
 import json
-import threading
+import os
+import subprocess
 
 import boto3
 import pytest
@@ -13,7 +14,14 @@ import pytest
 from rdsbackup_local.moto_patches import slow_retrievals
 from tests.support.moto_server import moto_endpoint, moto_server_url  # noqa: F401  (fixtures)
 from tests.support.postgres_server import schema_dump, shared_server, table_checksums
-from tests.worker.test_cli import assert_one_line_failure, db_args, rdsbackup, run  # noqa: F401  (fixture)
+from tests.worker.test_cli import (  # noqa: F401  (fixture)
+    DB_PASSWORD_VAR,
+    REPO_PASSPHRASE,
+    assert_one_line_failure,
+    db_args,
+    rdsbackup,
+    run,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -61,6 +69,16 @@ def restore(rdsbackup, server, repo, rp_id, target, *extra, env=None):  # noqa: 
     return arun(rdsbackup, "restore", "postgres", "--repo", repo, "--restore-point", rp_id, *db_args(server),
                 "--database", "arc_src", "--target-database", target, "--replace", *extra,
                 password=server.password, env=env)
+
+
+def restore_started(rdsbackup, server, repo, rp_id, target, *extra, env=None) -> subprocess.Popen:  # noqa: F811
+    """`restore` as a running process whose stderr can be read line by line (stdout discarded)."""
+    full_env = dict(os.environ, RDSBACKUP_PASSWORD=REPO_PASSPHRASE, RDSBACKUP_ARCHIVE_PASSWORD=ARCHIVE_PASSPHRASE,
+                    **{DB_PASSWORD_VAR: server.password}, **(env or {}))
+    return subprocess.Popen(
+        [rdsbackup, "restore", "postgres", "--repo", repo, "--restore-point", rp_id, *db_args(server),
+         "--database", "arc_src", "--target-database", target, "--replace", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full_env)
 
 
 def test_archive_restore_delete_one_and_the_other_still_restores(server, rdsbackup, backups, tmp_path):  # noqa: F811
@@ -144,14 +162,19 @@ def test_restore_from_deep_archive_requests_retrieval_exits_75_then_waits(
         assert "retrieval requests made now (tier Bulk)" in first.stderr
         second = restore(rdsbackup, server, archive, ids[1], "arc_s3", env=env)
         assert second.returncode == EXIT_RETRIEVAL_PENDING and "made now" not in second.stderr
-        # --wait polls until the retrieval is done, then restores.
-        timer = threading.Timer(3.0, retrievals.complete)
-        timer.start()
+        # --wait polls until the retrieval is done, then restores. The retrieval completes only once the
+        # restore has said it is waiting (not after a fixed delay, which a busy machine outruns).
+        waiting = restore_started(rdsbackup, server, archive, ids[1], "arc_s3", "--wait", "--wait-interval", "1",
+                                  env=env)
         try:
-            waited = restore(rdsbackup, server, archive, ids[1], "arc_s3", "--wait", "--wait-interval", "1", env=env)
+            said = ""
+            while "waiting:" not in said and waiting.poll() is None:
+                said += waiting.stderr.readline()
+            retrievals.complete()
+            rest, _ = waiting.communicate(timeout=120)
         finally:
-            timer.cancel()
-    assert waited.returncode == 0, waited.stderr
-    assert "waiting:" in waited.stderr
+            waiting.kill()
+    assert waiting.returncode == 0, said + rest
+    assert "waiting:" in said
     assert table_checksums(server, "arc_s3") == sums[1]
     assert arun(rdsbackup, "verify", "--repo", archive, "--read-data", env=env).returncode == 0
