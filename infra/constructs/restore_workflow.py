@@ -1,7 +1,7 @@
 """The restore state machine, assembled in one place. Reading this file tells the whole flow.
 
     Restore kind? ── other ──> Fail (InvalidInput)
-        │ "snapshot"
+        │ "snapshot"                      "database" ──> (database-level restore, below)
     Plan restore ──(refused: bad input, untrusted metadata, target exists)──> Report refused restore ─> Fail
         │   (metadata decrypted and verified; settings from metadata or input; target checked)
     Replace? ─yes─> Rename original ─> Check rename <─┐      (<id>-replaced-<restore>, instances too)
@@ -26,8 +26,20 @@
                                         ▼ done               then rename the original back
                                    Report failed restore ─> Fail (RestoreFailed, cause = the report)
 
+    Database-level restore (a restore point of the repository into a DB, through the temporary worker):
+
+    Plan database restore ──(refused)──> Report refused restore ─> Fail
+        │  the policy's repository and worker, the target's access role
+    Prepare worker ─> Start worker ─> Check worker <─┐      any failure ─┐
+       (2 temporary groups,            │ running ─┴─ Wait               │
+        SQL Server: bucket lease)      ▼ done                           ▼
+                                 Clean up worker <──────────────────────┘
+                                       ├─ failed? ──> Report failed database restore ─> Fail
+                                       └─ ok ──────> Database restore report ─> Done
+
 Handlers: lambdas/rdsbackup_lambdas/handlers/{plan_restore,rename_original,restore_snapshot,
-create_cluster_instances,check_restore,cleanup_restore,restore_report}.py; docs/restore.md.
+create_cluster_instances,check_restore,cleanup_restore,restore_report,plan_database_restore}.py and the
+backup's worker steps; docs/restore.md.
 """
 
 from __future__ import annotations
@@ -53,6 +65,12 @@ class RestoreSteps:
     check_restore: LambdaStep
     cleanup_restore: LambdaStep
     restore_report: LambdaStep
+    plan_database_restore: LambdaStep
+    # the image-level backup's worker steps, shared with the backup workflow
+    prepare_worker: LambdaStep
+    start_worker: LambdaStep
+    check_worker: LambdaStep
+    cleanup_worker: LambdaStep
 
 
 class RestoreWorkflow(Construct):
@@ -135,10 +153,56 @@ class RestoreWorkflow(Construct):
         catch_into(plan, refused)
         plan.next(replace)
 
+        database = self._database_restore(steps, retries, refused, restore_failed)
         kind = sfn.Choice(self, "Restore kind?").when(
             sfn.Condition.and_(sfn.Condition.is_present("$.restore"),
                                sfn.Condition.string_equals("$.restore", "snapshot")), plan,
+        ).when(
+            sfn.Condition.and_(sfn.Condition.is_present("$.restore"),
+                               sfn.Condition.string_equals("$.restore", "database")), database,
         ).otherwise(sfn.Fail(self, "Invalid input", error="InvalidInput",
                              cause='The execution input must be {"restore": "snapshot", "snapshot_arn": ..., '
-                                   '"target": {"identifier": ...}} (see docs/restore.md)'))
+                                   '"target": {"identifier": ...}} or {"restore": "database", ...} '
+                                   '(see docs/restore.md)'))
         self.definition: sfn.IChainable = kind
+
+    def _database_restore(self, steps: RestoreSteps, retries: Retries, refused: sfn.IChainable,
+                          restore_failed: sfn.IChainable) -> sfn.TaskStateBase:
+        """A restore point into a DB through the temporary worker; the worker's cleanup runs on every path."""
+        report_payload = {"item.$": "$", "execution_name.$": "$$.Execution.Name",
+                          "started_at.$": "$$.Execution.StartTime"}
+        report = steps.restore_report.task(self, "Database restore report", result_path="$.report", payload={
+            **report_payload, "error.$": JSON_NULL}, retries=[retries.throttled])
+        report.next(sfn.Pass(self, "Database restore succeeded", output_path="$.report").next(
+            sfn.Succeed(self, "Database restored")))
+        failed_report = steps.restore_report.task(self, "Report failed database restore", result_path="$.report",
+                                                  payload={**report_payload, "error.$": "$.error"},
+                                                  retries=[retries.throttled])
+        failed_report.next(restore_failed)
+        busy_bucket = retries.of("Throttled", "TempBucketBusy")
+        cleanup = steps.cleanup_worker.task(self, "Clean up restore worker", result_path="$.image_cleanup",
+                                            retries=[busy_bucket])
+        catch_into(cleanup, failed_report, result_path="$.image_cleanup_error")
+        cleanup.next(sfn.Choice(self, "Database restore failed?")
+                     .when(sfn.Condition.is_not_null("$.error"), failed_report).otherwise(report))
+
+        def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
+            return catch_into(task, cleanup)
+
+        prepare = guarded(steps.prepare_worker.task(self, "Prepare restore worker", result_path="$.image",
+                                                    retries=[busy_bucket]))
+        start = guarded(steps.start_worker.task(self, "Start restore worker", result_path="$.image",
+                                                retries=[retries.throttled, retries.not_available]))
+        check = guarded(steps.check_worker.task(self, "Check restore worker", result_path="$.image",
+                                                retries=[retries.throttled]))
+        poll_until(self, check=check, done=sfn.Condition.boolean_equals("$.image.done", True),
+                   wait_seconds_path="$.image.wait_seconds", then=cleanup,
+                   choice_name="Restore worker done?", wait_name="Wait for restore worker")
+        prepare.next(start)
+        start.next(check)
+        plan = steps.plan_database_restore.task(self, "Plan database restore", result_path="$", payload={
+            "input.$": "$", "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
+        }, retries=[retries.throttled])
+        catch_into(plan, refused)
+        plan.next(prepare)
+        return plan

@@ -203,7 +203,12 @@ class ControlStack(Stack):
             cleanup_restore=step("CleanupRestore", "cleanup_restore", timeout=Duration.minutes(2)),
             restore_report=step("RestoreReport", "restore_report", environment={
                 "TABLE_NAME": self.table.table_name, "TOPIC_ARN": self.topic.topic_arn}),
+            plan_database_restore=step("PlanDatabaseRestore", "plan_database_restore",
+                                       environment=self._policies_env),
+            prepare_worker=self.steps.prepare_worker, start_worker=self.steps.start_worker,
+            check_worker=self.steps.check_worker, cleanup_worker=self.steps.cleanup_worker,
         )
+        self.policies_parameter.grant_read(steps.plan_database_restore.role)
         restore_roles = [restore_role_arn(place) for place in topology.restore_places]
         for restoring in (steps.plan_restore, steps.rename_original, steps.restore_snapshot,
                           steps.create_cluster_instances, steps.check_restore, steps.cleanup_restore,

@@ -156,6 +156,8 @@ class Item(_Model):
     image: ImageState | None = None
     # a restore test's TEST: what the worker restores and checks on the throwaway (``resource``)
     restore_test: dict | None = None
+    # a database-level restore: what the worker restores into ``resource`` (the restore state machine)
+    restore_database: dict | None = None
 
     def require_snapshot(self) -> SnapshotRef:
         if self.snapshot is None:

@@ -161,7 +161,8 @@ def resolve_policy(request: ResolvePolicyInput, policies: dict[str, Any]) -> dic
             snapshot_retention=policy.snapshot_retention, replication=_replication_for(policy, resource),
             lease_seconds=policy.lease_seconds, wait=policy.wait, image_backup=policy.image_backup,
         ).model_dump(exclude_none=False,
-                     exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "restore_test"})
+                     exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "restore_test",
+                              "restore_database"})
         for resource, target in sorted(selected, key=lambda s: s[0].arn)
     ]
     logger.info("policy resolved", extra={"resources": [i["resource"]["arn"] for i in items]})

@@ -59,6 +59,7 @@ class FakeRdsSqlServer:
     offline: tuple[str, ...] = ()
     endpoint: str | None = None
     calls: list[tuple[str, tuple]] = field(default_factory=list)
+    call_log: str | None = None
     # what rds_restore_database made: name -> the .bak bytes it read from S3
     restored: dict[str, bytes] = field(default_factory=dict)
     tasks: dict[int, Task] = field(default_factory=dict)
@@ -76,6 +77,9 @@ class FakeRdsSqlServer:
 
     def answer(self, sql: str, params: tuple) -> list[dict]:
         self.calls.append((" ".join(sql.split()), tuple(params or ())))
+        if self.call_log:  # a worker subprocess's calls, for the test that started it
+            with open(self.call_log, "a") as log:
+                log.write(json.dumps([" ".join(sql.split()), list(params or ())]) + "\n")
         text = " ".join(sql.split()).lower()
         if "serverproperty('productversion')" in text:
             return [{"version": "15.00.4415.2", "edition": "Standard Edition (64-bit)"}]
@@ -148,10 +152,11 @@ class FakeConnection:
 
 def connect_from_env(info) -> FakeConnection:
     """Factory for a worker subprocess: the fake described by $RDSBACKUP_FAKE_SQLSERVER (JSON:
-    {"databases": {name: size}, "statuses": [...], "upload": bool, "native_backup": bool})."""
+    {"databases": {name: size}, "statuses": [...], "upload": bool, "native_backup": bool, "log": path of a file
+    that gets every call as a JSON line})."""
     spec = json.loads(os.environ.get("RDSBACKUP_FAKE_SQLSERVER") or '{"databases": {"appdb": 1000000}}')
     fake = FakeRdsSqlServer(
         {name: fake_bak(name, int(size)) for name, size in spec["databases"].items()},
         statuses=spec.get("statuses") or ["IN_PROGRESS", "SUCCESS"],
-        upload=spec.get("upload", True), native_backup=spec.get("native_backup", True))
+        upload=spec.get("upload", True), native_backup=spec.get("native_backup", True), call_log=spec.get("log"))
     return fake.connect(info)

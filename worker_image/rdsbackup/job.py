@@ -415,7 +415,7 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
 
 
 def _kind_of(text: str | None) -> str | None:
-    """The job's kind: "restore_test", or None for a backup (the spec is checked by whoever runs it)."""
+    """The job's kind: "restore_test", "restore", or None for a backup (the spec is checked by whoever runs it)."""
     try:
         doc = json.loads(text or "")
     except ValueError:
@@ -432,6 +432,10 @@ def main(environ: dict | None = None) -> int:
         from .restore_test_job import run_restore_test
 
         result, code = run_restore_test(json.loads(env[JOB_ENV]))
+    elif kind == "restore":
+        from .restore_job import run_restore
+
+        result, code = run_restore(json.loads(env[JOB_ENV]))
     else:
         result, code = run_job(env.get(JOB_ENV))
     if code != 0 and result.get("error"):

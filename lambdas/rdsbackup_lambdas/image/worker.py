@@ -239,4 +239,5 @@ def check_worker(item: Item) -> dict[str, Any]:
     return {**image.model_dump(), "phase": "done", "done": True, **poll, "exit_code": 0,
             "restore_point_id": result.get("restore_point_id"), "bytes": result.get("bytes"),
             "new_bytes": result.get("new_bytes"), "duration_seconds": result.get("duration_seconds"),
-            **({"test": result["test"]} if result.get("kind") == "restore_test" else {})}
+            **({"test": result["test"]} if result.get("kind") == "restore_test" else {}),
+            **({"restored": result.get("restored")} if result.get("kind") == "restore" else {})}

@@ -39,6 +39,13 @@ def job_spec(item: Item, image: ImageState, settings: ImageBackup) -> dict[str, 
             "check_snapshot": bool(item.restore_test.get("check_snapshot", True)),
             "result_url": names.result_url(settings.result_prefix, item.session_id, res.id),
         }
+    if item.restore_database is not None:  # a database-level restore (worker_image/rdsbackup/restore_job.py)
+        return {
+            "kind": "restore", "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id,
+            "engine": image.engine, "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn,
+            "repository": settings.repository_url, **item.restore_database,
+            "result_url": names.result_url(settings.result_prefix, item.session_id, res.id), "sqlserver": sqlserver,
+        }
     return {
         "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id, "engine": image.engine,
         "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn, "databases": None,

@@ -78,6 +78,41 @@ def restore_report(*, request: dict[str, Any], plan: Plan | None, error: Any, cl
     return report
 
 
+def database_restore_report(*, item: dict[str, Any], error: Any, execution_name: str | None,
+                            started_at: str | None, table_name: str, topic_arn: str) -> dict[str, Any]:
+    """The record of a database-level restore (the worker's result and its cleanup)."""
+    failed = error is not None
+    request = item.get("request") or {}
+    image = item.get("image") or {}
+    cleanup = item.get("image_cleanup") or {}
+    start = parse_time(started_at)
+    report = {
+        "restore_id": item.get("session_id") or restore_id_for(execution_name, started_at),
+        "status": "Failed" if failed else "Success",
+        "restore": "database",
+        "policy": request.get("policy"),
+        "restore_point_id": request.get("restore_point_id"),
+        "target": {"arn": (item.get("resource") or {}).get("arn") or (request.get("target") or {}).get("arn")},
+        "databases": request.get("databases"),
+        "target_database": request.get("target_database"),
+        "replace": request.get("replace", False),
+        "include_globals": request.get("include_globals", False),
+        "restored": image.get("restored"),
+        "started_at": started_at,
+        "ended_at": now_iso(),
+        "duration_seconds": round(time.time() - start.timestamp(), 1) if start else None,
+        "error": error_text(error),
+        "cleanup": {"warnings": cleanup.get("warnings") or [],
+                    "left_for_sweeper": cleanup.get("left_for_sweeper") or []} if cleanup else None,
+    }
+    _record(report, table_name)
+    if failed:
+        _notify(report, topic_arn)
+    metrics.add_metric(name="RestoresFailed" if failed else "RestoresSucceeded", unit=MetricUnit.Count, value=1)
+    logger.info("database restore finished", extra={"restore_id": report["restore_id"], "status": report["status"]})
+    return report
+
+
 def _record(report: dict[str, Any], table_name: str) -> None:
     """One item per restore, next to the backup sessions (``restore#<id>``), the report as JSON."""
     ddb = aws_sessions.client("dynamodb", None)
@@ -86,7 +121,7 @@ def _record(report: dict[str, Any], table_name: str) -> None:
         "status": {"S": report["status"]},
         "started_at": {"S": str(report["started_at"])},
         "ended_at": {"S": report["ended_at"]},
-        "target": {"S": str(report["target"]["identifier"])},
+        "target": {"S": str(report["target"].get("identifier") or report["target"].get("arn"))},
         "report": {"S": json.dumps(report)},
         "ttl": {"N": str(int(time.time()) + RECORD_DAYS * 86400)},
     })

@@ -1,0 +1,91 @@
+"""``plan_database_restore``: a database-level restore (a restore point of the repository into a DB
+instance or cluster) becomes an ITEM for the image-level worker steps (prepare, start, check, clean up):
+the same temporary worker as a backup, in the target's account and region, with a restore job."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from rdsbackup_lambdas.errors import PlaceNotConfigured, RestoreInputInvalid, UnknownPolicy
+from rdsbackup_lambdas.models import Item, Policy, Resource
+from rdsbackup_lambdas.observability import logger
+from rdsbackup_lambdas.restore.models import _Strict
+from rdsbackup_lambdas.restore.plan import restore_id_for
+from rdsbackup_lambdas.snapshots import split_arn
+
+
+class DatabaseTarget(_Strict):
+    arn: str
+
+    @field_validator("arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        parts = value.split(":", 6)
+        if len(parts) != 7 or parts[2] != "rds" or parts[5] not in ("db", "cluster"):
+            raise ValueError("must be arn:aws:rds:<region>:<account>:db:<id> or ...:cluster:<id>")
+        return value
+
+
+class DatabaseRestoreInput(_Strict):
+    """``{"restore": "database", ...}`` (docs/restore.md)."""
+
+    restore: Literal["database"]
+    policy: str
+    restore_point_id: str = Field(pattern=r"^[0-9a-f]{8,64}$")
+    repository: str | None = None
+    target: DatabaseTarget
+    databases: list[str] | None = Field(None, min_length=1)
+    target_database: str | None = Field(None, min_length=1, max_length=128)
+    replace: bool = False
+    include_globals: bool = False
+
+
+def parse_database_input(event: dict[str, Any]) -> DatabaseRestoreInput:
+    try:
+        request = DatabaseRestoreInput.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'input'}: {error['msg']}"
+                             for error in exc.errors())
+        raise RestoreInputInvalid(f"the restore input is not valid: {problems} (see docs/restore.md)") from exc
+    if request.target_database and len(request.databases or []) != 1:
+        raise RestoreInputInvalid("target_database needs exactly one name in databases (the restore point may hold "
+                                  "several databases)")
+    return request
+
+
+def plan_database_restore(request: DatabaseRestoreInput, policies: dict[str, Any], *, execution_name: str | None,
+                          started_at: str | None) -> dict[str, Any]:
+    """The ITEM the worker steps run with: the policy's repository and worker, the target's access role."""
+    if request.policy not in policies:
+        raise UnknownPolicy(f"unknown policy {request.policy!r} (configured: {', '.join(sorted(policies)) or 'none'})")
+    policy = Policy.model_validate(policies[request.policy])
+    if policy.image_backup is None:
+        raise RestoreInputInvalid(f"policy {request.policy!r} has no image_backup: it has no repository and no "
+                                  "worker to restore with")
+    repository = policy.image_backup.repository_url
+    if request.repository is not None and not repository.rstrip("/").split("/")[2].startswith(
+            f"rdsbackup-{request.repository}-"):
+        raise RestoreInputInvalid(f"repository {request.repository!r} is not policy {request.policy!r}'s "
+                                  f"({repository}); restoring from an archive repository is not done here")
+    region, account, kind, identifier = split_arn(request.target.arn)
+    target = next((t for t in policy.selection.targets if (t.account, t.region) == (account, region)), None)
+    if target is None:
+        places = ", ".join(f"{t.account}/{t.region}" for t in policy.selection.targets)
+        raise PlaceNotConfigured(f"policy {request.policy!r} runs workers in {places}, not in account {account} "
+                                 f"region {region} where {request.target.arn} is")
+    restore_id = restore_id_for(execution_name, started_at)
+    item = Item(
+        session_id=restore_id, policy=request.policy,
+        resource=Resource(arn=request.target.arn, id=identifier, kind="instance" if kind == "db" else "cluster",
+                          account=account, region=region),
+        access_role_arn=target.access_role_arn, lease_seconds=policy.lease_seconds, wait=policy.wait,
+        image_backup=policy.image_backup,
+        restore_database={"restore_point_id": request.restore_point_id, "databases": request.databases,
+                          "target_database": request.target_database, "replace": request.replace,
+                          "include_globals": request.include_globals},
+    ).model_dump(exclude={"lease", "snapshot", "snapshot_wait", "replica", "restore_test", "replication"})
+    logger.info("database restore planned", extra={"restore_id": restore_id, "target": request.target.arn})
+    return {**item, "image": None, "image_cleanup": None, "error": None, "request": request.model_dump(),
+            "started_at": started_at}
