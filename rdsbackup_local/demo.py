@@ -5,7 +5,9 @@ endpoints, synthesizes the CDK app with the demo policy from `cdk.json`, deploys
 creates demo databases (PostgreSQL instances and an Aurora cluster with three instances), runs the demo
 policy through the real state machine a few times (so retention has something to remove): snapshot,
 encrypted tags, replication, image-level backup through the real worker process, retention. Then it
-lists the restore points, restores one into a new database, checks it, and prints the session report.
+restores through the restore state machine: a snapshot to a new instance, the Aurora cluster snapshot to
+a new cluster with its three instances, and a restore point (listed with the CLI) into a new database
+through the worker, checked against its source.
 """
 
 from __future__ import annotations
@@ -169,25 +171,60 @@ def _print_report(report: dict, tags_of, decode) -> None:
             print(f"    warning: {warning}")
 
 
-def _restore_and_check(server, endpoint: str, report: dict) -> None:
-    """List the repository's restore points, restore orders-db's newest into a new database, compare."""
+def _restores(sfn, restore_arn: str, server, endpoint: str, report: dict) -> None:
+    """Through the restore state machine: orders-db's snapshot to a new instance, the ledger cluster's
+    snapshot to a new cluster with all three instances, and orders-db's newest restore point (listed with
+    the CLI) into another database on the server, compared with its source."""
+    rds = boto3.client("rds", region_name=REGION)
     orders = next(r for r in report["resources"] if r["arn"].endswith(":db:orders-db"))
+    ledger = next(r for r in report["resources"] if r["arn"].endswith(":cluster:ledger"))
+
+    def run(name: str, restore: dict) -> dict:
+        started = time.monotonic()
+        result = _run(sfn, restore_arn, name, restore)
+        if result.get("status") != "Success":
+            raise SystemExit(f"restore {name} failed: {result.get('error')}")
+        result["_seconds"] = time.monotonic() - started
+        return result
+
+    print("\nrestores (the RestoreStateMachine):")
+    instance = run("demo-restore-instance", {"restore": "snapshot", "snapshot_arn": orders["snapshot_arn"],
+                                             "target": {"identifier": "orders-db-restored"}})
+    restored = rds.describe_db_instances(DBInstanceIdentifier="orders-db-restored")["DBInstances"][0]
+    print(f"  {orders['snapshot_arn'].split(':')[-1]} -> DB instance orders-db-restored "
+          f"({restored['DBInstanceClass']}, {restored['DBInstanceStatus']}, public={restored['PubliclyAccessible']}) "
+          f"in {instance['_seconds']:.1f} s, {instance['_transitions']} history events; settings from metadata: "
+          f"{', '.join(instance['settings_from_metadata'])}")
+    cluster = run("demo-restore-cluster", {"restore": "snapshot", "snapshot_arn": ledger["snapshot_arn"],
+                                           "target": {"identifier": "ledger-restored"}})
+    print(f"  {ledger['snapshot_arn'].split(':')[-1]} -> Aurora cluster ledger-restored in "
+          f"{cluster['_seconds']:.1f} s, {cluster['_transitions']} history events:")
+
+    def members(cluster_id: str) -> list[tuple]:
+        found = rds.describe_db_instances(Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"]
+        return sorted((i["DBInstanceClass"], i["AvailabilityZone"], i["PromotionTier"]) for i in found)
+
+    for created in cluster["created"][1:]:
+        print(f"    instance {created['identifier']}: {created['class']} in {created['availability_zone']}, "
+              f"promotion tier {created['promotion_tier']}{' (writer)' if created['writer'] else ''}")
+    if members("ledger-restored") != members("ledger"):
+        raise SystemExit("the restored cluster's instances differ from the source's")
+    print("    class, AZ and promotion tier of all three instances equal to the source's")
+
     repository = "s3://rdsbackup-main-123456789012-us-east-1/demo"
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DEMO_DB_PASSWORD": DEMO_PASSWORD}
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
     listed = subprocess.run(["rdsbackup", "list", "--repo", repository, "--source-id", "orders-db"], env=env,
                             capture_output=True, text=True, check=True)
     print(f"\nrestore points of orders-db in {repository}:\n{listed.stdout.rstrip()}")
     server.execute("DROP DATABASE IF EXISTS shop_restored WITH (FORCE)")
-    started = time.monotonic()
-    subprocess.run(["rdsbackup", "restore", "postgres", "--repo", repository, "--restore-point",
-                    orders["restore_point_id"], "--host", "127.0.0.1", "--port", str(server.port), "--user",
-                    DEMO_USER, "--password-env", "DEMO_DB_PASSWORD", "--ca-bundle", server.ca_file,
-                    "--database", "shop", "--target-database", "shop_restored"],
-                   env=env, capture_output=True, text=True, check=True)
+    database = run("demo-restore-database", {
+        "restore": "database", "policy": "demo", "restore_point_id": orders["restore_point_id"],
+        "target": {"arn": orders["arn"]}, "databases": ["shop"], "target_database": "shop_restored"})
     same = table_checksums(server, "shop_restored") == table_checksums(server, "shop") and \
         schema_dump(server, "shop_restored") == schema_dump(server, "shop")
-    print(f"restored {orders['restore_point_id']} into database shop_restored in {time.monotonic() - started:.1f} s:"
-          f" schema and every table's checksum {'equal to' if same else 'DIFFERENT from'} the source")
+    print(f"restored {orders['restore_point_id']} into database shop_restored through the worker in "
+          f"{database['_seconds']:.1f} s: schema and every table's checksum "
+          f"{'equal to' if same else 'DIFFERENT from'} the source")
     if not same:
         raise SystemExit("the restored database differs from its source")
 
@@ -248,7 +285,7 @@ def main() -> int:
             _print_report(reports[-1], tags_of, decode)
             total = sum(len(r.get("retention_deleted") or []) for report in reports for r in report["resources"])
             print(f"\nover {RUNS} runs snapshot retention removed {total} snapshots")
-            _restore_and_check(server, endpoint, reports[-1])
+            _restores(sfn, app.workflow_arn("Restore"), server, endpoint, reports[-1])
             print(f"\nlocal run finished in {time.monotonic() - started:.1f} s")
             return 0 if all(report["status"] == "Success" for report in reports) else 1
 

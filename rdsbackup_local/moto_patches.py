@@ -16,7 +16,10 @@ applies it to plain-HTTP requests only, and every SDK call is TLS.
 AWS applies them. And moto names the automated snapshot of every new instance or cluster
 ``rds:<id>-<minute>`` and fails the create when one by that name exists (a restore under the name of an
 instance renamed aside a minute earlier, mode replace); AWS keeps the old one's automated backups apart.
-The patch applies explicit false values and skips an automated snapshot whose name is taken.
+And restoring a snapshot of a cluster whose master password RDS manages (``ManageMasterUserPassword``)
+crashes moto (``KeyError: '_master_user_password'`` in ``DBCluster.get_cfg``); AWS restores it.
+The patch applies explicit false values, skips an automated snapshot whose name is taken, and reads
+such a cluster's settings without a password.
 
 ``child executions`` (part of :func:`install`): moto 5.2.5 runs a ``states:startExecution`` task (plain,
 ``.sync``, ``.sync:2``) by handing the state language's PascalCase parameters (``StateMachineArn``,
@@ -61,6 +64,13 @@ def _get_snapshot(self: Any, identifier: str, resource_type: type, not_found_exc
 _original_restore = rds_models.RDSBackend.restore_db_instance_from_db_snapshot
 _original_auto_snapshot = rds_models.RDSBackend.create_auto_snapshot
 _original_auto_cluster_snapshot = rds_models.RDSBackend.create_auto_cluster_snapshot
+_original_cluster_cfg = rds_models.DBCluster.get_cfg
+
+
+def _cluster_cfg(self: Any) -> dict[str, Any]:
+    if "_master_user_password" not in self.__dict__:  # the password is in the RDS-managed secret
+        self.__dict__["_master_user_password"] = None
+    return _original_cluster_cfg(self)
 
 
 def _restore_db_instance_from_db_snapshot(self: Any, from_snapshot_id: str, overrides: dict[str, Any]) -> Any:
@@ -131,6 +141,7 @@ def _install_restores() -> None:
     backend.create_auto_snapshot = _skip_taken_name(_original_auto_snapshot)  # type: ignore[method-assign]
     backend.create_auto_cluster_snapshot = _skip_taken_name(  # type: ignore[method-assign]
         _original_auto_cluster_snapshot)
+    rds_models.DBCluster.get_cfg = _cluster_cfg  # type: ignore[method-assign]
 
 
 def _uninstall_restores() -> None:
@@ -138,6 +149,7 @@ def _uninstall_restores() -> None:
     backend.restore_db_instance_from_db_snapshot = _original_restore  # type: ignore[method-assign]
     backend.create_auto_snapshot = _original_auto_snapshot  # type: ignore[method-assign]
     backend.create_auto_cluster_snapshot = _original_auto_cluster_snapshot  # type: ignore[method-assign]
+    rds_models.DBCluster.get_cfg = _original_cluster_cfg  # type: ignore[method-assign]
 
 
 @contextmanager
