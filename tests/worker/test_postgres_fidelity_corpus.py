@@ -105,7 +105,12 @@ def schema_entries(server, dbname: str, user: str | None = None, password: str |
     out = "\n".join(ln for ln in out.splitlines() if not ln.startswith(("\\restrict", "\\unrestrict")))
     out = re.sub(rf'\b{re.escape(dbname)}\b', "X", out)
     parts = _ENTRY.split(out)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    entries = {}
+    for i in range(1, len(parts) - 1, 2):
+        # Keyed by the object; its owner goes with its text (a restore by another role changes it).
+        name, _, owner = parts[i].partition("; Owner: ")
+        entries[name] = f"owner {owner}\n{parts[i + 1].strip()}"
+    return entries
 
 
 def table_rows(server, dbname: str) -> dict[str, tuple[int, str]]:
@@ -155,9 +160,15 @@ def differences(source, src_db: str, server, db: str, **login) -> dict[str, set]
                  if t not in BUSY and src_rows.get(t) != copy_rows.get(t)},
         "sequences": {k for k, v in sequences(source, src_db).items() if sequences(server, db).get(k) != v},
         "large objects": set() if large_objects(source, src_db) == large_objects(server, db) else {"large objects"},
-        "database": set() if database_properties(source, src_db) == database_properties(server, db) else
-        {f"{database_properties(source, src_db)} != {database_properties(server, db)}"},
+        "database": _database_difference(database_properties(source, src_db), database_properties(server, db)),
     }
+
+
+def _database_difference(source: tuple, copy: tuple) -> set[str]:
+    if source == copy:
+        return set()
+    print(f"  database properties: source {source}\n                       copy   {copy}")
+    return {"database properties"}
 
 
 def check_busy_tables(server, db: str) -> None:

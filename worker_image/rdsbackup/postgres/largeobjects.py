@@ -75,6 +75,7 @@ class _Reader:
 
 
 def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, set_owner: bool,
+                          skip_owners: set[str] = frozenset(),
                           warn: Callable[[str], None], commit_every: int = 500) -> int:
     """Recreate the large objects of a stream (same OIDs, owner, grants, comments); returns how many."""
     reader = _Reader(blocks)
@@ -91,7 +92,7 @@ def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, 
             data = reader.read(piece_len)
             conn.execute("SELECT lo_put(%s, %s, %s)", (oid, offset, data))
             offset += piece_len
-        if set_owner:
+        if set_owner and header["owner"] not in skip_owners:
             conn.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(
                 sql.Literal(oid), sql.Identifier(header["owner"])))
         for grant in header["grants"]:

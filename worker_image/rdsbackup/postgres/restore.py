@@ -160,8 +160,11 @@ def _locale_provider_sql(props: dict, server_version: int, warnings: list[str], 
     return clause
 
 
-def _owner_options(info: ConnectionInfo, target: str, owners: list[str], is_superuser: bool,
-                   warnings: list[str]) -> list[str]:
+def _foreign_owners(info: ConnectionInfo, target: str, owners: list[str], is_superuser: bool,
+                    warnings: list[str]) -> list[str]:
+    """The owners the restoring role cannot become: their objects stay owned by the restoring role
+    (pg_restore's `ALTER ... OWNER TO` fails for them, and only for them: every other object keeps
+    its owner). One warning names them."""
     if is_superuser:
         return []
     with info.connect(target) as conn:
@@ -172,11 +175,12 @@ def _owner_options(info: ConnectionInfo, target: str, owners: list[str], is_supe
         return []
     warnings.append(f"database {target!r}: objects owned by {', '.join(foreign)} are owned by "
                     f"{info.user} (cannot become those roles)")
-    return ["--no-owner"]
+    return foreign
 
 
 def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str], extra: list[str],
-                warnings: list[str], jobs: int = 1, settings: dict[str, str] | None = None) -> None:
+                warnings: list[str], jobs: int = 1, settings: dict[str, str] | None = None,
+                foreign_owners: list[str] = ()) -> None:
     args = ["--no-password", "--no-tablespaces", f"--dbname={conninfo_dbname(target)}", *extra]
     args += [f"--section={s}" for s in sections]
     if jobs > 1:
@@ -184,13 +188,25 @@ def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str
     args.append(path)
     returncode, stderr = run_tool_unchecked("pg_restore", args, info, settings=settings)
     found = classify_pg_restore_errors(stderr)
-    warnings.extend(f"database {target!r}: {w}" for w in found.warnings)
+    warnings.extend(f"database {target!r}: {w}" for w in found.warnings
+                    if not _is_owner_change_to(w, foreign_owners))
     if found.errors:
         more = f" (and {len(found.errors) - 1} more)" if len(found.errors) > 1 else ""
         raise RestoreFailed(f"database {target!r}: pg_restore: {found.errors[0]}{more}")
     if returncode != 0 and not found.warnings:
         raise RestoreFailed(f"database {target!r}: pg_restore failed (exit {returncode}): "
                             f"{first_error(stderr) or 'no message'}")
+
+
+def _is_owner_change_to(message: str, roles: list[str]) -> bool:
+    """Whether a pg_restore error is an `ALTER ... OWNER TO <role>` (or default privileges `FOR ROLE
+    <role>`) for one of `roles`: already said once by `_foreign_owners`' warning."""
+    match = re.search(r'(?:OWNER TO|FOR ROLE) ("(?:[^"]|"")+"|[^\s;]+)', message)
+    if not match:
+        return False
+    name = match.group(1)
+    name = name[1:-1].replace('""', '"') if name.startswith('"') else name
+    return name in roles
 
 
 # Settings whose value is a list of names: each element is quoted on its own (as pg_dump does).
@@ -374,8 +390,8 @@ def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> Non
 def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
                    warnings: list[str], maintenance_work_mem: str) -> dict:
-    owner_opts = _owner_options(info, target, entry.get("owners", []), is_superuser, warnings)
-    _pg_restore(info, target, schema_path, ["pre-data"], owner_opts, warnings)
+    foreign = _foreign_owners(info, target, entry.get("owners", []), is_superuser, warnings)
+    _pg_restore(info, target, schema_path, ["pre-data"], [], warnings, foreign_owners=foreign)
 
     # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
     load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
@@ -405,7 +421,8 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
     def load_lobs() -> int:
         with info.connect(target, settings=load_settings) as conn:
             blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
-            return restore_large_objects(conn, blocks, set_owner=not owner_opts, warn=warnings.append)
+            return restore_large_objects(conn, blocks, set_owner=True, warn=warnings.append,
+                                         skip_owners=set(foreign))
 
     tables = entry["tables"]
     with info.connect(target) as admin, autovacuum_paused(admin, tables), sessions:
@@ -422,9 +439,9 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         _set_sequences(admin, target, entry.get("sequences") or [])
         # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
-        _pg_restore(info, target, schema_path, ["data", "post-data"], owner_opts, warnings, jobs=jobs,
+        _pg_restore(info, target, schema_path, ["data", "post-data"], [], warnings, jobs=jobs, foreign_owners=foreign,
                     settings={"maintenance_work_mem": maintenance_work_mem})
-    _apply_database_properties(info, target, entry.get("owner") if owner_opts == [] else None,
+    _apply_database_properties(info, target, entry.get("owner") if entry.get("owner") not in foreign else None,
                                entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}

@@ -91,13 +91,17 @@ def first_error(stderr: str) -> str:
 @dataclass
 class RestoreErrors:
     """Errors pg_restore reported but went past: those about missing roles are warnings (grants to
-    roles the target server does not have), anything else fails the restore."""
+    roles the target server does not have, default privileges of roles the restoring role cannot act
+    for), anything else fails the restore."""
 
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
+# Roles the target lacks, or the restoring role cannot act for (default privileges of a role it is
+# not a member of, as for objects whose owner it cannot become: `--no-owner`).
+_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist|must be member of role "[^"]*"'
+                           r'|must be able to SET ROLE "[^"]*"')
 
 
 def classify_pg_restore_errors(stderr: str) -> RestoreErrors:
