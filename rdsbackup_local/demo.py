@@ -7,7 +7,9 @@ policy through the real state machine a few times (so retention has something to
 encrypted tags, replication, image-level backup through the real worker process, retention. Then it
 restores through the restore state machine: a snapshot to a new instance, the Aurora cluster snapshot to
 a new cluster with its three instances, and a restore point (listed with the CLI) into a new database
-through the worker, checked against its source.
+through the worker, checked against its source. Last, one restore test of orders-db: its newest
+snapshot restored into a throwaway instance by the restore state machine run as a child of the
+restore-test state machine, the worker's checks there, and the throwaway deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import boto3
 
+from rdsbackup_local.demo_restore_test import run_restore_test
 from rdsbackup_local.lambda_runner import InProcessLambdas  # also puts the Lambda package on sys.path
 
 # The local stand-in for the RDS endpoints is the test suite's PostgreSQL launcher (Debian's server, run
@@ -87,6 +90,9 @@ def _demo_config() -> dict:
     config["control"] = {"account": ACCOUNT, "region": REGION}
     # Local snapshots and workers finish in seconds: poll every second or two instead of AWS's minutes.
     config["timing"] = {**config.get("timing", {}), "wait_initial_seconds": 1, "wait_max_seconds": 2}
+    # the local run also proves a backup restores (cdk.json leaves restore tests off: they cost instance hours)
+    for policy in config["policies"]:
+        policy.setdefault("restore_test", {})
     return config
 
 
@@ -286,8 +292,9 @@ def main() -> int:
             total = sum(len(r.get("retention_deleted") or []) for report in reports for r in report["resources"])
             print(f"\nover {RUNS} runs snapshot retention removed {total} snapshots")
             _restores(sfn, app.workflow_arn("Restore"), server, endpoint, reports[-1])
+            tested = run_restore_test(sfn, app.workflow_arn("RestoreTest"), app.workflow_arn("Restore"))
             print(f"\nlocal run finished in {time.monotonic() - started:.1f} s")
-            return 0 if all(report["status"] == "Success" for report in reports) else 1
+            return 0 if tested and all(report["status"] == "Success" for report in reports) else 1
 
 
 if __name__ == "__main__":

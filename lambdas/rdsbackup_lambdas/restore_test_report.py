@@ -10,6 +10,7 @@ rotation (``lasttest#<policy>#<arn>``), metrics emitted per source, and a failed
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -63,6 +64,8 @@ def _metrics(policy: str, result: dict[str, Any]) -> None:
             metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=result[field])
             per_source.append((name, MetricUnit.Seconds, result[field]))
     source_id = (result["source"] or "unknown").rsplit(":", 1)[-1]
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+        return  # (single_metric flushes at once and does not read the switch)
     for name, unit, value in per_source:
         with single_metric(name=name, unit=unit, value=value, namespace=metrics.namespace,
                            default_dimensions={"Policy": policy, "Source": source_id}):
