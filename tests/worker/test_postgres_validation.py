@@ -29,7 +29,9 @@ def server():
     for name in (SOURCE, RESTORED):
         server.drop_database(name)
     create_sample_database(server, SOURCE)
-    return server
+    yield server
+    for name in (SOURCE, RESTORED):
+        server.drop_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +141,13 @@ def test_a_missing_database_is_named(superuser, repo, restore_point):
     assert result["differences"] == [{"database": "no_such_restore", "table": None, "reason": "database is missing"}]
 
 
-def test_snapshot_check_runs_amcheck_and_finds_a_missing_database(superuser, restore_point, restored):
+def test_snapshot_check_runs_amcheck_and_finds_a_missing_database(server, superuser, restore_point, restored):
     result = check_server(superuser, databases=[restored, "not_there"])
     assert result["status"] == "failed" and result["problems"] == ["database 'not_there' is missing"]
     [checked] = [d for d in result["databases"] if d["database"] == restored]
     assert checked["amcheck"]["ran"] and checked["amcheck"]["indexes"] > 5 and checked["amcheck"]["failed"] == []
+    # the extension was created for the check only: the database is left as it was
+    assert server.execute("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'", dbname=restored) == [(0,)]
     ok = check_server(superuser, databases=[restored], recorded=None)
     assert ok["status"] == "passed"
 

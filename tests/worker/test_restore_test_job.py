@@ -34,7 +34,16 @@ def server():
     for name in (SOURCE_DB, scratch_database_name(SOURCE_DB)):
         server.drop_database(name)
     create_sample_database(server, SOURCE_DB)
-    return server
+    yield server
+    # the server is shared: a database the next tests' roles cannot connect to would fail their backups
+    for name in (SOURCE_DB, scratch_database_name(SOURCE_DB)):
+        server.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def no_scratch_database_left(server):
+    yield
+    server.drop_database(scratch_database_name(SOURCE_DB))
 
 
 @pytest.fixture
@@ -112,12 +121,8 @@ def test_a_snapshot_without_a_recorded_database_fails(restore_point, server):
     backup_spec, rp_id = restore_point
     server.psql(f"ALTER DATABASE {SOURCE_DB} RENAME TO {SOURCE_DB}_away")
     try:
-        result, code = run_restore_test(rt_spec(backup_spec, rp_id, restore_point_id=None, repository=None,
-                                                  check_snapshot=True),
-                                        log=quiet())
-        assert code == 0 and result["test"]["passed"] is True  # nothing recorded to expect
         result, code = run_restore_test(rt_spec(backup_spec, rp_id), log=quiet())
-        assert f"snapshot: database '{SOURCE_DB}' is missing" in result["test"]["failures"]
+        assert code == 0 and f"snapshot: database '{SOURCE_DB}' is missing" in result["test"]["failures"]
     finally:
         server.psql(f"ALTER DATABASE {SOURCE_DB}_away RENAME TO {SOURCE_DB}")
 

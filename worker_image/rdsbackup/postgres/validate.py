@@ -112,18 +112,27 @@ ORDER BY n.nspname, c.relname
 
 
 def _amcheck(conn: psycopg.Connection) -> dict:
-    """`bt_index_check` on every valid B-tree index, where amcheck exists or may be created."""
-    try:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-    except psycopg.Error as exc:
-        return {"ran": False, "reason": f"amcheck not available: {one_line(str(exc))}", "indexes": 0, "failed": []}
-    failed = []
-    indexes = conn.execute(_BTREE_INDEXES).fetchall()
-    for oid, schema, name in indexes:
+    """`bt_index_check` on every valid B-tree index, where amcheck exists or may be created. An extension
+    created for the check is dropped after it: the database is left as it was found."""
+    created = False
+    if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone():
         try:
-            conn.execute("SELECT bt_index_check(%s::regclass)", (oid,))
+            conn.execute("CREATE EXTENSION amcheck")
+            created = True
         except psycopg.Error as exc:
-            failed.append({"index": f"{schema}.{name}", "reason": one_line(str(exc))})
+            return {"ran": False, "reason": f"amcheck not available: {one_line(str(exc))}", "indexes": 0,
+                    "failed": []}
+    failed = []
+    try:
+        indexes = conn.execute(_BTREE_INDEXES).fetchall()
+        for oid, schema, name in indexes:
+            try:
+                conn.execute("SELECT bt_index_check(%s::regclass)", (oid,))
+            except psycopg.Error as exc:
+                failed.append({"index": f"{schema}.{name}", "reason": one_line(str(exc))})
+    finally:
+        if created:
+            conn.execute("DROP EXTENSION amcheck")
     return {"ran": True, "indexes": len(indexes), "failed": failed}
 
 
