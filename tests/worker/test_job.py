@@ -281,3 +281,25 @@ def test_sqlserver_job_with_the_fake_rds_server(aws, server):
         del os.environ["RDSBACKUP_SQLSERVER_POLL"]
     assert code == 1 and result["error_type"] == "NativeBackupFailed" and "ended ERROR" in result["error"]
     assert len(restore_points(aws, "sales-db")) == 1
+
+
+def test_a_job_waiting_for_a_repository_lock_logs_it_and_goes_on_when_it_is_released(aws, server):
+    import io
+    import threading
+
+    spec = make_spec(aws, server, databases=["job_small"])
+    assert run_in_process(spec)[1] == 0  # the repository exists
+    lock = Repository.open(spec["repository"]).take_lock("exclusive", "prune elsewhere")
+    timer = threading.Timer(2.0, lock.release)
+    timer.start()
+    stream = io.StringIO()
+    try:
+        result, code = jobmod.run_job(json.dumps(spec), log=jobmod.JsonLog(stream))
+    finally:
+        timer.cancel()
+        lock.release()
+    assert code == 0 and result["status"] == "ok"
+    [waited] = [json.loads(line) for line in stream.getvalue().splitlines()
+                if json.loads(line)["message"] == "waiting for a repository lock"]
+    assert waited["level"] == "WARNING" and waited["holder"] == "prune elsewhere"
+    assert "waiting up to" in waited["detail"]

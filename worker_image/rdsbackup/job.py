@@ -374,6 +374,9 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
         creds = read_credentials(spec.secret_arn)
         password = creds["password"]
         repo = open_or_init_repository(spec.repository, spec.repository_kms_key_arn, log)
+        # A wait for a repository lock (a prune running, or a crashed one's lock) is logged as it starts.
+        repo.on_lock_wait = lambda event: log("waiting for a repository lock", level="WARNING", detail=event["message"],
+                                              **{k: v for k, v in event.items() if k not in ("event", "message")})
         repo_id = repo.id
         backup = run_backup(repo, spec, creds, warnings, sqlserver_connect=sqlserver_connect)
         rp_id = backup["restore_point_id"]
