@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .repository_cli import _positive_int
+
 PROG = "rdsbackup"
 # EX_TEMPFAIL (sysexits.h): not a failure, try again later. A restore from an archive exits with it
 # while the packs it needs are still being retrieved.
@@ -447,14 +449,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+
 
 
 def _add_db_connection(p: argparse.ArgumentParser) -> None:
