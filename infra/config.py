@@ -184,10 +184,50 @@ class ImageBackup(_Strict):
     secret_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:secretsmanager:")] | None = None
 
 
+class Gfs(_Strict):
+    """GFS selection of archived points: the newest point of each of the last N weeks/months/years is
+    kept past `retention_days` (rdsbackup.repository.gfs)."""
+
+    weekly: Annotated[int, Field(ge=1)] | None = None
+    monthly: Annotated[int, Field(ge=1)] | None = None
+    yearly: Annotated[int, Field(ge=1)] | None = None
+
+
 class Archive(_Strict):
+    """Restore points older than `after_days` are copied into an archive repository (self-contained
+    fulls) by the policy's backup-account session; archived points older than `retention_days` are
+    deleted there (except the GFS selection and those under Object Lock)."""
+
     repository: str
-    after_days: Annotated[int, Field(ge=1)]
+    after_days: Annotated[int, Field(ge=0)]
     retention_days: Annotated[int, Field(ge=1)] | None = None
+    gfs: Gfs | None = None
+
+    @model_validator(mode="after")
+    def _effective(self) -> Archive:
+        if self.gfs is not None and self.retention_days is None:
+            raise ValueError("'gfs' has no effect without 'retention_days' (nothing is deleted, so every archived "
+                             "point is kept anyway)")
+        if self.retention_days is not None and self.retention_days <= self.after_days:
+            raise ValueError(f"'retention_days' ({self.retention_days}) must exceed 'after_days' "
+                             f"({self.after_days}): archived points would be deleted as soon as they are archived")
+        return self
+
+
+class MaintenanceWorker(_Strict):
+    """The backup-account session's worker (Fargate, in the control account and region)."""
+
+    cpu: Literal[256, 512, 1024, 2048, 4096] = 1024
+    memory: Annotated[int, Field(ge=512, le=30720)] = 2048
+    timeout_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 12 * 60
+
+
+class Maintenance(_Strict):
+    """The backup-account session of a policy with image-level backup: archive (when `archive` is set),
+    backup retention (forget, prune), archive retention. Its own schedule, daily by default."""
+
+    schedule: Schedule = Field(default_factory=lambda: Schedule(expression="cron(0 6 * * ? *)"))
+    worker: MaintenanceWorker = MaintenanceWorker()
 
 
 # (archived restore points are not tested yet: their retrieval takes hours and costs per GB)
@@ -235,6 +275,7 @@ class Policy(_Strict):
     replication: Replication | None = None
     image_backup: ImageBackup | None = None
     archive: Archive | None = None
+    maintenance: Maintenance | None = None
     # how old the newest successful backup of a source may be; default 1.5 x the schedule's interval
     rpo: str | None = None
     restore_test: RestoreTest | None = None
@@ -262,14 +303,54 @@ class Policy(_Strict):
             return list(self.restore_test.targets)
         return ["snapshot"] + (["restore_point"] if self.image_backup is not None else [])
 
+    @model_validator(mode="after")
+    def _needs_image_backup(self) -> Policy:
+        for name in ("archive", "maintenance"):
+            if getattr(self, name) is not None and self.image_backup is None:
+                raise ValueError(f"'{name}' has no effect without 'image_backup' (it works on the restore points "
+                                 "image-level backups make)")
+        return self
+
+
+BACKUP_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING")
+ARCHIVE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD_IA", "STANDARD")
+
 
 class Repository(_Strict):
-    """A backup repository (an S3 bucket the control stack creates)."""
+    """A repository (an S3 bucket the control stack creates): a backup repository that policies'
+    `image_backup` names, or an archive repository that their `archive` names.
 
-    storage_class: Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] = (
-        "STANDARD"
-    )
+    `storage_class` is where packs go (index, manifests and keys stay STANDARD); `object_lock_days` turns
+    on versioning and Object Lock with that default retention in `object_lock_mode` (COMPLIANCE by default
+    for archive repositories, GOVERNANCE for backup repositories, whose prune must delete)."""
+
+    storage_class: Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE",
+                           "GLACIER_IR"] = "STANDARD"
     object_lock_days: Annotated[int, Field(ge=1)] | None = None
+    object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] | None = None
+
+    @model_validator(mode="after")
+    def _lock_mode_needs_days(self) -> Repository:
+        if self.object_lock_mode is not None and self.object_lock_days is None:
+            raise ValueError("'object_lock_mode' has no effect without 'object_lock_days'")
+        return self
+
+
+class MaintenanceNetwork(_Strict):
+    """Where the backup-account session's worker runs (control account and region). Default: the default
+    VPC's subnets with its default security group and a public IP (to reach S3, KMS, ECR and CloudWatch
+    Logs without a NAT gateway). Private subnets need a NAT gateway or VPC endpoints for those."""
+
+    subnets: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")]] = Field(default_factory=list)
+    security_groups: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]+$")]] = Field(default_factory=list)
+    assign_public_ip: bool | None = None
+
+    @model_validator(mode="after")
+    def _effective(self) -> MaintenanceNetwork:
+        if (self.security_groups or self.assign_public_ip is not None) and not self.subnets:
+            raise ValueError("'security_groups' and 'assign_public_ip' apply to the 'subnets' given; without "
+                             "subnets the default VPC's are used with its default group and a public IP")
+        return self
 
 
 class Timing(_Strict):
@@ -305,6 +386,7 @@ class BackupConfig(_Strict):
         default_factory=dict
     )
     timing: Timing = Timing()
+    maintenance_network: MaintenanceNetwork = MaintenanceNetwork()
     policies: Annotated[list[Policy], Field(min_length=1, max_length=MAX_POLICIES)]
 
     @model_validator(mode="after")
@@ -364,6 +446,7 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                     f"(repositories: {known})"
                 )
         _check_rpo_and_restore_test(policy)
+        _check_repository_use(policy, config, where)
         replication = policy.replication
         if replication is None:
             continue
@@ -382,6 +465,57 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                         f'{where}: field "replication": the target ({target[0]}, {target[1]}) is the source '
                         "itself; give another region and/or account"
                     )
+
+
+def maintenance_of(policy: Policy) -> Maintenance | None:
+    """The backup-account session settings of a policy: every policy with image-level backup has one."""
+    if policy.image_backup is None:
+        return None
+    return policy.maintenance or Maintenance()
+
+
+def object_lock_mode(name: str, settings: Repository, config: BackupConfig) -> str | None:
+    """The Object Lock mode a repository's bucket gets (None: no Object Lock)."""
+    if settings.object_lock_days is None:
+        return None
+    if settings.object_lock_mode:
+        return settings.object_lock_mode
+    return "COMPLIANCE" if repository_roles(config).get(name) == "archive" else "GOVERNANCE"
+
+
+def repository_roles(config: BackupConfig) -> dict[str, str]:
+    """Each named repository's role: "backup" (some image_backup names it) or "archive"."""
+    roles = {}
+    for policy in config.policies:
+        if policy.image_backup is not None:
+            roles.setdefault(policy.image_backup.repository, "backup")
+        if policy.archive is not None:
+            roles.setdefault(policy.archive.repository, "archive")
+    return roles
+
+
+def _check_repository_use(policy: Policy, config: BackupConfig, where: str) -> None:
+    """Storage classes and roles that would not work, or settings that would do nothing."""
+    if policy.image_backup is not None:
+        name = policy.image_backup.repository
+        settings = config.repositories[name]
+        if settings.storage_class not in BACKUP_STORAGE_CLASSES:
+            raise ConfigError(
+                f'field "repositories.{name}.storage_class": {settings.storage_class} is for archive repositories: '
+                f'policy "{policy.name}" backs up into it, and backups and restores must read its packs at once '
+                f"(use one of {', '.join(BACKUP_STORAGE_CLASSES)})")
+        for other in config.policies:
+            if other.archive is not None and other.archive.repository == name:
+                raise ConfigError(
+                    f'{where}: field "image_backup.repository": repository {name!r} is also policy '
+                    f'"{other.name}"\'s archive repository; archive into a repository of its own')
+    if policy.archive is not None:
+        name = policy.archive.repository
+        settings = config.repositories[name]
+        if settings.storage_class not in ARCHIVE_STORAGE_CLASSES:
+            raise ConfigError(
+                f'field "repositories.{name}.storage_class": {settings.storage_class} is not an archive class '
+                f"(use one of {', '.join(ARCHIVE_STORAGE_CLASSES)})")
 
 
 def parse_config(raw: Any, *, default_account: str, default_region: str) -> BackupConfig:

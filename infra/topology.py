@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.config import BackupConfig, Policy
+from infra.config import BackupConfig, Policy, maintenance_of
 
 NAME_PREFIX = "rdsbackup"
 ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-access"
@@ -21,6 +21,10 @@ WORKER_ROLE_PREFIX = f"{NAME_PREFIX}-worker"
 WORKER_CLUSTER = f"{NAME_PREFIX}-workers"
 WORKER_TASK_FAMILY = f"{NAME_PREFIX}-worker"
 WORKER_CONTAINER = "worker"
+# The backup-account session's worker (retention, archive) runs in the control account.
+MAINTENANCE_CLUSTER = f"{NAME_PREFIX}-maintenance"
+MAINTENANCE_TASK_FAMILY = f"{NAME_PREFIX}-maintenance"
+MAINTENANCE_ROLE = f"{NAME_PREFIX}-maintenance-worker"
 RESULT_PREFIX = "rdsbackup-results/"
 
 
@@ -59,6 +63,12 @@ def worker_role_arn(place: Place) -> str:
 def repository_bucket_name(repository: str, control: Place) -> str:
     """Buckets are named from the control place so worker roles in other accounts can name them."""
     return f"{NAME_PREFIX}-{repository}-{control.account}-{control.region}"
+
+
+def repository_url(bucket: str, policy: str, storage_class: str = "STANDARD") -> str:
+    """A policy's repository URL; packs go to `storage_class` (index, manifests, keys stay STANDARD)."""
+    url = f"s3://{bucket}/{policy}"
+    return url if storage_class == "STANDARD" else f"{url}?data-storage-class={storage_class}"
 
 
 def staging_key_arn(place: Place) -> str:
@@ -161,21 +171,22 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
             "lease_seconds": timing.lease_seconds,
             "wait": wait,
             "replication": replication,
-            "image_backup": _image_backup(policy, topology, repository_key_arn),
+            "image_backup": _image_backup(policy, config, topology, repository_key_arn),
+            "maintenance": _maintenance(policy, config, topology, repository_key_arn),
             "rpo_seconds": policy.rpo_seconds,
             "restore_test": _restore_test(policy),
         }
     return policies
 
 
-def _image_backup(policy: Policy, topology: Topology, repository_key_arn: str) -> dict | None:
+def _image_backup(policy: Policy, config: BackupConfig, topology: Topology, repository_key_arn: str) -> dict | None:
     image = policy.image_backup
     if image is None:
         return None
     bucket = repository_bucket_name(image.repository, topology.control)
     worker = image.worker
     return {
-        "repository_url": f"s3://{bucket}/{policy.name}",
+        "repository_url": repository_url(bucket, policy.name, config.repositories[image.repository].storage_class),
         "repository_kms_key_arn": repository_key_arn,
         "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days},
         "secret_arn": image.secret_arn,
@@ -196,3 +207,37 @@ def _restore_test(policy: Policy) -> dict | None:
         return None
     return {"sample": test.sample, "targets": policy.restore_test_targets, "instance_class": test.instance_class,
             "timeout_seconds": test.timeout_minutes * 60}
+
+
+def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repository_key_arn: str) -> dict | None:
+    """The backup-account session of a policy (``start_maintenance`` builds the worker's spec from it)."""
+    settings = maintenance_of(policy)
+    if settings is None or policy.image_backup is None:
+        return None
+    image = policy.image_backup
+    bucket = repository_bucket_name(image.repository, topology.control)
+    archive = None
+    if policy.archive is not None:
+        archive_settings = config.repositories[policy.archive.repository]
+        gfs = policy.archive.gfs
+        archive = {
+            # The archive's packs get their class from the spec (the URL carries none).
+            "repository": f"s3://{repository_bucket_name(policy.archive.repository, topology.control)}/{policy.name}",
+            "kms_key_arn": repository_key_arn,
+            "storage_class": archive_settings.storage_class,
+            "after_days": policy.archive.after_days,
+            "retention_days": policy.archive.retention_days,
+            "gfs": gfs.model_dump() if gfs else {},
+        }
+    return {
+        "repository_url": repository_url(bucket, policy.name, config.repositories[image.repository].storage_class),
+        "repository_kms_key_arn": repository_key_arn,
+        "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days},
+        "archive": archive,
+        "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}",
+        "worker": {
+            "cpu": settings.worker.cpu, "memory": settings.worker.memory,
+            "timeout_seconds": max(1, round(settings.worker.timeout_minutes * 60)),
+            "cluster": MAINTENANCE_CLUSTER, "task_family": MAINTENANCE_TASK_FAMILY, "container": WORKER_CONTAINER,
+        },
+    }

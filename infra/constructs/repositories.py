@@ -18,11 +18,20 @@ _WORKER_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3
 _WORKER_KEY_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
 
 
+def _lock_retention(mode: str | None, days: int | None) -> s3.ObjectLockRetention | None:
+    """The bucket's default Object Lock retention (config: object_lock_mode, object_lock_days)."""
+    if not days:
+        return None
+    if mode == "COMPLIANCE":
+        return s3.ObjectLockRetention.compliance(Duration.days(days))
+    return s3.ObjectLockRetention.governance(Duration.days(days))
+
+
 class Repositories(Construct):
     """Buckets (KMS-encrypted, TLS-only, versioned, access-logged, public access blocked) and their key."""
 
     def __init__(self, scope: Construct, id_: str, *, repositories: dict[str, Repository], control: Place,
-                 worker_accounts: list[str]):
+                 worker_accounts: list[str], lock_modes: dict[str, str | None] | None = None):
         super().__init__(scope, id_)
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: repository objects and the repositories' master keys")
@@ -36,6 +45,7 @@ class Repositories(Construct):
         acknowledge(self.access_logs, "AwsSolutions-S1",
                     "This is the access-log bucket of the repositories; logging it into itself would loop.")
         self.buckets: dict[str, s3.Bucket] = {}
+        lock_modes = lock_modes or {}
         for name, settings in repositories.items():
             bucket = s3.Bucket(
                 self, f"Repository-{name}",
@@ -43,8 +53,7 @@ class Repositories(Construct):
                 encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
                 enforce_ssl=True, versioned=settings.object_lock_days is not None,
                 object_lock_enabled=settings.object_lock_days is not None,
-                object_lock_default_retention=(s3.ObjectLockRetention.governance(
-                    Duration.days(settings.object_lock_days)) if settings.object_lock_days else None),
+                object_lock_default_retention=_lock_retention(lock_modes.get(name), settings.object_lock_days),
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
                 server_access_logs_bucket=self.access_logs, server_access_logs_prefix=f"{name}/",
                 lifecycle_rules=[s3.LifecycleRule(prefix=RESULT_PREFIX, expiration=Duration.days(30)),

@@ -17,10 +17,12 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.config import BackupConfig
+from infra.config import BackupConfig, maintenance_of, object_lock_mode
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
 from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
+from infra.constructs.maintenance_worker import MaintenanceWorker
+from infra.constructs.maintenance_workflow import MaintenanceSteps, MaintenanceWorkflow
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories
 from infra.constructs.restore_test_workflow import RestoreTestSteps, RestoreTestWorkflow
@@ -28,6 +30,8 @@ from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
 from infra.topology import (
+    MAINTENANCE_CLUSTER,
+    MAINTENANCE_TASK_FAMILY,
     RESULT_PREFIX,
     Topology,
     access_role_arn,
@@ -70,7 +74,9 @@ class ControlStack(Stack):
 
         self.repositories = Repositories(
             self, "Repositories", repositories=config.repositories, control=topology.control,
-            worker_accounts=[place.account for place in topology.worker_places])
+            worker_accounts=[place.account for place in topology.worker_places],
+            lock_modes={name: object_lock_mode(name, settings, config)
+                        for name, settings in config.repositories.items()})
         self.steps = self._steps(config, topology)
         self.sweeper = self._sweeper(config, topology)
         self.monitoring = self._monitoring(config, topology)
@@ -87,6 +93,7 @@ class ControlStack(Stack):
             comment="rds-backup: restore a snapshot into a new (or replacing) DB instance or Aurora cluster")
         self.restore_test_state_machine = self._restore_tests(config, topology)
         self._schedules(config)
+        self.maintenance_state_machine = self._maintenance(config)
         self._nag_suppressions()
         # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
@@ -299,6 +306,95 @@ class ControlStack(Stack):
         # CloudWatch alarms publish to the topic, which is encrypted with this key
         self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         return Monitoring(self, "Monitoring", policies=list(config.policies), check_rpo=check, topic=self.topic)
+
+    def _maintenance(self, config: BackupConfig) -> sfn.StateMachine | None:
+        """The backup-account session (archive, retention, prune) of every policy with image-level backup:
+        its worker, steps, state machine and one schedule per policy."""
+        policies = [p for p in config.policies if maintenance_of(p) is not None]
+        if not policies:
+            return None
+        worker = MaintenanceWorker(self, "MaintenanceWorker", buckets=list(self.repositories.buckets.values()),
+                                   key=self.repositories.key)
+        code = self._code
+        report_env = {"TABLE_NAME": self.table.table_name, "TOPIC_ARN": self.topic.topic_arn}
+        steps = self.maintenance_steps = MaintenanceSteps(
+            start=LambdaStep(self, "StartMaintenance", handler="start_maintenance", code=code, environment={
+                **self._policies_env,
+                "NETWORK_JSON": json.dumps(config.maintenance_network.model_dump(), separators=(",", ":"))}),
+            check=LambdaStep(self, "CheckMaintenance", handler="check_maintenance", code=code),
+            cleanup=LambdaStep(self, "CleanupMaintenance", handler="cleanup_maintenance", code=code),
+            report=LambdaStep(self, "MaintenanceReport", handler="maintenance_report", code=code,
+                              environment=report_env),
+        )
+        cluster_arn = f"arn:aws:ecs:{self.region}:{self.account}:cluster/{MAINTENANCE_CLUSTER}"
+        tasks_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{MAINTENANCE_CLUSTER}/*"
+        on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
+        self.policies_parameter.grant_read(steps.start.role)
+        steps.start.role.add_to_policy(iam.PolicyStatement(
+            actions=["ecs:RunTask"], conditions=on_cluster, resources=[
+                f"arn:aws:ecs:{self.region}:{self.account}:task-definition/{MAINTENANCE_TASK_FAMILY}:*"]))
+        steps.start.role.add_to_policy(iam.PolicyStatement(actions=["ecs:TagResource"], resources=[tasks_arn]))
+        steps.start.role.add_to_policy(iam.PolicyStatement(
+            actions=["iam:PassRole"], resources=[worker.task_role.role_arn,
+                                                 worker.task_definition.obtain_execution_role().role_arn]))
+        steps.start.role.add_to_policy(iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"],
+                                                           conditions=on_cluster))
+        steps.start.role.add_to_policy(iam.PolicyStatement(
+            actions=["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"]))
+        for step in (steps.check, steps.cleanup):
+            step.role.add_to_policy(iam.PolicyStatement(actions=["ecs:DescribeTasks", "ecs:StopTask"],
+                                                        resources=[tasks_arn]))
+        for bucket in self.repositories.buckets.values():
+            steps.check.role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RESULT_PREFIX}maintenance/*")]))
+            bucket_id = self.get_logical_id(bucket.node.default_child)
+            acknowledge(steps.check.role,
+                        f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{RESULT_PREFIX}maintenance/*]",
+                        "Result documents are named per maintenance session under the results prefix.")
+        self.repositories.key.grant(steps.check.role, "kms:Decrypt")
+        self.table.grant(steps.report.role, "dynamodb:PutItem")
+        self.key.grant(steps.report.role, *_TABLE_KEY_ACTIONS)
+        steps.report.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        acknowledge(steps.start.role, "AwsSolutions-IAM5[Resource::*]",
+                    "ecs:ListTasks is limited by the ecs:cluster condition; EC2 Describe* calls (the default VPC "
+                    "lookup) support no resource-level permissions.")
+        task_reason = "Maintenance worker tasks get ids from ECS at run time; the cluster is named."
+        for region, account in ((self.region, self.account), ("<AWS::Region>", "<AWS::AccountId>")):
+            tasks = f"arn:aws:ecs:{region}:{account}:task/{MAINTENANCE_CLUSTER}/*"
+            for step in (steps.start, steps.check, steps.cleanup):
+                acknowledge(step.role, f"AwsSolutions-IAM5[Resource::{tasks}]", task_reason)
+            acknowledge(steps.start.role, f"AwsSolutions-IAM5[Resource::arn:aws:ecs:{region}:{account}:"
+                                          f"task-definition/{MAINTENANCE_TASK_FAMILY}:*]",
+                        "Every revision of the maintenance task definition; the family is named.")
+        workflow = MaintenanceWorkflow(self, "MaintenanceWorkflow", steps=steps, timing=config.timing)
+        timeout_hours = max(m.worker.timeout_minutes for m in (maintenance_of(p) for p in policies) if m) / 60 + 1
+        machine, _logs = logged_state_machine(
+            self, "MaintenanceStateMachine", definition=workflow.definition,
+            log_group_id="MaintenanceStateMachineLogs", key=self.key, timeout=Duration.hours(round(timeout_hours)),
+            comment="rds-backup: the backup-account session of a policy (archive, retention, prune)")
+        CfnOutput(self, "MaintenanceStateMachineArn", value=machine.state_machine_arn)
+        role = iam.Role(self, "MaintenanceSchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+                        description="rds-backup: EventBridge Scheduler starts backup-account sessions")
+        machine.grant_start_execution(role)
+        for policy in policies:
+            settings = maintenance_of(policy)
+            assert settings is not None
+            self.schedules[f"{policy.name}-maintenance"] = scheduler.CfnSchedule(
+                self, f"MaintenanceSchedule-{policy.name}",
+                name=f"rdsbackup-{policy.name}-maintenance",
+                description=f"rds-backup policy {policy.name}: backup-account session (archive, retention)",
+                schedule_expression=settings.schedule.expression,
+                schedule_expression_timezone=settings.schedule.timezone,
+                flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+                state="ENABLED" if settings.schedule.enabled else "DISABLED",
+                target=scheduler.CfnSchedule.TargetProperty(
+                    arn=machine.state_machine_arn, role_arn=role.role_arn, input=json.dumps({"policy": policy.name}),
+                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                        maximum_event_age_in_seconds=3600, maximum_retry_attempts=3),
+                ),
+            )
+        self._acknowledge_state_machine(machine, steps.__dict__.values())
+        return machine
 
     @staticmethod
     def _allow_assume(step: LambdaStep, role_arns: list[str]) -> None:

@@ -24,7 +24,7 @@ _SCHEDULE = {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Berlin"}
 E2E_CONFIG = {
     "control": {"account": CONTROL_ACCOUNT, "region": REGION},
     "timing": FAST_TIMING,
-    "repositories": {"main": {}},
+    "repositories": {"main": {}, "cold": {"storage_class": "DEEP_ARCHIVE"}},
     "policies": [
         {
             "name": "nightly",
@@ -56,6 +56,9 @@ E2E_CONFIG = {
             "image_backup": {"repository": "main", "retention": {"keep_last": 3},
                              "worker": {"timeout_minutes": 1}},
             "restore_test": {},
+            # archived at once (after_days 0) by the backup-account session
+            "archive": {"repository": "cold", "after_days": 0, "retention_days": 30, "gfs": {"monthly": 12}},
+            "maintenance": {"worker": {"timeout_minutes": 2}},
         },
         {
             "name": "hasty",

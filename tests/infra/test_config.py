@@ -53,7 +53,19 @@ def test_valid_config_parses_with_defaults():
     ({"replication": {"account": "123456789012"}}, "is the source itself"),
     ({"replication": {}}, "give a target 'region' and/or 'account'"),
     ({"image_backup": {"repository": "nope"}}, 'field "image_backup.repository": unknown repository \'nope\''),
-    ({"archive": {"repository": "cold", "after_days": 30}}, 'field "archive.repository": unknown repository'),
+    ({"image_backup": {"repository": "main"}, "archive": {"repository": "cold", "after_days": 30}},
+     'field "archive.repository": unknown repository'),
+    # settings that would be accepted and then do nothing are refused, naming the field
+    ({"archive": {"repository": "main", "after_days": 30}},
+     'policy "nightly": \'archive\' has no effect without \'image_backup\''),
+    ({"maintenance": {}}, "'maintenance' has no effect without 'image_backup'"),
+    ({"image_backup": {"repository": "main"}, "archive": {"repository": "main", "after_days": 3, "gfs": {"weekly": 4}}},
+     'field "archive": \'gfs\' has no effect without \'retention_days\''),
+    ({"image_backup": {"repository": "main"},
+      "archive": {"repository": "main", "after_days": 30, "retention_days": 30}},
+     "'retention_days' (30) must exceed 'after_days' (30)"),
+    ({"image_backup": {"repository": "main"}, "archive": {"repository": "main", "after_days": 30}},
+     "repository 'main' is also policy \"nightly\"'s archive repository"),
     ({"concurrency": 0}, 'field "concurrency"'),
     ({"name": "Bad_Name"}, 'policy "Bad_Name": field "name"'),
 ])
@@ -153,3 +165,41 @@ def test_restore_test_defaults_are_weekly_small_and_test_what_the_policy_keeps()
     assert image.restore_test.sample is None and image.restore_test.instance_class is None
     assert image.restore_test_targets == ["snapshot", "restore_point"]
     assert _parse(VALID).policies[0].restore_test_targets == []
+
+
+@pytest.mark.parametrize(("repositories", "extra", "expected"), [
+    ({"main": {"object_lock_mode": "COMPLIANCE"}}, {},
+     'field "repositories.main": \'object_lock_mode\' has no effect without \'object_lock_days\''),
+    ({"main": {"storage_class": "DEEP_ARCHIVE"}}, {},
+     'field "repositories.main.storage_class": DEEP_ARCHIVE is for archive repositories'),
+    ({"main": {}, "cold": {"storage_class": "INTELLIGENT_TIERING"}},
+     {"archive": {"repository": "cold", "after_days": 7}},
+     'field "repositories.cold.storage_class": INTELLIGENT_TIERING is not an archive class'),
+])
+def test_repository_settings_that_cannot_work_are_refused(repositories, extra, expected):
+    config = _with(image_backup={"repository": "main"}, **extra)
+    config["repositories"] = repositories
+    with pytest.raises(ConfigError) as error:
+        _parse(config)
+    assert expected in str(error.value)
+
+
+def test_maintenance_network_groups_need_subnets():
+    config = copy.deepcopy(VALID)
+    config["maintenance_network"] = {"security_groups": ["sg-0123"]}
+    with pytest.raises(ConfigError, match=r'field "maintenance_network": .*apply to the \'subnets\' given'):
+        _parse(config)
+
+
+def test_object_lock_mode_defaults_to_compliance_for_archives_and_governance_for_backups():
+    from infra.config import object_lock_mode
+
+    config = _with(image_backup={"repository": "main"}, archive={"repository": "cold", "after_days": 7})
+    config["repositories"] = {"main": {"object_lock_days": 7}, "cold": {"storage_class": "GLACIER",
+                                                                        "object_lock_days": 90}}
+    parsed = _parse(config)
+    assert object_lock_mode("main", parsed.repositories["main"], parsed) == "GOVERNANCE"
+    assert object_lock_mode("cold", parsed.repositories["cold"], parsed) == "COMPLIANCE"
+    config["repositories"]["cold"]["object_lock_mode"] = "GOVERNANCE"
+    parsed = _parse(config)
+    assert object_lock_mode("cold", parsed.repositories["cold"], parsed) == "GOVERNANCE"

@@ -100,8 +100,11 @@ def test_quota_throttling_and_unavailable_db_are_retried_with_jitter(item_states
 def test_one_schedule_per_policy_with_time_zone_and_policy_input(control_template):
     schedules = resources_of(control_template, "AWS::Scheduler::Schedule")
     by_name = {s["Properties"]["Name"]: s["Properties"] for s in schedules.values()}
+    # plus each restore-test schedule, and for every policy with image-level backup its backup-account
+    # session (archive, retention)
     assert set(by_name) == {f"rdsbackup-{p['name']}" for p in E2E_CONFIG["policies"]} | {
-        f"rdsbackup-test-{p['name']}" for p in E2E_CONFIG["policies"] if "restore_test" in p}
+        f"rdsbackup-test-{p['name']}" for p in E2E_CONFIG["policies"] if "restore_test" in p} | {
+        f"rdsbackup-{p['name']}-maintenance" for p in E2E_CONFIG["policies"] if p.get("image_backup")}
     nightly = by_name["rdsbackup-nightly"]
     assert nightly["ScheduleExpressionTimezone"] == "Europe/Berlin"
     assert nightly["ScheduleExpression"] == "cron(0 3 * * ? *)"
@@ -129,6 +132,8 @@ def test_lambda_roles_assume_only_named_roles(control_template):
 
 
 def test_no_wildcard_resource_except_xray(control_template):
+    # Actions with no resource-level permissions: X-Ray, log delivery, ECR's token (pulling the maintenance
+    # worker's image), EC2 Describe* (its default-VPC lookup); ecs:ListTasks only with its cluster named.
     for logical, policy in resources_of(control_template, "AWS::IAM::Policy").items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if statement["Resource"] == "*":
@@ -136,7 +141,11 @@ def test_no_wildcard_resource_except_xray(control_template):
                 if actions == ["cloudwatch:PutMetricData"]:  # no resource-level permission: namespace only
                     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "rdsbackup"}}
                     continue
-                assert all(a.startswith(("xray:", "logs:")) for a in actions), (logical, actions)
+                if actions == ["ecs:ListTasks"]:
+                    assert "ecs:cluster" in json.dumps(statement.get("Condition")), logical
+                    continue
+                assert all(a.startswith(("xray:", "logs:", "ec2:Describe")) or a == "ecr:GetAuthorizationToken"
+                           for a in actions), (logical, actions)
 
 
 def test_lease_handlers_touch_only_the_session_table(control_template):
@@ -192,7 +201,7 @@ def test_image_backup_steps_all_end_in_cleanup(item_states):
 
 def test_repository_buckets_are_encrypted_tls_only_and_private(control_template):
     buckets = {logical: b for logical, b in resources_of(control_template, "AWS::S3::Bucket").items()
-               if logical.startswith("RepositoriesRepository")}
+               if logical.startswith("RepositoriesRepositorymain")}
     (bucket,) = buckets.values()
     properties = bucket["Properties"]
     assert properties["BucketName"] == "rdsbackup-main-123456789012-us-east-1"

@@ -85,12 +85,12 @@ class MaintenanceSpec:
                 raise JobSpecError(f"maintenance spec: '{where}{name}' is required (a string)")
             return value
 
-        def number(d: dict, name: str, where: str = "", *, required: bool = False):
+        def number(d: dict, name: str, where: str = "", *, required: bool = False, minimum: int = 1):
             value = d.get(name)
             if value is None and not required:
                 return None
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-                raise JobSpecError(f"maintenance spec: '{where}{name}' must be a number >= 1")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+                raise JobSpecError(f"maintenance spec: '{where}{name}' must be a number >= {minimum}")
             return value
 
         retention = doc.get("retention") or {}
@@ -104,7 +104,7 @@ class MaintenanceSpec:
                 repository=need(archive, "repository", "archive."),
                 kms_key_arn=archive.get("kms_key_arn") or None,
                 storage_class=archive.get("storage_class") or None,
-                after_days=number(archive, "after_days", "archive.", required=True),
+                after_days=number(archive, "after_days", "archive.", required=True, minimum=0),
                 retention_days=number(archive, "retention_days", "archive."),
                 gfs={k: number(gfs, k, "archive.gfs.") for k in ("weekly", "monthly", "yearly")},
             )
@@ -231,7 +231,7 @@ def run_maintenance(spec_text: str | None, *, log: JsonLog | None = None, now: f
         spec = MaintenanceSpec.parse(spec_text)
         log.context = {"session_id": spec.session_id, "policy": spec.policy}
         result.update(session_id=spec.session_id, policy=spec.policy)
-        log("maintenance started", repository=spec.repository,
+        log("job started", job="maintenance", repository=spec.repository,
             archive=spec.archive.repository if spec.archive else None)
         from .repository import Repository
 
