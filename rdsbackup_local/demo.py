@@ -93,6 +93,9 @@ def _demo_config() -> dict:
     # the local run also proves a backup restores (cdk.json leaves restore tests off: they cost instance hours)
     for policy in config["policies"]:
         policy.setdefault("restore_test", {})
+    for policy in config["policies"]:
+        if policy.get("archive"):
+            policy["archive"]["after_days"] = 0  # archive at once: the demo's restore points are minutes old
     return config
 
 
@@ -235,6 +238,38 @@ def _restores(sfn, restore_arn: str, server, endpoint: str, report: dict) -> Non
         raise SystemExit("the restored database differs from its source")
 
 
+def _archive_and_check(server, endpoint: str, sfn, app, report: dict) -> dict:
+    """Run the backup-account session (archive into DEEP_ARCHIVE, retention), list the archive, restore
+    orders-db's newest restore point from it (the Glacier retrieval included) and compare."""
+    session = _run(sfn, app.workflow_arn("Maintenance"), "demo-maintenance", {"policy": "demo"})
+    print(f"\nbackup-account session: {session['status']}; archived {len(session.get('archived') or [])} restore "
+          f"points, forgot {len(session.get('forgotten') or [])}")
+    orders = next(r for r in report["resources"] if r["arn"].endswith(":db:orders-db"))
+    archive = "s3://rdsbackup-archive-123456789012-us-east-1/demo"
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DEMO_DB_PASSWORD": DEMO_PASSWORD}
+    listed = subprocess.run(["rdsbackup", "list", "--repo", archive, "--source-id", "orders-db"], env=env,
+                            capture_output=True, text=True, check=True)
+    print(f"archived restore points of orders-db in {archive} (packs in DEEP_ARCHIVE):\n{listed.stdout.rstrip()}")
+    server.execute("DROP DATABASE IF EXISTS shop_from_archive WITH (FORCE)")
+    started = time.monotonic()
+    restored = subprocess.run(
+        ["rdsbackup", "restore", "postgres", "--repo", archive, "--restore-point", orders["restore_point_id"],
+         "--host", "127.0.0.1", "--port", str(server.port), "--user", DEMO_USER, "--password-env", "DEMO_DB_PASSWORD",
+         "--ca-bundle", server.ca_file, "--database", "shop", "--target-database", "shop_from_archive",
+         "--retrieval-tier", "Bulk", "--wait", "--wait-interval", "1"],
+        env=env, capture_output=True, text=True)
+    if restored.returncode != 0:
+        raise SystemExit(f"restore from the archive failed: {restored.stderr.strip()}")
+    same = table_checksums(server, "shop_from_archive") == table_checksums(server, "shop") and \
+        schema_dump(server, "shop_from_archive") == schema_dump(server, "shop")
+    print(f"restored {orders['restore_point_id']} from the archive (retrieval requested, tier Bulk) into database "
+          f"shop_from_archive in {time.monotonic() - started:.1f} s: "
+          f"{'equal to' if same else 'DIFFERENT from'} the source")
+    if not same:
+        raise SystemExit("the database restored from the archive differs from its source")
+    return session
+
+
 def main() -> int:
     _fake_credentials()
     started = time.monotonic()
@@ -292,9 +327,11 @@ def main() -> int:
             total = sum(len(r.get("retention_deleted") or []) for report in reports for r in report["resources"])
             print(f"\nover {RUNS} runs snapshot retention removed {total} snapshots")
             _restores(sfn, app.workflow_arn("Restore"), server, endpoint, reports[-1])
+            session = _archive_and_check(server, endpoint, sfn, app, reports[-1])
             tested = run_restore_test(sfn, app.workflow_arn("RestoreTest"), app.workflow_arn("Restore"))
             print(f"\nlocal run finished in {time.monotonic() - started:.1f} s")
-            return 0 if tested and all(report["status"] == "Success" for report in reports) else 1
+            ok = tested and session["status"] == "Success" and all(r["status"] == "Success" for r in reports)
+            return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from rdsbackup.repository.archive import (
     verify_archive,
 )
 from rdsbackup.repository.gfs import gfs_keep
+from rdsbackup.repository.index import pack_key
 from rdsbackup.repository.retrieval import ARCHIVED, IN_PROGRESS, READY, early_deletion_charge, request_retrieval
 
 from rdsbackup_local.moto_patches import slow_retrievals
@@ -53,9 +54,12 @@ def source(tmp_path):
     return Repository.init(f"file://{tmp_path}/backup", password="backup key")
 
 
-@pytest.fixture
-def archive(tmp_path):
-    return ArchiveRepository.init_archive(f"file://{tmp_path}/archive", password="archive key")
+@pytest.fixture(params=["source-ids", "own-ids"])
+def archive(tmp_path, source, request):
+    """An archive named with the source's chunk-id key (what `rdsbackup archive` creates: blocks and lists
+    copied as they are) or with its own (every chunk hashed again, lists rewritten)."""
+    id_key = source._keys.id_key if request.param == "source-ids" else None
+    return ArchiveRepository.init_archive(f"file://{tmp_path}/archive", password="archive key", id_key=id_key)
 
 
 @pytest.fixture
@@ -132,13 +136,23 @@ def test_blocks_are_moved_without_recompressing(source, archive, three_days, mon
 
 
 def test_the_archive_has_its_own_key(source, archive, three_days):
-    ids, _ = three_days
+    ids, contents = three_days
     archive_restore_point(source, archive, ids[0])
     with pytest.raises(WrongRepositoryKey):
         ArchiveRepository.open_archive(archive.url, password="backup key")
     opened = ArchiveRepository.open_archive(archive.url, password="archive key")
     assert opened._keys.master != source._keys.master
-    assert opened._keys.id_key != source._keys.id_key
+    assert opened._keys._aead is not source._keys._aead
+    # Opened again, the archive names chunks as it did when it was written.
+    assert opened._keys.id_key == archive._keys.id_key
+    assert read_table(opened.for_point(ids[0]), ids[0]) == contents[0]
+    # A pack is not readable with the source's key: the encryption key is the archive's own.
+    index = opened.for_point(ids[0])._index()
+    pack_no, offset, stored, _raw = index.blocks[0]
+    block = archive.backend.get_range(pack_key(index.packs[pack_no]), offset, stored)
+    assert opened._keys.open_encoded(block, b"rdsbackup block")
+    with pytest.raises(crypto.AuthenticationFailed):
+        source._keys.open_encoded(block, b"rdsbackup block")
 
 
 def test_archiving_twice_archives_nothing_twice(source, archive, three_days):

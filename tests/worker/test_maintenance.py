@@ -132,3 +132,16 @@ def test_the_console_script_runs_the_job(setup, results):
     done = subprocess.run(["rdsbackup", "maintain"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted(read("results/s-1.json")["forgotten"]) == sorted(ids[:2])
+
+
+def test_prune_waits_for_running_backups_then_is_postponed_with_a_warning(setup, results, monkeypatch):
+    repo, ids, _ = setup
+    bucket, _ = results
+    import rdsbackup.maintenance as maintenance
+
+    monkeypatch.setattr(maintenance, "PRUNE_LOCK_WAIT_SECONDS", 0.2)
+    with repo.begin_backup(source_id="someone-else", engine="postgres"):  # a backup in progress
+        result, code = run_maintenance(spec(repo, bucket), now=time.time())
+    assert code == 0 and result["status"] == "ok"
+    assert sorted(result["forgotten"]) == sorted(ids[:2]) and result["prune"] is None
+    assert any(w.startswith("prune postponed") for w in result["warnings"]), result["warnings"]

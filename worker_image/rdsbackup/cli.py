@@ -204,7 +204,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
         if not args.archive_kms_key_id and not os.environ.get("RDSBACKUP_ARCHIVE_PASSWORD"):
             raise CliError(f"no archive repository at {args.archive_repo}: set RDSBACKUP_ARCHIVE_PASSWORD or give "
                            "--archive-kms-key-id to create it") from None
-        archive = ArchiveRepository.init_archive(args.archive_repo, kms_key_id=args.archive_kms_key_id)
+        archive = ArchiveRepository.init_archive(args.archive_repo, kms_key_id=args.archive_kms_key_id,
+                                                 id_key=source._keys.id_key)
     # ECS stops a task with SIGTERM: unwind like Ctrl-C so the copy deletes what it wrote.
     signal.signal(signal.SIGTERM, _interrupt)
     results = []

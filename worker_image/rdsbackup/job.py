@@ -3,15 +3,14 @@
 The job spec is JSON in `$RDSBACKUP_JOB` (docs/state-machine-contract.md, "The worker job"). The worker
 reads the database credentials from Secrets Manager (`secret_arn`), opens the repository or creates it
 (KMS-wrapped key; a concurrent creation by another worker is tolerated), backs up (PostgreSQL, or SQL
-Server through RDS native backup), applies the retention (`forget` for this source, then `prune`) and
-writes the result document to `result_url`:
+Server through RDS native backup) and writes the result document to `result_url`. It only appends: the
+retention (`forget`, `prune`) runs in the backup account's session (`rdsbackup maintain`), so production
+workers need no right to delete; the spec's `retention` is not applied here.
 
     {"status": "ok" | "failed", "restore_point_id", "bytes", "new_bytes", "duration_seconds", "error",
-     "error_type", "warnings", "session_id", "source_id", "engine", "databases", "forgotten", "started",
-     "ended"}
+     "error_type", "warnings", "session_id", "source_id", "engine", "databases", "started", "ended"}
 
-Exit code 0 only when the restore point exists and the result document was written. A failure of
-forget/prune after a good backup is not a failed backup: status "ok", exit 0, the reason in `warnings`.
+Exit code 0 only when the restore point exists and the result document was written.
 
 The database connection is TLS with the server certificate verified (`verify-full`) against the CA
 bundle at `$RDSBACKUP_CA_BUNDLE` (the image ships the RDS global bundle). Only for a local run without
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import RdsBackupError, RepositoryExists, RepositoryLocked, RepositoryNotFound
+from .errors import RdsBackupError, RepositoryExists, RepositoryNotFound
 
 JOB_ENV = "RDSBACKUP_JOB"
 CA_BUNDLE_ENV = "RDSBACKUP_CA_BUNDLE"
@@ -266,29 +265,6 @@ def _config_id(repo) -> str | None:
         return None
 
 
-def apply_retention(repo, spec: JobSpec, log) -> tuple[list[str], dict | None, list[str]]:
-    """forget (this source only) and prune; failures become warnings."""
-    warnings: list[str] = []
-    forgotten: list[str] = []
-    pruned = None
-    if spec.keep_last is None and spec.keep_days is None:
-        return forgotten, pruned, ["no retention in the job: nothing forgotten"]
-    try:
-        forgotten = repo.forget(keep_last=spec.keep_last, keep_days=spec.keep_days, source_id=spec.source_id)
-        log("forget done", forgotten=forgotten)
-    except Exception as exc:
-        warnings.append(f"forget failed: {describe(exc)}")
-        return forgotten, pruned, warnings
-    try:
-        pruned = repo.prune()
-        log("prune done", prune=pruned)
-    except RepositoryLocked as exc:
-        warnings.append(f"prune postponed (another backup or prune holds the repository): {one_line(exc)}")
-    except Exception as exc:
-        warnings.append(f"prune failed: {describe(exc)}")
-    return forgotten, pruned, warnings
-
-
 # --- the backup -----------------------------------------------------------------------------------------
 
 
@@ -391,9 +367,6 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
                       new_bytes=backup.get("new_bytes"),
                       databases=[d["name"] for d in backup.get("databases", [])])
         log("backup done", restore_point_id=rp_id, bytes=backup.get("bytes"), new_bytes=backup.get("new_bytes"))
-        forgotten, pruned, retention_warnings = apply_retention(repo, spec, log)
-        warnings.extend(retention_warnings)
-        result.update(forgotten=forgotten, prune=pruned)
     except Exception as exc:
         result.update(status="failed", restore_point_id=None, error=describe(exc, password),
                       error_type=type(exc).__name__)

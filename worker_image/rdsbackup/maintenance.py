@@ -120,13 +120,15 @@ class MaintenanceSpec:
         )
 
 
-def _open_archive(spec: ArchiveSpec):
+def _open_archive(spec: ArchiveSpec, source):
     from .repository.archive import ArchiveRepository
 
     try:
         return ArchiveRepository.open_archive(spec.repository)
     except RepositoryNotFound:
-        return ArchiveRepository.init_archive(spec.repository, kms_key_id=spec.kms_key_arn)
+        # Named with the backup repository's chunk-id key: blocks are copied without recompressing.
+        return ArchiveRepository.init_archive(spec.repository, kms_key_id=spec.kms_key_arn,
+                                              id_key=source._keys.id_key)
 
 
 def run_archive(repo, spec: ArchiveSpec, result: dict, log, *, now: float) -> set[str]:
@@ -134,7 +136,7 @@ def run_archive(repo, spec: ArchiveSpec, result: dict, log, *, now: float) -> se
     from .repository.archive import archive_restore_point
     from .repository.repository import _parse_time
 
-    archive = _open_archive(spec)
+    archive = _open_archive(spec, repo)
     held = set(archive._manifest_ids())
     points = [p for p in repo.list_restore_points() if "error" not in p]
     due = [p for p in points if p["id"] not in held and now - _parse_time(p["time"]) > spec.after_days * 86400]

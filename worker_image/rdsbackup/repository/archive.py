@@ -41,7 +41,7 @@ from rdsbackup.errors import (
     WrongRepositoryKey,
 )
 from rdsbackup.repository.backends import backend_for
-from rdsbackup.repository.crypto import AuthenticationFailed
+from rdsbackup.repository.crypto import AuthenticationFailed, Keys, b64, unb64
 from rdsbackup.repository.index import CHUNK_RECORD, Index, encode_new_entries, pack_id_from_key, pack_key
 from rdsbackup.repository.locks import Lock
 from rdsbackup.repository.repository import (
@@ -62,6 +62,12 @@ from rdsbackup.repository.retrieval import (
 from rdsbackup.repository.streams import BLOCK_AD, LIST_PROFILE, StreamReader, StreamWriter
 
 ARCHIVE_KIND = "archive"
+# The source repository's chunk-id key, sealed under the archive's master key. `Repository.open` skips
+# this key document (it wraps no master key). Sharing the id key reveals nothing: ids are never stored
+# in plaintext (indexes and chunk lists are sealed), and the archive's encryption key is its own.
+CHUNK_ID_KEY_OBJECT = "keys/chunk-id-key"
+CHUNK_ID_KEY_TYPE = "chunk-id-key"
+CHUNK_ID_KEY_AD = b"rdsbackup chunk-id key"
 ARCHIVE_PASSWORD_ENV = "RDSBACKUP_ARCHIVE_PASSWORD"
 ARCHIVE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR")
 # A source block is moved whole when at least this share of its bytes belongs to the point: the rest
@@ -104,12 +110,20 @@ class ArchiveRepository(Repository):
     scope: str | None = None
 
     @classmethod
-    def init_archive(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None) -> ArchiveRepository:
+    def init_archive(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None,
+                     id_key: bytes | None = None) -> ArchiveRepository:
+        """Create an archive repository. With `id_key` (its source repository's chunk-id key) archived
+        chunks keep their ids, so blocks and chunk lists are copied without being decompressed or hashed."""
         if not kms_key_id and not archive_password(password):
             raise WrongRepositoryKey(f"no archive passphrase: set {ARCHIVE_PASSWORD_ENV} or give a KMS key")
         repo = Repository.init(url, kms_key_id=kms_key_id, password=None if kms_key_id else archive_password(password),
                                kind=ARCHIVE_KIND)
-        return cls(repo.backend, repo.config, repo._keys)
+        keys = repo._keys
+        if id_key is not None:
+            doc = {"type": CHUNK_ID_KEY_TYPE, "sealed": b64(keys.seal(id_key, CHUNK_ID_KEY_AD, compress=False))}
+            repo.backend.put(CHUNK_ID_KEY_OBJECT, json.dumps(doc).encode())
+            keys = Keys(keys.master, id_key=id_key)
+        return cls(repo.backend, repo.config, keys)
 
     @classmethod
     def open_archive(cls, url: str, *, password: str | None = None) -> ArchiveRepository:
@@ -126,6 +140,16 @@ class ArchiveRepository(Repository):
                 f"cannot open archive repository {url}: set {ARCHIVE_PASSWORD_ENV} (its passphrase) "
                 f"or give it a KMS key ({exc})"
             ) from None
+        try:
+            doc = json.loads(repo.backend.get(CHUNK_ID_KEY_OBJECT))
+        except MissingObject:
+            return repo  # chunk ids under the archive's own id key
+        try:
+            id_key = repo._keys.open(unb64(doc["sealed"]), CHUNK_ID_KEY_AD)
+        except (AuthenticationFailed, KeyError, ValueError) as exc:
+            raise CorruptObject(f"{CHUNK_ID_KEY_OBJECT} in {repo.url} is corrupt ({exc})",
+                                object_name=CHUNK_ID_KEY_OBJECT) from None
+        repo._keys = Keys(repo._keys.master, id_key=bytes(id_key))
         return repo
 
     def for_point(self, rp_id: str) -> ArchiveRepository:
@@ -235,6 +259,8 @@ class _Copy:
         self._rebuilt_records = bytearray()
         self._rebuilt_block = -1
         self.index_key: str | None = None
+        # Same chunk-id key: ids, chunk lists and roots stay as they are; blocks need no decompression.
+        self.same_ids = self.src_keys.id_key == self.dst_keys.id_key
 
     # source side
 
@@ -250,7 +276,8 @@ class _Copy:
         by_block: dict[int, list[tuple[int, int, bytes]]] = {}
         for root_hex in roots:
             ids = bytearray()
-            for cid in reader.iter_ids(bytes.fromhex(root_hex)):
+            # With the same ids, list chunks and roots are copied like data; else lists are written anew.
+            for cid in reader.iter_ids(bytes.fromhex(root_hex), every_chunk=self.same_ids):
                 ids += cid
                 if cid in seen:
                     continue
@@ -300,12 +327,24 @@ class _Copy:
     def _copy_block(self, key: str, off: int, sealed, raw: int, live: list[tuple[int, int, bytes]]) -> None:
         try:
             encoded = self.src_keys.open_encoded(sealed, BLOCK_AD)
+            if self.same_ids:
+                # Authenticated is enough: the chunks' ids and offsets come from the sealed index.
+                live.sort()
+                live_bytes = sum(length for _, length, _ in live)
+                if live_bytes >= MOVE_WHOLE_MIN_LIVE * raw or raw - live_bytes <= MOVE_WHOLE_MAX_DEAD:
+                    self._move_whole(encoded, raw, [(coff, length, cid, cid) for coff, length, cid in live])
+                    self.dead_bytes += raw - live_bytes
+                    return
             plain = self.src_keys.decode(encoded, max_size=raw)
         except AuthenticationFailed as exc:
             raise self._corrupt(
                 f"pack {key} is corrupt: block at offset {off} failed authentication ({exc})", key
             ) from None
         view = memoryview(plain)
+        if self.same_ids:
+            for coff, length, cid in live:
+                self._add_rebuilt(cid, view[coff : coff + length])
+            return
         src_id = self.src_keys.id_hasher.copy
         dst_id = self.dst_keys.id_hasher.copy
         live.sort()
@@ -320,26 +359,31 @@ class _Copy:
             new_ids.append(h.digest())
         live_bytes = sum(length for _, length, _ in live)
         if live_bytes >= MOVE_WHOLE_MIN_LIVE * len(plain) or len(plain) - live_bytes <= MOVE_WHOLE_MAX_DEAD:
-            # Moved whole: decrypted and sealed again under the archive key, not recompressed.
-            block_no = self.index.new_block()
-            chunks = self.index.chunks
-            records = self.writer.new_records
-            block_records = bytearray()  # for the pack's trailer
-            for (coff, length, cid), nid in zip(live, new_ids, strict=True):
+            for (_, _, cid), nid in zip(live, new_ids, strict=True):
                 self.new_id[cid] = nid
-                if nid not in chunks:
-                    chunks.add(nid, Index.location(block_no, coff, length))
-                    record = CHUNK_RECORD.pack(nid, block_no, coff, length)
-                    records += record
-                    block_records += record
-            self.writer.packer.add_block(block_no, self.dst_keys.seal_encoded(encoded, BLOCK_AD), len(plain),
-                                         block_records)
-            self.moved_blocks += 1
+            self._move_whole(encoded, len(plain), [(coff, length, cid, nid) for (coff, length, cid), nid
+                                                   in zip(live, new_ids, strict=True)])
             self.dead_bytes += len(plain) - live_bytes
             return
         for (coff, length, cid), nid in zip(live, new_ids, strict=True):
             self.new_id[cid] = nid
             self._add_rebuilt(nid, view[coff : coff + length])
+
+    def _move_whole(self, encoded, raw: int, chunks: list[tuple[int, int, bytes, bytes]]) -> None:
+        """Seal a source block's encoded payload again under the archive key (not recompressed) and index
+        its live chunks ((offset, length, old id, new id)) where they are."""
+        block_no = self.index.new_block()
+        table = self.index.chunks
+        records = self.writer.new_records
+        block_records = bytearray()  # for the pack's trailer
+        for coff, length, _cid, nid in chunks:
+            if nid not in table:
+                table.add(nid, Index.location(block_no, coff, length))
+                record = CHUNK_RECORD.pack(nid, block_no, coff, length)
+                records += record
+                block_records += record
+        self.writer.packer.add_block(block_no, self.dst_keys.seal_encoded(encoded, BLOCK_AD), raw, block_records)
+        self.moved_blocks += 1
 
     def _add_rebuilt(self, nid: bytes, data) -> None:
         chunks = self.index.chunks
@@ -367,6 +411,8 @@ class _Copy:
 
     def write_lists(self, streams: dict[str, bytearray]) -> dict[str, str]:
         """Each stream's chunk lists and root under the archive's ids; returns old root -> new root."""
+        if self.same_ids:
+            return {root: root for root in streams}  # copied with the data
         new_root = {}
         new_id = self.new_id
         for root_hex, ids in streams.items():

@@ -60,12 +60,13 @@ def _hkdf(master: bytes, info: bytes) -> bytes:
 class Keys:
     """Subkeys derived from the 32-byte master key: one for AES-256-GCM, one for chunk ids."""
 
-    def __init__(self, master: bytes):
+    def __init__(self, master: bytes, *, id_key: bytes | None = None):
         if len(master) != 32:
             raise RepositoryError("the repository master key must be 32 bytes")
         self.master = master
         self._aead = AESGCM(_hkdf(master, b"rdsbackup v1 aes-256-gcm"))
-        self.id_key = _hkdf(master, b"rdsbackup v1 chunk-id blake2b")
+        # An archive repository may name chunks with its source repository's id key (see archive.py).
+        self.id_key = id_key or _hkdf(master, b"rdsbackup v1 chunk-id blake2b")
         # Copying a keyed state is ~2.5x cheaper than keying a new one (the key is a whole first block).
         self.id_hasher = hashlib.blake2b(key=self.id_key, digest_size=CHUNK_ID_SIZE)
         self._local = threading.local()
