@@ -87,6 +87,15 @@ def _repository(name: str, field: str, value):
     return change
 
 
+def _schedule(index: int, section: str, key: str, value, default: str):
+    """Change one key of a section's schedule, keeping (or giving) it an expression."""
+    def change(config: dict) -> None:
+        schedule = config["policies"][index].setdefault(section, {}).setdefault("schedule", {})
+        schedule.setdefault("expression", default)
+        schedule[key] = value
+    return change
+
+
 def _rename_policy(config: dict) -> None:
     config["policies"][_FULL]["name"] = "renamed"
 
@@ -147,22 +156,21 @@ CHANGES = {
     "policies.archive.gfs.weekly": _policy(_FULL, "archive.gfs.weekly", 5),
     "policies.archive.gfs.monthly": _policy(_FULL, "archive.gfs.monthly", 13),
     "policies.archive.gfs.yearly": _policy(_FULL, "archive.gfs.yearly", 4),
-    "policies.maintenance.schedule.expression": _policy(_FULL, "maintenance.schedule",
-                                                        {"expression": "cron(23 6 * * ? *)"}),
-    "policies.maintenance.schedule.timezone": _policy(_FULL, "maintenance.schedule",
-                                                      {"expression": "cron(0 6 * * ? *)", "timezone": "Europe/Oslo"}),
-    "policies.maintenance.schedule.enabled": _policy(_FULL, "maintenance.schedule",
-                                                     {"expression": "cron(0 6 * * ? *)", "enabled": False}),
+    "policies.maintenance.schedule.expression": _schedule(_FULL, "maintenance", "expression", "cron(23 6 * * ? *)",
+                                                          "cron(0 6 * * ? *)"),
+    "policies.maintenance.schedule.timezone": _schedule(_FULL, "maintenance", "timezone", "Europe/Oslo",
+                                                        "cron(0 6 * * ? *)"),
+    "policies.maintenance.schedule.enabled": _schedule(_FULL, "maintenance", "enabled", False, "cron(0 6 * * ? *)"),
     "policies.maintenance.worker.cpu": _policy(_FULL, "maintenance.worker", {"cpu": 4096}),
     "policies.maintenance.worker.memory": _policy(_FULL, "maintenance.worker", {"memory": 8192}),
     "policies.maintenance.worker.timeout_minutes": _policy(_FULL, "maintenance.worker", {"timeout_minutes": 61}),
     "policies.rpo": _policy(_FULL, "rpo", "40h"),
-    "policies.restore_test.schedule.expression": _policy(_FULL, "restore_test.schedule",
-                                                         {"expression": "cron(29 5 ? * SUN *)"}),
-    "policies.restore_test.schedule.timezone": _policy(
-        _FULL, "restore_test.schedule", {"expression": "cron(0 5 ? * SUN *)", "timezone": "America/Lima"}),
-    "policies.restore_test.schedule.enabled": _policy(_FULL, "restore_test.schedule",
-                                                      {"expression": "cron(0 5 ? * SUN *)", "enabled": False}),
+    "policies.restore_test.schedule.expression": _schedule(_FULL, "restore_test", "expression",
+                                                           "cron(29 5 ? * SUN *)", "cron(0 5 ? * SUN *)"),
+    "policies.restore_test.schedule.timezone": _schedule(_FULL, "restore_test", "timezone", "America/Lima",
+                                                         "cron(0 5 ? * SUN *)"),
+    "policies.restore_test.schedule.enabled": _schedule(_FULL, "restore_test", "enabled", False,
+                                                        "cron(0 5 ? * SUN *)"),
     "policies.restore_test.sample": _policy(_FULL, "restore_test.sample", 3),
     "policies.restore_test.targets": _policy(_FULL, "restore_test.targets", ["snapshot"]),
     "policies.restore_test.instance_class": _policy(_FULL, "restore_test.instance_class", "db.t4g.large"),
@@ -188,10 +196,11 @@ TEMPLATE_MARKERS = {
     "timing.sweep_after_minutes": '"MAX_AGE_MINUTES": "555"',
     "timing.sg_delete_attempts": '"SG_DELETE_ATTEMPTS": "19"',
     "timing.sg_delete_interval_seconds": '"SG_DELETE_INTERVAL_SECONDS": "6.5"',
-    "timing.retry_interval_seconds": '"IntervalSeconds": 77',
-    "timing.retry_max_attempts": '"MaxAttempts": 13',
-    "timing.retry_backoff_rate": '"BackoffRate": 3.5',
-    "timing.not_available_max_attempts": '"MaxAttempts": 17',
+    # retries live in the state machines' definitions (JSON text inside the template)
+    "timing.retry_interval_seconds": '\\"IntervalSeconds\\":77',
+    "timing.retry_max_attempts": '\\"MaxAttempts\\":13',
+    "timing.retry_backoff_rate": '\\"BackoffRate\\":3.5',
+    "timing.not_available_max_attempts": '\\"MaxAttempts\\":17',
     "maintenance_network.subnets": "subnet-0f00d",
     "maintenance_network.security_groups": "sg-0f00d",
     "maintenance_network.assign_public_ip": '\\"assign_public_ip\\":true',
