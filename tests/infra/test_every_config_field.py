@@ -22,7 +22,7 @@ from infra.topology import Place, build_topology, runtime_policies
 from rdsbackup_local.synth import synthesize
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
-RESTORE_TEST_SCHEDULE = "rdsbackup-full-restore-test"
+RESTORE_TEST_SCHEDULE = "rdsbackup-test-full"
 
 BASE = {
     "control": {"account": ACCOUNT, "region": REGION},
@@ -275,13 +275,7 @@ def marked_templates(tmp_path_factory) -> dict[str, tuple[str, dict]]:
     return out
 
 
-# Not yet wired: the restore-test workflow and its schedule (issue 15) are being built.
-_PENDING = {f"policies.restore_test.schedule.{name}" for name in ("expression", "timezone", "enabled")}
-
-
-@pytest.mark.parametrize("field", [
-    pytest.param(field, marks=pytest.mark.xfail(reason="restore-test schedule not synthesized yet (issue 15)"))
-    if field in _PENDING else field for field in sorted(TEMPLATE_MARKERS)])
+@pytest.mark.parametrize("field", sorted(TEMPLATE_MARKERS))
 def test_field_changes_the_templates(field, marked_templates):
     (base, base_schedules), (changed, changed_schedules) = marked_templates["base"], marked_templates["changed"]
     marker = TEMPLATE_MARKERS[field]
