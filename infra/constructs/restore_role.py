@@ -42,6 +42,18 @@ class RestoreRole(Construct):
             actions=["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
             resources=[here + "db:*", here + "cluster:*"],
             conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"}}))
+        # a restore into another account/region: the source shares its snapshot, the target copies it in
+        managed = [here + "snapshot:rdsbackup-*", here + "cluster-snapshot:rdsbackup-*"]
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:ModifyDBSnapshotAttribute", "rds:ModifyDBClusterSnapshotAttribute", "rds:CopyDBSnapshot",
+                     "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource"], resources=managed))
+        copies = [here + "snapshot:rdsbackup-restore-*", here + "cluster-snapshot:rdsbackup-restore-*"]
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"], resources=copies))
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot"],
+            resources=[f"arn:{stack.partition}:rds:*:*:snapshot:rdsbackup-*",
+                       f"arn:{stack.partition}:rds:*:*:cluster-snapshot:rdsbackup-*"]))
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
                      "kms:GenerateDataKeyWithoutPlaintext"],
@@ -54,6 +66,14 @@ class RestoreRole(Construct):
                                     "(condition)."),
                 (nag_here + "cluster:*", "Tags restored DB clusters; deletes only those tagged rdsbackup:restore "
                                          "(condition)."),
+                (nag_here + "snapshot:rdsbackup-*", "Shares and copies only snapshots rds-backup made."),
+                (nag_here + "cluster-snapshot:rdsbackup-*", "Shares and copies only snapshots rds-backup made."),
+                (nag_here + "snapshot:rdsbackup-restore-*", "Deletes only a restore's own snapshot copies."),
+                (nag_here + "cluster-snapshot:rdsbackup-restore-*", "Deletes only a restore's own snapshot copies."),
+                ("arn:<AWS::Partition>:rds:*:*:snapshot:rdsbackup-*",
+                 "The source of a copy: a snapshot rds-backup made, in whichever account/region it is."),
+                ("arn:<AWS::Partition>:rds:*:*:cluster-snapshot:rdsbackup-*",
+                 "The source of a copy: a snapshot rds-backup made, in whichever account/region it is."),
                 (f"arn:<AWS::Partition>:kms:{stack.region}:{stack.account}:key/*",
                  "Snapshots may be encrypted with any of the user's keys: key use is limited to RDS "
                  "(kms:ViaService) in this account.")):

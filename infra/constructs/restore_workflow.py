@@ -4,6 +4,9 @@
         │ "snapshot"                      "database" ──> (database-level restore, below)
     Plan restore ──(refused: bad input, untrusted metadata, target exists)──> Report refused restore ─> Fail
         │   (metadata decrypted and verified; settings from metadata or input; target checked)
+    Copy across? ─yes─> Copy snapshot ─> Check copy <─┐   target in another account/region: shared,
+        │ no                                │ ───────┴─ Wait   copied with the target's key
+        ▼                                   ▼
     Replace? ─yes─> Rename original ─> Check rename <─┐      (<id>-replaced-<restore>, instances too)
         │ no                              │ not yet ─┴─ Wait
         ▼                                 ▼ renamed
@@ -19,6 +22,8 @@
     Create readers (side by side) ─> Check readers <─┐             │
                                         │ ─────────┴─ Wait         │
                                         ▼ all available            ▼
+                                   Copied? ─yes─> Remove snapshot copy (and the share)
+                                        ▼ no               ▼
                                    Restore report ──> Done (output = the report)
 
     any failure after planning ─> Clean up restore <─┐  delete what this restore made (readers,
@@ -66,6 +71,8 @@ class RestoreSteps:
     cleanup_restore: LambdaStep
     restore_report: LambdaStep
     plan_database_restore: LambdaStep
+    copy_snapshot: LambdaStep
+    remove_snapshot_copy: LambdaStep
     # the image-level backup's worker steps, shared with the backup workflow
     prepare_worker: LambdaStep
     start_worker: LambdaStep
@@ -123,17 +130,24 @@ class RestoreWorkflow(Construct):
             "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
         }, retries=[retries.throttled])
         report.next(sfn.Pass(self, "Restore succeeded", output_path="$.report").next(sfn.Succeed(self, "Done")))
+        # the restore is done: a copy that cannot be removed is a warning in the report, not a failed restore
+        remove_copy = steps.remove_snapshot_copy.task(self, "Remove snapshot copy", result_path="$.copy_removed",
+                                                      payload={"plan.$": "$.plan"}, retries=[retries.throttled])
+        catch_into(remove_copy, report, result_path="$.copy_removed")
+        remove_copy.next(report)
+        finish = sfn.Choice(self, "Copied?").when(
+            sfn.Condition.is_not_null("$.plan.copy_across"), remove_copy).otherwise(report)
 
         # --- the restore ---------------------------------------------------------------------------------
         plan_only = {"plan.$": "$.plan"}
         readers = waited(guarded(steps.create_cluster_instances.task(
             self, "Create readers", result_path="$.step", payload={**plan_only, "which": "readers"}, retries=busy)),
-            "Check readers", report, "Readers")
+            "Check readers", finish, "Readers")
         writer = waited(guarded(steps.create_cluster_instances.task(
             self, "Create writer", result_path="$.step", payload={**plan_only, "which": "writer"}, retries=busy)),
             "Check writer", readers, "Writer")
         is_cluster = sfn.Choice(self, "Cluster?").when(
-            sfn.Condition.string_equals("$.plan.kind", "cluster"), writer).otherwise(report)
+            sfn.Condition.string_equals("$.plan.kind", "cluster"), writer).otherwise(finish)
         restore = waited(guarded(steps.restore_snapshot.task(
             self, "Restore snapshot", result_path="$.step", payload=plan_only, retries=busy)),
             "Check restore", is_cluster, "Restore")
@@ -142,6 +156,11 @@ class RestoreWorkflow(Construct):
             "Check rename", restore, "Rename")
         replace = sfn.Choice(self, "Replace?").when(
             sfn.Condition.string_equals("$.plan.mode", "replace"), rename).otherwise(restore)
+        copy = waited(guarded(steps.copy_snapshot.task(
+            self, "Copy snapshot", result_path="$.step", payload=plan_only,
+            retries=[retries.transient])), "Check copy", replace, "Copy")
+        copy_needed = sfn.Choice(self, "Copy across?").when(
+            sfn.Condition.is_not_null("$.plan.copy_across"), copy).otherwise(replace)
 
         plan = steps.plan_restore.task(self, "Plan restore", result_path="$.plan", payload={
             "input.$": "$", "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
@@ -151,7 +170,7 @@ class RestoreWorkflow(Construct):
             "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
         }, retries=[retries.throttled]).next(restore_failed)
         catch_into(plan, refused)
-        plan.next(replace)
+        plan.next(copy_needed)
 
         database = self._database_restore(steps, retries, refused, restore_failed)
         kind = sfn.Choice(self, "Restore kind?").when(

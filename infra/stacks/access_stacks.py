@@ -204,6 +204,14 @@ class ReplicaTargetStack(Stack):
                    "Copy sources are the managed snapshots (rdsbackup-*) of the named source accounts, "
                    "in whichever region they were taken.")
         self.key.grant(self.role, *_KMS_FOR_RDS_ACTIONS)
+        for account in sources:
+            # a restore into a production account copies the shared replica there, through RDS
+            self.key.add_to_resource_policy(iam.PolicyStatement(
+                principals=[iam.AccountPrincipal(account)],
+                actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom"],
+                resources=["*"],  # in a key policy, "*" means this key
+                conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}},
+            ))
         # replicas restore where they are; a place that is also a production place has its role there
         self.restore = RestoreRole(self, "Restore", control_account=control_account) if restore_role else None
         role.allow(_KMS_FOR_RDS_ACTIONS, [f"arn:{{partition}}:kms:*:{account}:key/*" for account in sources],

@@ -212,6 +212,8 @@ class ControlStack(Stack):
                 "TABLE_NAME": self.table.table_name, "TOPIC_ARN": self.topic.topic_arn}),
             plan_database_restore=step("PlanDatabaseRestore", "plan_database_restore",
                                        environment=self._policies_env),
+            copy_snapshot=step("CopySnapshotForRestore", "copy_snapshot", timeout=Duration.minutes(2)),
+            remove_snapshot_copy=step("RemoveSnapshotCopy", "remove_snapshot_copy"),
             prepare_worker=self.steps.prepare_worker, start_worker=self.steps.start_worker,
             check_worker=self.steps.check_worker, cleanup_worker=self.steps.cleanup_worker,
         )
@@ -219,7 +221,7 @@ class ControlStack(Stack):
         restore_roles = [restore_role_arn(place) for place in topology.restore_places]
         for restoring in (steps.plan_restore, steps.rename_original, steps.restore_snapshot,
                           steps.create_cluster_instances, steps.check_restore, steps.cleanup_restore,
-                          steps.restore_report):
+                          steps.restore_report, steps.copy_snapshot, steps.remove_snapshot_copy):
             self._allow_assume(restoring, restore_roles)
         self.key.grant(steps.plan_restore.role, "kms:Decrypt")
         self.table.grant(steps.restore_report.role, "dynamodb:PutItem")

@@ -14,7 +14,7 @@ from moto.rds import exceptions as rds_errors
 from moto.rds import models as rds_models
 
 from tests.e2e import faults
-from tests.e2e.configs import CONTROL_ACCOUNT, REGION, TARGET_ACCOUNT
+from tests.e2e.configs import CONTROL_ACCOUNT, REGION, REPLICA_REGION, TARGET_ACCOUNT
 from tests.e2e.conftest import report_of
 from tests.e2e.fixtures import cluster_snapshots, create_aurora_cluster, db_snapshots, rds
 from tests.e2e.server_harness import network
@@ -73,6 +73,14 @@ def _creating_fails(identifier: str, message: str):
     return faults.failing_method(rds_models.RDSBackend, "create_db_instance",
                                  lambda: rds_errors.RDSClientError("InsufficientDBInstanceCapacity", message),
                                  when=named)
+
+
+def _vault_session() -> boto3.Session:
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{TARGET_ACCOUNT}:role/rdsbackup-restore-{REGION}", RoleSessionName="test")["Credentials"]
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                         aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"])
 
 
 def _transitions(harness, described: dict) -> int:
@@ -268,13 +276,7 @@ def test_a_replica_restores_in_the_replica_account(harness):
     assert described["status"] == "SUCCEEDED", report
     assert report["target"] == {"identifier": "vault-db-restored", "account": TARGET_ACCOUNT, "region": REGION,
                                 "kind": "instance"}
-    target = boto3.Session()
-    credentials = target.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{TARGET_ACCOUNT}:role/rdsbackup-restore-{REGION}", RoleSessionName="test")["Credentials"]
-    vault = boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
-                          aws_secret_access_key=credentials["SecretAccessKey"],
-                          aws_session_token=credentials["SessionToken"])
-    restored = _instance("vault-db-restored", session=vault)
+    restored = _instance("vault-db-restored", session=_vault_session())
     assert restored["DBInstanceClass"] == "db.t3.micro"
     assert "vault-db-restored" not in _identifiers(), "restored in the replica account, not the source's"
     assert CONTROL_ACCOUNT not in restored["DBInstanceArn"]
@@ -287,3 +289,44 @@ def test_input_that_is_not_a_restore_is_refused(harness):
                                            "target": {"identifier": "x--y"}}, "bad-fields")
     assert described["status"] == "FAILED"
     assert "snapshot_arn" in report["error"] and "target.identifier" in report["error"]
+
+
+def test_a_snapshot_restores_in_another_region_from_a_copy_that_is_removed_after(harness):
+    client = rds()
+    key = boto3.client("kms", region_name=REPLICA_REGION).create_key(Description="dr key")["KeyMetadata"]["Arn"]
+    created = client.create_db_instance(
+        DBInstanceIdentifier="geo-db", Engine="postgres", DBInstanceClass="db.t3.small", AllocatedStorage=20,
+        MasterUsername="admin_user", MasterUserPassword="not-a-real-secret-1",
+        Tags=[{"Key": "backup", "Value": "nightly"}])
+    snapshot = _backup(harness, created["DBInstance"]["DBInstanceArn"], "geo")["snapshot_arn"]
+    described, report = _restore(harness, {"restore": "snapshot", "snapshot_arn": snapshot, "target": {
+        "identifier": "geo-db-dr", "region": REPLICA_REGION, "security_groups": [], "kms_key_arn": key}},
+        "other-region")
+    assert described["status"] == "SUCCEEDED", report
+    restored = _instance("geo-db-dr", region=REPLICA_REGION)
+    assert restored["DBInstanceClass"] == "db.t3.small"
+    assert report["target"]["region"] == REPLICA_REGION
+    assert rds(REPLICA_REGION).describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == [], \
+        "the copy in the target region is removed once the restore is done"
+    assert [s["DBSnapshotArn"] for s in db_snapshots("geo-db")] == [snapshot], "the source snapshot stays"
+
+
+def test_a_replica_restores_into_a_production_account_through_a_shared_copy(harness):
+    key = boto3.client("kms", region_name=REGION).create_key(Description="customer key")["KeyMetadata"]["Arn"]
+    created = rds().create_db_instance(
+        DBInstanceIdentifier="vault-db", Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
+        MasterUsername="admin_user", MasterUserPassword="not-a-real-secret-1", StorageEncrypted=True, KmsKeyId=key,
+        Tags=[{"Key": "backup", "Value": "vault"}])
+    (replica_arn,) = _backup(harness, created["DBInstance"]["DBInstanceArn"], "vault", policy="vault")["replica_arns"]
+    described, report = _restore(harness, {"restore": "snapshot", "snapshot_arn": replica_arn, "target": {
+        "identifier": "vault-db-back", "account": CONTROL_ACCOUNT, "kms_key_arn": key}}, "replica-to-production")
+    assert described["status"] == "SUCCEEDED", report
+    assert _instance("vault-db-back")["DBInstanceClass"] == "db.t3.micro"
+    assert report["target"]["account"] == CONTROL_ACCOUNT
+    copies = [s for s in rds().describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+              if s["DBSnapshotIdentifier"].startswith("rdsbackup-restore-")]
+    assert copies == [], "the copy in the production account is removed"
+    vault = _vault_session()
+    shared = vault.client("rds", region_name=REGION).describe_db_snapshot_attributes(
+        DBSnapshotIdentifier=replica_arn.split(":")[-1])["DBSnapshotAttributesResult"]["DBSnapshotAttributes"]
+    assert all(CONTROL_ACCOUNT not in a.get("AttributeValues", []) for a in shared), "the share is withdrawn"

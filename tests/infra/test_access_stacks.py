@@ -73,6 +73,15 @@ def test_a_restore_role_in_every_place_deletes_only_what_a_restore_made(template
     assert set(places.values()) == {1}, places
 
 
+def test_production_accounts_may_copy_replicas_back_through_rds(templates):
+    replica = templates[f"RdsBackupReplica-{TARGET_ACCOUNT}-us-east-1"]
+    (key,) = resources_of(replica, "AWS::KMS::Key").values()
+    statements = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                  if f"iam::{CONTROL_ACCOUNT}:root" in flatten(s["Principal"].get("AWS", ""))]
+    assert statements and all("kms:Decrypt" in s["Action"] and s["Condition"] == {
+        "StringEquals": {"kms:ViaService": "rds.us-east-1.amazonaws.com"}} for s in statements)
+
+
 def test_kms_use_is_limited_to_rds(templates):
     for name, template in templates.items():
         for statement in _statements(template):

@@ -106,6 +106,20 @@ class Renamed(_Lenient):
     renamed: str
 
 
+class SnapshotCopy(_Lenient):
+    """The snapshot copied into the target's account/region first (shared first when the account differs);
+    the copy is deleted (and the share withdrawn) once the restore is done, or by the cleanup."""
+
+    source_arn: str
+    source_id: str
+    source_account: str
+    source_region: str
+    source_role_arn: str
+    copy_id: str
+    kms_key_id: str | None = None
+    shared: bool = False
+
+
 class Plan(_Lenient):
     """What ``plan_restore`` decided; every later step reads only this (and its own previous result)."""
 
@@ -123,6 +137,7 @@ class Plan(_Lenient):
     # kind cluster: the writer first, then the readers
     instances: list[PlannedInstance] = Field(default_factory=list)
     renames: list[Renamed] = Field(default_factory=list)
+    copy_across: SnapshotCopy | None = None
     settings_from_metadata: list[str] = Field(default_factory=list)
     settings_from_input: list[str] = Field(default_factory=list)
     metadata_verified: bool = False

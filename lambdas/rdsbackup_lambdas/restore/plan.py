@@ -26,6 +26,7 @@ from rdsbackup_lambdas.restore.models import (
     Plan,
     PlannedInstance,
     Renamed,
+    SnapshotCopy,
     SnapshotRestoreInput,
     SnapshotTarget,
 )
@@ -164,24 +165,24 @@ def _check_place_bound(settings: _Settings, source: dict[str, Any], target: Plac
 
 
 def _plan_instance(request: SnapshotRestoreInput, info: SnapshotInfo, metadata: dict[str, Any] | None,
-                   restore_tags: dict[str, str]) -> tuple[dict[str, Any], _Settings]:
+                   restore_tags: dict[str, str], copying: bool) -> tuple[dict[str, Any], _Settings]:
     recorded = dict((metadata or {}).get("instance") or {})
     settings = _Settings(request.target, recorded)
     for field, (key, parameter) in _INSTANCE_SETTINGS.items():
         settings.take(field, key, parameter)
     if settings.parameters.get("MultiAZ"):
         settings.parameters.pop("AvailabilityZone", None)  # Multi-AZ places the instance itself
-    if request.target.kms_key_arn is not None:
+    if request.target.kms_key_arn is not None and not copying:
         raise RestoreInputInvalid(
-            "target.kms_key_arn: a DB instance is restored under its snapshot's key; copy the snapshot to the "
-            "key first (a cluster restore takes kms_key_arn)")
+            "target.kms_key_arn: a DB instance is restored under its snapshot's key (in the snapshot's own "
+            "account and region); a cluster restore takes kms_key_arn")
     # never public unless the input says so, whatever the source was
     settings.parameters["PubliclyAccessible"] = bool(request.target.publicly_accessible)
     if request.target.publicly_accessible is not None:
         settings.from_input.append("publicly_accessible")
     settings.parameters.update({
         "DBInstanceIdentifier": request.target.identifier,
-        # the identifier: the snapshot is in the target's account and region
+        # the identifier: the snapshot (or its copy) is in the target's account and region
         "DBSnapshotIdentifier": info.id,
         "Tags": _tag_list(recorded, request.target, restore_tags, settings),
         "DeletionProtection": False,
@@ -311,6 +312,23 @@ def _renames(existing: Database, restore_id: str) -> list[Renamed]:
     return renames
 
 
+def _copy_across(config: RestoreConfig, request: SnapshotRestoreInput, info: SnapshotInfo, target: Place,
+                 restore_id: str) -> SnapshotCopy | None:
+    """A copy of the snapshot in the target's account/region, when that is not where the snapshot is."""
+    if (target.account, target.region) == (info.account, info.region):
+        return None
+    if info.encrypted and not request.target.kms_key_arn:
+        raise SettingsMissing(
+            f"the snapshot is encrypted and in account {info.account} region {info.region}: give target.kms_key_arn, "
+            f"a key of account {target.account} in {target.region} to re-encrypt its copy with (the source's key "
+            "must allow that account to use it through RDS)")
+    copy_id = f"rdsbackup-restore-{_suffix(restore_id)}-{info.id}"[:255].rstrip("-")
+    return SnapshotCopy(
+        source_arn=info.arn, source_id=info.id, source_account=info.account, source_region=info.region,
+        source_role_arn=config.role_for(info.account, info.region, f"snapshot {info.arn}"), copy_id=copy_id,
+        kms_key_id=request.target.kms_key_arn if info.encrypted else None, shared=info.account != target.account)
+
+
 def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: TagCodec, *,
                  execution_name: str | None, started_at: str | None) -> dict[str, Any]:
     """The plan of a snapshot restore (see :class:`Plan`), or the reason it cannot be done."""
@@ -322,18 +340,16 @@ def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: Ta
             f"snapshot {info.arn} was not made by rds-backup (it has no metadata tags): give every setting in the "
             f"input's target; missing: {', '.join(missing)}")
     target = Place(account=request.target.account or info.account, region=request.target.region or info.region)
-    if (target.account, target.region) != (info.account, info.region):
-        raise RestoreInputInvalid(
-            f"the snapshot is in account {info.account} region {info.region}; restoring it into account "
-            f"{target.account} region {target.region} needs a copy there first, which this version does not do: "
-            "restore a replica that is already there")
     target = target.model_copy(update={"role_arn": config.role_for(target.account, target.region, "the target")})
+    copy_across = _copy_across(config, request, info, target, restore_id)
     restore_tags = {RESTORE_TAG: restore_id}
     instances: list[PlannedInstance] = []
     if info.kind == "instance":
-        parameters, settings = _plan_instance(request, info, metadata, restore_tags)
+        parameters, settings = _plan_instance(request, info, metadata, restore_tags, copy_across is not None)
     else:
         parameters, instances, settings = _plan_cluster(request, info, metadata, restore_tags)
+    if copy_across is not None:  # restored from the copy in the target's place
+        parameters["DBSnapshotIdentifier" if info.kind == "instance" else "SnapshotIdentifier"] = copy_across.copy_id
     source = dict((metadata or {}).get("source") or {})
     _check_place_bound(settings, source, target)
     rds = aws_sessions.client("rds", target.region, target.role_arn, restore_id)
@@ -343,7 +359,7 @@ def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: Ta
         restore_id=restore_id, kind=info.kind, mode=request.mode, keep_on_failure=request.keep_on_failure,
         snapshot_arn=info.arn, snapshot_id=info.id, source=source, target=target,
         target_identifier=request.target.identifier, restore_parameters=parameters, instances=instances,
-        renames=renames, settings_from_metadata=sorted(set(settings.from_metadata)),
+        renames=renames, copy_across=copy_across, settings_from_metadata=sorted(set(settings.from_metadata)),
         settings_from_input=sorted(set(settings.from_input)), metadata_verified=metadata is not None,
         wait=config.wait, started_at=started_at,
     )

@@ -15,10 +15,18 @@ from rdsbackup_lambdas import aws_sessions
 from rdsbackup_lambdas.errors import DBNotAvailable, RestoreFailed, RestoreWaitTimeout, TargetExists
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.polling import next_poll
-from rdsbackup_lambdas.restore.databases import AVAILABLE, FAILED_STATUSES, LEFTOVER_TAG, Database, Databases
+from rdsbackup_lambdas.restore.databases import (
+    AVAILABLE,
+    FAILED_STATUSES,
+    LEFTOVER_TAG,
+    RESTORE_TAG,
+    Database,
+    Databases,
+)
 from rdsbackup_lambdas.restore.models import CleanupState, Plan, StepState
+from rdsbackup_lambdas.snapshots import SnapshotApi, is_failed_status
 
-RENAMED, RESTORED, WRITER, READERS = "renamed", "restored", "writer", "readers"
+COPIED, RENAMED, RESTORED, WRITER, READERS = "copied", "renamed", "restored", "writer", "readers"
 
 
 def target_databases(plan: Plan) -> Databases:
@@ -34,6 +42,43 @@ def _ours(found: Database, plan: Plan, what: str) -> None:
     if found.restore_id != plan.restore_id:
         raise TargetExists(f"{what} {found.identifier!r} appeared in {plan.target.account}/{plan.target.region} "
                            f"and was not made by this restore ({plan.restore_id}); nothing of it is touched")
+
+
+def _snapshot_api(plan: Plan, *, source: bool) -> SnapshotApi:
+    copy = plan.copy_across
+    assert copy is not None
+    account, region, role = ((copy.source_account, copy.source_region, copy.source_role_arn) if source
+                             else (plan.target.account, plan.target.region, plan.target.role_arn))
+    return SnapshotApi(aws_sessions.client("rds", region, role, plan.restore_id), plan.kind,
+                       f"account {account} region {region}")
+
+
+def copy_snapshot(plan: Plan) -> dict[str, Any]:
+    """Copy the snapshot into the target's account/region (shared with that account first), re-encrypted
+    with the target's key; a retry finds the copy the first try started."""
+    copy = plan.copy_across
+    assert copy is not None, "copy_snapshot runs only for a plan with copy_across"
+    if copy.shared:
+        _snapshot_api(plan, source=True).set_shared(copy.source_id, plan.target.account, True)
+    _snapshot_api(plan, source=False).copy(
+        copy.source_arn, copy.copy_id, kms_key_id=copy.kms_key_id, source_region=copy.source_region,
+        tags=[{"Key": RESTORE_TAG, "Value": plan.restore_id}])
+    logger.info("snapshot copy started", extra={"source": copy.source_arn, "copy": copy.copy_id})
+    return _started(COPIED)
+
+
+def remove_copy(plan: Plan) -> list[str]:
+    """Delete the restore's copy and withdraw the share; what was removed."""
+    copy = plan.copy_across
+    if copy is None:
+        return []
+    removed = []
+    if _snapshot_api(plan, source=False).delete(copy.copy_id):
+        removed.append(f"snapshot copy {copy.copy_id}")
+    if copy.shared:
+        _snapshot_api(plan, source=True).set_shared(copy.source_id, plan.target.account, False)
+        removed.append(f"share of {copy.source_id} with {plan.target.account}")
+    return removed
 
 
 def rename_original(plan: Plan) -> dict[str, Any]:
@@ -77,6 +122,8 @@ def create_instances(plan: Plan, which: str) -> dict[str, Any]:
 
 
 def _expected(plan: Plan, stage: str) -> list[tuple[str, str]]:
+    if stage == COPIED:
+        return []
     if stage == RENAMED:
         return [(r.kind, r.renamed) for r in plan.renames]
     if stage == RESTORED:
@@ -86,10 +133,20 @@ def _expected(plan: Plan, stage: str) -> list[tuple[str, str]]:
     return [("instance", i.identifier) for i in plan.instances]
 
 
+def _check_copy(plan: Plan) -> dict[str, str]:
+    assert plan.copy_across is not None
+    found = _snapshot_api(plan, source=False).describe(plan.copy_across.copy_id)
+    if found is None or is_failed_status(found.status):
+        raise RestoreFailed(f"the copy {plan.copy_across.copy_id} of {plan.snapshot_arn} in "
+                            f"{plan.target.account}/{plan.target.region} is "
+                            f"{found.status if found else 'gone'}: RDS could not copy it")
+    return {plan.copy_across.copy_id: found.status}
+
+
 def check_restore(plan: Plan, step: StepState) -> dict[str, Any]:
     """One poll of the resources the last action covers: ready when all are available."""
     databases = target_databases(plan)
-    statuses: dict[str, str] = {}
+    statuses: dict[str, str] = _check_copy(plan) if step.stage == COPIED else {}
     for kind, identifier in _expected(plan, step.stage):
         found = databases.find(kind, identifier)
         if found is None:
@@ -163,6 +220,10 @@ def cleanup_restore(plan: Plan | None, previous: CleanupState | None) -> dict[st
     renamed_back = list(state.renamed_back)
     if not pending and not plan.keep_on_failure:
         renamed_back = _rename_back(databases, plan, renamed_back, pending)
+        try:
+            deleted += [entry for entry in remove_copy(plan) if entry not in deleted]
+        except Exception as exc:
+            warnings.append(f"could not remove the snapshot copy: {type(exc).__name__}: {exc}")
     ready = not pending
     try:
         poll = next_poll(state, plan.wait, ready=ready, timeout_error=RestoreWaitTimeout, what="the cleanup")
