@@ -44,6 +44,7 @@ def backed_up(world, name: str, *, at: float | None = None) -> None:
 
 
 def plan(monkeypatch, ctx, pols, **extra) -> dict:
+    monkeypatch.delenv("POLICIES_PARAMETER", raising=False)  # (an in-process e2e run may leave it set)
     monkeypatch.setenv("POLICIES_JSON", json.dumps(pols))
     return plan_restore_test.handler({"policy": "demo", "resources": None, **RUN, **extra}, ctx)
 

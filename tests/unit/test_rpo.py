@@ -43,6 +43,7 @@ def outside_metric(world, policy_name: str) -> list[float]:
 
 
 def run(monkeypatch, ctx, policies: dict) -> dict:
+    monkeypatch.delenv("POLICIES_PARAMETER", raising=False)  # (an in-process e2e run may leave it set)
     monkeypatch.setenv("POLICIES_JSON", json.dumps(policies))
     return check_rpo.handler({}, ctx)
 
