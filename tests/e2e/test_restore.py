@@ -75,6 +75,12 @@ def _creating_fails(identifier: str, message: str):
                                  when=named)
 
 
+def _topic(harness):
+    from moto.sns.models import sns_backends
+
+    return sns_backends[CONTROL_ACCOUNT][REGION].topics[harness.app.control.outputs["FailureTopicArn"]]
+
+
 def _vault_session() -> boto3.Session:
     credentials = boto3.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{TARGET_ACCOUNT}:role/rdsbackup-restore-{REGION}", RoleSessionName="test")["Credentials"]
@@ -222,6 +228,8 @@ def test_a_target_that_exists_is_refused_before_anything_is_created(harness):
     assert report["error"].startswith("TargetExists: a DB instance named 'orders-db' exists already")
     assert _identifiers() == before
     assert "cleanup" not in report
+    (notification,) = [n for n in _topic(harness).sent_notifications if "restore" in n[2]]
+    assert json.loads(notification[1])["restore_id"] == report["restore_id"], "the failure is published to SNS"
 
 
 def test_tampered_metadata_is_refused_with_the_reason(harness):

@@ -1,0 +1,58 @@
+"""The restore plan's pure parts: input validation, the names it derives."""
+
+from __future__ import annotations
+
+import pytest
+from rdsbackup_lambdas.errors import RestoreInputInvalid
+from rdsbackup_lambdas.restore.database import parse_database_input
+from rdsbackup_lambdas.restore.models import IDENTIFIER, MAX_IDENTIFIER, parse_input
+from rdsbackup_lambdas.restore.plan import aside_name, member_name, restore_id_for
+
+SNAPSHOT = "arn:aws:rds:us-east-1:123456789012:snapshot:rdsbackup-nightly-orders-db-20261128t030000-1a2b3c"
+
+
+def test_restore_ids_are_stable_per_execution_and_differ_between_executions():
+    first = restore_id_for("run-1", "2026-11-28T03:00:00Z")
+    assert first == restore_id_for("run-1", "2026-11-28T03:00:00Z")
+    assert first != restore_id_for("run-2", "2026-11-28T03:00:00Z")
+    assert first.startswith("restore-20261128T030000-")
+
+
+def test_the_original_is_put_aside_under_a_valid_name_of_at_most_63_characters():
+    restore_id = restore_id_for("run-1", "2026-11-28T03:00:00Z")
+    assert aside_name("orders-db", restore_id) == f"orders-db-replaced-{restore_id.rsplit('-', 1)[1]}"
+    long = aside_name("a" * 60 + "-b", restore_id)
+    assert len(long) <= MAX_IDENTIFIER and long.endswith(restore_id.rsplit("-", 1)[1])
+    assert IDENTIFIER.match(long)
+
+
+def test_cluster_members_are_named_after_the_restored_cluster():
+    assert member_name("ledger-2", "ledger", "ledger") == "ledger-2"  # replace: the recorded names
+    assert member_name("ledger-2", "ledger", "ledger-copy") == "ledger-copy-2"
+    assert member_name("reader-east", "ledger", "ledger-copy") == "ledger-copy-reader-east"
+    one, two = (member_name(f"{'x' * 40}-{n}", "ledger", "l" * 40) for n in (1, 2))
+    assert len(one) <= MAX_IDENTIFIER and len(two) <= MAX_IDENTIFIER and one != two
+
+
+def test_bad_input_names_every_bad_field():
+    with pytest.raises(RestoreInputInvalid) as raised:
+        parse_input({"restore": "snapshot", "snapshot_arn": "arn:aws:rds:us-east-1:1:db:orders",
+                     "target": {"identifier": "1-bad", "publicly_accesible": True}, "mode": "overwrite"})
+    message = str(raised.value)
+    for field in ("snapshot_arn", "target.identifier", "target.publicly_accesible", "mode"):
+        assert field in message, field
+
+
+def test_identifiers_are_stored_in_lower_case_as_rds_does():
+    request = parse_input({"restore": "snapshot", "snapshot_arn": SNAPSHOT, "target": {"identifier": "Orders-DB"}})
+    assert request.target.identifier == "orders-db" and request.mode == "new" and not request.keep_on_failure
+
+
+def test_a_database_restore_under_another_name_needs_exactly_one_database():
+    base = {"restore": "database", "policy": "nightly", "restore_point_id": "6a83367e88e07ca3",
+            "target": {"arn": "arn:aws:rds:us-east-1:123456789012:db:orders-db"}}
+    assert parse_database_input({**base, "databases": ["shop"], "target_database": "shop_copy"}).replace is False
+    with pytest.raises(RestoreInputInvalid, match="target_database needs exactly one name"):
+        parse_database_input({**base, "target_database": "shop_copy"})
+    with pytest.raises(RestoreInputInvalid, match=r"target\.arn"):
+        parse_database_input({**base, "target": {"arn": "arn:aws:rds:us-east-1:123456789012:snapshot:x"}})
