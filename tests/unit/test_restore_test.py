@@ -190,3 +190,24 @@ def test_report_records_measures_and_notifies_a_failed_test(world, prepared, ctx
     assert json.loads(record["Item"]["report"]["S"]) == report
     tested = restore_test.last_tested(world.table, "demo", [ok["source"], bad["source"]])
     assert set(tested) == {ok["source"], bad["source"]}
+
+
+def test_a_deletion_that_outlasts_its_wait_is_left_to_the_sweeper_and_ends_the_loop(net, prepared, snapshot, ctx,
+                                                                                     monkeypatch):
+    restore_throwaway(net, prepared)
+    ident = prepared["resource"]["id"]
+    from moto.rds.models import RDSBackend
+
+    def deleting(self, db_instance_identifier, *args, **kwargs):  # AWS takes minutes: the instance stays
+        database = self.describe_db_instances(db_instance_identifier)[0]
+        database.status = "deleting"
+        return database
+
+    monkeypatch.setattr(RDSBackend, "delete_db_instance", deleting)
+    first = delete_throwaway.handler(prepared, ctx)
+    assert first["done"] is False and first["wait_seconds"] > 0 and first["deleted"] == [ident]
+    timeout = prepared["wait"]["timeout_seconds"]
+    waited = {**prepared, "throwaway_cleanup": {**first, "waited_seconds": timeout, "wait_seconds": 0}}
+    last = delete_throwaway.handler(waited, ctx)
+    assert last["done"] is True and last["left_for_sweeper"] == [f"DB instance {ident}"]
+    assert "still not ready" in last["warnings"][0]
