@@ -48,7 +48,10 @@ def server():
     server.create_database("job_small")
     server.psql("CREATE TABLE t (id int PRIMARY KEY, v text);"
                 "INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 500) i;", dbname="job_small")
-    return server
+    yield server
+    # the server is shared: a database the next tests' roles cannot connect to would fail their backups
+    for name in (SOURCE_DB, "job_copy", "job_small"):
+        server.drop_database(name)
 
 
 @pytest.fixture

@@ -150,8 +150,14 @@ def test_psql_copy_over_verified_tls(tmp_path, monkeypatch):
     assert info.ssl_mode == "verify-full"
     result = backup_postgres(repo, info, databases=["copy_tls_src"])
     assert result["databases"][0]["tables"][0]["rows"] == 2000
-    restore_postgres(repo, result["restore_point_id"], info, database="copy_tls_src", target_database="copy_tls_dst")
-    assert table_checksums(server, "copy_tls_dst") == table_checksums(server, "copy_tls_src")
+    try:
+        restore_postgres(repo, result["restore_point_id"], info, database="copy_tls_src",
+                         target_database="copy_tls_dst")
+        assert table_checksums(server, "copy_tls_dst") == table_checksums(server, "copy_tls_src")
+    finally:
+        # the server is shared: a database the next tests' roles cannot connect to would fail their backups
+        for name in ("copy_tls_src", "copy_tls_dst"):
+            server.drop_database(name)
 
 
 def test_backup_failed_names_the_table(server, tmp_path, monkeypatch):

@@ -34,7 +34,10 @@ def server():
     server.create_database("tls_src")
     server.psql("CREATE TABLE t (id int PRIMARY KEY, v text);"
                 "INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 2000) i;", dbname="tls_src")
-    return server
+    yield server
+    # the server is shared: a database the next tests' roles cannot connect to would fail their backups
+    for name in ("tls_src", "tls_copy"):
+        server.drop_database(name)
 
 
 @pytest.fixture
