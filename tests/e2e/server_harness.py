@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import pytest
@@ -110,6 +111,33 @@ def create_postgres_instance(identifier: str, server, net: dict, tags: dict[str,
             "password": secret["password"]}
 
 
+def create_sqlserver_instance(identifier: str, net: dict, tags: dict[str, str]) -> str:
+    """An RDS SQL Server instance whose option group has SQLSERVER_BACKUP_RESTORE (native backup and
+    restore through S3), as users set it up; its ARN."""
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_option_group(OptionGroupName="mssql-backup", EngineName="sqlserver-se", MajorEngineVersion="15.00",
+                            OptionGroupDescription="native backup and restore")
+    rds.modify_option_group(OptionGroupName="mssql-backup", ApplyImmediately=True, OptionsToInclude=[{
+        "OptionName": "SQLSERVER_BACKUP_RESTORE",
+        "OptionSettings": [{"Name": "IAM_ROLE_ARN", "Value": "arn:aws:iam::123456789012:role/rds-native-backup"}]}])
+    return rds.create_db_instance(
+        DBInstanceIdentifier=identifier, Engine="sqlserver-se", DBInstanceClass="db.m6i.large", AllocatedStorage=50,
+        MasterUsername="admin", ManageMasterUserPassword=True, DBSubnetGroupName="app-subnets",
+        VpcSecurityGroupIds=[net["app_group"]], OptionGroupName="mssql-backup", Port=1433,
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["DBInstance"]["DBInstanceArn"]
+
+
+def use_fake_sqlserver(harness: ServerHarness, fake: dict) -> None:
+    """The worker processes talk to the fake RDS SQL Server (tests/support/sqlserver_fake.py) described by
+    `fake`, polling its tasks fast."""
+    harness.workers.env.update({
+        "RDSBACKUP_SQLSERVER_CONNECT": "tests.support.sqlserver_fake:connect_from_env",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "RDSBACKUP_FAKE_SQLSERVER": json.dumps(fake),
+        "RDSBACKUP_SQLSERVER_POLL": "0.05,0.2",
+    })
+
+
 def temporary_leftovers(region: str = REGION) -> dict[str, list]:
     """Everything a session must not leave behind."""
     ec2 = boto3.client("ec2", region_name=region)
@@ -125,5 +153,5 @@ def nothing_left(region: str = REGION) -> bool:
     return temporary_leftovers(region) == {"security_groups": [], "tasks": [], "buckets": []}
 
 
-__all__ = ["ServerHarness", "create_postgres_instance", "network", "nothing_left", "os", "server_harness",
-           "temporary_leftovers", "wait_until"]
+__all__ = ["ServerHarness", "create_postgres_instance", "create_sqlserver_instance", "network", "nothing_left", "os",
+           "server_harness", "temporary_leftovers", "use_fake_sqlserver", "wait_until"]

@@ -5,14 +5,20 @@ or against the fake RDS SQL Server through the temporary bucket."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import boto3
 import pytest
 
 from tests.e2e.configs import REGION
 from tests.e2e.conftest import report_of
-from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.e2e.server_harness import (
+    create_postgres_instance,
+    create_sqlserver_instance,
+    network,
+    nothing_left,
+    temporary_leftovers,
+    use_fake_sqlserver,
+)
 from tests.support.postgres_server import create_sample_database, ensure_role, schema_dump, table_checksums
 
 pytestmark = pytest.mark.slow
@@ -82,25 +88,9 @@ def test_sql_server_restore_calls_rds_restore_database_and_removes_the_bucket(se
                                                                                tmp_path):
     from rdsbackup_local.moto_patches import tls_requests
 
-    net = network()
-    rds = boto3.client("rds", region_name=REGION)
-    rds.create_option_group(OptionGroupName="mssql-backup", EngineName="sqlserver-se", MajorEngineVersion="15.00",
-                            OptionGroupDescription="native backup and restore")
-    rds.modify_option_group(OptionGroupName="mssql-backup", ApplyImmediately=True, OptionsToInclude=[{
-        "OptionName": "SQLSERVER_BACKUP_RESTORE",
-        "OptionSettings": [{"Name": "IAM_ROLE_ARN", "Value": "arn:aws:iam::123456789012:role/rds-native-backup"}]}])
-    arn = rds.create_db_instance(
-        DBInstanceIdentifier="mssql-db", Engine="sqlserver-se", DBInstanceClass="db.m6i.large", AllocatedStorage=50,
-        MasterUsername="admin", ManageMasterUserPassword=True, DBSubnetGroupName="app-subnets",
-        VpcSecurityGroupIds=[net["app_group"]], OptionGroupName="mssql-backup", Port=1433,
-        Tags=[{"Key": "backup", "Value": "images"}])["DBInstance"]["DBInstanceArn"]
+    arn = create_sqlserver_instance("mssql-db", network(), {"backup": "images"})
     calls = tmp_path / "sqlserver-calls.jsonl"
-    server_harness.workers.env.update({
-        "RDSBACKUP_SQLSERVER_CONNECT": "tests.support.sqlserver_fake:connect_from_env",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "RDSBACKUP_FAKE_SQLSERVER": json.dumps({"databases": {"appdb": 2_000_000}, "log": str(calls)}),
-        "RDSBACKUP_SQLSERVER_POLL": "0.05,0.2",
-    })
+    use_fake_sqlserver(server_harness, {"databases": {"appdb": 2_000_000}, "log": str(calls)})
     with tls_requests():
         restore_point = _backup(server_harness, "mssql-backup")
         described = server_harness.run({"restore": "database", "policy": "images", "restore_point_id": restore_point,

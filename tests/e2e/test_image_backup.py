@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import boto3
 import pytest
@@ -14,7 +13,14 @@ import pytest
 from tests.e2e import faults
 from tests.e2e.configs import REGION
 from tests.e2e.conftest import report_of
-from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.e2e.server_harness import (
+    create_postgres_instance,
+    create_sqlserver_instance,
+    network,
+    nothing_left,
+    temporary_leftovers,
+    use_fake_sqlserver,
+)
 from tests.support.postgres_server import create_sample_database, ensure_role, schema_dump, table_checksums
 
 REPOSITORY = "s3://rdsbackup-main-123456789012-us-east-1/images"
@@ -199,24 +205,8 @@ def test_sql_server_native_backup_through_the_temporary_bucket(server_harness, t
     from rdsbackup_local.moto_patches import tls_requests
     from tests.support.sqlserver_fake import fake_bak
 
-    net = network()
-    rds = boto3.client("rds", region_name=REGION)
-    rds.create_option_group(OptionGroupName="mssql-backup", EngineName="sqlserver-se", MajorEngineVersion="15.00",
-                            OptionGroupDescription="native backup")
-    rds.modify_option_group(OptionGroupName="mssql-backup", ApplyImmediately=True, OptionsToInclude=[{
-        "OptionName": "SQLSERVER_BACKUP_RESTORE",
-        "OptionSettings": [{"Name": "IAM_ROLE_ARN", "Value": "arn:aws:iam::123456789012:role/rds-native-backup"}]}])
-    rds.create_db_instance(
-        DBInstanceIdentifier="mssql-db", Engine="sqlserver-se", DBInstanceClass="db.m6i.large", AllocatedStorage=50,
-        MasterUsername="admin", ManageMasterUserPassword=True, DBSubnetGroupName="app-subnets",
-        VpcSecurityGroupIds=[net["app_group"]], OptionGroupName="mssql-backup", Port=1433,
-        Tags=[{"Key": "backup", "Value": "images"}])
-    server_harness.workers.env.update({
-        "RDSBACKUP_SQLSERVER_CONNECT": "tests.support.sqlserver_fake:connect_from_env",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "RDSBACKUP_FAKE_SQLSERVER": json.dumps({"databases": {"appdb": 3_000_000}}),
-        "RDSBACKUP_SQLSERVER_POLL": "0.05,0.2",
-    })
+    create_sqlserver_instance("mssql-db", network(), {"backup": "images"})
+    use_fake_sqlserver(server_harness, {"databases": {"appdb": 3_000_000}})
     with tls_requests():
         report = report_of(server_harness.run({"policy": "images"}, name="image-mssql", timeout=300))
     resource = _resource(report, "mssql-db")

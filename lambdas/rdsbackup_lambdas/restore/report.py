@@ -70,12 +70,7 @@ def restore_report(*, request: dict[str, Any], plan: Plan | None, error: Any, cl
     if cleanup is not None:
         report["cleanup"] = {key: getattr(cleanup, key) for key in
                              ("deleted", "renamed_back", "left_for_sweeper", "kept", "warnings")}
-    _record(report, table_name)
-    if failed:
-        _notify(report, topic_arn)
-    metrics.add_metric(name="RestoresFailed" if failed else "RestoresSucceeded", unit=MetricUnit.Count, value=1)
-    logger.info("restore finished", extra={"restore_id": report["restore_id"], "status": report["status"]})
-    return report
+    return _finish(report, table_name, topic_arn)
 
 
 def database_restore_report(*, item: dict[str, Any], error: Any, execution_name: str | None,
@@ -105,11 +100,18 @@ def database_restore_report(*, item: dict[str, Any], error: Any, execution_name:
         "cleanup": {"warnings": cleanup.get("warnings") or [],
                     "left_for_sweeper": cleanup.get("left_for_sweeper") or []} if cleanup else None,
     }
+    return _finish(report, table_name, topic_arn)
+
+
+def _finish(report: dict[str, Any], table_name: str, topic_arn: str) -> dict[str, Any]:
+    """Record the report, notify when it failed, count it; the execution's output."""
+    failed = report["status"] == "Failed"
     _record(report, table_name)
     if failed:
         _notify(report, topic_arn)
     metrics.add_metric(name="RestoresFailed" if failed else "RestoresSucceeded", unit=MetricUnit.Count, value=1)
-    logger.info("database restore finished", extra={"restore_id": report["restore_id"], "status": report["status"]})
+    logger.info("restore finished", extra={"restore_id": report["restore_id"], "restore": report["restore"],
+                                           "status": report["status"]})
     return report
 
 
