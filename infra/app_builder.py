@@ -65,6 +65,8 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
     # Server access logs delivered through a bucket policy rather than the legacy ACL (in every synth,
     # not only `cdk synth` with cdk.json's flags).
     app.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
+    # A Distributed Map's result writer is rendered only with this flag (the older writer is deprecated).
+    app.node.set_context("@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2", True)
     control = control_place(config)
     topology = build_topology(config, control=control)
     accounts = {place.account for place in (*topology.access_places, *topology.replica_places)}

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ACCOUNT_PATTERN = r"^\d{12}$"
 REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
 POLICY_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
-# EventBridge Scheduler limits a policy's input and names; these keep every derived name valid.
-MAX_POLICIES = 50
+# One schedule per policy (EventBridge Scheduler allows 1,000,000 per account); the policies ship with the
+# Lambda code, so their size is bounded by the code package (250 MB), not by a parameter store.
+MAX_POLICIES = 500
 
 
 class ConfigError(ValueError):
@@ -271,7 +272,11 @@ class Policy(_Strict):
     schedule: Schedule
     selection: Selection
     snapshot_retention: Annotated[int, Field(ge=1, le=1000)]
-    concurrency: Annotated[int, Field(ge=1, le=40)] = 4
+    # resources backed up at once: each runs in its own execution under a Distributed Map (up to 10,000
+    # at once); the shared slots (snapshot creations, copies) bound the work RDS sees
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    # the most resources one session of the policy backs up (the session's timeout is derived from it)
+    max_resources: Annotated[int, Field(ge=1, le=10000)] = 1000
     replication: Replication | None = None
     image_backup: ImageBackup | None = None
     archive: Archive | None = None
@@ -364,10 +369,38 @@ class Timing(_Strict):
     wait_max_seconds: Annotated[int, Field(ge=0)] = 300
     wait_factor: Annotated[float, Field(ge=1.0)] = 1.5
     wait_timeout_seconds: Annotated[int, Field(ge=1)] = 4 * 3600
+    # how long a resource waits for a free snapshot slot of its account-region before it fails
+    slot_wait_timeout_seconds: Annotated[int, Field(ge=1)] = 4 * 3600
     lease_seconds: Annotated[int, Field(ge=60)] = 6 * 3600
     sg_delete_attempts: Annotated[int, Field(ge=1, le=60)] = 12
     sg_delete_interval_seconds: Annotated[float, Field(ge=0)] = 5.0
     sweep_after_minutes: Annotated[int, Field(ge=1)] = 6 * 60
+
+
+class PlaceLimits(_Strict):
+    """Raised AWS limits of one account-region (after a quota increase)."""
+
+    account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
+    region: Annotated[str, Field(pattern=REGION_PATTERN)]
+    snapshot_creations: Annotated[int, Field(ge=1, le=100000)] | None = None
+    snapshot_copies: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class Limits(_Strict):
+    """Work in progress that every session and policy shares, per account-region (copies: per destination
+    account-region). Defaults are AWS's: the manual-snapshot quota (100) and 20 copies in progress."""
+
+    snapshot_creations: Annotated[int, Field(ge=1, le=100000)] = 100
+    snapshot_copies: Annotated[int, Field(ge=1, le=1000)] = 20
+    places: list[PlaceLimits] = Field(default_factory=list)
+
+    def as_runtime(self) -> dict:
+        """The ``SLOT_LIMITS`` document of the handlers (``rdsbackup_lambdas.slots``)."""
+        places = {}
+        for place in self.places:
+            limits = {"snapshot": place.snapshot_creations, "copy": place.snapshot_copies}
+            places[f"{place.account}/{place.region}"] = {k: v for k, v in limits.items() if v is not None}
+        return {"defaults": {"snapshot": self.snapshot_creations, "copy": self.snapshot_copies}, "places": places}
 
 
 class Target(_Strict):
@@ -387,6 +420,7 @@ class BackupConfig(_Strict):
     )
     timing: Timing = Timing()
     maintenance_network: MaintenanceNetwork = MaintenanceNetwork()
+    limits: Limits = Limits()
     policies: Annotated[list[Policy], Field(min_length=1, max_length=MAX_POLICIES)]
 
     @model_validator(mode="after")

@@ -134,6 +134,7 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
         "max_seconds": timing.wait_max_seconds,
         "factor": timing.wait_factor,
         "timeout_seconds": timing.wait_timeout_seconds,
+        "slot_timeout_seconds": timing.slot_wait_timeout_seconds,
     }
     policies = {}
     for policy in config.policies:
@@ -168,6 +169,7 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
             },
             "snapshot_retention": policy.snapshot_retention,
             "concurrency": policy.concurrency,
+            "max_resources": policy.max_resources,
             "lease_seconds": timing.lease_seconds,
             "wait": wait,
             "replication": replication,

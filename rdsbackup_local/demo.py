@@ -140,19 +140,25 @@ def _create_demo_databases(rds, kms, ec2, secrets, server) -> None:
 
 
 def _run(sfn, state_machine_arn: str, name: str, execution_input: dict) -> dict:
-    """Run one execution to its end; its output (or failure cause) with the history's length."""
+    """Run one session to its end; its full report (from S3, where its summary says) with the session
+    history's length."""
     arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name,
                               input=json.dumps(execution_input))["executionArn"]
     while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
         time.sleep(0.1)
-    report = json.loads(described["output"] if described["status"] == "SUCCEEDED" else described["cause"])
+    summary = json.loads(described["output"] if described["status"] == "SUCCEEDED" else described["cause"])
+    report = {**summary, "resources": []}
+    if summary.get("report"):
+        body = boto3.client("s3", region_name=REGION).get_object(
+            Bucket=summary["report"]["bucket"], Key=summary["report"]["key"])["Body"]
+        report = json.loads(body.read())
     report["_transitions"] = len(sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
     return report
 
 
 def _print_report(report: dict, tags_of, decode) -> None:
     print(f"\nSession {report['session_id']}  policy={report['policy']}  status={report['status']}  "
-          f"history events={report['_transitions']}")
+          f"session history events={report['_transitions']} (each resource ran in its own execution)")
     for resource in report["resources"]:
         print(f"  {resource['arn']}")
         print(f"    status: {resource['status']}   duration: {resource['duration_seconds']} s")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import traceback
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,8 @@ class InProcessLambdas:
         self._lock = threading.RLock()
         self._loaded_by: dict[str, str] = {}
         self._original = None
+        self._code_roots: dict[str, str] = {}
+        self._unpacked = tempfile.TemporaryDirectory(prefix="rdsbackup-lambda-code-")
 
     def __enter__(self) -> InProcessLambdas:
         self._original = LambdaSimpleBackend.invoke
@@ -79,6 +84,19 @@ class InProcessLambdas:
 
     def __exit__(self, *exc) -> None:
         LambdaSimpleBackend.invoke = self._original
+        self._unpacked.cleanup()
+
+    def _task_root(self, function: Any) -> str:
+        """The function's code package, unpacked (once per code hash), as Lambda's LAMBDA_TASK_ROOT."""
+        digest = function.code_sha_256 or "empty"
+        if digest not in self._code_roots:
+            root = Path(self._unpacked.name) / str(len(self._code_roots))
+            root.mkdir()
+            if function.code_bytes:
+                with zipfile.ZipFile(io.BytesIO(function.code_bytes)) as package:
+                    package.extractall(root)
+            self._code_roots[digest] = str(root)
+        return self._code_roots[digest]
 
     def _invoke(self, backend, function_name, qualifier, body, response_headers) -> bytes:
         function = get_backend(backend.account_id, backend.region_name).get_function(function_name, qualifier)
@@ -86,7 +104,8 @@ class InProcessLambdas:
         handler = config["Handler"]
         environment = (config.get("Environment") or {}).get("Variables", {})
         event = json.loads(body) if body else {}
-        with self._lock, _environment({**environment, **self.extra_env}):
+        with self._lock, _environment({**environment, "LAMBDA_TASK_ROOT": self._task_root(function),
+                                       **self.extra_env}):
             error = None
             try:
                 result = self._handler(handler, config["FunctionArn"])(

@@ -26,7 +26,15 @@ such a cluster's settings without a password.
 ``Input``, ``Name``) to a boto3 client that takes camelCase, and fails with ``KeyError: 'StateMachineArn'``;
 it then reads the answer as PascalCase (``ExecutionArn``) where boto3 returns camelCase. AWS runs the
 child. The patch converts the parameter and answer casing; the restore-test workflow starts the
-restore state machine this way.
+restore state machine this way, and the backup session each resource's execution.
+
+``rds_account_quotas`` (part of :func:`install`): moto 5.2.5 has no ``DescribeAccountAttributes`` and
+counts no manual-snapshot quota of AWS's size (its own limit, ``MOTO_RDS_SNAPSHOT_LIMIT``, defaults to
+1,000 and counts automated snapshots too). AWS reports ``ManualSnapshots`` / ``ManualClusterSnapshots``
+(``Used``, ``Max``; 100 each by default, adjustable per account and region) and refuses a create or copy
+beyond ``Max`` with ``SnapshotQuotaExceeded``. The patch answers ``DescribeAccountAttributes`` from moto's
+manual snapshots and refuses creates and copies beyond the quota, as AWS does;
+:data:`MANUAL_SNAPSHOT_QUOTAS` stands in for a quota raised through Service Quotas.
 
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
@@ -39,8 +47,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from moto.core.responses import ActionResult
 from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.rds import exceptions as rds_errors
 from moto.rds import models as rds_models
+from moto.rds.responses import RDSResponse
 from moto.s3 import models as s3_models
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_sfn
 
@@ -114,14 +125,69 @@ def _sync2_output(typ: type, value: dict) -> None:
     value.update(_recase({key: value.pop(key) for key in list(value)}, upper=True))
 
 
+# --- RDS account quotas ---------------------------------------------------------------------------
+DEFAULT_MANUAL_SNAPSHOT_QUOTA = 100
+# (account, region, "ManualSnapshots" | "ManualClusterSnapshots") -> Max, for quotas raised in a test
+MANUAL_SNAPSHOT_QUOTAS: dict[tuple[str, str, str], int] = {}
+_QUOTA_OF_KIND = {"instance": "ManualSnapshots", "cluster": "ManualClusterSnapshots"}
+# backend method -> the kind of snapshot it adds
+_SNAPSHOT_MAKERS = {"create_db_snapshot": "instance", "copy_db_snapshot": "instance",
+                    "create_db_cluster_snapshot": "cluster", "copy_db_cluster_snapshot": "cluster"}
+_original_makers = {name: getattr(rds_models.RDSBackend, name) for name in _SNAPSHOT_MAKERS}
+
+
+def manual_snapshot_usage(backend: Any, kind: str) -> tuple[int, int]:
+    """(Used, Max) of the manual-snapshot quota of ``kind`` in a moto RDS backend (one account-region)."""
+    snapshots = backend.database_snapshots if kind == "instance" else backend.cluster_snapshots
+    used = sum(1 for snapshot in snapshots.values() if snapshot.snapshot_type == "manual")
+    key = (backend.account_id, backend.region_name, _QUOTA_OF_KIND[kind])
+    return used, MANUAL_SNAPSHOT_QUOTAS.get(key, DEFAULT_MANUAL_SNAPSHOT_QUOTA)
+
+
+def _describe_account_attributes(self: Any) -> ActionResult:
+    quotas = []
+    for kind, name in _QUOTA_OF_KIND.items():
+        used, maximum = manual_snapshot_usage(self.backend, kind)
+        quotas.append({"AccountQuotaName": name, "Used": used, "Max": maximum})
+    return ActionResult({"AccountQuotas": quotas})
+
+
+def _quota_enforcing(name: str, kind: str) -> Any:
+    original = _original_makers[name]
+
+    def make(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("snapshot_type", "manual") == "manual":
+            used, maximum = manual_snapshot_usage(self, kind)
+            if used >= maximum:
+                raise rds_errors.SnapshotQuotaExceededFault()
+        return original(self, *args, **kwargs)
+
+    return make
+
+
+def _install_quotas() -> None:
+    RDSResponse.describe_account_attributes = _describe_account_attributes  # type: ignore[attr-defined]
+    for name, kind in _SNAPSHOT_MAKERS.items():
+        setattr(rds_models.RDSBackend, name, _quota_enforcing(name, kind))
+
+
+def _uninstall_quotas() -> None:
+    if hasattr(RDSResponse, "describe_account_attributes"):
+        del RDSResponse.describe_account_attributes
+    for name, original in _original_makers.items():
+        setattr(rds_models.RDSBackend, name, original)
+    MANUAL_SNAPSHOT_QUOTAS.clear()
+
+
 def install() -> None:
-    """Teach moto to resolve shared snapshot ARNs of other accounts, to restore as AWS does, and to start
-    child executions (idempotent)."""
+    """Teach moto to resolve shared snapshot ARNs of other accounts, to restore as AWS does, to start
+    child executions and to keep RDS's manual-snapshot quotas (idempotent)."""
     global _installed
     rds_models.RDSBackend.get_snapshot = _get_snapshot  # type: ignore[method-assign]
     _install_restores()
     _SfnTask._eval_service_task = _sfn_task  # type: ignore[method-assign]
     _SfnTask._sync2_api_output_of = staticmethod(_sync2_output)  # type: ignore[method-assign]
+    _install_quotas()
     _installed = True
 
 
@@ -132,6 +198,7 @@ def uninstall() -> None:
     _uninstall_restores()
     _SfnTask._eval_service_task = _original_sfn_task  # type: ignore[method-assign]
     _SfnTask._sync2_api_output_of = staticmethod(_original_sync2_output)  # type: ignore[method-assign]
+    _uninstall_quotas()
     _installed = False
 
 
@@ -165,7 +232,9 @@ def faithful_restores() -> Iterator[None]:
 
 @contextmanager
 def shared_snapshot_copies() -> Iterator[None]:
-    """Within the block, cross-account copies of shared snapshots by ARN work as in AWS."""
+    """Within the block moto behaves as AWS where our code depends on it (:func:`install`): cross-account
+    copies of shared snapshots by ARN work, RDS keeps (and reports) its manual-snapshot quotas,
+    ``states:startExecution`` tasks start child executions."""
     was_installed = _installed
     install()
     try:
@@ -235,3 +304,7 @@ def slow_retrievals() -> Iterator[_Retrievals]:
     finally:
         s3_models.FakeKey.restore = original  # type: ignore[method-assign]
         state_manager.unset_transition("s3::keyrestore")
+
+
+# the descriptive name: every patch of install(), not only shared snapshot copies
+aws_behaviour = shared_snapshot_copies

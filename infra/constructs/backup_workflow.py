@@ -1,34 +1,46 @@
-"""The backup state machine, assembled in one place. Reading this file tells the whole flow.
+"""The backup workflow, assembled in one place: a session and one execution per resource. Reading this file
+tells the whole flow.
+
+Session (`BackupStateMachine`): its history and every payload stay the same size whatever the number of
+resources; the items and the results live in S3 and DynamoDB.
 
     Policy given? ──no──> Fail (InvalidInput)
     Resolve policy ──(fails)──> Report failed session ──> Fail
-         │
+         │  (items -> s3://<sessions bucket>/sessions/<id>/items.json)
          ▼
-    Map: each resource (MaxConcurrencyPath = policy concurrency, per-item Catch)
-    │  Start resource ─> Acquire lease ──(LeaseHeld…)────────────────> Lease not acquired
-    │     │
-    │  Create snapshot ─> Check snapshot <─┐
-    │                         │ not ready ─┴─ Wait (growing interval)
-    │                         ▼ ready
-    │                     Tag snapshot ─> Replicate? ─yes─> Replicate snapshot <─┐
-    │                                        │ no                │ not done ─────┴─ Wait
-    │                                        ▼                   ▼ done
-    │                                   Image backup? <──────────┘
-    │                                    │ yes                   │ no
-    │     Prepare worker ─> Start worker ─> Check worker <─┐     │
-    │          (any failure: to cleanup)        │ running ─┴─ Wait
-    │                                           ▼ done           │
-    │                                    Clean up worker         │
-    │                                    failed? ─no─> Apply retention
-    │                                      │ yes                 │
-    │                   (any error in the steps above is caught into $.error ...)
-    │                                      ▼                     ▼
-    │                                 Release lease  <───────────┘   (... so this always runs)
-    │                                      ▼
-    │                                Resource result
+    Distributed Map: each item of items.json (MaxConcurrencyPath = policy concurrency)
+    │  Back up resource: start the resource's execution, named <session id>-<item index>, and wait
+    │     └─(it failed, timed out, was stopped)─> Resource execution failed (the report finds no result)
     ▼
-    Session report ──> Session failed? ──yes──> Fail (cause = the report)
-                             └─no──> Succeed (output = the report)
+    Session report ──> Session failed? ──yes──> Fail (cause = the summary)
+                             └─no──> Succeed (output = the summary; the full report is in S3)
+
+Resource (`ResourceBackupStateMachine`, one execution per resource; input = its ITEM):
+
+    Acquire lease ──(LeaseHeld…)──────────────────────────────────────────────┐
+       │                                                                       │
+    Create snapshot ─> Snapshot started? ─no─> Wait for slot ─┐ (quota full:  │
+       ▲                   │ yes                              │  fails at once)│
+       └───────────────────┼──────────────────────────────────┘                │
+    Check snapshot <─┐     ▼                                                   │
+       │ not ready ──┴─ Wait (growing interval)                                │
+       ▼ ready                                                                 │
+    Tag snapshot ─> Replicate? ─yes─> Replicate snapshot <─┐ (copy slot, stage,│
+                       │ no                │ not done ─────┴─ Wait  share, copy)│
+                       ▼                   ▼ done                              │
+                  Image backup? <──────────┘                                   │
+                   │ yes                   │ no                                │
+    Prepare worker ─> Start worker ─> Check worker <─┐                         │
+         (any failure: to cleanup)        │ running ─┴─ Wait                   │
+                                          ▼ done     │                         │
+                                   Clean up worker   │                         │
+                                   failed? ─no─> Apply retention               │
+                                     │ yes               │                     │
+                  (any error in the steps above is caught into $.error ...)    │
+                                     ▼                   ▼                     │
+                                Release lease <──────────┴─────────────────────┘
+                (... so this always runs: lease and slots given back, the result recorded;
+                 the execution's output is the result)
 
 Handlers are described in docs/state-machine-contract.md; error names are exception class names.
 """
@@ -37,7 +49,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.config import Timing
@@ -65,38 +79,27 @@ class WorkflowSteps:
 
 
 class BackupWorkflow(Construct):
-    """Builds the definition of the backup state machine from its steps."""
+    """Builds the definitions of the backup state machines from their steps: `resource_definition` first,
+    then `session_definition(...)` once the resource state machine exists."""
 
     def __init__(self, scope: Construct, id_: str, *, steps: WorkflowSteps, timing: Timing):
         super().__init__(scope, id_)
-        retries = Retries.from_timing(timing)
-        transient, not_available, throttled = retries.transient, retries.not_available, retries.throttled
+        self.steps = steps
+        self.retries = Retries.from_timing(timing)
+        self.resource_definition: sfn.IChainable = self._resource(steps, self.retries)
 
-        # --- per resource -------------------------------------------------------------------------
-        release = steps.release_lease.task(self, "Release lease", result_path=None, retries=[throttled])
-        resource_result = sfn.Pass(self, "Resource result", parameters={
-            "resource.$": "$.resource",
-            "snapshot.$": "$.snapshot",
-            "replica.$": "$.replica",
-            "retention.$": "$.retention",
-            "error.$": "$.error",
-            "lease.$": "$.lease",
-            "image.$": "$.image",
-            "image_cleanup.$": "$.image_cleanup",
-        })
-        release.next(resource_result)
+    # --- one resource (its own execution) -----------------------------------------------------------
+    def _resource(self, steps: WorkflowSteps, retries: Retries) -> sfn.IChainable:
+        transient, not_available, throttled = retries.transient, retries.not_available, retries.throttled
+        # The end of every path: lease and slots given back, the result recorded (the execution's output).
+        release = steps.release_lease.task(self, "Release lease", result_path="$", retries=[throttled])
 
         def guarded(task: sfn.TaskStateBase) -> sfn.TaskStateBase:
             """Any failure of a step after the lease is taken goes to Release lease, error recorded."""
             return catch_into(task, release)
 
-        acquire = steps.acquire_lease.task(self, "Acquire lease", result_path="$.lease", retries=[throttled])
-        lease_not_acquired = sfn.Pass(self, "Lease not acquired", parameters={
-            "resource.$": "$.resource",
-            "error.$": "$.error",
-        })
-        catch_into(acquire, lease_not_acquired)
-
+        acquire = guarded(steps.acquire_lease.task(self, "Acquire lease", result_path="$.lease",
+                                                   retries=[throttled]))
         create = guarded(steps.create_snapshot.task(
             self, "Create snapshot", result_path="$.snapshot", retries=[transient, not_available]))
         check = guarded(steps.check_snapshot.task(
@@ -121,95 +124,12 @@ class BackupWorkflow(Construct):
         poll_until(self, check=check, done=sfn.Condition.boolean_equals("$.snapshot_wait.ready", True),
                    wait_seconds_path="$.snapshot_wait.wait_seconds", then=tag,
                    choice_name="Snapshot ready?", wait_name="Wait for snapshot")
-        create.next(check)
+        # No snapshot slot free in the account-region: wait and try again (create_snapshot bounds the wait).
+        poll_until(self, check=create, done=sfn.Condition.boolean_equals("$.snapshot.started", True),
+                   wait_seconds_path="$.snapshot.wait_seconds", then=check,
+                   choice_name="Snapshot started?", wait_name="Wait for slot")
         acquire.next(create)
-
-        # Defaults so `Resource result` can read every key whichever path an item took.
-        item_defaults = sfn.Pass(self, "Start resource", parameters={
-            "session_id.$": "$.session_id",
-            "policy.$": "$.policy",
-            "resource.$": "$.resource",
-            "access_role_arn.$": "$.access_role_arn",
-            "staging_kms_key_arn.$": "$.staging_kms_key_arn",
-            "snapshot_retention.$": "$.snapshot_retention",
-            "replication.$": "$.replication",
-            "lease_seconds.$": "$.lease_seconds",
-            "wait.$": "$.wait",
-            "image_backup.$": "$.image_backup",
-            "image.$": JSON_NULL,
-            "image_cleanup.$": JSON_NULL,
-            "lease.$": JSON_NULL,
-            "snapshot.$": JSON_NULL,
-            "replica.$": JSON_NULL,
-            "retention.$": JSON_NULL,
-            "error.$": JSON_NULL,
-        })
-        item_defaults.next(acquire)
-
-        each_resource = sfn.Map(
-            self, "Back up each resource",
-            items_path="$.session.items",
-            max_concurrency_path="$.session.max_concurrency",
-            result_path="$.results",
-        )
-        each_resource.item_processor(item_defaults)
-
-        # --- session ------------------------------------------------------------------------------
-        resolve = steps.resolve_policy.task(self, "Resolve policy", result_path="$.session", payload={
-            "policy.$": "$.policy",
-            "resources.$": "$.resources",
-            "execution_name.$": "$$.Execution.Name",
-            "started_at.$": "$$.Execution.StartTime",
-        }, retries=[throttled])
-        # `resources` is optional in the execution input: normalise it to null when absent.
-        with_subset = sfn.Pass(self, "Read input", parameters={
-            "policy.$": "$.policy",
-            "resources.$": "$.resources",
-        })
-        whole_policy = sfn.Pass(self, "Read input (whole policy)", parameters={
-            "policy.$": "$.policy",
-            "resources.$": JSON_NULL,
-        })
-        has_resources = sfn.Choice(self, "Subset given?").when(
-            sfn.Condition.is_present("$.resources"), with_subset
-        ).otherwise(whole_policy)
-        has_policy = sfn.Choice(self, "Policy given?").when(
-            sfn.Condition.is_present("$.policy"), has_resources
-        ).otherwise(sfn.Fail(self, "Invalid input", error="InvalidInput",
-                             cause='The execution input must be {"policy": "<name>"} '
-                                   'optionally with "resources": ["<arn or id>", ...]'))
-        with_subset.next(resolve)
-        whole_policy.next(resolve)
-
-        report = steps.session_report.task(self, "Session report", result_path="$.report", payload={
-            "session.$": "$.session",
-            "results.$": "$.results",
-            "error.$": JSON_NULL,
-        }, retries=[throttled])
-        failed_report = steps.session_report.task(self, "Report failed session", result_path="$.report", payload={
-            "session.$": JSON_NULL,
-            "policy.$": "$.policy",
-            "execution_name.$": "$$.Execution.Name",
-            "started_at.$": "$$.Execution.StartTime",
-            "results": [],
-            "error.$": "$.error",
-        }, retries=[throttled])
-        catch_into(resolve, failed_report)
-
-        session_failed = sfn.Pass(self, "Failure cause", parameters={
-            "cause.$": "States.JsonToString($.report)",
-        }).next(sfn.Fail(self, "Session failed", error="BackupSessionFailed", cause_path="$.cause"))
-        succeeded = sfn.Pass(self, "Session succeeded", output_path="$.report").next(
-            sfn.Succeed(self, "Done"))
-        outcome = sfn.Choice(self, "Session failed?").when(
-            sfn.Condition.string_equals("$.report.status", "Failed"), session_failed
-        ).otherwise(succeeded)
-        report.next(outcome)
-        failed_report.next(session_failed)
-        resolve.next(each_resource)
-        each_resource.next(report)
-
-        self.definition: sfn.IChainable = has_policy
+        return acquire
 
     def _image_backup(self, steps: WorkflowSteps, retention: sfn.IChainable, release: sfn.IChainable, *,
                       throttled: dict, busy_bucket: dict, not_available: dict) -> sfn.Choice:
@@ -247,3 +167,86 @@ class BackupWorkflow(Construct):
         start.next(check)
         return sfn.Choice(self, "Image backup?").when(
             sfn.Condition.is_not_null("$.image_backup"), prepare).otherwise(retention)
+
+    # --- the session ----------------------------------------------------------------------------------
+    def session_definition(self, *, resource_machine: sfn.IStateMachine, sessions: s3.IBucket) -> sfn.IChainable:
+        """The session: resolve, one resource execution per item (Distributed Map), report."""
+        steps, throttled = self.steps, self.retries.throttled
+        back_up = tasks.StepFunctionsStartExecution(
+            self, "Back up resource", state_machine=resource_machine,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            # named after the session and the item, so a retried start finds the execution it started
+            name=sfn.JsonPath.string_at("$.name"),
+            input=sfn.TaskInput.from_json_path_at("$.item"),
+            result_selector={"status.$": "$.Status"},
+        )
+        # The execution records its own result, even a failure; only a lost execution lands here, and the
+        # report names its resource as failed (no result recorded).
+        catch_into(back_up, sfn.Pass(self, "Resource execution failed", parameters={"status": "FAILED"}))
+        each_resource = sfn.DistributedMap(
+            self, "Back up each resource",
+            item_reader=sfn.S3JsonItemReader(bucket=sessions, key=sfn.JsonPath.string_at("$.session.items_key")),
+            item_selector={
+                "item.$": "$$.Map.Item.Value",
+                "name.$": "States.Format('{}-{}', $.session.session_id, $$.Map.Item.Index)",
+            },
+            max_concurrency_path="$.session.max_concurrency",
+            # the iterations' results go to S3, never into this state's output
+            result_writer_v2=sfn.ResultWriterV2(bucket=sessions, prefix="map-runs"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        each_resource.item_processor(back_up, mode=sfn.ProcessorMode.DISTRIBUTED,
+                                     execution_type=sfn.ProcessorType.STANDARD)
+
+        resolve = steps.resolve_policy.task(self, "Resolve policy", result_path="$.session", payload={
+            "policy.$": "$.policy",
+            "resources.$": "$.resources",
+            "execution_name.$": "$$.Execution.Name",
+            "started_at.$": "$$.Execution.StartTime",
+        }, retries=[throttled])
+        # `resources` is optional in the execution input: normalise it to null when absent.
+        with_subset = sfn.Pass(self, "Read input", parameters={
+            "policy.$": "$.policy",
+            "resources.$": "$.resources",
+        })
+        whole_policy = sfn.Pass(self, "Read input (whole policy)", parameters={
+            "policy.$": "$.policy",
+            "resources.$": JSON_NULL,
+        })
+        has_resources = sfn.Choice(self, "Subset given?").when(
+            sfn.Condition.is_present("$.resources"), with_subset
+        ).otherwise(whole_policy)
+        has_policy = sfn.Choice(self, "Policy given?").when(
+            sfn.Condition.is_present("$.policy"), has_resources
+        ).otherwise(sfn.Fail(self, "Invalid input", error="InvalidInput",
+                             cause='The execution input must be {"policy": "<name>"} '
+                                   'optionally with "resources": ["<arn or id>", ...]'))
+        with_subset.next(resolve)
+        whole_policy.next(resolve)
+
+        report = steps.session_report.task(self, "Session report", result_path="$.report", payload={
+            "session.$": "$.session",
+            "error.$": JSON_NULL,
+        }, retries=[throttled])
+        failed_report = steps.session_report.task(self, "Report failed session", result_path="$.report", payload={
+            "session.$": JSON_NULL,
+            "policy.$": "$.policy",
+            "execution_name.$": "$$.Execution.Name",
+            "started_at.$": "$$.Execution.StartTime",
+            "error.$": "$.error",
+        }, retries=[throttled])
+        catch_into(resolve, failed_report)
+
+        session_failed = sfn.Pass(self, "Failure cause", parameters={
+            "cause.$": "States.JsonToString($.report)",
+        }).next(sfn.Fail(self, "Session failed", error="BackupSessionFailed", cause_path="$.cause"))
+        succeeded = sfn.Pass(self, "Session succeeded", output_path="$.report").next(
+            sfn.Succeed(self, "Done"))
+        outcome = sfn.Choice(self, "Session failed?").when(
+            sfn.Condition.string_equals("$.report.status", "Failed"), session_failed
+        ).otherwise(succeeded)
+        report.next(outcome)
+        failed_report.next(session_failed)
+        resolve.next(each_resource)
+        each_resource.next(report)
+        return has_policy

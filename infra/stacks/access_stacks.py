@@ -109,6 +109,9 @@ class ProductionAccessStack(Stack):
         role = _ScopedRole(self, self.role)
         here = "arn:{partition}:rds:{region}:{account}:"
         role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
+        # the manual-snapshot quota (Used, Max) is checked before each snapshot
+        role.allow(["rds:DescribeAccountAttributes"], ["*"],
+                   "DescribeAccountAttributes (RDS quotas of this account and region) has no resource type.")
         role.allow(["rds:CreateDBSnapshot"], [here + "db:*", here + _MANAGED[0]],
                    "Tag selection finds DB instances at run time; snapshots are named rdsbackup-*.")
         role.allow(["rds:CreateDBClusterSnapshot"], [here + "cluster:*", here + _MANAGED[1]],

@@ -10,10 +10,10 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -27,8 +27,10 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories
 from infra.constructs.restore_test_workflow import RestoreTestSteps, RestoreTestWorkflow
 from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
+from infra.durations import resource_timeout_seconds, session_timeout_seconds
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
+from infra.policies_bundle import POLICIES_FILE, bundle_policies
 from infra.topology import (
     MAINTENANCE_CLUSTER,
     MAINTENANCE_TASK_FAMILY,
@@ -40,8 +42,6 @@ from infra.topology import (
     runtime_policies,
 )
 
-# The policies live in an SSM parameter (advanced tier: 8 KB) that resolve_policy and the sweeper read.
-MAX_POLICIES_BYTES = 8000
 # What DynamoDB and SNS need of a caller's key access for a CMK-encrypted table/topic.
 _TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
@@ -77,14 +77,24 @@ class ControlStack(Stack):
             worker_accounts=[place.account for place in topology.worker_places],
             lock_modes={name: object_lock_mode(name, settings, config)
                         for name, settings in config.repositories.items()})
+        self._session_store()
         self.steps = self._steps(config, topology)
         self.sweeper = self._sweeper(config, topology)
         self.monitoring = self._monitoring(config, topology)
         workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
+        # One execution per resource: its history and payloads are one resource's, never the session's.
+        self.resource_state_machine, self.resource_state_machine_logs = logged_state_machine(
+            self, "ResourceBackupStateMachine", definition=workflow.resource_definition,
+            log_group_id="ResourceStateMachineLogs", key=self.key,
+            timeout=Duration.seconds(resource_timeout_seconds(config)),
+            comment="rds-backup: one resource of a backup session (snapshot, tag, replicate, image, retention)")
         self.state_machine, self.state_machine_logs = logged_state_machine(
-            self, "BackupStateMachine", definition=workflow.definition, log_group_id="StateMachineLogs",
-            key=self.key, timeout=Duration.hours(24),
-            comment="rds-backup: snapshot, tag, replicate and apply retention for a policy's databases")
+            self, "BackupStateMachine", definition=workflow.session_definition(
+                resource_machine=self.resource_state_machine, sessions=self.sessions_bucket),
+            log_group_id="StateMachineLogs", key=self.key, timeout=Duration.seconds(session_timeout_seconds(config)),
+            comment="rds-backup: a backup session of a policy's databases, one resource execution each")
+        # the Distributed Map reads the items and writes its results: objects under the control key
+        self.key.grant(self.state_machine.role, "kms:Decrypt", "kms:GenerateDataKey")
         self.restore_steps = self._restore_steps(config, topology)
         restore = RestoreWorkflow(self, "Restore", steps=self.restore_steps, timing=config.timing)
         self.restore_state_machine, self.restore_state_machine_logs = logged_state_machine(
@@ -101,49 +111,73 @@ class ControlStack(Stack):
         CfnOutput(self, "RestoreStateMachineArn", value=self.restore_state_machine.state_machine_arn)
         if self.restore_test_state_machine is not None:
             CfnOutput(self, "RestoreTestStateMachineArn", value=self.restore_test_state_machine.state_machine_arn)
+        CfnOutput(self, "ResourceBackupStateMachineArn", value=self.resource_state_machine.state_machine_arn)
         CfnOutput(self, "SessionTableName", value=self.table.table_name)
+        CfnOutput(self, "SessionResultsTableName", value=self.results_table.table_name)
+        CfnOutput(self, "SessionsBucketName", value=self.sessions_bucket.bucket_name)
         CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
 
+    def _session_store(self) -> None:
+        """Where sessions keep what must not travel in a payload: items and full reports (S3), one result
+        per resource (DynamoDB)."""
+        self.sessions_bucket = s3.Bucket(
+            self, "SessionsBucket", encryption=s3.BucketEncryption.KMS, encryption_key=self.key,
+            bucket_key_enabled=True, enforce_ssl=True, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            removal_policy=RemovalPolicy.RETAIN, server_access_logs_bucket=self.repositories.access_logs,
+            server_access_logs_prefix="sessions/",
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(400)),
+                             s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(2))],
+        )
+        self.results_table = dynamodb.Table(
+            self, "SessionResults",
+            partition_key=dynamodb.Attribute(name="session_id", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="resource_arn", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            time_to_live_attribute="ttl", removal_policy=RemovalPolicy.RETAIN,
+        )
+        self._store_env = {"SESSIONS_BUCKET": self.sessions_bucket.bucket_name,
+                           "RESULTS_TABLE": self.results_table.table_name}
+
     def _steps(self, config: BackupConfig, topology: Topology) -> WorkflowSteps:
-        code = self._code = lambda_code(self)
-        # json.dumps keeps nulls (to_json_string drops them); tokens inside the text still resolve.
-        policies_json = json.dumps(runtime_policies(config, topology, self.repositories.key.key_arn),
-                                   separators=(",", ":"))
-        if len(policies_json) > MAX_POLICIES_BYTES:
-            raise ValueError(f"the policies need {len(policies_json)} bytes; an SSM parameter holds at most "
-                             f"{MAX_POLICIES_BYTES}: shorten the selections or split the config")
-        self.policies_parameter = ssm.StringParameter(
-            self, "Policies", parameter_name="/rdsbackup/policies", string_value=policies_json,
-            description="rds-backup policies (from cdk.json)",
-            tier=ssm.ParameterTier.ADVANCED if len(policies_json) > 4000 else ssm.ParameterTier.STANDARD)
-        policies_env = {"POLICIES_PARAMETER": self.policies_parameter.parameter_name}
-        self._policies_env = policies_env
+        # The policies ship with the code: no size cap, and not changeable at run time (policies_bundle.py).
+        policies = bundle_policies(runtime_policies(config, topology, self.repositories.key.key_arn))
+        code = self._code = lambda_code(self, files={POLICIES_FILE: policies.text})
+        policies_env = self._policies_env = policies.environment
         tag_env = {"TAG_KMS_KEY_ARN": self.key.key_arn}
         timing = config.timing
         # long enough for every DependencyViolation retry of both groups
         cleanup_seconds = max(120, round(60 + 2 * timing.sg_delete_attempts * timing.sg_delete_interval_seconds))
         image_env = {"TABLE_NAME": self.table.table_name, "SG_DELETE_ATTEMPTS": str(timing.sg_delete_attempts),
                      "SG_DELETE_INTERVAL_SECONDS": str(timing.sg_delete_interval_seconds)}
+        slot_env = {"TABLE_NAME": self.table.table_name,
+                    "SLOT_LIMITS": json.dumps(config.limits.as_runtime(), separators=(",", ":"))}
         steps = WorkflowSteps(
             resolve_policy=LambdaStep(self, "ResolvePolicy", handler="resolve_policy", code=code,
-                                      environment=policies_env,
+                                      environment={**policies_env, **self._store_env},
                                       timeout=Duration.minutes(5)),
             acquire_lease=LambdaStep(self, "AcquireLease", handler="acquire_lease", code=code,
                                      environment={"TABLE_NAME": self.table.table_name}),
-            create_snapshot=LambdaStep(self, "CreateSnapshot", handler="create_snapshot", code=code),
-            check_snapshot=LambdaStep(self, "CheckSnapshot", handler="check_snapshot", code=code),
+            create_snapshot=LambdaStep(self, "CreateSnapshot", handler="create_snapshot", code=code,
+                                       environment=slot_env),
+            check_snapshot=LambdaStep(self, "CheckSnapshot", handler="check_snapshot", code=code,
+                                      environment=slot_env),
             tag_snapshot=LambdaStep(self, "TagSnapshot", handler="tag_snapshot", code=code,
                                     environment=tag_env),
             replicate_snapshot=LambdaStep(self, "ReplicateSnapshot", handler="replicate_snapshot",
-                                          code=code, environment=tag_env, timeout=Duration.minutes(2)),
+                                          code=code, environment={**tag_env, **slot_env},
+                                          timeout=Duration.minutes(2)),
             apply_retention=LambdaStep(self, "ApplyRetention", handler="apply_retention", code=code,
                                        environment=tag_env, timeout=Duration.minutes(5)),
             release_lease=LambdaStep(self, "ReleaseLease", handler="release_lease", code=code,
-                                     environment={"TABLE_NAME": self.table.table_name}),
+                                     environment={"TABLE_NAME": self.table.table_name, **self._store_env}),
             session_report=LambdaStep(self, "SessionReport", handler="session_report", code=code,
                                       environment={"TABLE_NAME": self.table.table_name,
-                                                   "TOPIC_ARN": self.topic.topic_arn}),
+                                                   "TOPIC_ARN": self.topic.topic_arn, **self._store_env},
+                                      timeout=Duration.minutes(5), memory_size=1024),
             prepare_worker=LambdaStep(self, "PrepareWorker", handler="prepare_worker", code=code,
                                       environment=image_env, timeout=Duration.minutes(3)),
             start_worker=LambdaStep(self, "StartWorker", handler="start_worker", code=code),
@@ -151,7 +185,6 @@ class ControlStack(Stack):
             cleanup_worker=LambdaStep(self, "CleanupWorker", handler="cleanup_worker", code=code,
                                       environment=image_env, timeout=Duration.seconds(cleanup_seconds)),
         )
-        self.policies_parameter.grant_read(steps.resolve_policy.role)
         access_roles = [access_role_arn(place) for place in topology.access_places]
         replica_roles = [replica_role_arn(place) for place in topology.replica_places]
         for step in (steps.resolve_policy, steps.create_snapshot, steps.check_snapshot, steps.tag_snapshot,
@@ -179,6 +212,16 @@ class ControlStack(Stack):
         for step in (steps.acquire_lease, steps.release_lease):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem")
             self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
+        # slots: a conditional update of one item per account-region and kind (slots.py)
+        for step in (steps.create_snapshot, steps.check_snapshot, steps.replicate_snapshot, steps.release_lease):
+            self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
+            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
+        # the session's items (resolve), each resource's result (release), the full report (report)
+        self.sessions_bucket.grant_put(steps.resolve_policy.role, "sessions/*")
+        self.results_table.grant(steps.release_lease.role, "dynamodb:PutItem")
+        self.sessions_bucket.grant_read(steps.session_report.role, "sessions/*")
+        self.sessions_bucket.grant_put(steps.session_report.role, "sessions/*")
+        self.results_table.grant(steps.session_report.role, "dynamodb:Query")
         self.table.grant(steps.session_report.role, "dynamodb:PutItem")
         self.key.grant(steps.session_report.role, *_TABLE_KEY_ACTIONS)
         steps.session_report.role.add_to_policy(iam.PolicyStatement(
@@ -217,7 +260,6 @@ class ControlStack(Stack):
             prepare_worker=self.steps.prepare_worker, start_worker=self.steps.start_worker,
             check_worker=self.steps.check_worker, cleanup_worker=self.steps.cleanup_worker,
         )
-        self.policies_parameter.grant_read(steps.plan_database_restore.role)
         restore_roles = [restore_role_arn(place) for place in topology.restore_places]
         for restoring in (steps.plan_restore, steps.rename_original, steps.restore_snapshot,
                           steps.create_cluster_instances, steps.check_restore, steps.cleanup_restore,
@@ -238,7 +280,6 @@ class ControlStack(Stack):
                                  "MAX_AGE_MINUTES": str(config.timing.sweep_after_minutes),
                                  "SG_DELETE_ATTEMPTS": "3", "SG_DELETE_INTERVAL_SECONDS": "5"})
         self._allow_assume(sweeper, [access_role_arn(place) for place in topology.access_places])
-        self.policies_parameter.grant_read(sweeper.role)
         self.table.grant(sweeper.role, "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem",
                          "dynamodb:Query")
         self.key.grant(sweeper.role, *_TABLE_KEY_ACTIONS)
@@ -277,7 +318,6 @@ class ControlStack(Stack):
         for reaching in (steps.plan_restore_test, steps.prepare_restore_test, steps.locate_throwaway):
             self._allow_assume(reaching, access_roles)
         self._allow_assume(steps.delete_throwaway, list(restore_roles.values()))
-        self.policies_parameter.grant_read(steps.plan_restore_test.role)
         self.table.grant(steps.plan_restore_test.role, "dynamodb:BatchGetItem")
         self.table.grant(steps.restore_test_report.role, "dynamodb:PutItem")
         for step_ in (steps.plan_restore_test, steps.restore_test_report):
@@ -298,7 +338,6 @@ class ControlStack(Stack):
                            environment={**self._policies_env, "TABLE_NAME": self.table.table_name,
                                         "TOPIC_ARN": self.topic.topic_arn})
         self._allow_assume(check, [access_role_arn(place) for place in topology.access_places])
-        self.policies_parameter.grant_read(check.role)
         self.table.grant(check.role, "dynamodb:BatchGetItem")
         self.key.grant(check.role, *_TABLE_KEY_ACTIONS)
         check.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
@@ -444,6 +483,7 @@ class ControlStack(Stack):
                 )
 
     def _nag_suppressions(self) -> None:
+        self._acknowledge_state_machine(self.resource_state_machine, self.steps.__dict__.values())
         self._acknowledge_state_machine(self.state_machine, self.steps.__dict__.values())
         self._acknowledge_state_machine(self.restore_state_machine, self.restore_steps.__dict__.values())
         if self.restore_test_state_machine is not None:
@@ -458,6 +498,47 @@ class ControlStack(Stack):
                         f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{restore_id}"}}]}}]}}*]',
                         "Describing and stopping the child restore executions it starts; they are named only at "
                         "run time.")
+        for step in (self.steps.resolve_policy, self.steps.session_report):
+            acknowledge(step.role, f"AwsSolutions-IAM5[Resource::<{self._bucket_id()}.Arn>/sessions/*]",
+                        "Session items and reports are objects named per session under sessions/.")
+        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:GetBucket*]",
+                    "CDK's read grant of the sessions bucket (location, versioning); the bucket is named.")
+        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:GetObject*]",
+                    "CDK's read grant of the session objects (object and its version); the prefix is named.")
+        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:List*]",
+                    "CDK's read grant of the sessions bucket lists it; the bucket is named.")
+        for step in (self.steps.resolve_policy, self.steps.session_report):
+            acknowledge(step.role, "AwsSolutions-IAM5[Action::s3:Abort*]",
+                        "CDK's put grant includes aborting its own multipart uploads under sessions/.")
+            acknowledge(step.role, "AwsSolutions-IAM5[Action::kms:ReEncrypt*]",
+                        "CDK's grant for writing KMS-encrypted objects; the control key is named.")
+            acknowledge(step.role, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
+                        "CDK's grant for writing KMS-encrypted objects; the control key is named.")
+
+        self._acknowledge_session_machine()
+
+    def _acknowledge_session_machine(self) -> None:
+        """What CDK grants the session for its Distributed Map and the resource executions it starts."""
+        executions = f"arn:<AWS::Partition>:states:{self.region}:{self.account}:execution:"
+
+        def machine_name(machine: sfn.StateMachine) -> str:
+            logical = self.get_logical_id(machine.node.default_child)
+            return '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical + '"}]}]}'
+
+        session, resource = machine_name(self.state_machine), machine_name(self.resource_state_machine)
+        acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::{executions}{session}:*]",
+                    "The Distributed Map's own child executions (Map Runs) of this state machine.")
+        acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::{executions}{session}/*:*]",
+                    "The Distributed Map's own child executions (Map Runs) of this state machine.")
+        acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::{executions}{resource}*]",
+                    "Describing and stopping the resource executions this session starts (named per session).")
+        bucket_objects = f"arn:<AWS::Partition>:s3:::<{self._bucket_id()}>/*"
+        acknowledge(self.state_machine, f"AwsSolutions-IAM5[Resource::{bucket_objects}]",
+                    "The session's items (read by the Distributed Map) and its Map Run results, in the sessions "
+                    "bucket.")
+
+    def _bucket_id(self) -> str:
+        return self.get_logical_id(self.sessions_bucket.node.default_child)
 
     def _acknowledge_state_machine(self, machine: sfn.StateMachine, steps) -> None:
         """The wildcards CDK adds to a state machine's role: logging/tracing, and each function's versions."""

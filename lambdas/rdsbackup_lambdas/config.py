@@ -6,12 +6,16 @@ CDK app shows up on the first invocation with a clear message instead of a ``Key
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rdsbackup_lambdas.errors import ConfigurationError
+from rdsbackup_lambdas.slots import SlotLimits
 
 
 def _required(name: str) -> str:
@@ -29,10 +33,10 @@ class PoliciesConfig:
 
     @classmethod
     def from_env(cls) -> PoliciesConfig:
-        # The deployed app keeps the policies in an SSM parameter (Lambda's 4 KB of environment is too
-        # small for many policies); POLICIES_JSON inline serves tests and small setups.
-        parameter = os.environ.get("POLICIES_PARAMETER", "").strip()
-        raw = _policies_from_parameter(parameter) if parameter else _required("POLICIES_JSON")
+        # The deployed app ships the policies in the code package (POLICIES_FILE, checked against
+        # POLICIES_SHA256: infra/policies_bundle.py); POLICIES_JSON inline serves tests.
+        name = os.environ.get("POLICIES_FILE", "").strip()
+        raw = _policies_from_file(name) if name else _required("POLICIES_JSON")
         try:
             policies = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -42,13 +46,24 @@ class PoliciesConfig:
         return cls(policies=policies)
 
 
-def _policies_from_parameter(name: str) -> str:
-    import boto3  # only this path needs AWS at configuration time
+_POLICIES_TOKEN = re.compile(r"\{\{policies-token:(\d+)\}\}")
 
+
+def _policies_from_file(name: str) -> str:
+    """The policies file of the code package, verified against the deployed hash, deploy-time values put back."""
+    # LAMBDA_TASK_ROOT is where Lambda unpacked the code package
+    root = Path(os.environ.get("LAMBDA_TASK_ROOT") or Path(__file__).resolve().parent.parent)
     try:
-        return boto3.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
-    except Exception as exc:  # any failure to read the configuration is a configuration error
-        raise ConfigurationError(f"cannot read the policies from SSM parameter {name!r}: {exc}") from exc
+        raw = (root / name).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"the policies file {name!r} is not in the code package ({root}): {exc}") from exc
+    expected = _required("POLICIES_SHA256")
+    if hashlib.sha256(raw).hexdigest() != expected:
+        raise ConfigurationError(
+            f"the policies file {name!r} does not match the SHA-256 deployed with the function ({expected}): the "
+            "code package was changed outside a deploy; redeploy with `cdk deploy`"
+        )
+    return _POLICIES_TOKEN.sub(lambda match: _required(f"POLICIES_TOKEN_{match.group(1)}"), raw.decode())
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,19 @@ class LeaseConfig:
     @classmethod
     def from_env(cls) -> LeaseConfig:
         return cls(table_name=_required("TABLE_NAME"))
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """Handlers that take or give back slots (``slots.py``): the table, and the limits (``SLOT_LIMITS``,
+    AWS's defaults when unset)."""
+
+    table_name: str
+    limits: SlotLimits
+
+    @classmethod
+    def from_env(cls) -> SlotConfig:
+        return cls(table_name=_required("TABLE_NAME"), limits=SlotLimits.from_json(os.environ.get("SLOT_LIMITS", "")))
 
 
 @dataclass(frozen=True)
@@ -86,6 +114,18 @@ class ReportConfig:
     @classmethod
     def from_env(cls) -> ReportConfig:
         return cls(table_name=_required("TABLE_NAME"), topic_arn=_required("TOPIC_ARN"))
+
+
+@dataclass(frozen=True)
+class SessionStoreConfig:
+    """Where a session's items, results and report live (``session_store.py``)."""
+
+    bucket: str
+    results_table: str
+
+    @classmethod
+    def from_env(cls) -> SessionStoreConfig:
+        return cls(bucket=_required("SESSIONS_BUCKET"), results_table=_required("RESULTS_TABLE"))
 
 
 def _optional_number(name: str, default: float) -> float:

@@ -26,6 +26,14 @@ class DBNotAvailable(RdsBackupError):
 
 
 # Caught only.
+class ManualSnapshotQuotaFull(RdsBackupError):
+    """The account-region's manual-snapshot quota is used up (``describe_account_attributes``); not retried."""
+
+
+class SlotWaitTimeout(RdsBackupError):
+    """No slot (snapshot creations / copies in progress) came free within the configured wait."""
+
+
 class LeaseHeld(RdsBackupError):
     """Another session holds the per-source lease: a backup of that source is already running."""
 
@@ -80,6 +88,10 @@ class UnknownPolicy(RdsBackupError):
 
 class NoResourcesSelected(RdsBackupError):
     """The policy's selection matched no DB instance or cluster."""
+
+
+class TooManyResources(RdsBackupError):
+    """The policy selects more resources than its ``max_resources`` (the session's timeout is derived from it)."""
 
 
 class ResourceNotInPolicy(RdsBackupError):

@@ -24,6 +24,12 @@ class WaitSettings(_Model):
     max_seconds: int = Field(300, ge=1)
     factor: float = Field(2, ge=1)
     timeout_seconds: int = Field(7200, ge=1)
+    # how long a resource waits for a free slot (snapshot creations / copies in progress) before failing
+    slot_timeout_seconds: int = Field(4 * 3600, ge=1)
+
+    def for_slots(self) -> WaitSettings:
+        """The same growing interval, bounded by the slot wait's timeout."""
+        return self.model_copy(update={"timeout_seconds": self.slot_timeout_seconds})
 
 
 class Resource(_Model):
@@ -72,6 +78,12 @@ class PollState(_Model):
     attempt: int = 0
     wait_seconds: int = 0
     waited_seconds: int = 0
+
+
+class PendingSnapshot(PollState):
+    """``$.snapshot`` while ``create_snapshot`` waits for a free snapshot slot (nothing created yet)."""
+
+    started: Literal[False] = False
 
 
 class ReplicaState(PollState):
@@ -149,7 +161,7 @@ class Item(_Model):
     lease_seconds: int = Field(7200, ge=1)
     wait: WaitSettings = Field(default_factory=WaitSettings)
     lease: Lease | None = None
-    snapshot: SnapshotRef | None = None
+    snapshot: SnapshotRef | PendingSnapshot | None = None
     snapshot_wait: PollState | None = None
     replica: ReplicaState | None = None
     image_backup: ImageBackup | None = None
@@ -160,7 +172,7 @@ class Item(_Model):
     restore_database: dict | None = None
 
     def require_snapshot(self) -> SnapshotRef:
-        if self.snapshot is None:
+        if not isinstance(self.snapshot, SnapshotRef):
             raise ValueError(f"ITEM for {self.resource.arn} has no 'snapshot' (create_snapshot must run first)")
         return self.snapshot
 
@@ -203,6 +215,7 @@ class Policy(_Model):
     selection: Selection
     snapshot_retention: int = Field(7, ge=1)
     concurrency: int = Field(4, ge=1)
+    max_resources: int = Field(1000, ge=1)
     lease_seconds: int = Field(7200, ge=1)
     wait: WaitSettings = Field(default_factory=WaitSettings)
     replication: PolicyReplication | None = None
@@ -217,11 +230,10 @@ class ResolvePolicyInput(_Model):
 
 
 class SessionReportInput(_Model):
-    """The session and the per-resource results; or, when ``resolve_policy`` failed, no session but the
-    policy, execution name, start time and the error."""
+    """The session (its results are read from where the resources recorded them); or, when
+    ``resolve_policy`` failed, no session but the policy, execution name, start time and the error."""
 
     session: dict | None = None
-    results: list[dict] = Field(default_factory=list)
     error: dict | None = None
     policy: str | None = None
     execution_name: str | None = None

@@ -16,6 +16,12 @@ machine calls again after ``wait_seconds`` until ``done``. Phases, as the target
 ``tag``     encrypted metadata on the replica (the primary's metadata, re-bound to the replica).
 ``cleanup`` unshare, and delete the staging copy once the target has its copy.
 
+Every copy (staging or replica) first checks the destination's manual-snapshot quota (a full one fails
+at once: ``ManualSnapshotQuotaFull``), then takes a copy slot of its destination account-region
+(``slots.py``: 20 copies in progress per destination region by default, shared by every session);
+while none is free the pass returns ``phase`` ``copy-slot`` and the state machine waits. The slot is
+given back once the copy is available (``release_lease`` gives back whatever a failed resource held).
+
 Unencrypted Aurora cluster snapshots: AWS refuses ``KmsKeyId`` when copying an unencrypted DB cluster
 snapshot, so such a replica is copied unencrypted (as its source) and the result carries a warning,
 rather than failing a backup that would otherwise succeed. Unencrypted instance snapshots are
@@ -28,14 +34,22 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas import aws_sessions, quotas, slots
 from rdsbackup_lambdas.clock import now_iso
+from rdsbackup_lambdas.config import SlotConfig
 from rdsbackup_lambdas.errors import ReplicationNotPossible, ReplicationTimeout, SnapshotFailed
 from rdsbackup_lambdas.models import Item, ReplicaState
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 from rdsbackup_lambdas.polling import next_poll
-from rdsbackup_lambdas.snapshot_steps import MANAGED_TAGS, primary_name, where, write_tags
+from rdsbackup_lambdas.snapshot_steps import (
+    MANAGED_TAGS,
+    primary_name,
+    slot_hold_seconds,
+    slot_holder,
+    where,
+    write_tags,
+)
 from rdsbackup_lambdas.snapshots import READY_STATUSES, SnapshotApi, SnapshotInfo, is_failed_status
 from rdsbackup_lambdas.tag_metadata import HEADER_KEY, TagCodec, tags_as_dict
 
@@ -56,11 +70,21 @@ def is_customer_managed_key(kms: Any, key_id: str | None) -> bool:
     return meta.get("KeyManager") == "CUSTOMER"
 
 
+def copy_destinations(item: Item) -> list[tuple[str, str]]:
+    """Every (account, region) a copy of this resource may go to: the staging place and the target."""
+    rep = item.replication
+    if rep is None:
+        return []
+    res = item.resource
+    target = (rep.account or res.account, rep.region or res.region)
+    return sorted({(res.account, target[1]), target} - {(res.account, res.region)})
+
+
 class _Reconciler:
-    def __init__(self, item: Item, codec: TagCodec):
+    def __init__(self, item: Item, codec: TagCodec, slot_config: SlotConfig):
         rep = item.replication
         assert rep is not None
-        self.item, self.rep, self.codec = item, rep, codec
+        self.item, self.rep, self.codec, self.slot_config = item, rep, codec, slot_config
         self.src = item.require_snapshot()
         self.target_account = rep.account or self.src.account
         self.target_region = rep.region or self.src.region
@@ -116,6 +140,18 @@ class _Reconciler:
             "steps": self.steps, "warnings": self.warnings,
         }
 
+    def _take_copy_slot(self, api: SnapshotApi, account: str, region: str) -> bool:
+        """The destination must have room in its manual-snapshot quota (else ``ManualSnapshotQuotaFull`` at
+        once, e.g. a vault region holding every source's replicas) and a free copy slot."""
+        quotas.require_room(api.rds, self.src.kind, api.where)
+        limit = self.slot_config.limits.limit(slots.COPY, account, region)
+        taken = slots.acquire(self.slot_config.table_name, slots.COPY, account, region, slot_holder(self.item),
+                              limit=limit, hold_seconds=slot_hold_seconds(self.item))
+        return taken is not None
+
+    def _give_copy_slot(self, account: str, region: str) -> None:
+        slots.release(self.slot_config.table_name, slots.COPY, account, region, slot_holder(self.item))
+
     def _stage_api(self) -> SnapshotApi:
         if self.cross_region:
             return SnapshotApi(
@@ -157,9 +193,12 @@ class _Reconciler:
             if self._needs_staging(primary):
                 stage_api = self._stage_api()
                 staging = stage_api.describe(self.staging_name)
+                stage_place = (self.src.account, self.target_region if self.cross_region else self.src.region)
                 if staging is None:
                     key = self.item.staging_kms_key_arn if not self.cross_region else self.rep.staging_kms_key_arn
                     key = self._copy_key(primary, key, "staging copy")
+                    if not self._take_copy_slot(stage_api, *stage_place):
+                        return self._result("copy-slot", False, None, None)
                     staging = stage_api.copy(
                         primary.arn, self.staging_name, kms_key_id=key,
                         source_region=self.src.region if self.cross_region else None, tags=MANAGED_TAGS,
@@ -169,6 +208,7 @@ class _Reconciler:
                     raise SnapshotFailed(f"staging copy {staging.arn} is {staging.status!r}")
                 if staging.status not in READY_STATUSES:
                     return self._result("stage", False, None, staging.arn)
+                self._give_copy_slot(*stage_place)
                 if HEADER_KEY not in tags_as_dict(stage_api.tags(staging)):
                     # Metadata lets retention recognise (and remove) a staging copy a crash left behind.
                     write_tags(stage_api, staging, self.codec, self._derived_metadata(primary, staging, "staging"))
@@ -183,6 +223,8 @@ class _Reconciler:
         key = self._copy_key(share_from, self.rep.kms_key_arn, "replica")
         if share_from.kind == "instance" and not share_from.encrypted and key is None:
             self._warn(f"replica of unencrypted {share_from.arn} stays unencrypted (no target key configured)")
+        if not self._take_copy_slot(self.target_api, self.target_account, self.target_region):
+            return self._result("copy-slot", False, None, staging_arn)
         replica = self.target_api.copy(
             share_from.arn, self.name, kms_key_id=key,
             source_region=share_from.region if share_from.region != self.target_region else None,
@@ -221,6 +263,7 @@ class _Reconciler:
         return metadata
 
     def _finish(self, primary: SnapshotInfo, replica: SnapshotInfo) -> dict[str, Any]:
+        self._give_copy_slot(self.target_account, self.target_region)
         count = write_tags(self.target_api, replica, self.codec, self._derived_metadata(primary, replica, "replica"))
         self._step(f"tag: {replica.arn} ({count} tags)")
         staging_arn = None
@@ -238,9 +281,9 @@ class _Reconciler:
         return self._result("done", True, replica, staging_arn)
 
 
-def replicate_snapshot(item: Item, codec: TagCodec) -> dict[str, Any]:
+def replicate_snapshot(item: Item, codec: TagCodec, slot_config: SlotConfig) -> dict[str, Any]:
     """One reconciliation pass of the replication of the session's snapshot (see the module doc)."""
     if item.replication is None:
         state = ReplicaState(done=True, phase="done", steps=["no replication configured"])
         return {**state.model_dump(), "target": None}
-    return _Reconciler(item, codec).run()
+    return _Reconciler(item, codec, slot_config).run()

@@ -16,9 +16,12 @@ from botocore.exceptions import ClientError
 
 from rdsbackup_lambdas import aws_errors, aws_sessions
 from rdsbackup_lambdas.clock import parse_time
-from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, UnknownPolicy
+from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, TooManyResources, UnknownPolicy
 from rdsbackup_lambdas.models import Item, Policy, Replication, ResolvePolicyInput, Resource, Target
 from rdsbackup_lambdas.observability import logger
+
+# what the states of a resource's execution add to its ITEM (docs/state-machine-contract.md)
+RESULT_KEYS = ("lease", "snapshot", "replica", "retention", "image", "image_cleanup", "error")
 
 
 def session_id_for(policy: str, execution_name: str | None, started_at: str | None) -> str:
@@ -154,6 +157,12 @@ def resolve_policy(request: ResolvePolicyInput, policies: dict[str, Any]) -> dic
             f"policy {request.policy!r} selects no DB instance or cluster in "
             + ", ".join(f"{t.account}/{t.region}" for t in policy.selection.targets)
         )
+    if len(selected) > policy.max_resources:
+        raise TooManyResources(
+            f"policy {request.policy!r} selects {len(selected)} databases, more than its max_resources "
+            f"({policy.max_resources}); raise max_resources in the config (the session's timeout grows with it) "
+            "or split the policy"
+        )
     items = [
         Item(
             session_id=session_id, policy=request.policy, resource=resource,
@@ -165,7 +174,9 @@ def resolve_policy(request: ResolvePolicyInput, policies: dict[str, Any]) -> dic
                               "restore_database"})
         for resource, target in sorted(selected, key=lambda s: s[0].arn)
     ]
-    logger.info("policy resolved", extra={"resources": [i["resource"]["arn"] for i in items]})
+    # every key a state reads, whichever path the resource takes, starts as null
+    items = [{**item, **dict.fromkeys(RESULT_KEYS)} for item in items]
+    logger.info("policy resolved", extra={"resource_count": len(items)})
     return {
         "session_id": session_id,
         "policy": request.policy,

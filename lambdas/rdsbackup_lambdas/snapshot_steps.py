@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas import aws_sessions, quotas, slots
 from rdsbackup_lambdas.clock import now_iso
-from rdsbackup_lambdas.errors import SnapshotFailed, SnapshotWaitTimeout, SourceNotFound
-from rdsbackup_lambdas.models import Item, SnapshotRef
+from rdsbackup_lambdas.config import SlotConfig
+from rdsbackup_lambdas.errors import SlotWaitTimeout, SnapshotFailed, SnapshotWaitTimeout, SourceNotFound
+from rdsbackup_lambdas.models import Item, PendingSnapshot, SnapshotRef
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 from rdsbackup_lambdas.polling import next_poll
@@ -37,8 +38,22 @@ def primary_name(item: Item) -> str:
     return snapshot_name(item.policy, item.resource.id, item.session_id)
 
 
-def create_snapshot(item: Item) -> dict[str, Any]:
-    """Create the session's snapshot of the resource, or find the one a previous try made."""
+def slot_holder(item: Item) -> str:
+    return slots.holder_name(item.session_id, item.resource.arn)
+
+
+def slot_hold_seconds(item: Item) -> int:
+    """A holder that never gives its slot back (its execution died) loses it after this long."""
+    return item.wait.timeout_seconds + 3600
+
+
+def create_snapshot(item: Item, slot_config: SlotConfig) -> dict[str, Any]:
+    """Create the session's snapshot of the resource, or find the one a previous try made.
+
+    Before creating: the manual-snapshot quota must have room (else ``ManualSnapshotQuotaFull`` at
+    once), and a snapshot slot of the account-region must be free (else ``{"started": false, ...}``
+    with the next wait, until ``wait.slot_timeout_seconds``: then ``SlotWaitTimeout``).
+    """
     res = item.resource
     rds = source_rds(item)
     api = SnapshotApi(rds, res.kind, where(res.account, res.region))
@@ -55,6 +70,15 @@ def create_snapshot(item: Item) -> dict[str, Any]:
                 )
         else:
             describe_cluster(rds, res.id, api.where)
+        quotas.require_room(rds, res.kind, api.where)
+        limit = slot_config.limits.limit(slots.SNAPSHOT, res.account, res.region)
+        taken = slots.acquire(slot_config.table_name, slots.SNAPSHOT, res.account, res.region, slot_holder(item),
+                              limit=limit, hold_seconds=slot_hold_seconds(item))
+        if taken is None:
+            previous = item.snapshot if isinstance(item.snapshot, PendingSnapshot) else None
+            poll = next_poll(previous, item.wait.for_slots(), ready=False, timeout_error=SlotWaitTimeout,
+                             what=f"a free snapshot slot in {api.where} (limit {limit} snapshot creations at once)")
+            return {"started": False, **poll}
         info = api.create(name, res.id, MANAGED_TAGS)
         existed = False
         metrics.add_metric(name="SnapshotsCreated", unit=MetricUnit.Count, value=1)
@@ -63,7 +87,7 @@ def create_snapshot(item: Item) -> dict[str, Any]:
         _check_is_ours(existing, item)
         info, existed = existing, True
         logger.info("snapshot already exists (retry)", extra={"snapshot_id": name, "status": info.status})
-    return {**info.ref().model_dump(), "status": info.status, "existed": existed}
+    return {**info.ref().model_dump(), "status": info.status, "existed": existed, "started": True}
 
 
 def _check_is_ours(info: SnapshotInfo, item: Item) -> None:
@@ -73,16 +97,26 @@ def _check_is_ours(info: SnapshotInfo, item: Item) -> None:
         )
 
 
-def check_snapshot(item: Item) -> dict[str, Any]:
-    """One poll of the snapshot's status: ready, not yet (with the next wait), or failed/timed out."""
+def release_snapshot_slot(item: Item, slot_config: SlotConfig) -> bool:
+    res = item.resource
+    return slots.release(slot_config.table_name, slots.SNAPSHOT, res.account, res.region, slot_holder(item))
+
+
+def check_snapshot(item: Item, slot_config: SlotConfig) -> dict[str, Any]:
+    """One poll of the snapshot's status: ready, not yet (with the next wait), or failed/timed out.
+
+    The snapshot slot is given back once the snapshot is available or has failed."""
     ref = item.require_snapshot()
     api = SnapshotApi(source_rds(item), ref.kind, where(ref.account, ref.region))
     info = api.describe(ref.id)
-    if info is None:
-        raise SnapshotFailed(f"snapshot {ref.arn} disappeared while waiting for it to become available")
-    if is_failed_status(info.status):
+    if info is None or is_failed_status(info.status):
+        release_snapshot_slot(item, slot_config)
+        if info is None:
+            raise SnapshotFailed(f"snapshot {ref.arn} disappeared while waiting for it to become available")
         raise SnapshotFailed(f"snapshot {ref.arn} is {info.status!r}; RDS could not make it")
     ready = info.status in READY_STATUSES
+    if ready:
+        release_snapshot_slot(item, slot_config)
     poll = next_poll(item.snapshot_wait, item.wait, ready=ready, timeout_error=SnapshotWaitTimeout,
                      what=f"snapshot {ref.arn} (status {info.status!r})")
     if ready:

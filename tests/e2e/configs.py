@@ -24,6 +24,8 @@ _SCHEDULE = {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Berlin"}
 E2E_CONFIG = {
     "control": {"account": CONTROL_ACCOUNT, "region": REGION},
     "timing": FAST_TIMING,
+    # small shared limits, so that sessions meet them: slots are taken, waited for and given back
+    "limits": {"snapshot_creations": 4, "snapshot_copies": 2},
     "repositories": {"main": {}, "cold": {"storage_class": "DEEP_ARCHIVE"}},
     "policies": [
         {
@@ -66,6 +68,14 @@ E2E_CONFIG = {
             "selection": {"tags": {"backup": "hasty"}},
             "snapshot_retention": 2,
             "image_backup": {"repository": "main", "worker": {"timeout_minutes": 0.05}},
+        },
+        {
+            # a fleet: hundreds of databases in one session (tests/e2e/test_scale.py)
+            "name": "fleet",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "fleet"}},
+            "snapshot_retention": 2,
+            "concurrency": 50,
         },
         {
             "name": "faraway",

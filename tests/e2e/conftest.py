@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
-from rdsbackup_local.moto_patches import faithful_restores, shared_snapshot_copies
+from rdsbackup_local.moto_patches import aws_behaviour, faithful_restores
 from rdsbackup_local.synth import synthesize
 from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
 
@@ -70,6 +70,14 @@ class Harness:
         tags = rds.list_tags_for_resource(ResourceName=arn)["TagList"]
         return TagCodec(boto3.client("kms", region_name=REGION), self.tag_key_arn).decode(tags, arn)
 
+    def resource_executions(self, described: dict) -> list[str]:
+        """The ARNs of the resource executions a session started (named <session id>-<item index>)."""
+        session_id = summary_of(described)["session_id"]
+        pages = self.sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.app.workflow_arn("ResourceBackup"))
+        return sorted(e["executionArn"] for page in pages for e in page["executions"]
+                      if e["name"].startswith(f"{session_id}-"))
+
     def history(self, execution_arn: str) -> list[dict]:
         events, token = [], None
         while True:
@@ -81,11 +89,21 @@ class Harness:
                 return events
 
 
-def report_of(described: dict) -> dict:
-    """The session report: the output of a succeeded execution, the cause of a failed one."""
+def summary_of(described: dict) -> dict:
+    """The session's summary: the output of a succeeded execution, the cause of a failed one."""
     if described["status"] == "SUCCEEDED":
         return json.loads(described["output"])
     return json.loads(described["cause"])
+
+
+def report_of(described: dict) -> dict:
+    """The session's full report (every resource), from where the summary says it is."""
+    summary = summary_of(described)
+    location = summary.get("report")
+    if not location:  # the session failed before it had resources
+        return {**summary, "resources": []}
+    body = boto3.client("s3", region_name=REGION).get_object(Bucket=location["bucket"], Key=location["key"])["Body"]
+    return json.loads(body.read())
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +116,7 @@ def tls_postgres():
 
 @pytest.fixture
 def harness(e2e_cdk_out, monkeypatch) -> Harness:
-    with mock_aws(config=MOTO_CONFIG), shared_snapshot_copies(), faithful_restores(), InProcessLambdas() as lambdas:
+    with mock_aws(config=MOTO_CONFIG), aws_behaviour(), faithful_restores(), InProcessLambdas() as lambdas:
         app = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
                      default_account=CONTROL_ACCOUNT, default_region=REGION)
         yield Harness(app=app, lambdas=lambdas)

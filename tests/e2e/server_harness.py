@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 from rdsbackup_local.ecs_runner import LocalWorkers
 from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
-from rdsbackup_local.moto_patches import shared_snapshot_copies
+from rdsbackup_local.moto_patches import aws_behaviour
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION
 from tests.e2e.conftest import Harness
 
@@ -62,7 +62,7 @@ def server_harness(moto_endpoint, e2e_cdk_out, monkeypatch, tls_postgres):
         "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "RDSBACKUP_CA_BUNDLE": tls_postgres.ca_file,
     }
     # RDS endpoints do not resolve here: every DB endpoint is the local PostgreSQL server.
-    with shared_snapshot_copies(), InProcessLambdas() as lambdas, \
+    with aws_behaviour(), InProcessLambdas() as lambdas, \
             LocalWorkers(env=worker_env, host_for=lambda endpoint: "127.0.0.1") as workers:
         app: DeployedApp = deploy(e2e_cdk_out, session_for_account=session_factory(CONTROL_ACCOUNT),
                                   default_account=CONTROL_ACCOUNT, default_region=REGION)

@@ -193,7 +193,8 @@ def test_quota_exceeded_then_success(harness):
         described = harness.run({"policy": "nightly"}, name="quota-once")
     report = report_of(described)
     assert report["status"] == "Success" and fault["raised"] == 1
-    events = harness.history(described["executionArn"])
+    (resource_execution,) = harness.resource_executions(described)
+    events = harness.history(resource_execution)
     # AWS records a failed lambda:invoke task as TaskFailed; moto as LambdaFunctionFailed
     failures = [e.get("taskFailedEventDetails") or e.get("lambdaFunctionFailedEventDetails") for e in events
                 if e["type"] in ("TaskFailed", "LambdaFunctionFailed")]

@@ -203,3 +203,33 @@ def test_object_lock_mode_defaults_to_compliance_for_archives_and_governance_for
     config["repositories"]["cold"]["object_lock_mode"] = "GOVERNANCE"
     parsed = _parse(config)
     assert object_lock_mode("cold", parsed.repositories["cold"], parsed) == "GOVERNANCE"
+
+
+def test_concurrency_beyond_the_inline_maps_40():
+    assert _parse(_with(concurrency=500)).policies[0].concurrency == 500
+    with pytest.raises(ConfigError, match='field "concurrency"'):
+        _parse(_with(concurrency=1001))
+
+
+def test_a_hundred_policies_naming_a_thousand_databases_parse():
+    config = copy.deepcopy(VALID)
+    template = config["policies"][0]
+    config["policies"] = [{**template, "name": f"policy-{n:03d}",
+                           "selection": {"resources": [f"db-{n:03d}-{i}" for i in range(10)]}} for n in range(100)]
+    parsed = _parse(config)
+    assert sum(len(p.selection.resources) for p in parsed.policies) == 1000
+
+
+def test_raised_limits_reach_the_handlers_per_account_region():
+    from rdsbackup_lambdas.slots import COPY, SNAPSHOT, SlotLimits
+
+    config = copy.deepcopy(VALID)
+    config["limits"] = {"snapshot_copies": 10, "places": [
+        {"account": "222222222222", "region": "eu-west-1", "snapshot_creations": 300}]}
+    runtime = SlotLimits.from_json(json.dumps(_parse(config).limits.as_runtime()))
+    assert runtime.limit(SNAPSHOT, "222222222222", "eu-west-1") == 300
+    assert runtime.limit(SNAPSHOT, "222222222222", "us-east-1") == 100
+    assert runtime.limit(COPY, "222222222222", "eu-west-1") == 10
+    config["limits"]["places"][0]["snapshot_creations"] = 0
+    with pytest.raises(ConfigError, match=r'field "limits\.places\.0\.snapshot_creations"'):
+        _parse(config)

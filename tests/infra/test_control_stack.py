@@ -14,8 +14,9 @@ def definition(control_template) -> dict:
 
 
 @pytest.fixture(scope="module")
-def item_states(definition) -> dict:
-    return definition["States"]["Back up each resource"]["ItemProcessor"]["States"]
+def item_states(control_template) -> dict:
+    """The states of one resource's execution."""
+    return definition_of(state_machine(control_template, "ResourceBackupStateMachine"))["States"]
 
 
 def test_every_state_machine_is_standard_logged_and_traced(control_template):
@@ -55,9 +56,19 @@ def test_deployed_ids_are_kept(control_template):
 def test_flow_resolves_then_maps_then_reports(definition):
     states = definition["States"]
     assert states["Resolve policy"]["Next"] == "Back up each resource"
-    assert states["Back up each resource"]["Next"] == "Session report"
-    assert states["Back up each resource"]["MaxConcurrencyPath"] == "$.session.max_concurrency"
-    assert states["Back up each resource"]["ItemsPath"] == "$.session.items"
+    each = states["Back up each resource"]
+    assert each["Next"] == "Session report"
+    assert each["MaxConcurrencyPath"] == "$.session.max_concurrency"
+    # a Distributed Map over the items in S3, results to S3: nothing grows with the number of resources
+    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert each["ItemReader"]["Parameters"]["Key.$"] == "$.session.items_key"
+    assert "ResultWriter" in each and each["ResultPath"] is None
+    assert "ItemsPath" not in each
+    start = each["ItemProcessor"]["States"]["Back up resource"]
+    assert start["Resource"].endswith(":states:startExecution.sync:2")
+    assert start["Parameters"]["Name.$"] == "$.name" and start["Parameters"]["Input.$"] == "$.item"
+    assert each["ItemSelector"]["name.$"] == "States.Format('{}-{}', $.session.session_id, $$.Map.Item.Index)"
+    assert start["Catch"][0]["ErrorEquals"] == ["States.ALL"]
     assert states["Resolve policy"]["Catch"][0]["Next"] == "Report failed session"
     assert states["Session failed?"]["Choices"][0]["Next"] == "Failure cause"
     assert states["Session failed"]["Type"] == "Fail"
@@ -69,8 +80,8 @@ def test_every_step_after_the_lease_is_caught_into_release(item_states):
         catches = item_states[name]["Catch"]
         assert catches == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Release lease"}], name
     assert item_states["Apply retention"]["Next"] == "Release lease"
-    assert item_states["Release lease"]["Next"] == "Resource result"
-    assert item_states["Acquire lease"]["Catch"][0]["Next"] == "Lease not acquired"
+    assert item_states["Release lease"]["End"] is True and item_states["Release lease"]["ResultPath"] == "$"
+    assert item_states["Acquire lease"]["Catch"][0]["Next"] == "Release lease"
 
 
 def test_snapshot_and_replica_waits_are_wait_choice_loops(item_states):
@@ -79,6 +90,35 @@ def test_snapshot_and_replica_waits_are_wait_choice_loops(item_states):
     assert item_states["Snapshot ready?"]["Default"] == "Wait for snapshot"
     assert item_states["Wait for replica"]["Next"] == "Replicate snapshot"
     assert item_states["Replica done?"]["Default"] == "Wait for replica"
+    # no snapshot slot free: wait and create again
+    assert item_states["Create snapshot"]["Next"] == "Snapshot started?"
+    assert item_states["Snapshot started?"]["Default"] == "Wait for slot"
+    assert item_states["Wait for slot"]["SecondsPath"] == "$.snapshot.wait_seconds"
+    assert item_states["Wait for slot"]["Next"] == "Create snapshot"
+
+
+def test_the_session_can_read_its_items_and_write_its_map_results(control_template):
+    statements = list(_statements(control_template, "BackupStateMachineRole"))
+    s3 = [s for s in statements if "s3:GetObject" in flatten(s["Action"])]
+    assert s3 and all("SessionsBucket" in flatten(s["Resource"]) for s in s3)
+    kms = [s for s in statements if "kms:Decrypt" in flatten(s["Action"])]
+    assert kms and "kms:GenerateDataKey" in flatten(kms[0]["Action"]) and "<Key" in flatten(kms[0]["Resource"])
+    start = [s for s in statements if s["Action"] == "states:StartExecution"]
+    assert [flatten(s["Resource"]) for s in start] == ["<ResourceBackupStateMachineE40E6788>"]
+
+
+def test_timeouts_are_derived_from_the_policies(control_template):
+    from infra.config import parse_config
+    from infra.durations import resource_timeout_seconds, session_timeout_seconds
+    from tests.e2e.configs import CONTROL_ACCOUNT, REGION
+
+    config = parse_config(E2E_CONFIG, default_account=CONTROL_ACCOUNT, default_region=REGION)
+    session = definition_of(state_machine(control_template, "BackupStateMachine"))
+    resource = definition_of(state_machine(control_template, "ResourceBackupStateMachine"))
+    assert resource["TimeoutSeconds"] == resource_timeout_seconds(config)
+    assert session["TimeoutSeconds"] == session_timeout_seconds(config)
+    # at most 1,000 resources at concurrency 2 (the slowest policy): 500 resources one after another
+    assert session["TimeoutSeconds"] > 500 * resource["TimeoutSeconds"] / 2
 
 
 def _retry(state, error):
@@ -154,16 +194,20 @@ def test_lease_handlers_touch_only_the_session_table(control_template):
                             if "dynamodb" in flatten(s["Action"])]
         assert table_statements
         for statement in table_statements:
-            assert "Sessions" in flatten(statement["Resource"])
+            # the session table (leases, slots); release also records the resource's result
+            assert "Sessions" in flatten(statement["Resource"]) or (
+                step == "ReleaseLease" and "SessionResults" in flatten(statement["Resource"]))
 
 
 def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
     keys = resources_of(control_template, "AWS::KMS::Key").values()
     assert len(keys) == 2  # control (table, topic, logs, tags) and repositories
     assert all(key["Properties"]["EnableKeyRotation"] is True for key in keys)
-    (table,) = resources_of(control_template, "AWS::DynamoDB::Table").values()
-    assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
-    assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    tables = resources_of(control_template, "AWS::DynamoDB::Table").values()
+    assert len(tables) == 2  # sessions (records, leases, slots) and per-resource results
+    for table in tables:
+        assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
+        assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     (topic,) = resources_of(control_template, "AWS::SNS::Topic").values()
     assert "KmsMasterKeyId" in topic["Properties"]
     (topic_policy,) = resources_of(control_template, "AWS::SNS::TopicPolicy").values()
@@ -171,19 +215,34 @@ def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
     assert denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_resolve_policy_gets_the_policies_without_secrets(control_template):
+def _policies_of(cdk_out, function: dict) -> tuple[dict, dict]:
+    """The policies file in a function's code package, and the function's environment."""
+    environment = function["Properties"]["Environment"]["Variables"]
+    asset = cdk_out / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+    return (asset / environment["POLICIES_FILE"]).read_bytes(), environment
+
+
+def test_policies_ship_with_the_code_without_secrets_and_pinned_by_hash(control_template, cdk_out):
+    import hashlib
+
     functions = resources_of(control_template, "AWS::Lambda::Function")
     resolve = next(f for logical, f in functions.items() if logical.startswith("ResolvePolicy"))
-    parameter_ref = resolve["Properties"]["Environment"]["Variables"]["POLICIES_PARAMETER"]
-    (parameter,) = resources_of(control_template, "AWS::SSM::Parameter").values()
-    assert parameter_ref == {"Ref": next(iter(resources_of(control_template, "AWS::SSM::Parameter")))}
-    policies = json.loads(flatten(parameter["Properties"]["Value"]))
+    raw, environment = _policies_of(cdk_out, resolve)
+    assert environment["POLICIES_SHA256"] == hashlib.sha256(raw).hexdigest()
+    assert not resources_of(control_template, "AWS::SSM::Parameter"), "no policies parameter to change at run time"
+    policies = json.loads(raw)
     assert set(policies) == {p["name"] for p in E2E_CONFIG["policies"]}
     vault = policies["vault"]["replication"]
     assert vault["account"] == "222222222222"
     assert vault["access_role_arn"] == "arn:aws:iam::222222222222:role/rdsbackup-replica-us-east-1"
     assert vault["kms_key_arn"] == "arn:aws:kms:us-east-1:222222222222:alias/rdsbackup-replica"
     assert policies["nightly"]["replication"] is None
+    # the repository key's ARN is known only at deploy: a placeholder, resolved through the environment
+    key = policies["images"]["image_backup"]["repository_kms_key_arn"]
+    assert key == "{{policies-token:0}}"
+    assert flatten(environment["POLICIES_TOKEN_0"]).startswith("<RepositoriesKey")
+    for word in ("password", "secret_value", "SecretString"):
+        assert word not in raw.decode()
 
 
 def test_image_backup_steps_all_end_in_cleanup(item_states):

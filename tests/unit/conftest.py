@@ -13,7 +13,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from rdsbackup_lambdas import aws_sessions
 
-from rdsbackup_local.moto_patches import shared_snapshot_copies
+from rdsbackup_local.moto_patches import aws_behaviour
 from tests.support.lambda_context import lambda_context
 
 SOURCE_ACCOUNT = DEFAULT_ACCOUNT_ID
@@ -46,6 +46,8 @@ class World:
     table: str
     topic_arn: str
     queue_url: str
+    bucket: str = "rdsbackup-sessions-test"
+    results_table: str = "rdsbackup-results"
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
     clients: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
@@ -130,13 +132,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """A fresh moto world: tag key, staging key, sessions/leases table, failure topic (with a queue)."""
     aws_sessions.clear_cache()
-    with mock_aws(), shared_snapshot_copies():
+    with mock_aws(), aws_behaviour():
         kms = boto3.client("kms", region_name=REGION)
         ddb = boto3.client("dynamodb", region_name=REGION)
         ddb.create_table(
             TableName="rdsbackup", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
         )
+        ddb.create_table(
+            TableName="rdsbackup-results",
+            KeySchema=[{"AttributeName": "session_id", "KeyType": "HASH"},
+                       {"AttributeName": "resource_arn", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "session_id", "AttributeType": "S"},
+                                  {"AttributeName": "resource_arn", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="rdsbackup-sessions-test")
         sns = boto3.client("sns", region_name=REGION)
         topic = sns.create_topic(Name="rdsbackup-failures")["TopicArn"]
         sqs = boto3.client("sqs", region_name=REGION)
@@ -151,6 +162,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.setenv("TABLE_NAME", world.table)
         monkeypatch.setenv("TOPIC_ARN", world.topic_arn)
         monkeypatch.setenv("TAG_KMS_KEY_ARN", world.tag_key_arn)
+        monkeypatch.setenv("SESSIONS_BUCKET", world.bucket)
+        monkeypatch.setenv("RESULTS_TABLE", world.results_table)
         yield world
     aws_sessions.clear_cache()
 

@@ -6,7 +6,7 @@ from unittest import mock
 
 import botocore.client
 from botocore.exceptions import ClientError
-from rdsbackup_lambdas.handlers import cleanup_worker, prepare_worker, session_report, start_worker
+from rdsbackup_lambdas.handlers import cleanup_worker, prepare_worker, release_lease, start_worker
 
 from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixture)
     finish_task,
@@ -104,11 +104,9 @@ def test_left_for_sweeper_becomes_a_warning_in_the_session_report(net, ctx):
     with dependency_violations(100, []):
         item["image_cleanup"] = cleanup_worker.handler(item, ctx)
     item["lease"] = {"owner": item["session_id"], "expires_at": 0, "acquired_at": 1.0}
-    session = {"session_id": item["session_id"], "policy": "demo", "started_at": "2026-11-25T03:15:00Z"}
-    report = session_report.handler({"session": session, "results": [item]}, ctx)
-    assert report["status"] == "Warning"
-    warnings = report["resources"][0]["warnings"]
-    assert any(w.startswith("left for the orphan sweeper") for w in warnings)
+    recorded = release_lease.handler(item, ctx)  # the resource's result, as the session report reads it
+    assert recorded["status"] == "Success"
+    assert any(w.startswith("left for the orphan sweeper") for w in recorded["warnings"])
 
 
 def test_cleanup_when_nothing_was_made(net, ctx):

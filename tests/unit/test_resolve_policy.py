@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+from rdsbackup_lambdas import session_store
 from rdsbackup_lambdas.errors import NoResourcesSelected, ResourceNotInPolicy, SourceNotFound, UnknownPolicy
 from rdsbackup_lambdas.handlers import create_snapshot, resolve_policy
 
@@ -27,8 +29,13 @@ def policy(world, *, resources=(), tags=None, targets=None, **extra) -> dict:
 
 
 def resolve(monkeypatch, ctx, policies: dict, name: str = "demo", resources=None) -> dict:
+    """The session resolve_policy returns, with the items it wrote to the sessions bucket."""
     monkeypatch.setenv("POLICIES_JSON", json.dumps(policies))
-    return resolve_policy.handler({"policy": name, "resources": resources, **EXECUTION}, ctx)
+    session = resolve_policy.handler({"policy": name, "resources": resources, **EXECUTION}, ctx)
+    assert set(session) == {"session_id", "policy", "started_at", "max_concurrency", "resource_count", "items_key"}
+    items = session_store.read_items(os.environ["SESSIONS_BUCKET"], session["items_key"])
+    assert session["resource_count"] == len(items)
+    return {**session, "items": items}
 
 
 def arns(session: dict) -> list[str]:
@@ -47,8 +54,12 @@ def test_session_and_items_follow_the_contract(world, ctx, monkeypatch):
                      "region": REGION, "engine": "postgres"},
         "access_role_arn": SOURCE_ROLE, "staging_kms_key_arn": world.staging_key_arn, "snapshot_retention": 3,
         "replication": None, "lease_seconds": 900,
-        "wait": {"initial_seconds": 1, "max_seconds": 4, "factor": 2.0, "timeout_seconds": 30},
+        "wait": {"initial_seconds": 1, "max_seconds": 4, "factor": 2.0, "timeout_seconds": 30,
+                 "slot_timeout_seconds": 14400},
         "image_backup": None,
+        # what the resource's states add, null until they do
+        "lease": None, "snapshot": None, "replica": None, "retention": None, "image": None, "image_cleanup": None,
+        "error": None,
     }
 
 

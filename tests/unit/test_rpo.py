@@ -7,9 +7,10 @@ import time
 
 from rdsbackup_lambdas import backup_freshness, rpo
 from rdsbackup_lambdas import session_report as reporting
-from rdsbackup_lambdas.handlers import check_rpo, session_report
+from rdsbackup_lambdas.handlers import check_rpo
 
 from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE
+from tests.unit.session_support import run_session
 
 HOUR = 3600
 RPO = 36 * HOUR
@@ -29,9 +30,9 @@ def succeed(world, ctx, *names: str, at: float | None = None) -> None:
                 "snapshot": {"arn": "snap"}, "error": None} for name in names]
     session = {"session_id": f"demo-{len(names)}", "policy": "demo", "started_at": "2026-11-25T03:15:00Z"}
     if at is None:
-        session_report.handler({"session": session, "results": results}, ctx)
+        run_session(world, ctx, session, results)
     else:
-        report = reporting.build_report(session, results)
+        report = reporting.build_report(session, [reporting.resource_summary(r, time.time()) for r in results])
         backup_freshness.record_successes(report, world.table, now=at)
 
 
@@ -53,7 +54,7 @@ def test_stale_source_is_named_and_fresh_one_is_not(world, ctx, monkeypatch):
     succeed(world, ctx, "fresh")
     succeed(world, ctx, "stale", at=time.time() - 40 * HOUR)
     failed = {"resource": {"arn": stale["DBInstanceArn"], "id": "stale"}, "error": {"Error": "SnapshotFailed"}}
-    session_report.handler({"session": {"session_id": "demo-f", "policy": "demo"}, "results": [failed]}, ctx)
+    run_session(world, ctx, {"session_id": "demo-f", "policy": "demo"}, [failed])
     world.sns_messages()  # the failed session's own message
     result = run(monkeypatch, ctx, {"demo": policy(["fresh", "stale"])})
     demo = result["policies"]["demo"]

@@ -4,7 +4,7 @@ Input:  any (the schedule's event is ignored).
 Output: ``{"policies": {name: {"rpo_seconds", "checked", "outside": [{"arn", "last_success", "age_seconds",
 "reason"}]}}, "errors": {name: "<Error>: <message>"}}``; metric ``rdsbackup/SourcesOutsideRpo`` per
 policy (dimension ``Policy``); one SNS message naming every late source and every policy not checked.
-Env:    ``POLICIES_PARAMETER`` (or ``POLICIES_JSON``), ``TABLE_NAME``, ``TOPIC_ARN``.
+Env:    ``POLICIES_FILE`` + ``POLICIES_SHA256`` (or ``POLICIES_JSON``), ``TABLE_NAME``, ``TOPIC_ARN``.
 """
 
 from __future__ import annotations

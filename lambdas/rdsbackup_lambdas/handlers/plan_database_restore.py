@@ -4,7 +4,7 @@ Input:  ``{"input": <the execution input>, "execution_name", "started_at"}`` (do
 Output: the ITEM (the whole state from here on): ``session_id`` (the restore id), ``policy``, ``resource``
 (the target DB), ``access_role_arn``, ``image_backup`` (the policy's repository and worker), ``wait``,
 ``restore_database`` (restore point, databases, target name, replace, include_globals) and ``request``.
-Env:    ``POLICIES_PARAMETER`` (or ``POLICIES_JSON``).
+Env:    ``POLICIES_FILE`` + ``POLICIES_SHA256`` (or ``POLICIES_JSON``).
 Raises: ``RestoreInputInvalid``, ``UnknownPolicy``, ``PlaceNotConfigured``.
 """
 

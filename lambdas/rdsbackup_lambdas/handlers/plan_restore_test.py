@@ -3,7 +3,7 @@
 Input:  ``{"policy": "<name>", "resources": null | ["<arn or id>"], "execution_name", "started_at"}``.
 Output: ``{"session": {"session_id", "policy", "started_at"}, "tests": [TEST, ...]}`` (TEST: an ITEM whose
 ``resource`` is the throwaway, plus ``source``, ``restore_test`` and ``error`` when there is nothing to test).
-Env:    ``POLICIES_PARAMETER`` (or ``POLICIES_JSON``), ``TABLE_NAME``.
+Env:    ``POLICIES_FILE`` + ``POLICIES_SHA256`` (or ``POLICIES_JSON``), ``TABLE_NAME``.
 Raises: ``UnknownPolicy``, ``NoResourcesSelected``, ``ResourceNotInPolicy``, ``Throttled``.
 """
 

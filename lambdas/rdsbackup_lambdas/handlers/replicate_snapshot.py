@@ -1,12 +1,13 @@
 """Lambda state ``replicate_snapshot``: one reconciliation pass of the replication (Wait/Choice loop).
 
 Input:  ITEM with ``snapshot``, ``replication`` and, after the first pass, the previous ``replica``.
-Output: ``{"done": bool, "phase": "stage"|"share"|"copy"|"tag"|"cleanup"|"done", "attempt": n,
+Output: ``{"done": bool, "phase": "copy-slot"|"stage"|"share"|"copy"|"tag"|"cleanup"|"done", "attempt": n,
 "wait_seconds": n, "waited_seconds": n, "arn": replica ARN | null, "staging_arn": str | null,
 "target": {"account", "region"}, "steps": [...], "warnings": [...]}`` (``result_path`` ``$.replica``).
-Env:    ``TAG_KMS_KEY_ARN``.
-Raises: ``ReplicationTimeout``, ``ReplicationNotPossible``, ``SnapshotFailed``, ``SnapshotQuotaExceeded``,
-``Throttled``, ``TagLimitExceeded``, ``TagMetadataError`` subclasses (the primary's tags are not trusted).
+Env:    ``TAG_KMS_KEY_ARN``, ``TABLE_NAME`` (copy slots), ``SLOT_LIMITS`` (optional).
+Raises: ``ReplicationTimeout``, ``ReplicationNotPossible``, ``ManualSnapshotQuotaFull``, ``SnapshotFailed``,
+``SnapshotQuotaExceeded``, ``Throttled``, ``TagLimitExceeded``, ``TagMetadataError`` subclasses (the primary's
+tags are not trusted).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from rdsbackup_lambdas import replication, snapshot_steps
-from rdsbackup_lambdas.config import TagConfig
+from rdsbackup_lambdas.config import SlotConfig, TagConfig
 from rdsbackup_lambdas.models import Item
 from rdsbackup_lambdas.observability import lambda_handler
 
@@ -23,4 +24,4 @@ from rdsbackup_lambdas.observability import lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     item = Item.model_validate(event)
     codec = snapshot_steps.tag_codec(TagConfig.from_env().tag_kms_key_arn)
-    return replication.replicate_snapshot(item, codec)
+    return replication.replicate_snapshot(item, codec, SlotConfig.from_env())
