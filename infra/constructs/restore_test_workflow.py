@@ -73,7 +73,9 @@ class RestoreTestWorkflow(Construct):
             "timing.$": "$.timing", "worker.$": "$.image", "error.$": "$.error",
             "throwaway_cleanup.$": "$.throwaway_cleanup", "cleanup.$": "$.cleanup",
         })
+        # record_result: a test slot is no backup resource; release_lease records none for it
         slot = {"session_id.$": "$.session_id", "policy.$": "$.policy", "lease_seconds.$": "$.lease_seconds",
+                "record_result": False,
                 "resource": {"arn.$": f"States.Format('{SLOT_PREFIX}:{{}}:{{}}', $.source.account, $.source.region)",
                              "id": SLOT_PREFIX, "kind": "instance", "account.$": "$.source.account",
                              "region.$": "$.source.region"}}

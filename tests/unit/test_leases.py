@@ -61,3 +61,14 @@ def test_after_release_another_session_can_back_up(world, ctx):
     acquire_lease.handler(world.item(db, session_id="demo-1"), ctx)
     release_lease.handler(world.item(db, session_id="demo-1"), ctx)
     assert acquire_lease.handler(world.item(db, session_id="demo-2"), ctx)["owner"] == "demo-2"
+
+
+def test_a_lease_that_is_no_backup_resource_records_no_result(world, ctx):
+    from rdsbackup_lambdas import session_store
+
+    db = world.instance()
+    item = world.item(db, session_id="test-slot-1")
+    release_lease.handler({**item, "record_result": False}, ctx)
+    assert session_store.read_results(world.results_table, "test-slot-1") == []
+    release_lease.handler(item, ctx)
+    assert [r["arn"] for r in session_store.read_results(world.results_table, "test-slot-1")] == [db["DBInstanceArn"]]

@@ -3,7 +3,8 @@ per-source lease if this session holds it and every slot the resource still hold
 copy), then records the resource's result for the session report.
 
 Input:  ITEM with the results of the states before (``lease``, ``snapshot``, ``replica``, ``retention``,
-``image``, ``image_cleanup``, ``error``: whatever the path set).
+``image``, ``image_cleanup``, ``error``: whatever the path set); ``"record_result": false`` (a lease that
+is no backup resource, e.g. a restore test's slot) records nothing.
 Output: the resource's result, as recorded: ``{"arn", "status", "snapshot_arn", "replica_arns",
 "retention_deleted", "restore_point_id", "bytes", "duration_seconds", "error", "warnings",
 "lease_released", "slots_released"}``. A lease held by another session is left alone.
@@ -35,7 +36,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     released = leases.release(config.table_name, item.resource.arn, item.session_id)
     # the result is recorded last: only what really happened before it is in it
     result = resource_summary(event, time.time())
-    session_store.put_result(store.results_table, item.session_id, result)
+    if event.get("record_result", True):
+        session_store.put_result(store.results_table, item.session_id, result)
     if result["status"] == "Success" and result["duration_seconds"] is not None:
         metrics.add_metric(name="DurationSeconds", unit=MetricUnit.Seconds, value=result["duration_seconds"])
     return {**result, "lease_released": released["released"], "slots_released": given_back}
