@@ -41,9 +41,11 @@ bench-archive:
 # Only issue 9's figures: 10,000 small tables, backup next to pg_dump -Fc, restore next to pg_restore -j2.
 bench-many-tables:
 	RDSBACKUP_BENCH_PARTS=many-tables $(BENCH_PYTHON) bench/run.py
+
 # issue 11's scale figures (bench/scale.py): one session of N = 10, 100, 1,000 databases over 10 accounts x
 # 3 regions in moto, through the synthesized state machines with the real handlers; snapshot-only and
-# replicated into one vault account-region. Not part of `make test`. RDSBACKUP_BENCH_SCALE_N="10 100" to choose.
+# replicated into one vault account-region. Not part of `make test`. RDSBACKUP_BENCH_SCALE_N="10 100" and
+# RDSBACKUP_BENCH_SCALE_SCENARIOS="snapshot" (or "replicated") choose.
 .PHONY: bench-scale
 bench-scale:
 	$(BENCH_PYTHON) bench/scale.py
