@@ -370,7 +370,6 @@ class ControlStack(Stack):
         cluster_arn = f"arn:aws:ecs:{self.region}:{self.account}:cluster/{MAINTENANCE_CLUSTER}"
         tasks_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{MAINTENANCE_CLUSTER}/*"
         on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
-        self.policies_parameter.grant_read(steps.start.role)
         steps.start.role.add_to_policy(iam.PolicyStatement(
             actions=["ecs:RunTask"], conditions=on_cluster, resources=[
                 f"arn:aws:ecs:{self.region}:{self.account}:task-definition/{MAINTENANCE_TASK_FAMILY}:*"]))

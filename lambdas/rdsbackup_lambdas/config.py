@@ -34,9 +34,11 @@ class PoliciesConfig:
     @classmethod
     def from_env(cls) -> PoliciesConfig:
         # The deployed app ships the policies in the code package (POLICIES_FILE, checked against
-        # POLICIES_SHA256: infra/policies_bundle.py); POLICIES_JSON inline serves tests.
+        # POLICIES_SHA256: infra/policies_bundle.py) and never sets POLICIES_JSON, which serves tests (and
+        # wins, so a test's own policies are read even where an in-process run left POLICIES_FILE set).
+        inline = os.environ.get("POLICIES_JSON", "").strip()
         name = os.environ.get("POLICIES_FILE", "").strip()
-        raw = _policies_from_file(name) if name else _required("POLICIES_JSON")
+        raw = inline or (_policies_from_file(name) if name else _required("POLICIES_JSON"))
         try:
             policies = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -3,7 +3,8 @@
 Input:  ``{"policy", "execution_name", "wait": {initial_seconds, max_seconds, factor}}``.
 Output: ``$.worker``: ``{"session_id", "policy", "task_arn", "cluster", "container", "result_url",
 "started_at", "timeout_seconds", "wait", "attempt", "wait_seconds", "waited_seconds", "done"}``.
-Env:    ``POLICIES_PARAMETER`` (or ``POLICIES_JSON``), ``NETWORK_JSON`` (config ``maintenance_network``).
+Env:    ``POLICIES_FILE`` + ``POLICIES_SHA256`` (or ``POLICIES_JSON``), ``NETWORK_JSON`` (config
+``maintenance_network``).
 Raises: ``UnknownPolicy``, ``ConfigurationError`` (no image-level backup, no default VPC), ``WorkerFailed``,
 ``Throttled``.
 """
