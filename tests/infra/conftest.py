@@ -56,3 +56,12 @@ def state_machine(template: dict, construct_id: str) -> dict:
 def definition_of(machine: dict) -> dict:
     """A state machine's definition as JSON (references shown as <Logical.Attr>)."""
     return json.loads(flatten(machine["Properties"]["DefinitionString"]))
+
+
+def deployed_policies(cdk_out: Path, template: dict) -> dict:
+    """The policies the handlers read: the file in the functions' code package (infra/policies_bundle.py)."""
+    function = next(f for logical, f in resources_of(template, "AWS::Lambda::Function").items()
+                    if logical.startswith("ResolvePolicy"))
+    environment = function["Properties"]["Environment"]["Variables"]
+    asset = cdk_out / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+    return json.loads((asset / environment["POLICIES_FILE"]).read_text())

@@ -1,5 +1,5 @@
 """Every config field has an effect: changing it changes the policies the handlers read (the runtime
-policies in SSM, the handlers' environment) or the synthesized templates. A field added to the config
+policies in the code package, the handlers' environment) or the synthesized templates. A field added to the config
 model without either fails this test, so no setting is accepted and then ignored.
 
 The model is walked field by field. Fields the handlers see are proven one at a time against the
@@ -96,6 +96,16 @@ def _schedule(index: int, section: str, key: str, value, default: str):
     return change
 
 
+def _place(field: str, value):
+    """Change one field of a raised-limits place (made on first use)."""
+    def change(config: dict) -> None:
+        places = config.setdefault("limits", {}).setdefault("places", [])
+        if not places:
+            places.append({"account": "888888888888", "region": "ca-central-1"})
+        places[0][field] = value
+    return change
+
+
 def _rename_policy(config: dict) -> None:
     config["policies"][_FULL]["name"] = "renamed"
 
@@ -119,6 +129,13 @@ CHANGES = {
     "timing.sg_delete_attempts": _top("timing.sg_delete_attempts", 19),
     "timing.sg_delete_interval_seconds": _top("timing.sg_delete_interval_seconds", 6.5),
     "timing.sweep_after_minutes": _top("timing.sweep_after_minutes", 555),
+    "timing.slot_wait_timeout_seconds": _top("timing.slot_wait_timeout_seconds", 5432),
+    "limits.snapshot_creations": _top("limits.snapshot_creations", 123),
+    "limits.snapshot_copies": _top("limits.snapshot_copies", 17),
+    "limits.places.account": _place("account", "777777777777"),
+    "limits.places.region": _place("region", "ap-south-1"),
+    "limits.places.snapshot_creations": _place("snapshot_creations", 301),
+    "limits.places.snapshot_copies": _place("snapshot_copies", 19),
     "maintenance_network.subnets": _top("maintenance_network.subnets", ["subnet-0f00d"]),
     "maintenance_network.security_groups": _top("maintenance_network.security_groups", ["sg-0f00d"]),
     "maintenance_network.assign_public_ip": _top("maintenance_network.assign_public_ip", True),
@@ -132,6 +149,7 @@ CHANGES = {
     "policies.selection.regions": _policy(_COPIES, "selection.regions", ["us-east-2"]),
     "policies.snapshot_retention": _policy(_FULL, "snapshot_retention", 9),
     "policies.concurrency": _policy(_FULL, "concurrency", 11),
+    "policies.max_resources": _policy(_FULL, "max_resources", 77),
     "policies.replication.region": _policy(_COPIES, "replication.region", "eu-central-1"),
     "policies.replication.account": _policy(_COPIES, "replication.account", "666666666666"),
     "policies.replication.kms_key_arn": _policy(_COPIES, "replication.kms_key_arn",
@@ -194,6 +212,13 @@ TEMPLATE_MARKERS = {
     "policies.restore_test.schedule.timezone": "America/Lima",
     "policies.restore_test.schedule.enabled": (RESTORE_TEST_SCHEDULE, "DISABLED"),
     "timing.sweep_after_minutes": '"MAX_AGE_MINUTES": "555"',
+    # shared slot limits reach the handlers' environment (SLOT_LIMITS)
+    "limits.snapshot_creations": '\\"snapshot\\":123',
+    "limits.snapshot_copies": '\\"copy\\":17',
+    "limits.places.account": '777777777777/',
+    "limits.places.region": '/ap-south-1',
+    "limits.places.snapshot_creations": '\\"snapshot\\":301',
+    "limits.places.snapshot_copies": '\\"copy\\":19',
     "timing.sg_delete_attempts": '"SG_DELETE_ATTEMPTS": "19"',
     "timing.sg_delete_interval_seconds": '"SG_DELETE_INTERVAL_SECONDS": "6.5"',
     # retries live in the state machines' definitions (JSON text inside the template)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.e2e.configs import E2E_CONFIG
-from tests.infra.conftest import definition_of, flatten, resources_of, state_machine
+from tests.infra.conftest import definition_of, deployed_policies, flatten, resources_of, state_machine
 
 
 def _states(control_template) -> dict:
@@ -47,16 +47,14 @@ def test_maintenance_worker_runs_in_the_control_account_with_delete_rights_on_re
                    for s in statements)
 
 
-def test_schedules_and_policies_carry_the_archive_settings(control_template):
+def test_schedules_and_policies_carry_the_archive_settings(control_template, cdk_out):
     schedules = {s["Properties"]["Name"]: s["Properties"]
                  for s in resources_of(control_template, "AWS::Scheduler::Schedule").values()}
     images = schedules["rdsbackup-images-maintenance"]
     assert images["ScheduleExpression"] == "cron(0 6 * * ? *)" and json.loads(images["Target"]["Input"]) == {
         "policy": "images"}
     assert "MaintenanceStateMachine" in flatten(images["Target"]["Arn"])
-    parameter = next(p for p in resources_of(control_template, "AWS::SSM::Parameter").values()
-                     if p["Properties"]["Name"] == "/rdsbackup/policies")
-    policies = json.loads(flatten(parameter["Properties"]["Value"]))
+    policies = deployed_policies(cdk_out, control_template)
     maintenance = policies["images"]["maintenance"]
     config = next(p for p in E2E_CONFIG["policies"] if p["name"] == "images")
     assert maintenance["archive"]["after_days"] == config["archive"]["after_days"]
