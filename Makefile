@@ -49,3 +49,11 @@ bench-many-tables:
 .PHONY: bench-scale
 bench-scale:
 	$(BENCH_PYTHON) bench/scale.py
+
+# cfn-lint, cdk-nag (AwsSolutions + HIPAA + NIST 800-53 R5), checkov and parliament over the templates of
+# the shipped and the multi-account config; accepted findings, with reasons: security/acknowledged.json.
+.PHONY: security
+security: bootstrap
+	@test -x .venv-security/bin/python || (python3 -m venv .venv-security && \
+		.venv-security/bin/pip install --quiet --disable-pip-version-check -r requirements-security.txt)
+	python scripts/security_check.py

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from aws_cdk import App, Aws, Environment, Stack, Tags, Token, Validations
+from aws_cdk import Annotations, App, Aws, Environment, Stack, Tags, Token, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import BackupConfig
+from infra.constructs.power_roles import Trust
+from infra.nag import add_compliance_packs
 from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
 from infra.stacks.control_stack import ControlStack
-from infra.topology import Place, Topology, build_topology, repository_bucket_name
+from infra.topology import Place, Topology, build_topology, repository_bucket_name, repository_prefix
 
 
 @dataclass
@@ -57,7 +59,48 @@ def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> 
         secret_arns=sorted({p.image_backup.secret_arn for p in policies if p.image_backup.secret_arn}),
         capacity_providers=sorted({p.image_backup.worker.capacity_provider for p in policies
                                    if p.image_backup.worker.capacity_provider}),
+        repository_prefixes=sorted({(repository_bucket_name(p.image_backup.repository, topology.control),
+                                     repository_prefix(p.name)) for p in policies}),
+        secret_sources=_named_sources(policies, place),
     )
+
+
+def _named_sources(policies: list, place: Place) -> list[str] | None:
+    """ARNs of the databases the policies name in this place (instance and cluster forms of a bare id),
+    or None when a policy selects by tags (the databases are known only at run time)."""
+    if any(p.selection.tags for p in policies):
+        return None
+    arns = set()
+    for policy in policies:
+        for resource in policy.selection.resources:
+            if resource.startswith("arn:"):
+                arns.add(resource)
+            else:
+                here = f"arn:aws:rds:{place.region}:{place.account}"
+                arns.update(f"{here}:{kind}:{resource}" for kind in ("db", "cluster"))
+    return sorted(arns)
+
+
+SAME_ACCOUNT_WARNING = "rdsbackup:same-account"
+
+
+def _warn_where_backups_share_the_account(config: BackupConfig, topology: Topology, stack: Stack) -> None:
+    """A replica or repository in the account it protects falls with that account (docs/security.md)."""
+    for policy in config.policies:
+        for source in topology.sources_of(policy):
+            if policy.replication is not None and (policy.replication.account or source.account) == source.account:
+                Annotations.of(stack).add_warning_v2(SAME_ACCOUNT_WARNING, (
+                    f'policy "{policy.name}": replicas of account {source.account} stay in that account; an admin '
+                    "(or attacker) there can delete them with the originals. Replicate into a vault account "
+                    "(replication.account)."))
+            if policy.image_backup is not None and len({s.account for s in topology.sources_of(policy)}) > 1:
+                Annotations.of(stack).add_warning_v2(SAME_ACCOUNT_WARNING, (
+                    f'policy "{policy.name}": its production accounts share one repository prefix, so each '
+                    "account's worker can read the others' restore points. Use one policy per account."))
+            if policy.image_backup is not None and source.account == topology.control.account:
+                Annotations.of(stack).add_warning_v2(SAME_ACCOUNT_WARNING, (
+                    f'policy "{policy.name}": the repository is in the account it protects ({source.account}); '
+                    "its admin can reach the backups. Deploy the control stack in a separate backup account."))
 
 
 def build_app(app: App, config: BackupConfig) -> BackupApp:
@@ -76,24 +119,28 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
 
     control_stack = ControlStack(app, "RdsBackupControl", config=config, topology=topology,
                                  env=_env(control), description="rds-backup control plane")
+    trust = Trust(control=control, organization_id=config.control.organization_id)
     access = {}
     for place in topology.access_places:
         share_with = [p.account for p in topology.replica_places if p.account != place.account]
         access[place] = ProductionAccessStack(
             app, _stack_id("RdsBackupAccess", place, control),
-            control_account=control.account, share_with_accounts=share_with, env=_env(place),
+            trust=trust, share_with_accounts=share_with, env=_env(place),
             worker=_worker_settings(config, topology, place),
-            description="rds-backup production access (role the control plane assumes)")
+            description="rds-backup production access (roles the control plane assumes, one per power)")
     replicas = {}
     source_accounts = sorted({p.account for p in topology.access_places})
     for place in topology.replica_places:
         replicas[place] = ReplicaTargetStack(
             app, _stack_id("RdsBackupReplica", place, control),
-            control_account=control.account, source_accounts=source_accounts, env=_env(place),
+            trust=trust, source_accounts=source_accounts, env=_env(place),
             restore_role=place not in topology.access_places,
             description="rds-backup replica target (role and key for snapshot copies)")
     for stack in [control_stack, *access.values(), *replicas.values()]:
         Tags.of(stack).add("rdsbackup:component", "rds-backup")
+    _warn_where_backups_share_the_account(config, topology, control_stack)
     # cdk-nag 3 is a validation plugin (an Aspect fails in v3); any unsuppressed finding fails synth.
     Validations.of(app).add_plugins(AwsSolutionsChecks(verbose=True))
+    if app.node.try_get_context("rdsbackup:compliance-packs") in (True, "true"):
+        add_compliance_packs(app)
     return BackupApp(control=control_stack, access=access, replicas=replicas, topology=topology)

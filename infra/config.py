@@ -284,6 +284,9 @@ class Policy(_Strict):
     # how old the newest successful backup of a source may be; default 1.5 x the schedule's interval
     rpo: str | None = None
     restore_test: RestoreTest | None = None
+    # retention never deletes a snapshot or replica younger than this; default: the time the schedule
+    # takes to make snapshot_retention snapshots, so that a burst of sessions cannot flush history
+    retention_min_days: Annotated[float, Field(ge=0)] | None = None
 
     @field_validator("rpo")
     @classmethod
@@ -298,6 +301,13 @@ class Policy(_Strict):
         if self.rpo is not None:
             return parse_duration(self.rpo)
         return round(1.5 * schedule_interval_seconds(self.schedule.expression))
+
+    @property
+    def retention_min_age_seconds(self) -> int:
+        """The minimum age of a snapshot retention may delete: as configured, or keep_last scheduled runs."""
+        if self.retention_min_days is not None:
+            return round(self.retention_min_days * 86400)
+        return self.snapshot_retention * schedule_interval_seconds(self.schedule.expression)
 
     @property
     def restore_test_targets(self) -> list[str]:
@@ -408,10 +418,17 @@ class Target(_Strict):
     region: Annotated[str, Field(pattern=REGION_PATTERN)] | None = None
 
 
+class Control(Target):
+    """Where the control plane lives. `organization_id`: roles in other accounts also require the caller
+    to be in this AWS Organization (aws:PrincipalOrgID)."""
+
+    organization_id: Annotated[str, Field(pattern=r"^o-[a-z0-9]{10,32}$")] | None = None
+
+
 class BackupConfig(_Strict):
     """The whole config: where the control plane lives and the policies it runs."""
 
-    control: Target = Target()
+    control: Control = Control()
     notification_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
         default_factory=list
     )
@@ -421,6 +438,9 @@ class BackupConfig(_Strict):
     timing: Timing = Timing()
     maintenance_network: MaintenanceNetwork = MaintenanceNetwork()
     limits: Limits = Limits()
+    # The only role (besides CloudFormation's deployment role) that may change the repositories' bucket
+    # policies, lifecycle, versioning and object lock, or disable/delete their key (docs/security.md).
+    break_glass_role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")] | None = None
     policies: Annotated[list[Policy], Field(min_length=1, max_length=MAX_POLICIES)]
 
     @model_validator(mode="after")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from infra.config import BackupConfig, Policy, maintenance_of
 
 NAME_PREFIX = "rdsbackup"
-ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-access"
+# the read power's role (infra.powers); the Lambdas find the other powers' roles next to it
+ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-read"
 REPLICA_ROLE_PREFIX = f"{NAME_PREFIX}-replica"
 RESTORE_ROLE_PREFIX = f"{NAME_PREFIX}-restore"
 STAGING_KEY_ALIAS = f"alias/{NAME_PREFIX}-staging"
@@ -41,12 +42,12 @@ class Place:
 
 
 def access_role_arn(place: Place) -> str:
-    """The role in a production account that the control plane assumes to snapshot its databases."""
+    """The read role in a production account; the other powers' roles are named like it (infra.powers)."""
     return f"arn:aws:iam::{place.account}:role/{ACCESS_ROLE_PREFIX}-{place.region}"
 
 
 def replica_role_arn(place: Place) -> str:
-    """The role in a replica-target account/region that copies snapshots into it."""
+    """The role in a replica-target account/region that copies snapshots into it (the replica power)."""
     return f"arn:aws:iam::{place.account}:role/{REPLICA_ROLE_PREFIX}-{place.region}"
 
 
@@ -69,6 +70,12 @@ def repository_url(bucket: str, policy: str, storage_class: str = "STANDARD") ->
     """A policy's repository URL; packs go to `storage_class` (index, manifests, keys stay STANDARD)."""
     url = f"s3://{bucket}/{policy}"
     return url if storage_class == "STANDARD" else f"{url}?data-storage-class={storage_class}"
+
+
+def repository_prefix(policy: str) -> str:
+    """A policy's restore points live under its own prefix of the repository; a production account's
+    worker reaches only the prefixes of the policies that back up its databases (docs/security.md)."""
+    return policy
 
 
 def staging_key_arn(place: Place) -> str:
@@ -168,6 +175,7 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
                 ],
             },
             "snapshot_retention": policy.snapshot_retention,
+            "retention_min_age_seconds": policy.retention_min_age_seconds,
             "concurrency": policy.concurrency,
             "max_resources": policy.max_resources,
             "lease_seconds": timing.lease_seconds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -12,6 +12,7 @@ from constructs import Construct
 
 from infra.lambda_code import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
 from infra.nag import acknowledge
+from infra.powers import step_role_name
 
 
 class LambdaStep(Construct):
@@ -28,7 +29,10 @@ class LambdaStep(Construct):
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
                                        removal_policy=RemovalPolicy.DESTROY)
+        self.handler = handler
+        # Named after the handler: roles in other accounts trust a step by its role's ARN (infra.powers).
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                             role_name=step_role_name(handler, Stack.of(self).region),
                              description=f"rds-backup {handler} Lambda")
         self.function = lambda_.Function(
             self, "Function",

@@ -1,9 +1,18 @@
 """Backup repositories: one S3 bucket per configured repository, and the KMS key their data and master
-keys are protected with. Workers in production accounts reach them by name (see infra.topology)."""
+keys are protected with. Workers in production accounts reach them by name (see infra.topology).
+
+Isolation (docs/security.md): each production place's worker role, named exactly, reaches only its own
+prefixes (`<policy>/` of the policies that back up its databases) and its result documents (`rdsbackup-results/<account>/`); it may
+write but never delete (its lock objects excepted), and the bucket keeps every version. Nobody but
+the break-glass role (and the CloudFormation deployment role) may change the bucket's policy, lifecycle,
+versioning or object-lock settings, or bypass retention.
+"""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -11,11 +20,45 @@ from constructs import Construct
 
 from infra.config import Repository
 from infra.nag import acknowledge
-from infra.topology import REPOSITORY_KEY_ALIAS, RESULT_PREFIX, WORKER_ROLE_PREFIX, Place, repository_bucket_name
+from infra.topology import (
+    REPOSITORY_KEY_ALIAS,
+    RESULT_PREFIX,
+    Place,
+    repository_bucket_name,
+    repository_prefix,
+    worker_role_arn,
+)
 
-# What a worker does in a repository: read, write, list, and delete (prune, forget, lock expiry).
-_WORKER_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-_WORKER_KEY_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+# Without Object Lock, how long an overwritten or deleted object's previous version is kept.
+NONCURRENT_VERSION_DAYS = 30
+# Bucket settings that only the break-glass role may change (they are how data would be destroyed).
+PROTECTED_BUCKET_ACTIONS = [
+    "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:PutLifecycleConfiguration", "s3:PutBucketVersioning",
+    "s3:PutBucketObjectLockConfiguration", "s3:DeleteBucket",
+]
+PROTECTED_OBJECT_ACTIONS = ["s3:BypassGovernanceRetention", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+                            "s3:DeleteObjectVersion"]
+PROTECTED_KEY_ACTIONS = ["kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:PutKeyPolicy"]
+WORKER_KEY_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+
+
+@dataclass(frozen=True)
+class RepositoryWriter:
+    """A production place whose worker writes a policy's restore points into a repository."""
+
+    repository: str
+    place: Place
+    policy: str
+
+    @property
+    def prefix(self) -> str:
+        return repository_prefix(self.policy)
+
+
+def deployment_role_arn(control: Place) -> str:
+    """CloudFormation's execution role of the default CDK bootstrap: it must still update the policies."""
+    return (f"arn:aws:iam::{control.account}:role/cdk-hnb659fds-cfn-exec-role-{control.account}-"
+            f"{control.region}")
 
 
 def _lock_retention(mode: str | None, days: int | None) -> s3.ObjectLockRetention | None:
@@ -31,11 +74,16 @@ class Repositories(Construct):
     """Buckets (KMS-encrypted, TLS-only, versioned, access-logged, public access blocked) and their key."""
 
     def __init__(self, scope: Construct, id_: str, *, repositories: dict[str, Repository], control: Place,
-                 worker_accounts: list[str], lock_modes: dict[str, str | None] | None = None):
+                 writers: list[RepositoryWriter], break_glass_role_arn: str | None = None,
+                 lock_modes: dict[str, str | None] | None = None):
         super().__init__(scope, id_)
+        self.exempt = [deployment_role_arn(control), *([break_glass_role_arn] if break_glass_role_arn else [])]
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: repository objects and the repositories' master keys")
         self.key.add_alias(REPOSITORY_KEY_ALIAS)
+        self.key.add_to_resource_policy(iam.PolicyStatement(
+            effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=PROTECTED_KEY_ACTIONS, resources=["*"],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": self.exempt}}))
         self.access_logs = s3.Bucket(
             self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
@@ -47,34 +95,82 @@ class Repositories(Construct):
         self.buckets: dict[str, s3.Bucket] = {}
         lock_modes = lock_modes or {}
         for name, settings in repositories.items():
+            locked = settings.object_lock_days is not None
             bucket = s3.Bucket(
                 self, f"Repository-{name}",
                 bucket_name=repository_bucket_name(name, control),
                 encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
-                enforce_ssl=True, versioned=settings.object_lock_days is not None,
-                object_lock_enabled=settings.object_lock_days is not None,
+                enforce_ssl=True, versioned=True, object_lock_enabled=locked,
                 object_lock_default_retention=_lock_retention(lock_modes.get(name), settings.object_lock_days),
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
                 server_access_logs_bucket=self.access_logs, server_access_logs_prefix=f"{name}/",
-                lifecycle_rules=[s3.LifecycleRule(prefix=RESULT_PREFIX, expiration=Duration.days(30)),
-                                 s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(2))],
+                lifecycle_rules=[
+                    s3.LifecycleRule(prefix=RESULT_PREFIX, expiration=Duration.days(30)),
+                    s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(2)),
+                    # a previous version outlives the lock that protected it, then goes
+                    s3.LifecycleRule(noncurrent_version_expiration=Duration.days(
+                        settings.object_lock_days or NONCURRENT_VERSION_DAYS)),
+                ],
             )
-            for account in sorted(set(worker_accounts)):
-                # Principals by account with the role named in a condition: a bucket policy naming a role
-                # that does not exist yet (the access stacks deploy independently) would be refused.
-                bucket.add_to_resource_policy(iam.PolicyStatement(
-                    principals=[iam.AccountPrincipal(account)],
-                    actions=_WORKER_OBJECT_ACTIONS, resources=[bucket.arn_for_objects("*")],
-                    conditions={"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{account}:role/{WORKER_ROLE_PREFIX}-*"}},
-                ))
-                bucket.add_to_resource_policy(iam.PolicyStatement(
-                    principals=[iam.AccountPrincipal(account)],
-                    actions=["s3:ListBucket", "s3:GetBucketLocation"], resources=[bucket.bucket_arn],
-                    conditions={"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{account}:role/{WORKER_ROLE_PREFIX}-*"}},
-                ))
+            self._protect(bucket)
+            for writer in sorted({w for w in writers if w.repository == name}, key=lambda w: (w.place, w.policy)):
+                self._allow_writer(bucket, writer)
             self.buckets[name] = bucket
-        for account in sorted(set(worker_accounts)):
+        self._allow_worker_keys(sorted({w.place for w in writers}))
+
+    def _protect(self, bucket: s3.Bucket) -> None:
+        """Deny everyone but the exempt roles the changes that would destroy restore points."""
+        anyone_else = {"ArnNotEquals": {"aws:PrincipalArn": self.exempt}}
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="ProtectSettings", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=PROTECTED_BUCKET_ACTIONS, resources=[bucket.bucket_arn], conditions=anyone_else))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="ProtectVersions", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=PROTECTED_OBJECT_ACTIONS, resources=[bucket.arn_for_objects("*")], conditions=anyone_else))
+        # Objects are encrypted with the repository key only (a put naming another key is refused).
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="RepositoryKeyOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=[bucket.arn_for_objects("*")],
+            conditions={"StringNotEqualsIfExists": {
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": self.key.key_arn}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="KmsEncryptionOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=[bucket.arn_for_objects("*")],
+            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}))
+
+    def _allow_writer(self, bucket: s3.Bucket, writer: RepositoryWriter) -> None:
+        """The writer's own prefix: read and add objects; delete only its lock objects."""
+        place = writer.place
+        # Principals by account with the role named in a condition: a bucket policy naming a role that
+        # does not exist yet (the access stacks deploy independently) would be refused.
+        principal = iam.AccountPrincipal(place.account)
+        exactly = {"ArnEquals": {"aws:PrincipalArn": worker_role_arn(place)}}
+        sid = f"{writer.policy}{place.account}{place.region}".replace("-", "")
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Write{sid}", principals=[principal], conditions=exactly,
+            actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=[bucket.arn_for_objects(f"{writer.prefix}/*"),
+                       bucket.arn_for_objects(f"{RESULT_PREFIX}{place.account}/*")]))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Locks{sid}", principals=[principal], conditions=exactly, actions=["s3:DeleteObject"],
+            resources=[bucket.arn_for_objects(f"{writer.prefix}/locks/*")]))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"List{sid}", principals=[principal], actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={**exactly, "StringLike": {"s3:prefix": [writer.prefix, f"{writer.prefix}/*"]}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Location{sid}", principals=[principal], conditions=exactly, actions=["s3:GetBucketLocation"],
+            resources=[bucket.bucket_arn]))
+
+    def _allow_worker_keys(self, places: list[Place]) -> None:
+        """Workers use the key through S3 for these buckets, or directly to wrap a repository's master key."""
+        region = Stack.of(self).region
+        for account in sorted({place.account for place in places}):
+            roles = sorted(worker_role_arn(place) for place in places if place.account == account)
+            exactly = {"ArnEquals": {"aws:PrincipalArn": roles}}
             self.key.add_to_resource_policy(iam.PolicyStatement(
-                principals=[iam.AccountPrincipal(account)], actions=_WORKER_KEY_ACTIONS, resources=["*"],
-                conditions={"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{account}:role/{WORKER_ROLE_PREFIX}-*"}},
-            ))
+                principals=[iam.AccountPrincipal(account)], actions=WORKER_KEY_ACTIONS, resources=["*"],
+                conditions={**exactly, "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}))
+            self.key.add_to_resource_policy(iam.PolicyStatement(
+                principals=[iam.AccountPrincipal(account)], actions=WORKER_KEY_ACTIONS, resources=["*"],
+                conditions={**exactly, "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": [
+                    "rdsbackup-repository"]}}))

@@ -7,7 +7,9 @@ from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra.constructs.power_roles import Trust
 from infra.nag import acknowledge
+from infra.powers import Power
 from infra.topology import RESTORE_ROLE_PREFIX
 
 # the plaintext tag every restored resource carries (lambdas/rdsbackup_lambdas/restore/databases.py)
@@ -15,14 +17,15 @@ RESTORE_TAG = "rdsbackup:restore"
 
 
 class RestoreRole(Construct):
-    """`rdsbackup-restore-<region>`, trusted by the control account; one per account and region."""
+    """`rdsbackup-restore-<region>` (the restore power), trusted by the restore steps; one per account and region."""
 
-    def __init__(self, scope: Construct, id_: str, *, control_account: str):
+    def __init__(self, scope: Construct, id_: str, *, trust: Trust):
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.role = iam.Role(
             self, "Role", role_name=f"{RESTORE_ROLE_PREFIX}-{stack.region}",
-            assumed_by=iam.AccountPrincipal(control_account),
+            # only the restore workflow's steps (infra.powers), by role ARN
+            assumed_by=trust.principal(Power.RESTORE),
             description="rds-backup restore: restore snapshots into new or replacing DB instances and clusters")
         here = f"arn:{stack.partition}:rds:{stack.region}:{stack.account}:"
         nag_here = f"arn:<AWS::Partition>:rds:{stack.region}:{stack.account}:"

@@ -14,6 +14,7 @@ from constructs import Construct
 from infra.nag import acknowledge
 from infra.topology import (
     REPOSITORY_KEY_ALIAS,
+    RESULT_PREFIX,
     WORKER_CLUSTER,
     WORKER_CONTAINER,
     WORKER_ROLE_PREFIX,
@@ -22,6 +23,8 @@ from infra.topology import (
 
 WORKER_IMAGE_DIR = Path(__file__).resolve().parents[2] / "worker_image"
 TEMP_BUCKET_PREFIX = "rdsbackup-tmp"
+SCRATCH_VOLUME = "scratch"
+SCRATCH_PATH = "/scratch"
 
 
 class WorkerCluster(Construct):
@@ -32,8 +35,10 @@ class WorkerCluster(Construct):
     """
 
     def __init__(self, scope: Construct, id_: str, *, repository_buckets: list[str], control_account: str,
-                 control_region: str, secret_arns: list[str], capacity_providers: list[str]):
+                 control_region: str, secret_arns: list[str], capacity_providers: list[str],
+                 repository_prefixes: list[tuple[str, str]] | None = None, secret_sources: list[str] | None = None):
         super().__init__(scope, id_)
+        self.secret_sources = secret_sources
         stack = Stack.of(self)
         # L1: the L2 Cluster would make a VPC of its own; workers run in the databases' VPCs.
         self.cluster = ecs.CfnCluster(
@@ -53,35 +58,65 @@ class WorkerCluster(Construct):
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.X86_64,
                                                  operating_system_family=ecs.OperatingSystemFamily.LINUX),
         )
-        self.task_definition.add_container(
+        # A read-only root filesystem: the worker writes only its scratch files (dump scripts, spill
+        # files, psql's home) to a task volume, which goes with the task.
+        self.task_definition.add_volume(name=SCRATCH_VOLUME)
+        container = self.task_definition.add_container(
             WORKER_CONTAINER,
             image=ecs.ContainerImage.from_asset(str(WORKER_IMAGE_DIR), exclude=["**/__pycache__", "*.egg-info"]),
             # moto's ECS (and the EC2 launch type) need container-level sizes; runs override the task's.
-            cpu=256, memory_limit_mib=512, essential=True, readonly_root_filesystem=False,
+            cpu=256, memory_limit_mib=512, essential=True, readonly_root_filesystem=True,
+            environment={"TMPDIR": SCRATCH_PATH, "HOME": SCRATCH_PATH},
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
             command=["--help"],
         )
-        self._grant(repository_buckets, control_account, control_region, secret_arns)
+        acknowledge(self.task_definition, "AwsSolutions-ECS2",
+                    "TMPDIR and HOME name the scratch volume; no secret is in the environment (the job spec "
+                    "comes per run, the database password from Secrets Manager).")
+        container.add_mount_points(ecs.MountPoint(container_path=SCRATCH_PATH, source_volume=SCRATCH_VOLUME,
+                                                  read_only=False))
+        self._grant(repository_buckets, control_account, control_region, secret_arns, repository_prefixes or [])
         acknowledge(self.task_definition.obtain_execution_role(), "AwsSolutions-IAM5[Resource::*]",
                     "ecr:GetAuthorizationToken supports no resource-level permissions (CDK adds it to pull "
                     "the worker image).")
 
-    def _grant(self, repository_buckets, control_account, control_region, secret_arns) -> None:
+    def _grant(self, repository_buckets, control_account, control_region, secret_arns, prefixes) -> None:
         stack = Stack.of(self)
         role = self.task_role
         bucket_arns = [f"arn:aws:s3:::{bucket}" for bucket in repository_buckets]
+        # Append-only in its own prefixes: no delete but of its lock objects (forget and prune run in
+        # the backup account); result documents under this account's results prefix.
+        own = [f"arn:aws:s3:::{bucket}/{prefix}/*" for bucket, prefix in prefixes]
+        results = [f"{arn}/{RESULT_PREFIX}{stack.account}/*" for arn in bucket_arns]
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                                               resources=[*own, *results]))
         role.add_to_policy(iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-            resources=[f"{arn}/*" for arn in bucket_arns]))
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket", "s3:GetBucketLocation"],
-                                               resources=bucket_arns))
+            actions=["s3:DeleteObject"], resources=[f"arn:aws:s3:::{bucket}/{prefix}/locks/*"
+                                                    for bucket, prefix in prefixes]))
+        for bucket, prefix in prefixes:
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[f"arn:aws:s3:::{bucket}"],
+                conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketLocation"], resources=bucket_arns))
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             resources=[f"arn:aws:kms:{control_region}:{control_account}:key/*"],
             conditions={"ForAnyValue:StringEquals": {"kms:ResourceAliases": REPOSITORY_KEY_ALIAS}}))
         rds_secrets = f"arn:aws:secretsmanager:{stack.region}:{stack.account}:secret:rds!*"
-        role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
-                                               resources=[rds_secrets, *secret_arns]))
+        if self.secret_sources is None:
+            # tag selection: any RDS-managed secret of this account and region (docs/security.md)
+            role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
+                                                   resources=[rds_secrets]))
+        else:
+            # only the secrets RDS made for the databases the policies name (RDS tags each with its DB)
+            for tag, kind in (("aws:rds:primaryDBInstanceArn", ":db:"), ("aws:rds:primaryDBClusterArn", ":cluster:")):
+                sources = [arn for arn in self.secret_sources if kind in arn]
+                if sources:
+                    role.add_to_policy(iam.PolicyStatement(
+                        actions=["secretsmanager:GetSecretValue"], resources=[rds_secrets],
+                        conditions={"StringEquals": {f"secretsmanager:ResourceTag/{tag}": sources}}))
+        if secret_arns:
+            role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=secret_arns))
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:Decrypt"], resources=[f"arn:aws:kms:{stack.region}:{stack.account}:key/*"],
             conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}}))
@@ -96,7 +131,7 @@ class WorkerCluster(Construct):
                    "secrets' keys through Secrets Manager only (kms:ViaService).",
             "secret": "RDS-managed master secrets are named rds!... by RDS; only those are readable.",
         }
-        for arn in [*(f"{a}/*" for a in bucket_arns), f"{temp_bucket}/*"]:
+        for arn in [*own, *results, *(f"arn:aws:s3:::{b}/{p}/locks/*" for b, p in prefixes), f"{temp_bucket}/*"]:
             acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]", reasons["s3"])
         for arn in (f"arn:aws:kms:{control_region}:{control_account}:key/*",
                     "arn:aws:kms:<AWS::Region>:<AWS::AccountId>:key/*",

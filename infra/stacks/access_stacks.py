@@ -1,8 +1,8 @@
 """Stacks in the accounts the control plane reaches: production access, and replica targets.
 
-Each holds a role the control plane assumes (trusting the control account only) and a
-customer-managed KMS key. Their names come from `infra.topology`, so the control stack can name them
-without cross-account references.
+Each holds one role per power (`infra.powers`), each trusting only the control stack's step roles
+that need it, and a customer-managed KMS key. Names come from `infra.topology` and `infra.powers`, so
+the control stack can name them without cross-account references.
 """
 
 from __future__ import annotations
@@ -14,27 +14,28 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra.constructs.power_roles import (
+    MANAGED,
+    MANAGED_TAG_CONDITION,
+    RDS_HERE,
+    STAGING,
+    SWEEP_TAG,
+    TEMPORARY_GROUP_TAG_KEYS,
+    TEMPORARY_TAG,
+    WHY_MANAGED,
+    ScopedRole,
+    Trust,
+    allow_delete_managed,
+    allow_describe,
+    allow_kms_through_rds,
+    make_power_role,
+)
 from infra.constructs.restore_role import RestoreRole
 from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
-from infra.nag import acknowledge
-from infra.topology import (
-    ACCESS_ROLE_PREFIX,
-    REPLICA_KEY_ALIAS,
-    REPLICA_ROLE_PREFIX,
-    STAGING_KEY_ALIAS,
-    WORKER_CLUSTER,
-    WORKER_TASK_FAMILY,
-)
+from infra.powers import Power
+from infra.topology import REPLICA_KEY_ALIAS, STAGING_KEY_ALIAS, WORKER_CLUSTER, WORKER_TASK_FAMILY
 
-# Snapshots this tool makes are all named rdsbackup-...; it deletes and shares nothing else.
-MANAGED_SNAPSHOT_PREFIX = "rdsbackup-"
-_DESCRIBE_ACTIONS = [
-    "rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DescribeDBSnapshots",
-    "rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshotAttributes",
-    "rds:DescribeDBClusterSnapshotAttributes", "rds:ListTagsForResource",
-]
-_KMS_FOR_RDS_ACTIONS = ["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom",
-                        "kms:ReEncryptTo", "kms:GenerateDataKeyWithoutPlaintext"]
+
 @dataclass(frozen=True)
 class WorkerSettingsForPlace:
     """What the worker of one production place needs to know about the rest of the app."""
@@ -43,56 +44,19 @@ class WorkerSettingsForPlace:
     control_region: str
     secret_arns: list[str] = field(default_factory=list)
     capacity_providers: list[str] = field(default_factory=list)
-
-
-_MANAGED = [f"snapshot:{MANAGED_SNAPSHOT_PREFIX}*", f"cluster-snapshot:{MANAGED_SNAPSHOT_PREFIX}*"]
-
-
-class _ScopedRole:
-    """Adds statements to a role from ARN templates, and acknowledges each wildcard with its reason.
-
-    Templates use {partition}, {region} and {account}; cdk-nag names a finding by the rendered ARN,
-    with pseudo-parameter tokens shown as <AWS::...>, so both forms come from the same template.
-    """
-
-    def __init__(self, stack: Stack, role: iam.Role):
-        self._stack, self.role = stack, role
-
-    def _render(self, template: str, nag: bool) -> str:
-        stack = self._stack
-        # str.replace, not format: an unresolved token's text contains braces
-        # tokens of pseudo parameters become <AWS::...> in infra.nag.acknowledge
-        partition = "<AWS::Partition>" if nag else stack.partition
-        return (template.replace("{partition}", partition).replace("{region}", stack.region)
-                .replace("{account}", stack.account))
-
-    def allow(self, actions: list[str], templates: list[str], reason: str, conditions: dict | None = None):
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=actions, resources=[self._render(t, nag=False) for t in templates], conditions=conditions))
-        for template in templates:
-            if "*" in template:
-                acknowledge(self.role, f"AwsSolutions-IAM5[Resource::{self._render(template, nag=True)}]", reason)
-
-
-_WHY_DESCRIBE = "Describe/list calls cover this account and region only; tag selection finds databases at run time."
-_WHY_MANAGED = "Only snapshots named rdsbackup-* (the ones this tool makes) in this account and region."
-_WHY_KMS = ("Sources may be encrypted with any of the user's keys: key use is limited to RDS "
-            "(kms:ViaService) in the named account.")
+    # (bucket, prefix) of each repository prefix this place's worker writes
+    repository_prefixes: list[tuple[str, str]] = field(default_factory=list)
+    # the databases whose RDS-managed secrets the worker may read; None: any of this place (tag selection)
+    secret_sources: list[str] | None = None
 
 
 class ProductionAccessStack(Stack):
-    """Per production account and region: the role that snapshots, tags, shares and prunes there, and
+    """Per production account and region: a role per power (read, snapshot, share, delete, launch) and
     (when a policy backs up images here) the worker's cluster, task definition and role."""
 
-    def __init__(self, scope: Construct, id_: str, *, control_account: str,
+    def __init__(self, scope: Construct, id_: str, *, trust: Trust,
                  share_with_accounts: list[str], worker: WorkerSettingsForPlace | None = None, **kwargs):
         super().__init__(scope, id_, **kwargs)
-        self.role = iam.Role(
-            self, "AccessRole",
-            role_name=f"{ACCESS_ROLE_PREFIX}-{self.region}",
-            assumed_by=iam.AccountPrincipal(control_account),
-            description="rds-backup control plane: snapshot, tag, copy, share and prune managed snapshots",
-        )
         self.staging_key = kms.Key(
             self, "StagingKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
             description="rds-backup: re-encrypts default-key snapshots so they can be shared",
@@ -102,63 +66,102 @@ class ProductionAccessStack(Stack):
             # The replica account copies the shared staging snapshot, which needs this key through RDS.
             self.staging_key.add_to_resource_policy(iam.PolicyStatement(
                 principals=[iam.AccountPrincipal(account)],
-                actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom"],
+                actions=["kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom"],
                 resources=["*"],  # in a key policy, "*" means this key
                 conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}},
             ))
-        role = _ScopedRole(self, self.role)
-        here = "arn:{partition}:rds:{region}:{account}:"
-        role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
-        # the manual-snapshot quota (Used, Max) is checked before each snapshot
-        role.allow(["rds:DescribeAccountAttributes"], ["*"],
-                   "DescribeAccountAttributes (RDS quotas of this account and region) has no resource type.")
-        role.allow(["rds:CreateDBSnapshot"], [here + "db:*", here + _MANAGED[0]],
-                   "Tag selection finds DB instances at run time; snapshots are named rdsbackup-*.")
-        role.allow(["rds:CreateDBClusterSnapshot"], [here + "cluster:*", here + _MANAGED[1]],
-                   "Tag selection finds Aurora clusters at run time; snapshots are named rdsbackup-*.")
-        role.allow(["rds:AddTagsToResource", "rds:RemoveTagsFromResource", "rds:CopyDBSnapshot",
-                    "rds:CopyDBClusterSnapshot",
-                    "rds:ModifyDBSnapshotAttribute", "rds:ModifyDBClusterSnapshotAttribute",
-                    "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
-                   [here + managed for managed in _MANAGED], _WHY_MANAGED)
-        role.allow(_KMS_FOR_RDS_ACTIONS, ["arn:{partition}:kms:{region}:{account}:key/*"], _WHY_KMS,
-                   conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}})
+            self.staging_key.add_to_resource_policy(iam.PolicyStatement(
+                principals=[iam.AccountPrincipal(account)], actions=["kms:CreateGrant"], resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"},
+                            "Bool": {"kms:GrantIsForAWSResource": "true"}},
+            ))
+        via_rds = {"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}}
+        keys_here = ["arn:{partition}:kms:{region}:{account}:key/*"]
+        self.roles: dict[Power, iam.Role] = {}
+
+        read = self._role(Power.READ, trust, "describe databases and snapshots, read their tags")
+        allow_describe(read)
+
+        snapshot = self._role(Power.SNAPSHOT, trust, "create snapshots and tag them")
+        allow_describe(snapshot)
+        snapshot.allow(["rds:CreateDBSnapshot"], [RDS_HERE + "db:*", RDS_HERE + MANAGED[0]],
+                       "Tag selection finds DB instances at run time; snapshots are named rdsbackup-*.")
+        snapshot.allow(["rds:CreateDBClusterSnapshot"], [RDS_HERE + "cluster:*", RDS_HERE + MANAGED[1]],
+                       "Tag selection finds Aurora clusters at run time; snapshots are named rdsbackup-*.")
+        snapshot.allow(["rds:AddTagsToResource", "rds:RemoveTagsFromResource"],
+                       [RDS_HERE + managed for managed in MANAGED], WHY_MANAGED)
+
+        share = self._role(Power.SHARE, trust, "copy managed snapshots to staging and share them with targets")
+        allow_describe(share)
+        share.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource",
+                     "rds:RemoveTagsFromResource"], [RDS_HERE + managed for managed in MANAGED], WHY_MANAGED)
+        share.allow(["rds:ModifyDBSnapshotAttribute"], [RDS_HERE + MANAGED[0]], WHY_MANAGED,
+                    conditions=MANAGED_TAG_CONDITION["snapshot"])
+        share.allow(["rds:ModifyDBClusterSnapshotAttribute"], [RDS_HERE + MANAGED[1]], WHY_MANAGED,
+                    conditions=MANAGED_TAG_CONDITION["cluster-snapshot"])
+        allow_delete_managed(share, STAGING, "Only the staging copies (rdsbackup-*-staging) that replication "
+                                             "made and removes once the target has its copy.")
+        allow_kms_through_rds(share, keys_here, via_rds)
+
+        delete = self._role(Power.DELETE, trust, "delete managed snapshots (retention)")
+        allow_describe(delete)
+        allow_delete_managed(delete, MANAGED, WHY_MANAGED)
+
         self.worker: WorkerCluster | None = None
         if worker is not None:
             self.worker = WorkerCluster(
-                self, "Worker", repository_buckets=worker.repository_buckets, control_account=control_account,
+                self, "Worker", repository_buckets=worker.repository_buckets, control_account=trust.control.account,
                 control_region=worker.control_region, secret_arns=worker.secret_arns,
-                capacity_providers=worker.capacity_providers)
-            self._allow_image_backup(role, self.worker)
-        self.restore = RestoreRole(self, "Restore", control_account=control_account)
+                capacity_providers=worker.capacity_providers, repository_prefixes=worker.repository_prefixes,
+                secret_sources=worker.secret_sources)
+            launch = self._role(Power.LAUNCH, trust, "run the image-level backup worker")
+            allow_describe(launch)
+            self._allow_image_backup(launch, self.worker)
+        self.restore = RestoreRole(self, "Restore", trust=trust)
+        self.roles[Power.RESTORE] = self.restore.role
 
-    def _allow_image_backup(self, role: _ScopedRole, worker: WorkerCluster) -> None:
-        """What prepare/start/check/cleanup_worker and the sweeper do through this role."""
+    def _role(self, power: Power, trust: Trust, what: str) -> ScopedRole:
+        role = make_power_role(self, f"{power.name.title().replace('_', '')}Role", power=power, trust=trust,
+                               description=f"rds-backup control plane ({power.value}): {what}")
+        self.roles[power] = role.role
+        return role
+
+    def _allow_image_backup(self, role: ScopedRole, worker: WorkerCluster) -> None:
+        """What prepare/start/check/cleanup_worker and the sweeper do through the launch role."""
         here = "arn:{partition}:ec2:{region}:{account}:"
-        temporary = {"StringEquals": {"aws:ResourceTag/rdsbackup:temporary": "true"}}
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSubnets",
-                     "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces"], resources=["*"]))
-        acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]",
-                    "EC2 Describe* and s3:ListAllMyBuckets support no resource-level permissions.")
-        role.allow(["ec2:CreateSecurityGroup"], [here + "vpc/*", here + "security-group/*"],
-                   "The DB's VPC is known only at run time; new groups must carry the temporary tag.",
-                   conditions=None)
+        temporary = {"StringEquals": {f"aws:ResourceTag/{TEMPORARY_TAG}": "true"}}
+        role.allow_unscoped(["ec2:DescribeSecurityGroups", "ec2:DescribeSecurityGroupRules", "ec2:DescribeSubnets",
+                             "ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces", "s3:ListAllMyBuckets"],
+                            "EC2 Describe* and s3:ListAllMyBuckets (the sweeper finds temporary buckets by "
+                            "listing) support no resource-level permissions.")
+        role.allow(["ec2:CreateSecurityGroup"], [here + "vpc/*"],
+                   "The DB's VPC is known only at run time; the new group itself must carry the temporary tag.")
+        # A new group must be tagged temporary in the request, with only our tag keys.
+        role.allow(["ec2:CreateSecurityGroup"], [here + "security-group/*"],
+                   "New groups only, tagged rdsbackup:temporary=true in the request.",
+                   conditions={"StringEquals": {f"aws:RequestTag/{TEMPORARY_TAG}": "true"},
+                               "ForAllValues:StringEquals": {"aws:TagKeys": TEMPORARY_GROUP_TAG_KEYS}})
+        # Tags at creation only; afterwards only the sweeper's mark, on groups already temporary. No
+        # existing group can be tagged temporary (and then opened).
+        role.allow(["ec2:CreateTags"], [here + "security-group/*"], "Tags a group only while creating it.",
+                   conditions={"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}})
         role.allow(["ec2:CreateTags"], [here + "security-group/*"],
-                   "Tags only temporary groups (at creation, or for the sweeper).")
+                   "Marks temporary groups for the sweeper (rdsbackup:sweep only).",
+                   conditions={**temporary, "ForAllValues:StringEquals": {"aws:TagKeys": [SWEEP_TAG]}})
         role.allow(["ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
                     "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress",
                     "ec2:DeleteSecurityGroup"], [here + "security-group/*"],
                    "Only groups tagged rdsbackup:temporary=true (condition) are changed or deleted.",
                    conditions=temporary)
-        rds = "arn:{partition}:rds:{region}:{account}:"
-        role.allow(["rds:ModifyDBInstance", "rds:ModifyDBCluster"], [rds + "db:*", rds + "cluster:*"],
+        role.allow(["rds:ModifyDBInstance", "rds:ModifyDBCluster"], [RDS_HERE + "db:*", RDS_HERE + "cluster:*"],
                    "Adds and removes the temporary DB security group on databases found at run time.")
         role.allow(["rds:DescribeOptionGroups", "rds:DescribeDBSubnetGroups"],
-                   [rds + "og:*", rds + "subgrp:*"], "Reads the DB's option group and subnet group.")
+                   [RDS_HERE + "og:*", RDS_HERE + "subgrp:*"], "Reads the DB's option group and subnet group.")
         ecs_arn = "arn:{partition}:ecs:{region}:{account}:"
+        cluster = role.render(ecs_arn + f"cluster/{WORKER_CLUSTER}")
         role.allow(["ecs:RunTask"], [ecs_arn + f"task-definition/{WORKER_TASK_FAMILY}:*"],
-                   "Any revision of the worker task definition.")
+                   "Any revision of the worker task definition, in the worker cluster only.",
+                   conditions={"ArnEquals": {"ecs:cluster": cluster}})
         role.allow(["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks", "ecs:TagResource"],
                    [ecs_arn + f"task/{WORKER_CLUSTER}/*", ecs_arn + f"container-instance/{WORKER_CLUSTER}/*",
                     ecs_arn + f"cluster/{WORKER_CLUSTER}"],
@@ -166,7 +169,9 @@ class ProductionAccessStack(Stack):
         passed = [worker.task_role.role_arn]
         if worker.task_definition.execution_role is not None:
             passed.append(worker.task_definition.execution_role.role_arn)
-        self.role.add_to_policy(iam.PolicyStatement(actions=["iam:PassRole"], resources=passed))
+        role.role.add_to_policy(iam.PolicyStatement(
+            actions=["iam:PassRole"], resources=passed,
+            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}))
         bucket = f"arn:{{partition}}:s3:::{TEMP_BUCKET_PREFIX}-{{account}}-{{region}}"
         role.allow(["s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketPolicy",
                     "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging",
@@ -175,38 +180,42 @@ class ProductionAccessStack(Stack):
                    "The SQL Server temporary bucket of this account and region only.")
         role.allow(["s3:DeleteObject", "s3:GetObject", "s3:AbortMultipartUpload"], [bucket + "/*"],
                    "Emptying the temporary bucket before it is deleted.")
-        # the sweeper finds temporary buckets by listing (no resource-level permission exists)
-        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:ListAllMyBuckets"], resources=["*"]))
 
 
 class ReplicaTargetStack(Stack):
-    """Per replication target account and region: the role that copies replicas in, and their key."""
+    """Per replication target account and region: the roles that copy replicas in (and prune them), and
+    their key."""
 
-    def __init__(self, scope: Construct, id_: str, *, control_account: str, source_accounts: list[str],
+    def __init__(self, scope: Construct, id_: str, *, trust: Trust, source_accounts: list[str],
                  restore_role: bool = True, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.key = kms.Key(self, "ReplicaKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: encrypts snapshot replicas in this account and region")
         self.key.add_alias(REPLICA_KEY_ALIAS)
-        self.role = iam.Role(
-            self, "ReplicaRole",
-            role_name=f"{REPLICA_ROLE_PREFIX}-{self.region}",
-            assumed_by=iam.AccountPrincipal(control_account),
-            description="rds-backup control plane: copy snapshot replicas in, tag and prune them",
-        )
-        role = _ScopedRole(self, self.role)
-        here = "arn:{partition}:rds:{region}:{account}:"
-        role.allow(_DESCRIBE_ACTIONS, [here + "*"], _WHY_DESCRIBE)
-        role.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource",
-                    "rds:RemoveTagsFromResource", "rds:DeleteDBSnapshot", "rds:DeleteDBClusterSnapshot"],
-                   [here + managed for managed in _MANAGED], _WHY_MANAGED)
+        self.roles: dict[Power, iam.Role] = {}
+        copy = make_power_role(self, "ReplicaRole", power=Power.REPLICA, trust=trust,
+                               description="rds-backup control plane (replica): copy snapshot replicas in, tag them")
+        self.roles[Power.REPLICA] = self.role = copy.role
+        allow_describe(copy)
+        copy.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot", "rds:AddTagsToResource",
+                    "rds:RemoveTagsFromResource"], [RDS_HERE + managed for managed in MANAGED], WHY_MANAGED)
         # The source of a copy: a managed snapshot in a source account, in any region (cross-region).
         sources = sorted(set(source_accounts))
-        role.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot"],
-                   [f"arn:{{partition}}:rds:*:{account}:{managed}" for account in sources for managed in _MANAGED],
+        copy.allow(["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot"],
+                   [f"arn:{{partition}}:rds:*:{account}:{managed}" for account in sources for managed in MANAGED],
                    "Copy sources are the managed snapshots (rdsbackup-*) of the named source accounts, "
                    "in whichever region they were taken.")
-        self.key.grant(self.role, *_KMS_FOR_RDS_ACTIONS)
+        self.key.grant(copy.role, "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+                       "kms:GenerateDataKeyWithoutPlaintext")
+        allow_kms_through_rds(copy, ["arn:{partition}:kms:{region}:{account}:key/*"],
+                              {"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}})
+        allow_kms_through_rds(copy, [f"arn:{{partition}}:kms:*:{account}:key/*" for account in sources],
+                              {"StringLike": {"kms:ViaService": "rds.*.amazonaws.com"}})
+        delete = make_power_role(self, "ReplicaDeleteRole", power=Power.REPLICA_DELETE, trust=trust,
+                                 description="rds-backup control plane (replica-delete): delete managed replicas")
+        self.roles[Power.REPLICA_DELETE] = delete.role
+        allow_describe(delete)
+        allow_delete_managed(delete, MANAGED, WHY_MANAGED)
         for account in sources:
             # a restore into a production account copies the shared replica there, through RDS
             self.key.add_to_resource_policy(iam.PolicyStatement(
@@ -216,6 +225,6 @@ class ReplicaTargetStack(Stack):
                 conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}},
             ))
         # replicas restore where they are; a place that is also a production place has its role there
-        self.restore = RestoreRole(self, "Restore", control_account=control_account) if restore_role else None
-        role.allow(_KMS_FOR_RDS_ACTIONS, [f"arn:{{partition}}:kms:*:{account}:key/*" for account in sources],
-                   _WHY_KMS, conditions={"StringLike": {"kms:ViaService": "rds.*.amazonaws.com"}})
+        self.restore = RestoreRole(self, "Restore", trust=trust) if restore_role else None
+        if self.restore is not None:
+            self.roles[Power.RESTORE] = self.restore.role

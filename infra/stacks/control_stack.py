@@ -24,20 +24,19 @@ from infra.constructs.lambda_step import LambdaStep
 from infra.constructs.maintenance_worker import MaintenanceWorker
 from infra.constructs.maintenance_workflow import MaintenanceSteps, MaintenanceWorkflow
 from infra.constructs.monitoring import Monitoring
-from infra.constructs.repositories import Repositories
+from infra.constructs.repositories import Repositories, RepositoryWriter
 from infra.constructs.restore_test_workflow import RestoreTestSteps, RestoreTestWorkflow
 from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
 from infra.durations import resource_timeout_seconds, session_timeout_seconds
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
 from infra.policies_bundle import POLICIES_FILE, bundle_policies
+from infra.powers import STEP_POWERS, role_arns_for
 from infra.topology import (
     MAINTENANCE_CLUSTER,
     MAINTENANCE_TASK_FAMILY,
     RESULT_PREFIX,
     Topology,
-    access_role_arn,
-    replica_role_arn,
     restore_role_arn,
     runtime_policies,
 )
@@ -51,10 +50,17 @@ class ControlStack(Stack):
 
     def __init__(self, scope: Construct, id_: str, *, config: BackupConfig, topology: Topology, **kwargs):
         super().__init__(scope, id_, **kwargs)
+        self.topology = topology
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: session table, topic, logs and snapshot tag metadata")
         self.key.add_alias("alias/rdsbackup-control")
-        self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
+        self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com").with_conditions(
+            {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                         f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"}}))
+        # Only for snapshot tag metadata: a role that may read the session table cannot read tags.
+        self.tag_key = kms.Key(self, "TagKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
+                               description="rds-backup: snapshot tag metadata (data keys bound to each snapshot)")
+        self.tag_key.add_alias("alias/rdsbackup-tags")
 
         self.table = dynamodb.Table(
             self, "Sessions",
@@ -74,7 +80,10 @@ class ControlStack(Stack):
 
         self.repositories = Repositories(
             self, "Repositories", repositories=config.repositories, control=topology.control,
-            worker_accounts=[place.account for place in topology.worker_places],
+            writers=[RepositoryWriter(policy.image_backup.repository, place, policy.name)
+                     for policy in config.policies if policy.image_backup is not None
+                     for place in topology.sources_of(policy)],
+            break_glass_role_arn=config.break_glass_role_arn,
             lock_modes={name: object_lock_mode(name, settings, config)
                         for name, settings in config.repositories.items()})
         self._session_store()
@@ -147,7 +156,7 @@ class ControlStack(Stack):
         policies = bundle_policies(runtime_policies(config, topology, self.repositories.key.key_arn))
         code = self._code = lambda_code(self, files={POLICIES_FILE: policies.text})
         policies_env = self._policies_env = policies.environment
-        tag_env = {"TAG_KMS_KEY_ARN": self.key.key_arn}
+        tag_env = {"TAG_KMS_KEY_ARN": self.tag_key.key_arn}
         timing = config.timing
         # long enough for every DependencyViolation retry of both groups
         cleanup_seconds = max(120, round(60 + 2 * timing.sg_delete_attempts * timing.sg_delete_interval_seconds))
@@ -185,11 +194,8 @@ class ControlStack(Stack):
             cleanup_worker=LambdaStep(self, "CleanupWorker", handler="cleanup_worker", code=code,
                                       environment=image_env, timeout=Duration.seconds(cleanup_seconds)),
         )
-        access_roles = [access_role_arn(place) for place in topology.access_places]
-        replica_roles = [replica_role_arn(place) for place in topology.replica_places]
-        for step in (steps.resolve_policy, steps.create_snapshot, steps.check_snapshot, steps.tag_snapshot,
-                     steps.prepare_worker, steps.start_worker, steps.check_worker, steps.cleanup_worker):
-            self._allow_assume(step, access_roles)
+        for step in steps.__dict__.values():
+            self.allow_powers(step)
         # the worker's result document lives in the repository bucket (backup account)
         for bucket in self.repositories.buckets.values():
             steps.check_worker.role.add_to_policy(iam.PolicyStatement(
@@ -201,21 +207,19 @@ class ControlStack(Stack):
         for step in (steps.prepare_worker, steps.cleanup_worker):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
                              "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem")
-            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
-        for step in (steps.replicate_snapshot, steps.apply_retention):
-            self._allow_assume(step, access_roles + replica_roles)
-        for step in (steps.tag_snapshot, steps.replicate_snapshot):
-            self.key.grant(step.role, "kms:GenerateDataKey")
-        # retention reads tags; replication decrypts the primary's metadata to tag the replica
-        for step in (steps.replicate_snapshot, steps.apply_retention):
-            self.key.grant(step.role, "kms:Decrypt")
+            self.grant_control_key(step.role)
+        # tag_snapshot writes metadata; replication reads the primary's and writes the replica's;
+        # retention reads it. Nothing else may use the tag key (but the restore's plan, which reads it).
+        self.grant_tag_key(steps.tag_snapshot.role, "kms:GenerateDataKey")
+        self.grant_tag_key(steps.replicate_snapshot.role, "kms:GenerateDataKey", "kms:Decrypt")
+        self.grant_tag_key(steps.apply_retention.role, "kms:Decrypt")
         for step in (steps.acquire_lease, steps.release_lease):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem")
-            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
+            self.grant_control_key(step.role)
         # slots: a conditional update of one item per account-region and kind (slots.py)
         for step in (steps.create_snapshot, steps.check_snapshot, steps.replicate_snapshot, steps.release_lease):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
-            self.key.grant(step.role, *_TABLE_KEY_ACTIONS)
+            self.grant_control_key(step.role)
         # the session's items (resolve), each resource's result (release), the full report (report)
         self.sessions_bucket.grant_put(steps.resolve_policy.role, "sessions/*")
         self.results_table.grant(steps.release_lease.role, "dynamodb:PutItem")
@@ -223,7 +227,7 @@ class ControlStack(Stack):
         self.sessions_bucket.grant_put(steps.session_report.role, "sessions/*")
         self.results_table.grant(steps.session_report.role, "dynamodb:Query")
         self.table.grant(steps.session_report.role, "dynamodb:PutItem")
-        self.key.grant(steps.session_report.role, *_TABLE_KEY_ACTIONS)
+        self.grant_control_key(steps.session_report.role)
         steps.session_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         return steps
@@ -234,7 +238,7 @@ class ControlStack(Stack):
         restore_env = {
             "RESTORE_ROLES": json.dumps({f"{place.account}/{place.region}": restore_role_arn(place)
                                          for place in topology.restore_places}, separators=(",", ":")),
-            "TAG_KMS_KEY_ARN": self.key.key_arn,
+            "TAG_KMS_KEY_ARN": self.tag_key.key_arn,
             "RESTORE_WAIT": json.dumps({"initial_seconds": timing.wait_initial_seconds,
                                         "max_seconds": timing.wait_max_seconds, "factor": timing.wait_factor,
                                         "timeout_seconds": timing.wait_timeout_seconds}),
@@ -260,14 +264,13 @@ class ControlStack(Stack):
             prepare_worker=self.steps.prepare_worker, start_worker=self.steps.start_worker,
             check_worker=self.steps.check_worker, cleanup_worker=self.steps.cleanup_worker,
         )
-        restore_roles = [restore_role_arn(place) for place in topology.restore_places]
         for restoring in (steps.plan_restore, steps.rename_original, steps.restore_snapshot,
                           steps.create_cluster_instances, steps.check_restore, steps.cleanup_restore,
                           steps.restore_report, steps.copy_snapshot, steps.remove_snapshot_copy):
-            self._allow_assume(restoring, restore_roles)
-        self.key.grant(steps.plan_restore.role, "kms:Decrypt")
+            self.allow_powers(restoring)
+        self.grant_tag_key(steps.plan_restore.role, "kms:Decrypt")
         self.table.grant(steps.restore_report.role, "dynamodb:PutItem")
-        self.key.grant(steps.restore_report.role, *_TABLE_KEY_ACTIONS)
+        self.grant_control_key(steps.restore_report.role)
         steps.restore_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         return steps
@@ -279,10 +282,10 @@ class ControlStack(Stack):
                                  **self._policies_env, "TABLE_NAME": self.table.table_name,
                                  "MAX_AGE_MINUTES": str(config.timing.sweep_after_minutes),
                                  "SG_DELETE_ATTEMPTS": "3", "SG_DELETE_INTERVAL_SECONDS": "5"})
-        self._allow_assume(sweeper, [access_role_arn(place) for place in topology.access_places])
+        self.allow_powers(sweeper)
         self.table.grant(sweeper.role, "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem",
                          "dynamodb:Query")
-        self.key.grant(sweeper.role, *_TABLE_KEY_ACTIONS)
+        self.grant_control_key(sweeper.role)
         rule = events.Rule(self, "SweepSchedule", schedule=events.Schedule.rate(Duration.hours(1)),
                            description="rds-backup: remove temporary resources that sessions left behind")
         rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2))
@@ -314,14 +317,13 @@ class ControlStack(Stack):
             cleanup_worker=self.steps.cleanup_worker, acquire_lease=self.steps.acquire_lease,
             release_lease=self.steps.release_lease,
         )
-        access_roles = [access_role_arn(place) for place in topology.access_places]
-        for reaching in (steps.plan_restore_test, steps.prepare_restore_test, steps.locate_throwaway):
-            self._allow_assume(reaching, access_roles)
-        self._allow_assume(steps.delete_throwaway, list(restore_roles.values()))
+        for reaching in (steps.plan_restore_test, steps.prepare_restore_test, steps.locate_throwaway,
+                         steps.delete_throwaway):
+            self.allow_powers(reaching)
         self.table.grant(steps.plan_restore_test.role, "dynamodb:BatchGetItem")
         self.table.grant(steps.restore_test_report.role, "dynamodb:PutItem")
         for step_ in (steps.plan_restore_test, steps.restore_test_report):
-            self.key.grant(step_.role, *_TABLE_KEY_ACTIONS)
+            self.grant_control_key(step_.role)
         steps.restore_test_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         workflow = RestoreTestWorkflow(self, "RestoreTest", steps=steps, restore_machine=self.restore_state_machine,
@@ -337,9 +339,9 @@ class ControlStack(Stack):
         check = LambdaStep(self, "CheckRpo", handler="check_rpo", code=self._code, timeout=Duration.minutes(10),
                            environment={**self._policies_env, "TABLE_NAME": self.table.table_name,
                                         "TOPIC_ARN": self.topic.topic_arn})
-        self._allow_assume(check, [access_role_arn(place) for place in topology.access_places])
+        self.allow_powers(check)
         self.table.grant(check.role, "dynamodb:BatchGetItem")
-        self.key.grant(check.role, *_TABLE_KEY_ACTIONS)
+        self.grant_control_key(check.role)
         check.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         acknowledge(check.role, "AwsSolutions-IAM5[Resource::*]",
                     "cloudwatch:PutMetricData has no resource-level permissions; a condition limits it to the "
@@ -393,7 +395,7 @@ class ControlStack(Stack):
                         "Result documents are named per maintenance session under the results prefix.")
         self.repositories.key.grant(steps.check.role, "kms:Decrypt")
         self.table.grant(steps.report.role, "dynamodb:PutItem")
-        self.key.grant(steps.report.role, *_TABLE_KEY_ACTIONS)
+        self.grant_control_key(steps.report.role)
         steps.report.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         acknowledge(steps.start.role, "AwsSolutions-IAM5[Resource::*]",
                     "ecs:ListTasks is limited by the ecs:cluster condition; EC2 Describe* calls (the default VPC "
@@ -436,8 +438,23 @@ class ControlStack(Stack):
         self._acknowledge_state_machine(machine, steps.__dict__.values())
         return machine
 
-    @staticmethod
-    def _allow_assume(step: LambdaStep, role_arns: list[str]) -> None:
+    def grant_control_key(self, grantee: iam.IGrantable) -> None:
+        """The control key, through DynamoDB and SNS only (the session table and the topic)."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(_TABLE_KEY_ACTIONS), resources=[self.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": [f"dynamodb.{self.region}.amazonaws.com",
+                                                           f"sns.{self.region}.amazonaws.com"]}}))
+
+    def grant_tag_key(self, grantee: iam.IGrantable, *actions: str) -> None:
+        """The tag key, only for data keys bound to a snapshot (the encryption context TagCodec uses)."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(actions), resources=[self.tag_key.key_arn],
+            conditions={"StringLike": {"kms:EncryptionContext:rdsbackup:snapshot": "*"}}))
+
+    def allow_powers(self, step: LambdaStep) -> None:
+        """Let a step assume the roles of the powers `STEP_POWERS` gives its handler, where they exist
+        (infra.powers: one role per power; the roles trust exactly these steps)."""
+        role_arns = role_arns_for(STEP_POWERS.get(step.handler, frozenset()), self.topology)
         if role_arns:
             step.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole"], resources=role_arns))
 

@@ -157,6 +157,8 @@ class Item(_Model):
     access_role_arn: str | None = None
     staging_kms_key_arn: str | None = None
     snapshot_retention: int = Field(7, ge=1)
+    # retention never deletes a snapshot younger than this (issue 14: a burst of sessions cannot flush history)
+    retention_min_age_seconds: int = Field(0, ge=0)
     replication: Replication | None = None
     lease_seconds: int = Field(7200, ge=1)
     wait: WaitSettings = Field(default_factory=WaitSettings)
@@ -214,6 +216,8 @@ class PolicyReplication(_Model):
 class Policy(_Model):
     selection: Selection
     snapshot_retention: int = Field(7, ge=1)
+    # retention never deletes a snapshot younger than this (issue 14: a burst of sessions cannot flush history)
+    retention_min_age_seconds: int = Field(0, ge=0)
     concurrency: int = Field(4, ge=1)
     max_resources: int = Field(1000, ge=1)
     lease_seconds: int = Field(7200, ge=1)

@@ -34,10 +34,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rdsbackup_lambdas import aws_sessions, quotas, slots
+from rdsbackup_lambdas import aws_sessions, powers, quotas, slots
 from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.config import SlotConfig
 from rdsbackup_lambdas.errors import ReplicationNotPossible, ReplicationTimeout, SnapshotFailed
+from rdsbackup_lambdas.metadata_binding import binding_of, trusted_metadata
 from rdsbackup_lambdas.models import Item, ReplicaState
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
@@ -106,8 +107,9 @@ class _Reconciler:
                 "replication.access_role_arn (a role in the target account)"
             )
         sid, kind = item.session_id, self.src.kind
-        self.source_role = item.access_role_arn
-        self.target_role = rep.access_role_arn or item.access_role_arn
+        # one role per power (rdsbackup_lambdas.powers): share in the source account, copy in the target
+        self.source_role = powers.role_for(item.access_role_arn, powers.SHARE)
+        self.target_role = powers.role_for(rep.access_role_arn, powers.REPLICA) or self.source_role
         self.src_api = SnapshotApi(
             aws_sessions.client("rds", self.src.region, self.source_role, sid), kind,
             where(self.src.account, self.src.region),
@@ -155,7 +157,9 @@ class _Reconciler:
     def _stage_api(self) -> SnapshotApi:
         if self.cross_region:
             return SnapshotApi(
-                aws_sessions.client("rds", self.target_region, self.source_role, self.item.session_id),
+                aws_sessions.client("rds", self.target_region,
+                                    powers.role_for(self.item.access_role_arn, powers.SHARE, self.target_region),
+                                    self.item.session_id),
                 self.src.kind, where(self.src.account, self.target_region),
             )
         return self.src_api
@@ -248,10 +252,11 @@ class _Reconciler:
         return self.prev.staging_arn if self.prev else None
 
     def _derived_metadata(self, primary: SnapshotInfo, copy: SnapshotInfo, kind: str) -> dict[str, Any]:
-        metadata = self.codec.decode(self.src_api.tags(primary), primary.arn)
+        metadata = trusted_metadata(self.src_api, self.codec, primary)
         metadata.update(
             {
                 "kind": kind,
+                "binding": binding_of(copy),
                 # created_at stays the primary's: the backup's point in time orders the replica chain too.
                 "copied_at": now_iso(),
                 "primary_snapshot": metadata["snapshot"],

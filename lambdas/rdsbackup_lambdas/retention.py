@@ -10,10 +10,12 @@ count as one of the N. Staging copies that a crashed session left behind are rem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rdsbackup_lambdas import aws_sessions
+from rdsbackup_lambdas import aws_sessions, powers
 from rdsbackup_lambdas.errors import RdsBackupError, TagMetadataError
+from rdsbackup_lambdas.metadata_binding import trusted_metadata
 from rdsbackup_lambdas.models import Item
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.snapshot_steps import where
@@ -39,7 +41,7 @@ def _sort_key(entry: tuple[dict[str, Any], SnapshotInfo]) -> tuple[str, str]:
 
 def prune(
     api: SnapshotApi, codec: TagCodec, *, source_id: str, source_arn: str, policy: str, kind: str, keep: int,
-    current_arns: set[str], session_id: str,
+    current_arns: set[str], session_id: str, min_age_seconds: int = 0,
 ) -> PruneResult:
     """Delete the oldest ``kind`` snapshots of ``source_arn`` beyond ``keep`` that ``api`` can see."""
     result = PruneResult()
@@ -51,7 +53,7 @@ def prune(
             result.skipped_unmanaged += 1
             continue
         try:
-            metadata = codec.decode(tags, info.arn)
+            metadata = trusted_metadata(api, codec, info, tags)
         except TagMetadataError as exc:
             # A marker without valid metadata: forged, altered or copied. Never ours to delete.
             result.rejected_tags += 1
@@ -77,7 +79,12 @@ def prune(
     room = max(0, keep - 1)  # the current session's snapshot is one of the N, listed or not yet
     for _, info in chain[:room]:
         result.kept.append(info.arn)
+    youngest_deletable = datetime.now(UTC) - timedelta(seconds=min_age_seconds)
     for _, info in chain[room:]:
+        if info.created is not None and info.created > youngest_deletable:
+            # younger than the policy's minimum age: a burst of sessions must not flush history
+            result.kept.append(info.arn)
+            continue
         if _delete(api, info, result):
             result.deleted.append(info.arn)
         else:
@@ -106,21 +113,24 @@ def apply_retention(item: Item, codec: TagCodec) -> dict[str, Any]:
     ref = item.require_snapshot()
     res = item.resource
     sid = item.session_id
-    src_api = SnapshotApi(aws_sessions.client("rds", res.region, item.access_role_arn, sid), res.kind,
+    delete_role = powers.role_for(item.access_role_arn, powers.DELETE)
+    src_api = SnapshotApi(aws_sessions.client("rds", res.region, delete_role, sid), res.kind,
                           where(res.account, res.region))
-    common = {"source_id": res.id, "source_arn": res.arn, "policy": item.policy, "session_id": sid}
+    common = {"source_id": res.id, "source_arn": res.arn, "policy": item.policy, "session_id": sid,
+              "min_age_seconds": item.retention_min_age_seconds}
     primary = prune(src_api, codec, kind="primary", keep=item.snapshot_retention, current_arns={ref.arn}, **common)
     replica = PruneResult()
     rep = item.replication
     replica_arn = item.replica.arn if item.replica else None
     if rep is not None and replica_arn:
-        target_role = rep.access_role_arn or item.access_role_arn
+        target_role = powers.role_for(rep.access_role_arn, powers.REPLICA_DELETE) or delete_role
         target_api = SnapshotApi(aws_sessions.client("rds", rep.region, target_role, sid), res.kind,
                                  where(rep.account, rep.region))
         replica = prune(target_api, codec, kind="replica", keep=rep.retention, current_arns={replica_arn}, **common)
         if rep.account != res.account and rep.region != res.region:
             # Staging copies of a region+account chain live in the source account, target region.
-            staging_api = SnapshotApi(aws_sessions.client("rds", rep.region, item.access_role_arn, sid), res.kind,
+            staging_role = powers.role_for(item.access_role_arn, powers.DELETE, rep.region)
+            staging_api = SnapshotApi(aws_sessions.client("rds", rep.region, staging_role, sid), res.kind,
                                       where(res.account, rep.region))
             leftovers = prune(staging_api, codec, kind="staging-only", keep=1, current_arns=set(), **common)
             replica.staging_deleted += leftovers.staging_deleted

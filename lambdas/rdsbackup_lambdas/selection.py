@@ -167,7 +167,8 @@ def resolve_policy(request: ResolvePolicyInput, policies: dict[str, Any]) -> dic
         Item(
             session_id=session_id, policy=request.policy, resource=resource,
             access_role_arn=target.access_role_arn, staging_kms_key_arn=target.staging_kms_key_arn,
-            snapshot_retention=policy.snapshot_retention, replication=_replication_for(policy, resource),
+            snapshot_retention=policy.snapshot_retention,
+            retention_min_age_seconds=policy.retention_min_age_seconds, replication=_replication_for(policy, resource),
             lease_seconds=policy.lease_seconds, wait=policy.wait, image_backup=policy.image_backup,
         ).model_dump(exclude_none=False,
                      exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "restore_test",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rdsbackup_lambdas import aws_sessions, quotas, slots
+from rdsbackup_lambdas import aws_sessions, powers, quotas, slots
 from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.config import SlotConfig
 from rdsbackup_lambdas.errors import SlotWaitTimeout, SnapshotFailed, SnapshotWaitTimeout, SourceNotFound
+from rdsbackup_lambdas.metadata_binding import binding_of
 from rdsbackup_lambdas.models import Item, PendingSnapshot, SnapshotRef
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
@@ -30,8 +31,10 @@ def where(account: str, region: str) -> str:
     return f"account {account} region {region}"
 
 
-def source_rds(item: Item) -> Any:
-    return aws_sessions.client("rds", item.resource.region, item.access_role_arn, item.session_id)
+def source_rds(item: Item, power: str) -> Any:
+    """RDS in the source's account and region, through the role of ``power`` (rdsbackup_lambdas.powers)."""
+    return aws_sessions.client("rds", item.resource.region, powers.role_for(item.access_role_arn, power),
+                               item.session_id)
 
 
 def primary_name(item: Item) -> str:
@@ -55,7 +58,7 @@ def create_snapshot(item: Item, slot_config: SlotConfig) -> dict[str, Any]:
     with the next wait, until ``wait.slot_timeout_seconds``: then ``SlotWaitTimeout``).
     """
     res = item.resource
-    rds = source_rds(item)
+    rds = source_rds(item, powers.SNAPSHOT)
     api = SnapshotApi(rds, res.kind, where(res.account, res.region))
     name = primary_name(item)
     existing = api.describe(name)
@@ -107,7 +110,7 @@ def check_snapshot(item: Item, slot_config: SlotConfig) -> dict[str, Any]:
 
     The snapshot slot is given back once the snapshot is available or has failed."""
     ref = item.require_snapshot()
-    api = SnapshotApi(source_rds(item), ref.kind, where(ref.account, ref.region))
+    api = SnapshotApi(source_rds(item, powers.READ), ref.kind, where(ref.account, ref.region))
     info = api.describe(ref.id)
     if info is None or is_failed_status(info.status):
         release_snapshot_slot(item, slot_config)
@@ -130,9 +133,12 @@ def tag_codec(key_arn: str) -> TagCodec:
     return TagCodec(aws_sessions.client("kms", region), key_arn)
 
 
-def primary_metadata(item: Item, ref: SnapshotRef, source: dict[str, Any]) -> dict[str, Any]:
+def primary_metadata(item: Item, ref: SnapshotRef, source: dict[str, Any],
+                     binding: dict[str, Any] | None = None) -> dict[str, Any]:
     res = item.resource
     return {
+        # the snapshot's creation time and source resource id (rdsbackup_lambdas.metadata_binding)
+        "binding": binding or {},
         "format": 1,
         "tool": "rds-backup",
         "kind": "primary",
@@ -160,13 +166,13 @@ def write_tags(api: SnapshotApi, info: SnapshotInfo, codec: TagCodec, metadata: 
 def tag_snapshot(item: Item, codec: TagCodec) -> dict[str, Any]:
     """Tag the primary snapshot with the encrypted metadata of the source."""
     ref = item.require_snapshot()
-    rds = source_rds(item)
+    rds = source_rds(item, powers.SNAPSHOT)
     api = SnapshotApi(rds, ref.kind, where(ref.account, ref.region))
     info = api.describe(ref.id)
     if info is None:
         raise SnapshotFailed(f"snapshot {ref.arn} disappeared before it could be tagged")
     source = source_metadata(rds, item.resource.kind, item.resource.id, api.where)
-    count = write_tags(api, info, codec, primary_metadata(item, info.ref(), source))
+    count = write_tags(api, info, codec, primary_metadata(item, info.ref(), source, binding_of(info)))
     instances = len(source.get("instances", [])) if item.resource.kind == "cluster" else 1
     logger.info("snapshot tagged", extra={"tag_count": count, "instances_recorded": instances})
     return {"tag_count": count, "instances_recorded": instances}

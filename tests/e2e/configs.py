@@ -34,12 +34,14 @@ E2E_CONFIG = {
             "selection": {"resources": ["orders-db"], "tags": {"backup": "nightly"}},
             "snapshot_retention": 2,
             "concurrency": 3,
+            "retention_min_days": 0,  # sessions here run seconds apart; retention is what is tested
         },
         {
             "name": "regional",
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "regional"}},
             "snapshot_retention": 3,
+            "retention_min_days": 0,
             "replication": {"region": REPLICA_REGION, "retention": 2},
         },
         {
@@ -47,6 +49,7 @@ E2E_CONFIG = {
             "schedule": {"expression": "rate(12 hours)", "timezone": "UTC"},
             "selection": {"tags": {"backup": "vault"}},
             "snapshot_retention": 3,
+            "retention_min_days": 0,
             "replication": {"account": TARGET_ACCOUNT, "retention": 2},
         },
         {
@@ -54,6 +57,7 @@ E2E_CONFIG = {
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "images"}},
             "snapshot_retention": 2,
+            "retention_min_days": 0,
             "concurrency": 2,
             "image_backup": {"repository": "main", "retention": {"keep_last": 3},
                              "worker": {"timeout_minutes": 1}},
@@ -67,6 +71,7 @@ E2E_CONFIG = {
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "hasty"}},
             "snapshot_retention": 2,
+            "retention_min_days": 0,
             "image_backup": {"repository": "main", "worker": {"timeout_minutes": 0.05}},
         },
         {
@@ -82,6 +87,7 @@ E2E_CONFIG = {
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "faraway"}},
             "snapshot_retention": 3,
+            "retention_min_days": 0,
             "replication": {"account": TARGET_ACCOUNT, "region": REPLICA_REGION},
         },
     ],

@@ -65,3 +65,53 @@ def deployed_policies(cdk_out: Path, template: dict) -> dict:
     environment = function["Properties"]["Environment"]["Variables"]
     asset = cdk_out / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
     return json.loads((asset / environment["POLICIES_FILE"]).read_text())
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(template: dict) -> dict[str, list[dict]]:
+    """Each named role's identity-policy statements (inline AWS::IAM::Policy resources), by role name."""
+    names = {logical: flatten(role["Properties"].get("RoleName", logical))
+             for logical, role in resources_of(template, "AWS::IAM::Role").items()}
+    found: dict[str, list[dict]] = {name: [] for name in names.values()}
+    for policy in resources_of(template, "AWS::IAM::Policy").values():
+        for ref in policy["Properties"]["Roles"]:
+            found[names[ref["Ref"]]] += policy["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def role_trust(template: dict) -> dict[str, list[dict]]:
+    """Each role's trust-policy statements, by role name."""
+    roles = resources_of(template, "AWS::IAM::Role").items()
+    return {flatten(role["Properties"].get("RoleName", logical)):
+            role["Properties"]["AssumeRolePolicyDocument"]["Statement"] for logical, role in roles}
+
+
+PROD_A, PROD_B, VAULT = "333333333333", "444444444444", "222222222222"
+BREAK_GLASS = f"arn:aws:iam::{CONTROL_ACCOUNT}:role/rdsbackup-break-glass"
+# The reviewed multi-account shape: control (backup) account, two production accounts, a vault account
+# for replicas, image-level backup into an Object Lock repository.
+MULTI_ACCOUNT_CONFIG = {
+    "control": {"account": CONTROL_ACCOUNT, "region": REGION, "organization_id": "o-exampleorg1"},
+    "break_glass_role_arn": BREAK_GLASS,
+    "repositories": {"vault": {"object_lock_days": 35, "object_lock_mode": "COMPLIANCE"}},
+    "policies": [
+        {"name": "orders", "schedule": {"expression": "cron(0 3 * * ? *)"},
+         "selection": {"resources": ["orders-db"], "accounts": [PROD_A]}, "snapshot_retention": 7,
+         "replication": {"account": VAULT}, "image_backup": {"repository": "vault"}},
+        {"name": "billing", "schedule": {"expression": "cron(0 4 * * ? *)"},
+         "selection": {"tags": {"backup": "billing"}, "accounts": [PROD_B]}, "snapshot_retention": 7,
+         "replication": {"account": VAULT}, "image_backup": {"repository": "vault"}},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def multi_templates(tmp_path_factory) -> dict[str, dict]:
+    # with the HIPAA and NIST 800-53 R5 packs too: a finding security/acknowledged.json does not accept fails
+    out, _ = synthesize(MULTI_ACCOUNT_CONFIG, tmp_path_factory.mktemp("multi") / "cdk.out",
+                        account=CONTROL_ACCOUNT, region=REGION, context={"rdsbackup:compliance-packs": True})
+    return {path.name.removesuffix(".template.json"): json.loads(path.read_text())
+            for path in out.glob("*.template.json")}

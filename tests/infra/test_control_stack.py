@@ -274,5 +274,5 @@ def test_repository_buckets_are_encrypted_tls_only_and_private(control_template)
                for s in statements)
     workers = [s for s in statements if s["Effect"] == "Allow"]
     assert workers and all(
-        s["Condition"]["ArnLike"]["aws:PrincipalArn"] == "arn:aws:iam::123456789012:role/rdsbackup-worker-*"
+        s["Condition"]["ArnEquals"]["aws:PrincipalArn"] == "arn:aws:iam::123456789012:role/rdsbackup-worker-us-east-1"
         for s in workers)

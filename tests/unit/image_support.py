@@ -91,7 +91,7 @@ class Net:
             Filters=[{"Name": "tag:rdsbackup:temporary", "Values": ["true"]}])["SecurityGroups"]
 
     def put_result(self, item: dict, document: dict) -> None:
-        key = f"rdsbackup-results/{item['session_id']}/{item['resource']['id']}.json"
+        key = f"rdsbackup-results/{item['resource']['account']}/{item['session_id']}/{item['resource']['id']}.json"
         self.world.client("s3").put_object(Bucket=RESULT_BUCKET, Key=key, Body=json.dumps(document).encode())
 
 

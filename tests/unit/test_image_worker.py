@@ -12,6 +12,7 @@ from rdsbackup_lambdas.errors import WorkerFailed, WorkerTimedOut
 from rdsbackup_lambdas.handlers import check_worker, prepare_worker, start_worker
 from rdsbackup_lambdas.image import names
 
+from tests.unit.conftest import SOURCE_ACCOUNT
 from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixture)
     CLUSTER,
     CONTAINER,
@@ -92,7 +93,7 @@ def test_job_spec_follows_the_contract_and_holds_no_secret(net, ctx):
         "repository": "s3://rdsbackup-repository/repo",
         "repository_kms_key_arn": item["image_backup"]["repository_kms_key_arn"],
         "retention": {"keep_last": 7, "keep_days": None},
-        "result_url": f"s3://rdsbackup-repository/rdsbackup-results/{item['session_id']}/orders.json",
+        "result_url": f"s3://rdsbackup-repository/rdsbackup-results/{SOURCE_ACCOUNT}/{item['session_id']}/orders.json",
         "sqlserver": None,
     }
     assert "password" not in json.dumps(calls[0]).lower()

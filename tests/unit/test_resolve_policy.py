@@ -53,7 +53,7 @@ def test_session_and_items_follow_the_contract(world, ctx, monkeypatch):
         "resource": {"arn": db["DBInstanceArn"], "id": "orders", "kind": "instance", "account": SOURCE_ACCOUNT,
                      "region": REGION, "engine": "postgres"},
         "access_role_arn": SOURCE_ROLE, "staging_kms_key_arn": world.staging_key_arn, "snapshot_retention": 3,
-        "replication": None, "lease_seconds": 900,
+        "retention_min_age_seconds": 0, "replication": None, "lease_seconds": 900,
         "wait": {"initial_seconds": 1, "max_seconds": 4, "factor": 2.0, "timeout_seconds": 30,
                  "slot_timeout_seconds": 14400},
         "image_backup": None,

@@ -110,3 +110,52 @@ def test_a_snapshot_still_being_created_is_not_deleted(world, ctx):
     with snapshot_status("creating"):
         result = apply_retention.handler(items[-1], ctx)
     assert result["deleted"] == [] and any("not deleted this time" in w for w in result["warnings"])
+
+
+def test_replayed_tags_on_a_snapshot_recreated_under_the_same_name_are_rejected(world, ctx):
+    """The DB is recreated under its name, a snapshot is made under a managed snapshot's name and the old
+    tags replayed onto it: the ARN matches, the metadata authenticates, but its source resource id does
+    not, so retention neither counts nor deletes it."""
+    db = world.instance()
+    first = run_session(world, ctx, db, 1, retention=1)
+    rds = world.client("rds")
+    replayed = rds.list_tags_for_resource(ResourceName=first["snapshot"]["arn"])["TagList"]
+    rds.delete_db_snapshot(DBSnapshotIdentifier=first["snapshot"]["id"])
+    rds.delete_db_instance(DBInstanceIdentifier="orders", SkipFinalSnapshot=True)
+    db = world.instance()
+    rds.create_db_snapshot(DBSnapshotIdentifier=first["snapshot"]["id"], DBInstanceIdentifier="orders",
+                           Tags=replayed)
+    second = run_session(world, ctx, db, 2, retention=1)
+    result = apply_retention.handler(second, ctx)
+    assert result["rejected_tags"] == 1
+    assert result["deleted"] == []
+    assert first["snapshot"]["id"] in manual_snapshots(world)
+
+
+def test_ten_sessions_in_a_row_lose_nothing_older_than_the_minimum_age(world, ctx, monkeypatch):
+    """Two scheduled snapshots from this morning, then a burst of ten sessions with keep_last 2 and a
+    one-day minimum age (what a daily schedule keeps): without the minimum age the burst would push the
+    history out of the last two and delete it; with it, nothing younger than a day goes."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from rdsbackup_lambdas.snapshots import SnapshotApi
+
+    db = world.instance()
+    history = [run_session(world, ctx, db, n, retention=2) for n in (1, 2)]
+    aged = {i["snapshot"]["arn"] for i in history}
+    listed = SnapshotApi.list_manual
+
+    def list_with_history_hours_old(self, source_id):
+        for info in listed(self, source_id):
+            yield replace(info, created=info.created - timedelta(hours=12)) if info.arn in aged else info
+
+    monkeypatch.setattr(SnapshotApi, "list_manual", list_with_history_hours_old)
+    deleted = []
+    for n in range(3, 13):
+        item = run_session(world, ctx, db, n, retention=2)
+        item["retention_min_age_seconds"] = 86400
+        deleted += apply_retention.handler(item, ctx)["deleted"]
+    assert not aged & set(deleted)
+    assert deleted == []
+    assert {i["snapshot"]["id"] for i in history} <= manual_snapshots(world)

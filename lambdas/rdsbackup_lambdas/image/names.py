@@ -55,10 +55,11 @@ def temp_prefix(session_id: str, resource_id: str) -> str:
     return f"{session_id}/{resource_id}/"
 
 
-def result_url(result_prefix: str, session_id: str, resource_id: str) -> str:
-    """Where the worker writes its result document."""
+def result_url(result_prefix: str, account: str, session_id: str, resource_id: str) -> str:
+    """Where the worker writes its result document: under its own account's prefix (the only one its
+    role may write)."""
     base = result_prefix if result_prefix.endswith("/") else result_prefix + "/"
-    return f"{base}{session_id}/{resource_id}.json"
+    return f"{base}{account}/{session_id}/{resource_id}.json"
 
 
 def parse_iso(value: str | None) -> float | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rdsbackup_lambdas import aws_errors, aws_sessions
+from rdsbackup_lambdas import aws_errors, aws_sessions, powers
 from rdsbackup_lambdas.config import SweeperConfig
 from rdsbackup_lambdas.image import database, names, security_groups, temp_bucket, worker_tasks
 from rdsbackup_lambdas.models import ImageBackup, Policy
@@ -32,7 +32,6 @@ from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 
 SWEEPER_SESSION = "sweeper"
 LOCK_WAIT_SECONDS = 10
-DEFAULT_CLUSTER = "rdsbackup-workers"
 
 
 @dataclass
@@ -53,15 +52,18 @@ class Place:
 
 
 def places(policies: dict[str, Any]) -> list[Place]:
-    """Every distinct account+region of the policies' selections (as ``resolve_policy`` reads them)."""
+    """Every distinct account+region where a policy runs image-level backups (only there can a session
+    leave temporary resources, and only there is the worker-launch role the sweeper assumes)."""
     found: dict[tuple[str, str], Place] = {}
     for raw in policies.values():
         policy = Policy.model_validate(raw)
         image: ImageBackup | None = policy.image_backup
+        if image is None:
+            continue
         for target in policy.selection.targets:
-            place = found.setdefault((target.account, target.region),
-                                     Place(target.account, target.region, target.access_role_arn))
-            place.clusters.add(image.worker.cluster if image else DEFAULT_CLUSTER)
+            place = found.setdefault((target.account, target.region), Place(
+                target.account, target.region, powers.role_for(target.access_role_arn, powers.LAUNCH)))
+            place.clusters.add(image.worker.cluster)
     return list(found.values())
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rdsbackup_lambdas import aws_errors, aws_sessions
+from rdsbackup_lambdas import aws_errors, aws_sessions, powers
 from rdsbackup_lambdas.config import ImageConfig
 from rdsbackup_lambdas.errors import (
     ConfigurationError,
@@ -36,8 +36,9 @@ def where(item: Item) -> str:
 
 
 def client(item: Item, service: str) -> Any:
-    """A client in the resource's account and region, through its access role."""
-    return aws_sessions.client(service, item.resource.region, item.access_role_arn, item.session_id)
+    """A client in the resource's account and region, through the worker-launch role."""
+    return aws_sessions.client(service, item.resource.region, powers.role_for(item.access_role_arn, powers.LAUNCH),
+                               item.session_id)
 
 
 def require_settings(item: Item) -> ImageBackup:
@@ -222,7 +223,7 @@ def check_worker(item: Item) -> dict[str, Any]:
     if task.get("stopCode") == "TaskFailedToStart":
         raise _failure(what, f"the task failed to start: {reason}")
     exit_code = container.get("exitCode")
-    result = worker_tasks.read_result(names.result_url(settings.result_prefix, item.session_id, res.id))
+    result = worker_tasks.read_result(names.result_url(settings.result_prefix, res.account, item.session_id, res.id))
     worker_error = (result or {}).get("error") if (result or {}).get("status") != "ok" else None
     if exit_code is None:
         raise _failure(what, f"worker stopped without an exit code: {worker_error or reason}")

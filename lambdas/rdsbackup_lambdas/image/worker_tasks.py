@@ -30,28 +30,31 @@ def job_spec(item: Item, image: ImageState, settings: ImageBackup) -> dict[str, 
     sqlserver = None
     if image.engine == "sqlserver":
         sqlserver = {"temp_bucket": image.temp_bucket, "temp_prefix": image.temp_prefix}
+    repository = settings.repository_url
+    # each account's worker writes results only under its own account's prefix (docs/security.md)
+    result_url = names.result_url(settings.result_prefix, res.account, item.session_id, res.id)
     if item.restore_test is not None:  # the restore test's validation (worker_image/rdsbackup/restore_test_job.py)
         return {
             "kind": "restore_test", "session_id": item.session_id, "resource_arn": res.arn,
             "source_id": item.restore_test.get("source_id") or res.id, "engine": image.engine,
             "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn,
-            "repository": settings.repository_url, "restore_point_id": item.restore_test.get("restore_point_id"),
+            "repository": repository, "restore_point_id": item.restore_test.get("restore_point_id"),
             "check_snapshot": bool(item.restore_test.get("check_snapshot", True)),
-            "result_url": names.result_url(settings.result_prefix, item.session_id, res.id),
+            "result_url": result_url,
         }
     if item.restore_database is not None:  # a database-level restore (worker_image/rdsbackup/restore_job.py)
         return {
             "kind": "restore", "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id,
             "engine": image.engine, "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn,
-            "repository": settings.repository_url, **item.restore_database,
-            "result_url": names.result_url(settings.result_prefix, item.session_id, res.id), "sqlserver": sqlserver,
+            "repository": repository, **item.restore_database, "result_url": result_url, "sqlserver": sqlserver,
         }
     return {
         "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id, "engine": image.engine,
         "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn, "databases": None,
-        "repository": settings.repository_url, "repository_kms_key_arn": settings.repository_kms_key_arn,
+        "repository": repository,
+        "repository_kms_key_arn": settings.repository_kms_key_arn,
         "retention": settings.retention.model_dump(),
-        "result_url": names.result_url(settings.result_prefix, item.session_id, res.id),
+        "result_url": result_url,
         "sqlserver": sqlserver,
     }
 

@@ -1,0 +1,173 @@
+"""One role per power, trusted by named principals only (issue 14 items 1-3), on the synthesized templates."""
+
+import json
+
+import pytest
+from rdsbackup_lambdas import powers as lambda_powers
+
+from infra.powers import Power, power_role_arn
+from infra.topology import Place, access_role_arn, replica_role_arn
+from tests.e2e.configs import CONTROL_ACCOUNT, REGION, TARGET_ACCOUNT
+from tests.infra.conftest import as_list, flatten, role_statements, role_trust
+
+# Which Lambda may assume which role: the issue's table, written out so a change to it is a decision.
+EXPECTED_STEP_POWERS = {
+    "resolve-policy": {"read"},
+    "create-snapshot": {"snapshot"},
+    "check-snapshot": {"read"},
+    "tag-snapshot": {"snapshot"},
+    "replicate-snapshot": {"share", "replica"},
+    "apply-retention": {"delete", "replica-delete"},
+    "prepare-worker": {"launch"},
+    "start-worker": {"launch"},
+    "check-worker": {"launch"},
+    "cleanup-worker": {"launch"},
+    "sweep-orphans": {"launch"},
+    "check-rpo": {"read"},
+    "acquire-lease": set(),
+    "release-lease": set(),
+    "session-report": set(),
+}
+POWER_ROLE = r"rdsbackup-(read|snapshot|share|delete|launch|restore|replica|replica-delete)-[a-z0-9-]+"
+
+
+def _power_of(role_arn: str) -> str:
+    name = role_arn.rsplit("/", 1)[1]
+    region = next(r for r in ("us-east-1", "eu-west-1") if name.endswith(r))
+    return name.removeprefix("rdsbackup-").removesuffix("-" + region)
+
+
+def _assumable(statements) -> set[str]:
+    return {flatten(r) for s in statements if "sts:AssumeRole" in as_list(s["Action"]) for r in as_list(s["Resource"])}
+
+
+def _step(role_name: str) -> str:
+    return role_name.removeprefix("rdsbackup-step-").removesuffix(f"-{REGION}")
+
+
+def test_each_lambda_assumes_only_the_roles_of_its_powers(control_template):
+    table = {_step(name): {_power_of(arn) for arn in _assumable(statements)}
+             for name, statements in role_statements(control_template).items() if name.startswith("rdsbackup-step-")}
+    assert table == EXPECTED_STEP_POWERS
+
+
+def test_no_role_holds_two_destructive_powers(templates):
+    """Delete, share, snapshot and launch each live in a role of their own."""
+    powers = {"rds:DeleteDBSnapshot": "delete", "rds:ModifyDBSnapshotAttribute": "share",
+              "rds:CreateDBSnapshot": "snapshot", "ecs:RunTask": "launch", "rds:ModifyDBInstance": "launch"}
+    for name, template in templates.items():
+        for role, statements in role_statements(template).items():
+            held = {powers[a] for s in statements for a in as_list(s["Action"]) if a in powers}
+            # the share role deletes its own staging copies (named *-staging): still one power
+            if role.startswith("rdsbackup-share-"):
+                held.discard("delete")
+            assert len(held) <= 1, (name, role, held)
+
+
+def test_roles_in_other_accounts_trust_only_the_step_roles_that_need_them(templates):
+    seen = set()
+    for name, template in templates.items():
+        if name == "RdsBackupControl":
+            continue
+        for role, trust in role_trust(template).items():
+            if not role.startswith("rdsbackup-") or role.startswith("rdsbackup-worker-"):
+                continue  # the worker's task role trusts ECS tasks
+            (statement,) = trust
+            power = _power_of(f"role/{role}")
+            seen.add(power)
+            assert flatten(statement["Principal"]["AWS"]) == f"arn:<AWS::Partition>:iam::{CONTROL_ACCOUNT}:root"
+            allowed = {_step(arn.rsplit("/", 1)[1]) for arn in statement["Condition"]["ArnEquals"]["aws:PrincipalArn"]}
+            assert allowed == {step for step, needs in EXPECTED_STEP_POWERS.items() if power in needs}, role
+    assert seen == {"read", "snapshot", "share", "delete", "launch", "replica", "replica-delete"}
+
+
+def test_organization_id_from_config_is_required_of_callers(tmp_path):
+    from infra.constructs.power_roles import Trust
+
+    trust = Trust(control=Place(CONTROL_ACCOUNT, REGION), organization_id="o-abcdefghij")
+    conditions = trust.principal(Power.DELETE).policy_fragment.conditions
+    assert conditions["StringEquals"] == {"aws:PrincipalOrgID": "o-abcdefghij"}
+    assert conditions["ArnEquals"]["aws:PrincipalArn"] == [
+        f"arn:aws:iam::{CONTROL_ACCOUNT}:role/rdsbackup-step-apply-retention-{REGION}"]
+
+
+@pytest.mark.parametrize("power", ["read", "snapshot", "share", "delete", "launch"])
+def test_lambdas_find_the_role_infra_names_for_each_production_power(power):
+    place = Place(TARGET_ACCOUNT, "eu-west-1")
+    assert lambda_powers.role_for(access_role_arn(place), power) == power_role_arn(Power(power), place)
+
+
+@pytest.mark.parametrize("power", ["replica", "replica-delete"])
+def test_lambdas_find_the_role_infra_names_for_each_replica_power(power):
+    place = Place(TARGET_ACCOUNT, "eu-west-1")
+    assert lambda_powers.role_for(replica_role_arn(place), power) == power_role_arn(Power(power), place)
+
+
+def test_staging_role_is_found_in_the_target_region():
+    read = access_role_arn(Place(TARGET_ACCOUNT, "us-east-1"))
+    assert lambda_powers.role_for(read, "share", "eu-west-1") == power_role_arn(
+        Power.SHARE, Place(TARGET_ACCOUNT, "eu-west-1"))
+
+
+def _statements_with(template, role_prefix, action):
+    return [s for role, statements in role_statements(template).items() if role.startswith(role_prefix)
+            for s in statements if action in as_list(s["Action"])]
+
+
+def test_deleting_needs_the_managed_tag(templates):
+    for name, template in templates.items():
+        for action, key in (("rds:DeleteDBSnapshot", "rds:snapshot-tag/rdsbackup:managed"),
+                            ("rds:DeleteDBClusterSnapshot", "rds:cluster-snapshot-tag/rdsbackup:managed")):
+            for statement in _statements_with(template, "rdsbackup-", action):
+                assert statement["Condition"]["StringEquals"] == {key: "true"}, name
+
+
+def test_security_groups_are_created_only_tagged_temporary(templates):
+    access = templates["RdsBackupAccess"]
+    create = _statements_with(access, "rdsbackup-launch-", "ec2:CreateSecurityGroup")
+    on_group = [s for s in create if flatten(s["Resource"]).endswith("security-group/*")]
+    assert on_group and all(s["Condition"]["StringEquals"] == {"aws:RequestTag/rdsbackup:temporary": "true"}
+                            for s in on_group)
+    assert all("rdsbackup:temporary" in s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] for s in on_group)
+
+
+def test_an_existing_group_cannot_be_tagged_temporary(templates):
+    tagging = _statements_with(templates["RdsBackupAccess"], "rdsbackup-launch-", "ec2:CreateTags")
+    assert len(tagging) == 2
+    for statement in tagging:
+        condition = statement["Condition"]
+        at_creation = condition.get("StringEquals", {}).get("ec2:CreateAction") == "CreateSecurityGroup"
+        sweeper_mark_on_temporary = (
+            condition.get("StringEquals") == {"aws:ResourceTag/rdsbackup:temporary": "true"}
+            and condition["ForAllValues:StringEquals"]["aws:TagKeys"] == ["rdsbackup:sweep"])
+        assert at_creation or sweeper_mark_on_temporary, condition
+
+
+def test_worker_launch_is_bound_to_the_worker_cluster_and_ecs(templates):
+    access = templates["RdsBackupAccess"]
+    (run,) = _statements_with(access, "rdsbackup-launch-", "ecs:RunTask")
+    assert flatten(run["Condition"]["ArnEquals"]["ecs:cluster"]).endswith(":cluster/rdsbackup-workers")
+    (passing,) = _statements_with(access, "rdsbackup-launch-", "iam:PassRole")
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+
+
+def test_kms_grants_only_for_aws_resources(templates):
+    for name, template in templates.items():
+        for role, statements in role_statements(template).items():
+            for statement in statements:
+                if "kms:CreateGrant" in as_list(statement["Action"]):
+                    assert statement["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}, (name, role)
+
+
+def _warnings(cdk_out) -> list[str]:
+    manifest = json.loads((cdk_out / "manifest.json").read_text())
+    return [entry["data"] for artifact in manifest["artifacts"].values()
+            for entries in artifact.get("metadata", {}).values() for entry in entries
+            if entry["type"] == "aws:cdk:warning"]
+
+
+def test_backups_in_the_account_they_protect_synthesize_with_a_warning(cdk_out):
+    warnings = _warnings(cdk_out)
+    assert any('policy "regional": replicas of account 123456789012 stay in that account' in w for w in warnings)
+    assert any('policy "images": the repository is in the account it protects' in w for w in warnings)
+    assert not any('policy "vault"' in w for w in warnings)

@@ -1,0 +1,59 @@
+"""Who can do what (docs/security.md): each dangerous request, evaluated on the multi-account templates
+with the policy evaluator (IAM semantics: explicit deny, identity + resource policy, trust), reaches
+only the role whose power it is."""
+
+import pytest
+
+from tests.infra.conftest import PROD_A, PROD_B, VAULT
+from tests.support.security_table import compute
+
+
+@pytest.fixture(scope="module")
+def rows(multi_templates):
+    table, _ = compute(multi_templates)
+    return {label: {title: sorted(arn.rsplit("/", 1)[1] for arn in via) for title, via in cells.items()}
+            for label, cells in table.items()}
+
+
+def _who(rows, title):
+    return {label.split(" ")[0] + (f" {label.split(' ')[1]}" if "(" in label else "") for label, cells in rows.items()
+            if cells[title]}
+
+
+def test_only_retention_deletes_managed_snapshots_and_nobody_the_users_own(rows):
+    assert _who(rows, "delete a managed snapshot") == {
+        "rdsbackup-step-apply-retention-us-east-1 (control)", f"rdsbackup-delete-us-east-1 ({PROD_A})"}
+    assert _who(rows, "delete a vault replica") == {
+        "rdsbackup-step-apply-retention-us-east-1 (control)", f"rdsbackup-replica-delete-us-east-1 ({VAULT})"}
+    assert _who(rows, "delete the user's own snapshot") == set()
+
+
+def test_only_replication_shares_snapshots(rows):
+    assert _who(rows, "share a snapshot") == {
+        "rdsbackup-step-replicate-snapshot-us-east-1 (control)", f"rdsbackup-share-us-east-1 ({PROD_A})"}
+
+
+def test_only_the_worker_steps_modify_databases(rows):
+    steps = {f"rdsbackup-step-{s}-us-east-1 (control)" for s in
+             ("prepare-worker", "start-worker", "check-worker", "cleanup-worker", "sweep-orphans")}
+    assert _who(rows, "modify a DB") == steps | {f"rdsbackup-launch-us-east-1 ({PROD_A})"}
+
+
+def test_a_worker_reads_no_other_accounts_prefix_and_nobody_deletes_restore_points(rows):
+    assert _who(rows, f"read {PROD_B}'s repository prefix") == {f"rdsbackup-worker-us-east-1 ({PROD_B})"}
+    assert _who(rows, "delete repository objects") == set()
+    assert _who(rows, "change the repository bucket policy") == set()
+
+
+def test_a_control_account_user_who_may_assume_any_role_reaches_nothing(rows):
+    (developer,) = [cells for label, cells in rows.items() if label.startswith("developer")]
+    assert not any(developer.values()), developer
+
+
+def test_only_replication_and_retention_decrypt_tag_metadata(rows):
+    assert _who(rows, "decrypt tag metadata") == {"rdsbackup-step-replicate-snapshot-us-east-1 (control)",
+                                                  "rdsbackup-step-apply-retention-us-east-1 (control)"}
+
+
+def test_a_worker_reads_no_other_databases_secret_where_the_policy_names_its_databases(rows):
+    assert _who(rows, "read another DB's secret") == set()
