@@ -1,11 +1,11 @@
 """Backup repositories: one S3 bucket per configured repository, and the KMS key their data and master
 keys are protected with. Workers in production accounts reach them by name (see infra.topology).
 
-Isolation (docs/security.md): each production place's worker role, named exactly, reaches only its own
-prefixes (`<policy>/` of the policies that back up its databases) and its result documents (`rdsbackup-results/<account>/`); it may
-write but never delete (its lock objects excepted), and the bucket keeps every version. Nobody but
-the break-glass role (and the CloudFormation deployment role) may change the bucket's policy, lifecycle,
-versioning or object-lock settings, or bypass retention.
+Isolation (docs/security.md): each production place's worker role, named exactly, reaches only the
+prefixes (`<policy>/`) of the policies that back up its databases and its result documents
+(`rdsbackup-results/<account>/`); it may write but never delete (its lock objects excepted), and the
+bucket keeps every version. Nobody but the break-glass role (and the CloudFormation deployment role)
+may change the bucket's policy, lifecycle, versioning or object-lock settings, or bypass retention.
 """
 
 from __future__ import annotations
