@@ -57,11 +57,14 @@ class RestoreRole(Construct):
             actions=["rds:CopyDBSnapshot", "rds:CopyDBClusterSnapshot"],
             resources=[f"arn:{stack.partition}:rds:*:*:snapshot:rdsbackup-*",
                        f"arn:{stack.partition}:rds:*:*:cluster-snapshot:rdsbackup-*"]))
+        via_rds = {"StringEquals": {"kms:ViaService": f"rds.{stack.region}.amazonaws.com"}}
+        keys_here = [f"arn:{stack.partition}:kms:{stack.region}:{stack.account}:key/*"]
         self.role.add_to_policy(iam.PolicyStatement(
-            actions=["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
-                     "kms:GenerateDataKeyWithoutPlaintext"],
-            resources=[f"arn:{stack.partition}:kms:{stack.region}:{stack.account}:key/*"],
-            conditions={"StringEquals": {"kms:ViaService": f"rds.{stack.region}.amazonaws.com"}}))
+            actions=["kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+                     "kms:GenerateDataKeyWithoutPlaintext"], resources=keys_here, conditions=via_rds))
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:CreateGrant"], resources=keys_here,
+            conditions={**via_rds, "Bool": {"kms:GrantIsForAWSResource": "true"}}))
         for resource, reason in (
                 (nag_here + "*", "A restore reaches the snapshot, subnet/option/parameter groups and databases "
                                  "the input names, found at run time, in this account and region only."),

@@ -201,7 +201,7 @@ def test_lease_handlers_touch_only_the_session_table(control_template):
 
 def test_everything_is_encrypted_with_a_rotating_customer_key(control_template):
     keys = resources_of(control_template, "AWS::KMS::Key").values()
-    assert len(keys) == 2  # control (table, topic, logs, tags) and repositories
+    assert len(keys) == 3  # control (table, topic, logs), tag metadata, and repositories
     assert all(key["Properties"]["EnableKeyRotation"] is True for key in keys)
     tables = resources_of(control_template, "AWS::DynamoDB::Table").values()
     assert len(tables) == 2  # sessions (records, leases, slots) and per-resource results

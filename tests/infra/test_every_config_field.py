@@ -113,6 +113,8 @@ def _rename_policy(config: dict) -> None:
 CHANGES = {
     "control.account": _top("control.account", "444444444444"),
     "control.region": _top("control.region", "us-west-2"),
+    "control.organization_id": _top("control.organization_id", "o-markerorg12"),
+    "break_glass_role_arn": _top("break_glass_role_arn", "arn:aws:iam::444444444444:role/glass-marker"),
     "notification_emails": _top("notification_emails", ["oncall-marker@example.com"]),
     "repositories.storage_class": _repository("main", "storage_class", "INTELLIGENT_TIERING"),
     "repositories.object_lock_days": _repository("main", "object_lock_days", 123),
@@ -140,6 +142,7 @@ CHANGES = {
     "maintenance_network.security_groups": _top("maintenance_network.security_groups", ["sg-0f00d"]),
     "maintenance_network.assign_public_ip": _top("maintenance_network.assign_public_ip", True),
     "policies.name": _rename_policy,
+    "policies.retention_min_days": _policy(_FULL, "retention_min_days", 3.5),
     "policies.schedule.expression": _policy(_FULL, "schedule.expression", "cron(17 3 * * ? *)"),
     "policies.schedule.timezone": _policy(_FULL, "schedule.timezone", "Asia/Tokyo"),
     "policies.schedule.enabled": _policy(_FULL, "schedule.enabled", False),
@@ -227,6 +230,8 @@ TEMPLATE_MARKERS = {
     "timing.retry_backoff_rate": '\\"BackoffRate\\":3.5',
     "timing.not_available_max_attempts": '\\"MaxAttempts\\":17',
     "maintenance_network.subnets": "subnet-0f00d",
+    "control.organization_id": "o-markerorg12",
+    "break_glass_role_arn": "role/glass-marker",
     "maintenance_network.security_groups": "sg-0f00d",
     "maintenance_network.assign_public_ip": '\\"assign_public_ip\\":true',
 }

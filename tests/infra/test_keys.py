@@ -5,7 +5,8 @@ from tests.infra.conftest import as_list, flatten, resources_of, role_statements
 
 TAG_STEPS = {"tag-snapshot": {"kms:GenerateDataKey"},
              "replicate-snapshot": {"kms:GenerateDataKey", "kms:Decrypt"},
-             "apply-retention": {"kms:Decrypt"}}
+             "apply-retention": {"kms:Decrypt"},
+             "plan-restore": {"kms:Decrypt"}}  # the restore checks the metadata it restores from
 
 
 def _key(template, fragment):

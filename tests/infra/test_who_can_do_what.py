@@ -4,6 +4,7 @@ only the role whose power it is."""
 
 import pytest
 
+from infra.topology import MAINTENANCE_ROLE
 from tests.infra.conftest import PROD_A, PROD_B, VAULT
 from tests.support.security_table import compute
 
@@ -28,20 +29,30 @@ def test_only_retention_deletes_managed_snapshots_and_nobody_the_users_own(rows)
     assert _who(rows, "delete the user's own snapshot") == set()
 
 
-def test_only_replication_shares_snapshots(rows):
-    assert _who(rows, "share a snapshot") == {
-        "rdsbackup-step-replicate-snapshot-us-east-1 (control)", f"rdsbackup-share-us-east-1 ({PROD_A})"}
+RESTORE_STEPS = {f"rdsbackup-step-{s}-us-east-1 (control)" for s in (
+    "plan-restore", "rename-original", "restore-snapshot", "create-cluster-instances", "check-restore",
+    "cleanup-restore", "restore-report", "copy-snapshot", "remove-snapshot-copy")}
 
 
-def test_only_the_worker_steps_modify_databases(rows):
-    steps = {f"rdsbackup-step-{s}-us-east-1 (control)" for s in
-             ("prepare-worker", "start-worker", "check-worker", "cleanup-worker", "sweep-orphans")}
-    assert _who(rows, "modify a DB") == steps | {f"rdsbackup-launch-us-east-1 ({PROD_A})"}
+def test_only_replication_and_the_restore_share_snapshots(rows):
+    # a restore into another account shares the managed snapshot it restores from (issue 12)
+    assert _who(rows, "share a snapshot") == RESTORE_STEPS | {
+        "rdsbackup-step-replicate-snapshot-us-east-1 (control)", f"rdsbackup-share-us-east-1 ({PROD_A})",
+        f"rdsbackup-restore-us-east-1 ({PROD_A})"}
 
 
-def test_a_worker_reads_no_other_accounts_prefix_and_nobody_deletes_restore_points(rows):
-    assert _who(rows, f"read {PROD_B}'s repository prefix") == {f"rdsbackup-worker-us-east-1 ({PROD_B})"}
-    assert _who(rows, "delete repository objects") == set()
+def test_only_the_worker_and_restore_steps_modify_databases(rows):
+    # the restore renames a database aside (mode replace) through the restore role
+    steps = RESTORE_STEPS | {f"rdsbackup-step-{s}-us-east-1 (control)" for s in
+                             ("prepare-worker", "start-worker", "check-worker", "cleanup-worker", "sweep-orphans")}
+    assert _who(rows, "modify a DB") == steps | {f"rdsbackup-launch-us-east-1 ({PROD_A})",
+                                                 f"rdsbackup-restore-us-east-1 ({PROD_A})"}
+
+
+def test_a_worker_reads_no_other_accounts_prefix_and_only_the_backup_account_deletes(rows):
+    maintenance = f"{MAINTENANCE_ROLE} (control)"  # the backup-account session: forget and prune
+    assert _who(rows, f"read {PROD_B}'s repository prefix") == {f"rdsbackup-worker-us-east-1 ({PROD_B})", maintenance}
+    assert _who(rows, "delete repository objects") == {maintenance}
     assert _who(rows, "change the repository bucket policy") == set()
 
 
@@ -52,7 +63,8 @@ def test_a_control_account_user_who_may_assume_any_role_reaches_nothing(rows):
 
 def test_only_replication_and_retention_decrypt_tag_metadata(rows):
     assert _who(rows, "decrypt tag metadata") == {"rdsbackup-step-replicate-snapshot-us-east-1 (control)",
-                                                  "rdsbackup-step-apply-retention-us-east-1 (control)"}
+                                                  "rdsbackup-step-apply-retention-us-east-1 (control)",
+                                                  "rdsbackup-step-plan-restore-us-east-1 (control)"}
 
 
 def test_a_worker_reads_no_other_databases_secret_where_the_policy_names_its_databases(rows):
