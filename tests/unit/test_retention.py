@@ -112,10 +112,15 @@ def test_a_snapshot_still_being_created_is_not_deleted(world, ctx):
     assert result["deleted"] == [] and any("not deleted this time" in w for w in result["warnings"])
 
 
-def test_replayed_tags_on_a_snapshot_recreated_under_the_same_name_are_rejected(world, ctx):
+def test_replayed_tags_on_a_snapshot_recreated_under_the_same_name_are_rejected(world, ctx, monkeypatch):
     """The DB is recreated under its name, a snapshot is made under a managed snapshot's name and the old
-    tags replayed onto it: the ARN matches, the metadata authenticates, but its source resource id does
-    not, so retention neither counts nor deletes it."""
+    tags replayed onto it: the ARN matches and the metadata authenticates, but the snapshot was created
+    later than the one the metadata was made for, so retention neither counts nor deletes it."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from rdsbackup_lambdas.snapshots import SnapshotApi
+
     db = world.instance()
     first = run_session(world, ctx, db, 1, retention=1)
     rds = world.client("rds")
@@ -125,6 +130,15 @@ def test_replayed_tags_on_a_snapshot_recreated_under_the_same_name_are_rejected(
     db = world.instance()
     rds.create_db_snapshot(DBSnapshotIdentifier=first["snapshot"]["id"], DBInstanceIdentifier="orders",
                            Tags=replayed)
+    listed = SnapshotApi.list_manual
+    recreated = first["snapshot"]["arn"]
+
+    def recreated_an_hour_later(self, source_id):
+        # moto gives a recreated DB its old resource id and the snapshot this second's time; AWS would not
+        for info in listed(self, source_id):
+            yield replace(info, created=info.created + timedelta(hours=1)) if info.arn == recreated else info
+
+    monkeypatch.setattr(SnapshotApi, "list_manual", recreated_an_hour_later)
     second = run_session(world, ctx, db, 2, retention=1)
     result = apply_retention.handler(second, ctx)
     assert result["rejected_tags"] == 1
