@@ -13,7 +13,10 @@ import uuid
 import boto3
 import pytest
 import rdsbackup.postgres as postgres_package
+import rdsbackup.postgres.validate as validate_module
 from rdsbackup import job as jobmod
+from rdsbackup.errors import RepositoryLocked
+from rdsbackup.repository import Repository
 from rdsbackup.restore_test_job import run_restore_test, scratch_database_name
 
 from tests.support import moto_server
@@ -133,3 +136,32 @@ def test_a_test_that_cannot_run_says_why(restore_point, server):
     result, code = run_restore_test(spec, log=quiet())
     assert code == 1 and result["status"] == "failed" and result["error_type"] == "CredentialsError"
     assert read_result(spec)["error"].startswith("cannot read the database secret")
+
+
+def test_the_restore_point_is_read_under_a_shared_lock_that_keeps_prune_out(restore_point, server, monkeypatch):
+    backup_spec, rp_id = restore_point
+    real_restore, real_validate = postgres_package.restore_postgres, validate_module.validate_restore_point
+    refused: list[str] = []
+
+    def try_to_prune():
+        # another session's prune while the test reads the restore point (restore, then comparison)
+        try:
+            Repository.open(backup_spec["repository"]).prune()
+        except RepositoryLocked as exc:
+            refused.append(str(exc))
+
+    def restore_while_pruning(*args, **kwargs):
+        try_to_prune()
+        return real_restore(*args, **kwargs)
+
+    def validate_while_pruning(*args, **kwargs):
+        try_to_prune()
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(postgres_package, "restore_postgres", restore_while_pruning)
+    monkeypatch.setattr(validate_module, "validate_restore_point", validate_while_pruning)
+    spec = rt_spec(backup_spec, rp_id)
+    result, code = run_restore_test(spec, log=quiet())
+    assert code == 0 and result["test"]["passed"], result
+    assert len(refused) == 2 and all(f"restore test of {rp_id} ({spec['session_id']})" in r for r in refused)
+    assert list(Repository.open(backup_spec["repository"]).backend.list("locks/")) == []

@@ -23,6 +23,7 @@ every table with the row counts and digests the restore point recorded. The resu
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from .job import (
@@ -55,9 +56,7 @@ def scratch_database_name(name: str) -> str:
 
 
 def _run(doc: dict, warnings: list[str], log) -> dict:
-    from .postgres import ConnectionInfo, restore_postgres
-    from .postgres.restore import restore_point_metadata
-    from .postgres.validate import check_server, validate_restore_point
+    from .postgres import ConnectionInfo
     from .repository import Repository
 
     if doc.get("engine") != "postgres":
@@ -71,6 +70,19 @@ def _run(doc: dict, warnings: list[str], log) -> dict:
     info = ConnectionInfo(host=host, port=port, user=creds.get("username") or creds.get("user"),
                           password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
     repo = Repository.open(repository) if repository else None
+    with contextlib.ExitStack() as held:
+        if repo is not None and rp_id:
+            # A shared lock from the manifest read to the last comparison: no prune repacks the restore
+            # point's data away (nor forgets it) while the test reads it.
+            held.enter_context(repo.shared_lock("restore", f"restore test of {rp_id} ({doc.get('session_id')})"))
+        return _test(doc, info, repo, rp_id, log)
+
+
+def _test(doc: dict, info, repo, rp_id: str | None, log) -> dict:
+    from .postgres import restore_postgres
+    from .postgres.restore import restore_point_metadata
+    from .postgres.validate import check_server, validate_restore_point
+
     recorded = restore_point_metadata(repo.load_manifest(rp_id)) if rp_id else None
     test: dict = {"passed": False, "failures": [], "snapshot": None, "restore_point": None, "restore_seconds": None}
     if doc.get("check_snapshot", True):

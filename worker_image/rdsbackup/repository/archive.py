@@ -502,10 +502,18 @@ def archive_restore_point(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Copy restore point `rp_id` of `source` into `archive` as a self-contained full with the same id.
-    Archiving a point that is archived already does nothing ({"archived": False, "already": True})."""
-    manifest = source.load_manifest(rp_id)
+    Archiving a point that is archived already does nothing ({"archived": False, "already": True}).
+    The source is read under a shared "archive" lock: no prune repacks the point's data away meanwhile."""
     if archive.backend.exists(f"manifests/{rp_id}"):
+        source.load_manifest(rp_id)  # a wrong id still fails
         return {"restore_point_id": rp_id, "archived": False, "already": True}
+    with source.shared_lock("archive", f"archive of {rp_id}") as source_lock:
+        return _archive_locked(source, source_lock, archive, rp_id, storage_class=storage_class, lock_wait=lock_wait)
+
+
+def _archive_locked(source: Repository, source_lock: Lock, archive: ArchiveRepository, rp_id: str, *,
+                    storage_class: str | None, lock_wait: float) -> dict:
+    manifest = source.load_manifest(rp_id)
     if storage_class is not None:
         archive.backend.data_storage_class = storage_class
     lock = Lock(archive.backend, archive._keys, "exclusive", owner=f"archive of {rp_id}", ttl=archive.lock_ttl)
@@ -522,6 +530,7 @@ def archive_restore_point(
             del by_block
             new_root = job.write_lists(streams)
             del streams
+            source_lock.check()  # paused past the bound: a prune may have run under the copy (LockLost)
             result = job.commit(manifest, new_root, getattr(archive.backend, "data_storage_class", None))
         except BaseException:
             job.abort()
@@ -608,7 +617,13 @@ def _iso_to_ts(text: str) -> float:
 def verify_archive(archive: ArchiveRepository, rp_id: str | None = None, *, read_data: bool = False) -> dict:
     """Verify archived points. Structure (manifest, own index object, packs present and long enough,
     stream roots indexed) needs no retrieval; `read_data` reads every pack of the points whose packs
-    are readable and lists under "needs_retrieval" the packs that are not, instead of failing on them."""
+    are readable and lists under "needs_retrieval" the packs that are not, instead of failing on them.
+    Runs under a shared "verify" lock on the archive: archive retention deletes no point meanwhile."""
+    with archive.shared_lock("verify", "verify of the archive"):
+        return _verify_archive(archive, rp_id, read_data=read_data)
+
+
+def _verify_archive(archive: ArchiveRepository, rp_id: str | None, *, read_data: bool) -> dict:
     errors: list[str] = []
     report = {"restore_points": 0, "packs": 0, "chunks": 0, "bytes_read": 0, "needs_retrieval": [],
               "needs_retrieval_bytes": 0, "errors": errors}
@@ -661,7 +676,7 @@ def verify_archive(archive: ArchiveRepository, rp_id: str | None = None, *, read
                 )
                 report["needs_retrieval_bytes"] += s.size
             continue
-        full = Repository.verify(view, rid, read_data=True)
+        full = Repository._verify(view, rid, read_data=True)  # under this function's lock
         errors.extend(full["errors"])
         report["chunks"] += full["chunks"]
         report["bytes_read"] += full["bytes_read"]

@@ -35,7 +35,7 @@ LIFETIME_ENV = "RDSBACKUP_LOCK_LIFETIME"
 # crashed holder on the same host is recognised at once (its pid is gone), one elsewhere after this.
 DEFAULT_LIFETIME = 30 * 60.0
 DEFAULT_TTL = DEFAULT_LIFETIME  # the name older callers use
-SHARED_KINDS = ("backup", "restore", "verify")
+SHARED_KINDS = ("backup", "restore", "verify", "archive")
 
 
 def default_lifetime() -> float:

@@ -237,13 +237,13 @@ class Repository:
             self.on_lock_wait(event)
 
     def take_lock(self, kind: str, owner: str, *, wait: float | None = None) -> Lock:
-        """Acquire a lock of `kind` ("backup", "restore", "verify": shared; "exclusive")."""
+        """Acquire a lock of `kind` ("backup", "restore", "verify", "archive": shared; "exclusive")."""
         lock = Lock(self.backend, self._keys, kind, owner=owner, ttl=self.lock_ttl, on_wait=self._heard_wait)
         return lock.acquire(wait=self._lock_wait(wait))
 
     @contextlib.contextmanager
     def shared_lock(self, kind: str, owner: str, *, wait: float | None = None):
-        """Hold a shared lock ("restore", "verify") for the block: prune cannot run meanwhile. Inside an
+        """Hold a shared lock ("restore", "verify", "archive") for the block: prune cannot run meanwhile. Inside an
         exclusive lock of this Repository nothing more is taken."""
         if self._exclusive is not None:
             yield self._exclusive
