@@ -59,7 +59,7 @@ def packs_of(repo: Repository) -> list[tuple[str, int]]:
 def flip_byte(repo: Repository, key: str, position: int, mask: int = 0x01) -> None:
     raw = bytearray(repo.backend.get(key))
     raw[position] ^= mask
-    repo.backend.put(key, bytes(raw))
+    repo.backend.replace(key, bytes(raw))
 
 
 def flip_a_byte_in_first_block(repo: Repository, key: str) -> None:
@@ -238,15 +238,15 @@ def make_format_1(repo: Repository) -> None:
     config = json.loads(repo.backend.get("config"))
     config.pop("checksum")
     config["version"] = 1
-    repo.backend.put("config", json.dumps(config).encode())
+    repo.backend.replace("config", json.dumps(config).encode())
     for key, _ in list(repo.backend.list("keys/")):
         doc = json.loads(repo.backend.get(key))
         doc.pop("checksum")
-        repo.backend.put(key, json.dumps(doc).encode())
+        repo.backend.replace(key, json.dumps(doc).encode())
     for key, size in list(repo.backend.list("data/")):
         data = repo.backend.get(key)
         length = trailer_length(data[-FOOTER_SIZE:], size)
-        repo.backend.put(key, data[: size - FOOTER_SIZE - length])
+        repo.backend.replace(key, data[: size - FOOTER_SIZE - length])
 
 
 def test_a_format_1_repository_is_read_and_upgraded(repo, monkeypatch, capsys):

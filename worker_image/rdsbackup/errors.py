@@ -21,6 +21,15 @@ class RepositoryExists(RepositoryError):
     """`init` was asked to create a repository where one already exists."""
 
 
+class ObjectExists(RepositoryError):
+    """An immutable object was to be written where another object of that name (other content) exists:
+    repository objects are never overwritten (S3 conditional writes, `If-None-Match: *`)."""
+
+    def __init__(self, message: str, *, object_name: str | None = None):
+        super().__init__(message)
+        self.object_name = object_name
+
+
 class WrongRepositoryKey(RepositoryError):
     """The passphrase or KMS key does not open the repository's master key."""
 

@@ -1,20 +1,26 @@
 """Storage backends: a flat key -> bytes store under one URL (`file:///path` or `s3://bucket/prefix`).
 
 Every write is atomic (a reader never sees half an object): the file backend writes a temporary file
-and renames it; S3 makes an object visible only once its PUT (or multipart upload) completes.
+and links or renames it; S3 makes an object visible only once its PUT (or multipart upload) completes.
+
+Objects are immutable: `put` writes only a name that does not exist yet (S3: `If-None-Match: *` on the
+PUT and on CompleteMultipartUpload; the bucket policy refuses production workers' puts without it, see
+docs/security.md). A put that finds its name taken by the same bytes succeeds (a retried request whose
+first attempt landed); other bytes are `ObjectExists`. Only the objects that are rewritten in place by
+design use `replace`: lock objects (refreshed under their own name) and the config and key objects that
+`upgrade` rewrites (in the backup account only).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlparse
 
-from rdsbackup.errors import ArchivedObject, MissingObject, RepositoryError
+from rdsbackup.errors import ArchivedObject, MissingObject, ObjectExists, RepositoryError
 
 # Objects above this size go up in parts (S3 single PUTs top out at 5 GiB; parts also retry cheaply).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -27,10 +33,25 @@ class Backend:
     url: str
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Write the immutable object `key`: ObjectExists if another object of that name exists (the
+        same bytes are not an error: a retried write)."""
+        if self.put_new(key, data):
+            return
+        try:
+            same = self.get(key) == bytes(data)
+        except MissingObject:
+            same = False  # gone again meanwhile (a prune of an unreferenced object): still not ours
+        if not same:
+            raise ObjectExists(f"cannot write {key} in {self.url}: an object of that name exists with other "
+                               f"content (repository objects are never overwritten)", object_name=key)
+
+    def put_new(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        """Write `key` only if it does not exist yet (atomically); False when another writer was first."""
         raise NotImplementedError
 
-    def put_new(self, key: str, data: bytes) -> bool:
-        """Write `key` only if it does not exist yet (atomically); False when another writer was first."""
+    def replace(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Write `key`, replacing an object of that name: only for objects rewritten in place by design
+        (locks; the config and keys `upgrade` rewrites)."""
         raise NotImplementedError
 
     def get(self, key: str) -> bytes:
@@ -79,24 +100,8 @@ class FileBackend(Backend):
         with self._dirs_lock:
             self._made_dirs.add(directory)
 
-    def put_new(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        directory = os.path.dirname(path)
-        self._ensure_dir(directory)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and fails if the name exists (rename would replace it)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    def _write_temporary(self, key: str, data: bytes | bytearray | memoryview) -> tuple[str, str]:
+        """The bytes in a temporary file beside the object's path (durable with fsync); (tmp, path)."""
         path = self._path(key)
         directory = os.path.dirname(path)
         self._ensure_dir(directory)
@@ -107,19 +112,47 @@ class FileBackend(Backend):
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if self.fsync:
-                # The rename itself must be durable before a later object (index, manifest) that
-                # depends on this one can be.
-                fd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise RepositoryError(f"cannot write {key} in {self.url}: {exc.strerror or exc}") from exc
+        return tmp, path
+
+    def _sync_directory(self, path: str) -> None:
+        # The new name itself must be durable before a later object (index, manifest) that depends on
+        # this one can be.
+        if self.fsync:
+            fd = os.open(os.path.dirname(path), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def put_new(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        tmp, path = self._write_temporary(key, data)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists (rename would replace it)
+        except FileExistsError:
+            if os.path.isdir(path):
+                raise RepositoryError(f"cannot write {key} in {self.url}: a directory has its name") from None
+            return False
+        except OSError as exc:
+            raise RepositoryError(f"cannot write {key} in {self.url}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._sync_directory(path)
+        return True
+
+    def replace(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        tmp, path = self._write_temporary(key, data)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise RepositoryError(f"cannot write {key} in {self.url}: {exc.strerror or exc}") from exc
+        self._sync_directory(path)
 
     def get(self, key: str) -> bytes:
         try:
@@ -255,44 +288,63 @@ class S3Backend(Backend):
             )
         return RepositoryError(f"S3 request for {key} in {self.url} failed: {code or exc}")
 
-    def put_new(self, key: str, data: bytes) -> bool:
+    def _storage_class(self, key: str) -> dict:
+        if self.data_storage_class and key.startswith("data/"):
+            return {"StorageClass": self.data_storage_class}
+        return {}
+
+    def put_new(self, key: str, data: bytes | bytearray | memoryview) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        # S3 conditional write: refused with 412 when the key exists (or a racing write wins).
+        condition = {"IfNoneMatch": "*"}
         try:
-            # S3 conditional write: refused with 412 when the key exists (or a racing write wins).
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            if len(data) <= MULTIPART_THRESHOLD:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_body(data),
+                                       **self._storage_class(key), **condition)
+            else:
+                self._multipart(key, data, condition)
             return True
         except ClientError as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code", "") in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "412",
-            ):
+            if _precondition_failed(exc):
                 return False
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
             raise self._transport_error("upload of", key, exc) from exc
 
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    def replace(self, key: str, data: bytes | bytearray | memoryview) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        extra = {}
-        if self.data_storage_class and key.startswith("data/"):
-            extra["StorageClass"] = self.data_storage_class
         try:
             if len(data) <= MULTIPART_THRESHOLD:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=_body(data),
+                                       **self._storage_class(key))
             else:
-                from boto3.s3.transfer import TransferConfig
-
-                config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
-                self.client.upload_fileobj(
-                    io.BytesIO(data), self.bucket, self._key(key), ExtraArgs=extra or None, Config=config
-                )
+                self._multipart(key, data, {})
         except ClientError as exc:
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
             raise self._transport_error("upload of", key, exc) from exc
+
+    def _multipart(self, key: str, data: bytes | bytearray | memoryview, condition: dict) -> None:
+        """A multipart upload whose completion carries `condition` (boto3's transfer manager cannot
+        send If-None-Match); aborted on any failure so that no parts are left behind."""
+        view = memoryview(data)
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key),
+                                                     **self._storage_class(key))
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(view), MULTIPART_CHUNK), start=1):
+                part = self.client.upload_part(Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
+                                               PartNumber=number, Body=bytes(view[start:start + MULTIPART_CHUNK]))
+                parts.append({"PartNumber": number, "ETag": part["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts}, **condition)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key), UploadId=upload_id)
+            raise
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -379,6 +431,16 @@ class S3Backend(Backend):
                     f"S3 could not delete {len(errors)} object(s) in {self.url}, e.g. {first.get('Key')}: "
                     f"{first.get('Code')}"
                 )
+
+
+def _body(data: bytes | bytearray | memoryview) -> bytes | bytearray:
+    return bytes(data) if isinstance(data, memoryview) else data
+
+
+def _precondition_failed(exc) -> bool:
+    """S3's answer to a conditional write whose name exists (412), or that lost a race with another (409)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
 
 def backend_for(url: str) -> Backend:

@@ -143,7 +143,8 @@ class Lock:
             "created_ts": self.created,
             "expires": expires,
         }
-        self.backend.put(self.key, self.keys.seal(json.dumps(doc).encode(), LOCK_AD, compress=False))
+        # rewritten in place on every refresh: the one mutable kind of object (backends.py)
+        self.backend.replace(self.key, self.keys.seal(json.dumps(doc).encode(), LOCK_AD, compress=False))
         self.expires = expires
         self.last_refresh = started
 

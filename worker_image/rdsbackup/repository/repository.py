@@ -459,12 +459,12 @@ class Repository:
                 config = {k: v for k, v in self.config.items() if k != "checksum"}
                 config["version"] = FORMAT_VERSION
                 config["upgraded"] = _now_iso()
-                self.backend.put("config", with_checksum(config))
+                self.backend.replace("config", with_checksum(config))
                 self.config = config
                 for key, _size in self.backend.list("keys/"):
                     doc = json.loads(self.backend.get(key))
                     if "checksum" not in doc:
-                        self.backend.put(key, with_checksum(doc))
+                        self.backend.replace(key, with_checksum(doc))
         return {"from_version": from_version, "version": FORMAT_VERSION, "packs_rewritten": len(old),
                 "prune": result}
 
