@@ -3,9 +3,10 @@ keys are protected with. Workers in production accounts reach them by name (see 
 
 Isolation (docs/security.md): each production place's worker role, named exactly, reaches only the
 prefixes (`<policy>/`) of the policies that back up its databases and its result documents
-(`rdsbackup-results/<account>/`); it may write but never delete (its lock objects excepted), and the
-bucket keeps every version. Nobody but the break-glass role (and the CloudFormation deployment role)
-may change the bucket's policy, lifecycle, versioning or object-lock settings, or bypass retention.
+(`rdsbackup-results/<account>/`); it may create objects but never delete (its lock objects excepted)
+nor overwrite one (conditional writes, `s3:if-none-match`), and the bucket keeps every version. Nobody
+but the break-glass role (and the CloudFormation deployment role) may change the bucket's policy,
+lifecycle, versioning or object-lock settings, or bypass retention.
 """
 
 from __future__ import annotations
@@ -113,8 +114,11 @@ class Repositories(Construct):
                 ],
             )
             self._protect(bucket)
-            for writer in sorted({w for w in writers if w.repository == name}, key=lambda w: (w.place, w.policy)):
+            own = sorted({w for w in writers if w.repository == name}, key=lambda w: (w.place, w.policy))
+            for writer in own:
                 self._allow_writer(bucket, writer)
+            if own:
+                self._append_only(bucket, own)
             self.buckets[name] = bucket
         self._allow_worker_keys(sorted({w.place for w in writers}))
 
@@ -127,16 +131,17 @@ class Repositories(Construct):
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid="ProtectVersions", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
             actions=PROTECTED_OBJECT_ACTIONS, resources=[bucket.arn_for_objects("*")], conditions=anyone_else))
-        # Objects are encrypted with the repository key only (a put naming another key is refused).
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="RepositoryKeyOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:PutObject"], resources=[bucket.arn_for_objects("*")],
-            conditions={"StringNotEqualsIfExists": {
-                "s3:x-amz-server-side-encryption-aws-kms-key-id": self.key.key_arn}}))
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="KmsEncryptionOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:PutObject"], resources=[bucket.arn_for_objects("*")],
-            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}))
+        # Objects are encrypted with the repository key only: a put without encryption headers gets the
+        # bucket's default (this key); one naming another key or another kind of encryption is refused.
+        # (Not `StringNotEqualsIfExists`: IAM evaluates an IfExists condition on a missing key as true, so
+        # that Deny would refuse every put that relies on the default.)
+        for sid, header, value in (("RepositoryKeyOnly", "s3:x-amz-server-side-encryption-aws-kms-key-id",
+                                    self.key.key_arn),
+                                   ("KmsEncryptionOnly", "s3:x-amz-server-side-encryption", "aws:kms")):
+            bucket.add_to_resource_policy(iam.PolicyStatement(
+                sid=sid, effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects("*")],
+                conditions={"Null": {header: "false"}, "StringNotEquals": {header: value}}))
 
     def _allow_writer(self, bucket: s3.Bucket, writer: RepositoryWriter) -> None:
         """The writer's own prefix: read and add objects; delete only its lock objects."""
@@ -160,6 +165,23 @@ class Repositories(Construct):
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Location{sid}", principals=[principal], conditions=exactly, actions=["s3:GetBucketLocation"],
             resources=[bucket.bucket_arn]))
+
+    def _append_only(self, bucket: s3.Bucket, writers: list[RepositoryWriter]) -> None:
+        """Production workers create objects but never overwrite one: a put (PutObject or
+        CompleteMultipartUpload: `s3:ObjectCreationOperation`) must carry `If-None-Match: *`, which S3
+        refuses when the name exists. CreateMultipartUpload and UploadPart take no conditional header and
+        create nothing visible. Exempt: the lock objects (a holder rewrites its own every few minutes;
+        they hold no data, and the worker may delete them anyway) and the result documents (a retried job
+        rewrites its own; they are reports of the worker's account, not restore points)."""
+        workers = sorted({worker_role_arn(w.place) for w in writers})
+        mutable = sorted({bucket.arn_for_objects(f"{w.prefix}/locks/*") for w in writers}
+                         | {bucket.arn_for_objects(f"{RESULT_PREFIX}*")})
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="WorkersNeverOverwrite", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], not_resources=mutable,
+            conditions={"ArnEquals": {"aws:PrincipalArn": workers},
+                        "Null": {"s3:if-none-match": "true"},  # S3 accepts only `*` on writes
+                        "Bool": {"s3:ObjectCreationOperation": "true"}}))
 
     def _allow_worker_keys(self, places: list[Place]) -> None:
         """Workers use the key through S3 for these buckets, or directly to wrap a repository's master key."""

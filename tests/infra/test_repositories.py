@@ -67,7 +67,8 @@ def test_puts_must_use_the_repository_key(control):
     sids = {s.get("Sid"): s for s in _bucket_policy(control)}
     key_only = sids["RepositoryKeyOnly"]
     assert key_only["Effect"] == "Deny" and key_only["Action"] == "s3:PutObject"
-    assert "RepositoriesKey" in flatten(key_only["Condition"]["StringNotEqualsIfExists"])
+    assert "RepositoriesKey" in flatten(key_only["Condition"]["StringNotEquals"])
+    assert key_only["Condition"]["Null"] == {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"}
 
 
 def test_repository_is_versioned_and_locked_in_compliance_mode(control):
@@ -138,3 +139,36 @@ def test_worker_root_filesystem_is_read_only_with_a_scratch_volume(multi_templat
     assert container["ReadonlyRootFilesystem"] is True
     assert container["MountPoints"] == [{"ContainerPath": "/scratch", "ReadOnly": False, "SourceVolume": "scratch"}]
     assert {"Name": "TMPDIR", "Value": "/scratch"} in container["Environment"]
+
+
+@pytest.fixture(params=["e2e", "multi-account"], scope="module")
+def any_control(request, templates, multi_templates):
+    return (templates if request.param == "e2e" else multi_templates)["RdsBackupControl"]
+
+
+def _repository_policies(control) -> list[list[dict]]:
+    return [p["Properties"]["PolicyDocument"]["Statement"]
+            for p in resources_of(control, "AWS::S3::BucketPolicy").values()
+            if "Repository" in flatten(p["Properties"]["Bucket"])]
+
+
+def test_production_workers_may_create_objects_but_never_overwrite_one(any_control):
+    checked = 0
+    for statements in _repository_policies(any_control):
+        writes = [s for s in statements if s.get("Sid", "").startswith("Write")]
+        if not writes:
+            continue  # no production worker writes here (an archive repository)
+        (deny,) = [s for s in statements if s.get("Sid") == "WorkersNeverOverwrite"]
+        assert deny["Effect"] == "Deny" and deny["Action"] == "s3:PutObject" and deny["Principal"] == {"AWS": "*"}
+        # every worker that may write here, named exactly
+        workers = {flatten(s["Condition"]["ArnEquals"]["aws:PrincipalArn"]) for s in writes}
+        assert set(as_list(deny["Condition"]["ArnEquals"]["aws:PrincipalArn"])) == workers
+        # refused unless the put (PutObject, CompleteMultipartUpload) carries If-None-Match
+        assert deny["Condition"]["Null"] == {"s3:if-none-match": "true"}
+        assert deny["Condition"]["Bool"] == {"s3:ObjectCreationOperation": "true"}
+        # on everything but the lock objects of the writers' prefixes and the result documents
+        prefixes = {flatten(r).split("/", 1)[1].split("/", 1)[0] for s in writes for r in as_list(s["Resource"])}
+        exempt = sorted(flatten(r).split("/", 1)[1] for r in as_list(deny["NotResource"]))
+        assert exempt == sorted({f"{p}/locks/*" for p in prefixes - {"rdsbackup-results"}} | {"rdsbackup-results/*"})
+        checked += 1
+    assert checked

@@ -6,7 +6,8 @@ import pytest
 
 from infra.topology import MAINTENANCE_ROLE
 from tests.infra.conftest import PROD_A, PROD_B, VAULT
-from tests.support.security_table import compute
+from tests.support.policy_evaluator import allowed, load
+from tests.support.security_table import BUCKET, compute, places
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,27 @@ def test_only_replication_and_retention_decrypt_tag_metadata(rows):
 
 def test_a_worker_reads_no_other_databases_secret_where_the_policy_names_its_databases(rows):
     assert _who(rows, "read another DB's secret") == set()
+
+
+def test_only_the_backup_account_overwrites_repository_objects(rows):
+    assert _who(rows, "overwrite a restore point") == {f"{MAINTENANCE_ROLE} (control)"}
+
+
+@pytest.mark.parametrize(("what", "key", "context", "may"), [
+    ("a new restore point (If-None-Match)", "orders/manifests/rp2",
+     {"s3:ObjectCreationOperation": "true", "s3:if-none-match": "*"}, True),
+    ("a pack's part (UploadPart: no conditional header)", "orders/data/p2", {"s3:ObjectCreationOperation": "false"},
+     True),
+    ("an existing restore point, unconditionally", "orders/manifests/rp1", {"s3:ObjectCreationOperation": "true"},
+     False),
+    ("its lock, refreshed in place", "orders/locks/l1", {"s3:ObjectCreationOperation": "true"}, True),
+    ("a new object encrypted with another key", "orders/data/p3",
+     {"s3:ObjectCreationOperation": "true", "s3:if-none-match": "*", "s3:x-amz-server-side-encryption": "aws:kms",
+      "s3:x-amz-server-side-encryption-aws-kms-key-id": f"arn:aws:kms:us-east-1:{PROD_A}:key/attacker"}, False),
+    ("its result document", f"rdsbackup-results/{PROD_A}/s1/db.json", {"s3:ObjectCreationOperation": "true"}, True),
+])
+def test_a_production_worker_puts_only_new_objects_but_its_locks_and_results(multi_templates, what, key, context,
+                                                                              may):
+    model = load(multi_templates, places(multi_templates))
+    worker = f"arn:aws:iam::{PROD_A}:role/rdsbackup-worker-us-east-1"
+    assert allowed(model, worker, "s3:PutObject", f"{BUCKET}/{key}", context) is may, what

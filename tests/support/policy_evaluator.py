@@ -5,7 +5,7 @@ evaluates the documents the way IAM does for the cases the templates use: an exp
 within an account an Allow in the identity policy or the resource policy suffices; across accounts
 both must allow; a role is assumed only when the caller's identity allows `sts:AssumeRole` and the
 role's trust policy allows the caller. Condition operators: the String*/Arn*/Bool/Null families with
-`IfExists`, `ForAllValues:`/`ForAnyValue:`. Not modelled (and not used by our templates): NotAction,
+`IfExists`, `ForAllValues:`/`ForAnyValue:`; `NotResource`. Not modelled (and not used by our templates): NotAction,
 NotPrincipal, permission boundaries, SCPs, session policies, policy variables.
 """
 
@@ -36,11 +36,14 @@ class Statement:
     principals: list[str] | None  # resource policies: "*" or ARNs ("arn:aws:iam::ACCOUNT:root", role ARNs)
     services: list[str]
     conditions: dict[str, dict[str, list[str]]]
+    not_resources: list[str] | None = None  # a statement with NotResource applies to everything else
 
     def matches_action(self, action: str) -> bool:
         return any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in self.actions)
 
     def matches_resource(self, resource: str) -> bool:
+        if self.not_resources is not None:
+            return not any(fnmatch.fnmatchcase(resource, pattern) for pattern in self.not_resources)
         return any(pattern == "*" or fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources)
 
     def matches_principal(self, principal: str) -> bool:
@@ -106,8 +109,10 @@ def _statements(document: dict, resolve, *, resource_policy: bool) -> list[State
                 services = _values(principal.get("Service", []), resolve)
         conditions = {op: {k: _values(v, resolve) for k, v in keys.items()}
                       for op, keys in raw.get("Condition", {}).items()}
-        found.append(Statement(raw["Effect"], _values(raw["Action"], resolve), _values(raw.get("Resource", "*"),
-                               resolve), principals, services or [], conditions))
+        not_resources = _values(raw["NotResource"], resolve) if "NotResource" in raw else None
+        resources = _values(raw.get("Resource", [] if not_resources is not None else "*"), resolve)
+        found.append(Statement(raw["Effect"], _values(raw["Action"], resolve), resources, principals, services or [],
+                               conditions, not_resources))
     return found
 
 

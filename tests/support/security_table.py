@@ -33,6 +33,9 @@ PROBES = [
           f"arn:aws:rds:{REGION}:{PROD_A}:snapshot:rdsbackup-orders-orders-db-s1", MANAGED),
     Probe(f"read {PROD_B}'s repository prefix", "s3:GetObject", f"{BUCKET}/billing/keys/k1"),
     Probe("delete repository objects", "s3:DeleteObject", f"{BUCKET}/orders/data/p1"),
+    # a put without If-None-Match: the one that replaces an existing object (S3 refuses the conditional one)
+    Probe("overwrite a restore point", "s3:PutObject", f"{BUCKET}/orders/manifests/rp1",
+          {"s3:ObjectCreationOperation": "true"}),
     Probe("change the repository bucket policy", "s3:PutBucketPolicy", BUCKET),
     Probe("decrypt tag metadata", "kms:Decrypt", "TAG_KEY",
           {"kms:EncryptionContext:rdsbackup:snapshot": f"arn:aws:rds:{REGION}:{PROD_A}:snapshot:rdsbackup-o-s1"}),
