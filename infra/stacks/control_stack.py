@@ -41,6 +41,9 @@ from infra.topology import (
     runtime_policies,
 )
 
+# The session objects each step reads or writes (lambdas/rdsbackup_lambdas/session_store.py).
+ITEMS_OBJECTS = "sessions/*/items.json"
+REPORT_OBJECTS = "sessions/*/report.json"
 # What DynamoDB and SNS need of a caller's key access for a CMK-encrypted table/topic.
 _TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
@@ -221,10 +224,9 @@ class ControlStack(Stack):
             self.table.grant(step.role, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
             self.grant_control_key(step.role)
         # the session's items (resolve), each resource's result (release), the full report (report)
-        self.sessions_bucket.grant_put(steps.resolve_policy.role, "sessions/*")
+        self.grant_session_objects(steps.resolve_policy.role, put=ITEMS_OBJECTS)
         self.results_table.grant(steps.release_lease.role, "dynamodb:PutItem")
-        self.sessions_bucket.grant_read(steps.session_report.role, "sessions/*")
-        self.sessions_bucket.grant_put(steps.session_report.role, "sessions/*")
+        self.grant_session_objects(steps.session_report.role, get=ITEMS_OBJECTS, put=REPORT_OBJECTS)
         self.results_table.grant(steps.session_report.role, "dynamodb:Query")
         self.table.grant(steps.session_report.role, "dynamodb:PutItem")
         self.grant_control_key(steps.session_report.role)
@@ -445,6 +447,25 @@ class ControlStack(Stack):
             conditions={"StringEquals": {"kms:ViaService": [f"dynamodb.{self.region}.amazonaws.com",
                                                            f"sns.{self.region}.amazonaws.com"]}}))
 
+    def grant_session_objects(self, grantee: iam.IGrantable, *, get: str | None = None,
+                              put: str | None = None) -> None:
+        """Exactly these objects of the sessions bucket (`get` read, `put` written), and the control key
+        only through S3 for them (CDK's bucket grants would give the whole prefix, tagging, retention and
+        the key directly)."""
+        principal = grantee.grant_principal
+        key_actions = []
+        if get:
+            principal.add_to_principal_policy(iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[self.sessions_bucket.arn_for_objects(get)]))
+            key_actions.append("kms:Decrypt")
+        if put:
+            principal.add_to_principal_policy(iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[self.sessions_bucket.arn_for_objects(put)]))
+            key_actions.append("kms:GenerateDataKey")
+        principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=key_actions, resources=[self.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
+
     def grant_tag_key(self, grantee: iam.IGrantable, *actions: str) -> None:
         """The tag key, only for data keys bound to a snapshot (the encryption context TagCodec uses)."""
         grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
@@ -514,22 +535,15 @@ class ControlStack(Stack):
                         f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{restore_id}"}}]}}]}}*]',
                         "Describing and stopping the child restore executions it starts; they are named only at "
                         "run time.")
-        for step in (self.steps.resolve_policy, self.steps.session_report):
-            acknowledge(step.role, f"AwsSolutions-IAM5[Resource::<{self._bucket_id()}.Arn>/sessions/*]",
-                        "Session items and reports are objects named per session under sessions/.")
-        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:GetBucket*]",
-                    "CDK's read grant of the sessions bucket (location, versioning); the bucket is named.")
-        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:GetObject*]",
-                    "CDK's read grant of the session objects (object and its version); the prefix is named.")
-        acknowledge(self.steps.session_report.role, "AwsSolutions-IAM5[Action::s3:List*]",
-                    "CDK's read grant of the sessions bucket lists it; the bucket is named.")
-        for step in (self.steps.resolve_policy, self.steps.session_report):
-            acknowledge(step.role, "AwsSolutions-IAM5[Action::s3:Abort*]",
-                        "CDK's put grant includes aborting its own multipart uploads under sessions/.")
-            acknowledge(step.role, "AwsSolutions-IAM5[Action::kms:ReEncrypt*]",
-                        "CDK's grant for writing KMS-encrypted objects; the control key is named.")
-            acknowledge(step.role, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
-                        "CDK's grant for writing KMS-encrypted objects; the control key is named.")
+        acknowledge(self.steps.resolve_policy.role,
+                    f"AwsSolutions-IAM5[Resource::<{self._bucket_id()}.Arn>/{ITEMS_OBJECTS}]",
+                    "Each session's items object, named by session id (written once per session).")
+        acknowledge(self.steps.session_report.role,
+                    f"AwsSolutions-IAM5[Resource::<{self._bucket_id()}.Arn>/{ITEMS_OBJECTS}]",
+                    "Each session's items object (read) and report object (written), named by session id.")
+        acknowledge(self.steps.session_report.role,
+                    f"AwsSolutions-IAM5[Resource::<{self._bucket_id()}.Arn>/{REPORT_OBJECTS}]",
+                    "Each session's items object (read) and report object (written), named by session id.")
 
         self._acknowledge_session_machine()
 
