@@ -27,26 +27,32 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import RdsBackupError, RepositoryExists, RepositoryNotFound
+from .errors import RepositoryExists, RepositoryNotFound
+from .worker_job import (  # noqa: F401  (JsonLog, describe, utcnow, write_result: used by importers of this module)
+    JOB_ENV,
+    JobError,
+    JobRun,
+    JobSpecError,
+    JsonLog,
+    ResultNotWritten,
+    describe,
+    load_spec,
+    one_line,
+    result_url_of,
+    spec_text,
+    stop_on_sigterm,
+    utcnow,
+    write_result,
+)
 
-JOB_ENV = "RDSBACKUP_JOB"
 CA_BUNDLE_ENV = "RDSBACKUP_CA_BUNDLE"
 SSL_MODE_ENV = "RDSBACKUP_SSL_MODE"
 INIT_SETTLE_ENV = "RDSBACKUP_INIT_SETTLE_SECONDS"
 ENGINES = ("postgres", "sqlserver")
 DEFAULT_PORTS = {"postgres": 5432, "sqlserver": 1433}
-
-
-class JobError(RdsBackupError):
-    """The job could not run as specified."""
-
-
-class JobSpecError(JobError):
-    """`$RDSBACKUP_JOB` is missing or not a valid job spec."""
 
 
 class CredentialsError(JobError):
@@ -57,36 +63,8 @@ class TlsNotConfigured(JobError):
     """No CA bundle to verify the database's certificate with."""
 
 
-class ResultNotWritten(JobError):
-    """The result document could not be written to `result_url`."""
-
-
 class JobStopped(JobError):
     """The worker was told to stop (SIGTERM: ECS stop_task, a timeout) before the backup finished."""
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM (what ECS sends before SIGKILL) becomes JobStopped in the main thread, so the backup is
-    aborted (no restore point) and a failed result is still written."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise JobStopped("the worker was stopped (SIGTERM) before the backup finished")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 # --- the spec -------------------------------------------------------------------------------------------
@@ -111,27 +89,12 @@ class JobSpec:
 
     @classmethod
     def parse(cls, text: str | None) -> JobSpec:
-        if not text:
-            raise JobSpecError(f"${JOB_ENV} is not set: it must hold the job spec (JSON)")
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise JobSpecError(f"${JOB_ENV} is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise JobSpecError(f"${JOB_ENV} must be a JSON object")
-        return cls.from_dict(doc)
+        return cls.from_dict(load_spec(text))
 
     @classmethod
     def from_dict(cls, doc: dict) -> JobSpec:
         def text(name: str, *, required: bool = True) -> str | None:
-            value = doc.get(name)
-            if value is None or value == "":
-                if required:
-                    raise JobSpecError(f"job spec: '{name}' is required")
-                return None
-            if not isinstance(value, str):
-                raise JobSpecError(f"job spec: '{name}' must be a string")
-            return value
+            return spec_text(doc, name, required=required)
 
         engine = text("engine")
         if engine not in ENGINES:
@@ -169,15 +132,6 @@ class JobSpec:
         )
 
 
-def result_url_of(text: str | None) -> str | None:
-    """The result URL of a spec that may be invalid otherwise (so even that failure is reported)."""
-    try:
-        url = json.loads(text or "").get("result_url")
-    except (ValueError, AttributeError):
-        return None
-    return url if isinstance(url, str) and url.startswith("s3://") else None
-
-
 # --- AWS ------------------------------------------------------------------------------------------------
 
 
@@ -210,24 +164,6 @@ def read_credentials(secret_arn: str) -> dict:
     if not data.get("password") or not (data.get("username") or data.get("user")):
         raise CredentialsError(f"secret {secret_arn} has no 'username' and 'password'")
     return data
-
-
-def _s3():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-
-
-def write_result(url: str, doc: dict) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    parsed = urlparse(url)
-    body = json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
-    try:
-        _s3().put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body,
-                         ContentType="application/json")
-    except (BotoCoreError, ClientError) as exc:
-        raise ResultNotWritten(f"cannot write the result to {url}: {one_line(exc)}") from None
 
 
 # --- the repository -------------------------------------------------------------------------------------
@@ -309,46 +245,21 @@ def run_backup(repo, spec: JobSpec, creds: dict, warnings: list[str], *, sqlserv
         poll=PollPolicy.from_env(sq.get("task_timeout_seconds")))
 
 
-def describe(exc: BaseException, secret: str | None = None) -> str:
-    text = one_line(exc) or type(exc).__name__
-    if secret:
-        text = text.replace(secret, "***")
-    return text
-
-
-class JsonLog:
-    """One JSON line per event on stderr."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.context: dict = {}
-
-    def __call__(self, message: str, level: str = "INFO", **fields) -> None:
-        record = {"time": utcnow(), "level": level, "message": message, **self.context, **fields}
-        self.stream.write(json.dumps(record, default=str) + "\n")
-        self.stream.flush()
-
-
 def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_connect=None) -> tuple[dict, int]:
     """Run the job; returns (result document, exit code). The result is written to `result_url` when
     the spec names one."""
-    log = log or JsonLog()
-    t0 = time.monotonic()
-    started = utcnow()
-    result: dict = {"status": "failed", "restore_point_id": None, "bytes": None, "new_bytes": None,
-                    "duration_seconds": None, "error": None, "error_type": None, "warnings": [],
-                    "started": started}
-    warnings: list[str] = result["warnings"]
-    password: str | None = None
+    run = JobRun({"status": "failed", "restore_point_id": None, "bytes": None, "new_bytes": None,
+                  "duration_seconds": None, "error": None, "error_type": None, "warnings": []}, log)
+    log, result, warnings = run.log, run.result, run.warnings
     spec: JobSpec | None = None
-    try:
+    with run.failure_recorded("job failed", restore_point_id=None):
         spec = JobSpec.parse(spec_text)
         log.context = {"session_id": spec.session_id, "source_id": spec.source_id, "engine": spec.engine}
         result.update(session_id=spec.session_id, resource_arn=spec.resource_arn, source_id=spec.source_id,
                       engine=spec.engine)
         log("job started", host=spec.host, port=spec.port, repository=spec.repository)
         creds = read_credentials(spec.secret_arn)
-        password = creds["password"]
+        run.secret = creds["password"]
         repo = open_or_init_repository(spec.repository, spec.repository_kms_key_arn, log)
         # A wait for a repository lock (a prune running, or a crashed one's lock) is logged as it starts.
         repo.on_lock_wait = lambda event: log("waiting for a repository lock", level="WARNING", detail=event["message"],
@@ -367,27 +278,9 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
                       new_bytes=backup.get("new_bytes"),
                       databases=[d["name"] for d in backup.get("databases", [])])
         log("backup done", restore_point_id=rp_id, bytes=backup.get("bytes"), new_bytes=backup.get("new_bytes"))
-    except Exception as exc:
-        result.update(status="failed", restore_point_id=None, error=describe(exc, password),
-                      error_type=type(exc).__name__)
-        log("job failed", level="ERROR", error=result["error"], error_type=result["error_type"])
-        if os.environ.get("RDSBACKUP_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
-    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
     url = spec.result_url if spec else result_url_of(spec_text)
-    if not url:
-        log("no result_url to write the result to", level="ERROR")
-        return result, 1
-    try:
-        write_result(url, result)
-    except ResultNotWritten as exc:
-        log("result not written", level="ERROR", error=str(exc), restore_point_id=result["restore_point_id"])
-        return result, 1
-    log("job finished", status=result["status"], restore_point_id=result["restore_point_id"],
-        duration_seconds=result["duration_seconds"], warnings=warnings, result_url=url)
-    return result, 0 if result["status"] == "ok" else 1
+    return run.finish(url, "job finished", status=result["status"], restore_point_id=result["restore_point_id"],
+                      warnings=warnings, result_url=url)
 
 
 def _kind_of(text: str | None) -> str | None:
@@ -402,7 +295,7 @@ def _kind_of(text: str | None) -> str | None:
 def main(environ: dict | None = None) -> int:
     """`rdsbackup job`: exit 0 only when the restore point exists and the result was written."""
     env = os.environ if environ is None else environ
-    _stop_on_sigterm()
+    stop_on_sigterm(JobStopped, "the backup")
     kind = _kind_of(env.get(JOB_ENV))
     if kind == "restore_test":
         from .restore_test_job import run_restore_test

@@ -29,16 +29,14 @@ The result document (at `result_url`): {"status": "ok" | "failed", "archived", "
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 
 from .errors import RdsBackupError, RepositoryLocked, RepositoryNotFound
-from .job import JobSpecError, JsonLog, ResultNotWritten, describe, result_url_of, utcnow, write_result
+from .worker_job import JOB_ENV, JobRun, JobSpecError, JsonLog, describe, load_spec, result_url_of, stop_on_sigterm
 
-JOB_ENV = "RDSBACKUP_JOB"
 # How long prune waits for running backups before it is postponed to the next session.
 PRUNE_LOCK_WAIT_SECONDS = 300.0
 
@@ -70,14 +68,7 @@ class MaintenanceSpec:
 
     @classmethod
     def parse(cls, text: str | None) -> MaintenanceSpec:
-        if not text:
-            raise JobSpecError(f"${JOB_ENV} is not set: it must hold the maintenance job spec (JSON)")
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise JobSpecError(f"${JOB_ENV} is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise JobSpecError(f"${JOB_ENV} must be a JSON object")
+        doc = load_spec(text, "maintenance job spec")
 
         def need(d: dict, name: str, where: str = "") -> str:
             value = d.get(name)
@@ -223,13 +214,12 @@ def run_archive_retention(archive, spec: ArchiveSpec, result: dict, log, *, now:
 
 def run_maintenance(spec_text: str | None, *, log: JsonLog | None = None, now: float | None = None) -> tuple[dict, int]:
     """Run the maintenance job; returns (result document, exit code)."""
-    log = log or JsonLog()
-    t0 = time.monotonic()
-    result: dict = {"status": "failed", "archived": [], "already_archived": [], "archive_failures": [],
-                    "forgotten": [], "kept_for_archive": [], "prune": None, "archive_retention": None,
-                    "warnings": [], "error": None, "error_type": None, "started": utcnow()}
+    run = JobRun({"status": "failed", "archived": [], "already_archived": [], "archive_failures": [],
+                  "forgotten": [], "kept_for_archive": [], "prune": None, "archive_retention": None,
+                  "warnings": [], "error": None, "error_type": None}, log)
+    log, result = run.log, run.result
     spec = None
-    try:
+    with run.failure_recorded("maintenance failed"):
         spec = MaintenanceSpec.parse(spec_text)
         log.context = {"session_id": spec.session_id, "policy": spec.policy}
         result.update(session_id=spec.session_id, policy=spec.policy)
@@ -256,47 +246,19 @@ def run_maintenance(spec_text: str | None, *, log: JsonLog | None = None, now: f
                                     f"(kept in the backup repository); first: {first['restore_point_id']}: "
                                     f"{first['error']}")
         result["status"] = "ok"
-    except Exception as exc:
-        result.update(status="failed", error=describe(exc), error_type=type(exc).__name__)
-        log("maintenance failed", level="ERROR", error=result["error"], error_type=result["error_type"])
     result.pop("_archive", None)
-    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
-    url = spec.result_url if spec else result_url_of(spec_text)
-    if not url:
-        log("no result_url to write the result to", level="ERROR")
-        return result, 1
-    try:
-        write_result(url, result)
-    except ResultNotWritten as exc:
-        log("result not written", level="ERROR", error=str(exc))
-        return result, 1
-    log("maintenance finished", status=result["status"], archived=len(result["archived"]),
-        forgotten=len(result["forgotten"]))
-    return result, 0 if result["status"] == "ok" else 1
+    return run.finish(spec.result_url if spec else result_url_of(spec_text), "maintenance finished",
+                      status=result["status"], archived=len(result["archived"]), forgotten=len(result["forgotten"]))
 
 
 class MaintenanceStopped(RdsBackupError):
     """SIGTERM (ECS stop_task, the session's timeout) arrived: the copy in progress deletes what it wrote."""
 
 
-def _stop_on_sigterm() -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise MaintenanceStopped("the worker was stopped (SIGTERM) before the session finished")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(environ: dict | None = None) -> int:
     """`rdsbackup maintain`: exit 0 only when the session's work is done and its result written."""
     env = os.environ if environ is None else environ
-    _stop_on_sigterm()
+    stop_on_sigterm(MaintenanceStopped, "the session")
     result, code = run_maintenance(env.get(JOB_ENV))
     if code != 0 and result.get("error"):
         print(f"rdsbackup: error: {result['error']}", file=sys.stderr)

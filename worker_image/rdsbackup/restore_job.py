@@ -18,23 +18,15 @@ Exit code 0 only for "ok" with the result written.
 
 from __future__ import annotations
 
-import time
-
-from .job import JobSpecError, JsonLog, describe, read_credentials, tls_settings, utcnow, write_result
+from .job import read_credentials, tls_settings
+from .worker_job import JobRun, JobSpecError, JsonLog, request_result, result_url_in, spec_text
 
 
 def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
-    value = doc.get(name)
-    if value in (None, ""):
-        if required:
-            raise JobSpecError(f"restore job spec: '{name}' is required")
-        return None
-    if not isinstance(value, str):
-        raise JobSpecError(f"restore job spec: '{name}' must be a string")
-    return value
+    return spec_text(doc, name, "restore job spec", required=required)
 
 
-def _run(doc: dict, warnings: list[str], log, secret: dict) -> dict:
+def _run(doc: dict, run: JobRun) -> dict:
     from .repository import Repository
 
     engine = _text(doc, "engine")
@@ -44,7 +36,8 @@ def _run(doc: dict, warnings: list[str], log, secret: dict) -> dict:
     if target_database and len(databases) != 1:
         raise JobSpecError("restore job spec: 'target_database' needs exactly one database")
     creds = read_credentials(_text(doc, "secret_arn"))
-    secret["password"] = creds["password"]  # kept out of any error text
+    run.secret = creds["password"]  # kept out of any error text
+    warnings, log = run.warnings, run.log
     ssl_mode, bundle = tls_settings(warnings)
     user = creds.get("username") or creds.get("user")
     repo = Repository.open(_text(doc, "repository"))
@@ -81,30 +74,11 @@ def _run(doc: dict, warnings: list[str], log, secret: dict) -> dict:
 
 def run_restore(doc: dict, *, log: JsonLog | None = None) -> tuple[dict, int]:
     """Run the restore; returns (result document, exit code) after writing the result to `result_url`."""
-    log = log or JsonLog()
-    t0 = time.monotonic()
-    result: dict = {"kind": "restore", "status": "failed", "restored": None, "error": None, "error_type": None,
-                    "warnings": [], "started": utcnow(), "session_id": doc.get("session_id"),
-                    "resource_arn": doc.get("resource_arn"), "source_id": doc.get("source_id"),
-                    "restore_point_id": doc.get("restore_point_id")}
-    log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore"}
-    secret: dict = {}
-    try:
-        log("restore started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
-        result["restored"] = _run(doc, result["warnings"], log, secret)
-        result["status"] = "ok"
-    except Exception as exc:
-        result.update(error=describe(exc, secret.get("password")), error_type=type(exc).__name__)
-        log("restore failed", level="ERROR", error=result["error"], error_type=result["error_type"])
-    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
-    url = doc.get("result_url") if str(doc.get("result_url") or "").startswith("s3://") else None
-    if not url:
-        log("no result_url to write the result to", level="ERROR")
-        return result, 1
-    try:
-        write_result(url, result)
-    except Exception as exc:
-        log("result not written", level="ERROR", error=describe(exc))
-        return result, 1
-    log("restore finished", status=result["status"], restored=result["restored"])
-    return result, 0 if result["status"] == "ok" else 1
+    run = JobRun(request_result("restore", doc, "restored"), log)
+    run.log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore"}
+    with run.failure_recorded("restore failed"):
+        run.log("restore started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
+        run.result["restored"] = _run(doc, run)
+        run.result["status"] = "ok"
+    return run.finish(result_url_in(doc), "restore finished", status=run.result["status"],
+                      restored=run.result["restored"])

@@ -26,28 +26,14 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .job import (
-    JobSpecError,
-    JsonLog,
-    describe,
-    read_credentials,
-    tls_settings,
-    utcnow,
-    write_result,
-)
+from .job import read_credentials, tls_settings
+from .worker_job import JobRun, JobSpecError, JsonLog, request_result, result_url_in, spec_text
 
 TEST_DATABASE_PREFIX = "rdsbackup_test_"
 
 
 def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
-    value = doc.get(name)
-    if value in (None, ""):
-        if required:
-            raise JobSpecError(f"restore test job spec: '{name}' is required")
-        return None
-    if not isinstance(value, str):
-        raise JobSpecError(f"restore test job spec: '{name}' must be a string")
-    return value
+    return spec_text(doc, name, "restore test job spec", required=required)
 
 
 def scratch_database_name(name: str) -> str:
@@ -55,7 +41,7 @@ def scratch_database_name(name: str) -> str:
     return (TEST_DATABASE_PREFIX + name)[:63]
 
 
-def _run(doc: dict, warnings: list[str], log) -> dict:
+def _run(doc: dict, run: JobRun) -> dict:
     from .postgres import ConnectionInfo
     from .repository import Repository
 
@@ -66,7 +52,8 @@ def _run(doc: dict, warnings: list[str], log) -> dict:
     rp_id = _text(doc, "restore_point_id", required=False)
     repository = _text(doc, "repository", required=rp_id is not None)
     creds = read_credentials(_text(doc, "secret_arn"))
-    ssl_mode, bundle = tls_settings(warnings)
+    run.secret = creds["password"]  # kept out of any error text
+    ssl_mode, bundle = tls_settings(run.warnings)
     info = ConnectionInfo(host=host, port=port, user=creds.get("username") or creds.get("user"),
                           password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
     repo = Repository.open(repository) if repository else None
@@ -75,7 +62,7 @@ def _run(doc: dict, warnings: list[str], log) -> dict:
             # A shared lock from the manifest read to the last comparison: no prune repacks the restore
             # point's data away (nor forgets it) while the test reads it.
             held.enter_context(repo.shared_lock("restore", f"restore test of {rp_id} ({doc.get('session_id')})"))
-        return _test(doc, info, repo, rp_id, log)
+        return _test(doc, info, repo, rp_id, run.log)
 
 
 def _test(doc: dict, info, repo, rp_id: str | None, log) -> dict:
@@ -118,30 +105,12 @@ def _test(doc: dict, info, repo, rp_id: str | None, log) -> dict:
 
 def run_restore_test(doc: dict, *, log: JsonLog | None = None) -> tuple[dict, int]:
     """Run the test; returns (result document, exit code) after writing the result to `result_url`."""
-    log = log or JsonLog()
-    t0 = time.monotonic()
-    result: dict = {"kind": "restore_test", "status": "failed", "test": None, "error": None, "error_type": None,
-                    "warnings": [], "started": utcnow(), "session_id": doc.get("session_id"),
-                    "resource_arn": doc.get("resource_arn"), "source_id": doc.get("source_id"),
-                    "restore_point_id": doc.get("restore_point_id")}
-    log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore_test"}
-    try:
-        log("restore test started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
-        result["test"] = _run(doc, result["warnings"], log)
-        result["status"] = "ok"
-    except Exception as exc:
-        result.update(error=describe(exc), error_type=type(exc).__name__)
-        log("restore test could not run", level="ERROR", error=result["error"], error_type=result["error_type"])
-    result.update(duration_seconds=round(time.monotonic() - t0, 3), ended=utcnow())
-    url = doc.get("result_url") if str(doc.get("result_url") or "").startswith("s3://") else None
-    if not url:
-        log("no result_url to write the result to", level="ERROR")
-        return result, 1
-    try:
-        write_result(url, result)
-    except Exception as exc:
-        log("result not written", level="ERROR", error=describe(exc))
-        return result, 1
-    test = result["test"] or {}
-    log("restore test finished", status=result["status"], passed=test.get("passed"), failures=test.get("failures"))
-    return result, 0 if result["status"] == "ok" else 1
+    run = JobRun(request_result("restore_test", doc, "test"), log)
+    run.log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore_test"}
+    with run.failure_recorded("restore test could not run"):
+        run.log("restore test started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
+        run.result["test"] = _run(doc, run)
+        run.result["status"] = "ok"
+    test = run.result["test"] or {}
+    return run.finish(result_url_in(doc), "restore test finished", status=run.result["status"],
+                      passed=test.get("passed"), failures=test.get("failures"))

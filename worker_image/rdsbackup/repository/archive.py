@@ -42,7 +42,14 @@ from rdsbackup.errors import (
 )
 from rdsbackup.repository.backends import backend_for
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys, b64, unb64
-from rdsbackup.repository.index import CHUNK_RECORD, Index, encode_new_entries, pack_id_from_key, pack_key
+from rdsbackup.repository.index import (
+    CHUNK_RECORD,
+    Index,
+    encode_new_entries,
+    pack_id_from_key,
+    pack_key,
+    ranged_reads,
+)
 from rdsbackup.repository.locks import Lock
 from rdsbackup.repository.repository import (
     INDEX_AD,
@@ -294,17 +301,7 @@ class _Copy:
         src_index = self.source._index()
         blocks = src_index.blocks
         order = sorted(by_block, key=lambda b: blocks[b][:2])
-        i = 0
-        while i < len(order):
-            # Adjacent blocks of one pack are read in one ranged GET (up to 16 MiB).
-            pack_no, start, stored, _raw = blocks[order[i]]
-            j, end = i + 1, start + stored
-            while j < len(order):
-                p2, o2, s2, _ = blocks[order[j]]
-                if p2 != pack_no or o2 - end > 256 * 1024 or o2 + s2 - start > 16 * 1024 * 1024:
-                    break
-                end = max(end, o2 + s2)
-                j += 1
+        for pack_no, start, end, run in ranged_reads(blocks, order):
             key = pack_key(src_index.packs[pack_no])
             try:
                 data = self.source.backend.get_range(key, start, end - start)
@@ -315,13 +312,12 @@ class _Copy:
                     restore_point=self.rp_id,
                 ) from None
             view = memoryview(data)
-            for block_no in order[i:j]:
+            for block_no in run:
                 _, off, size, raw = blocks[block_no]
                 sealed = view[off - start : off - start + size]
                 if len(sealed) != size:
                     raise self._corrupt(f"pack {key} is truncated: block at offset {off} is short", key)
                 self._copy_block(key, off, sealed, raw, by_block[block_no])
-            i = j
         self._close_rebuilt()
 
     def _copy_block(self, key: str, off: int, sealed, raw: int, live: list[tuple[int, int, bytes]]) -> None:

@@ -34,18 +34,22 @@ def checksum_ok(doc: dict) -> bool | None:
     return doc.get("checksum") == _digest(doc)
 
 
+def _json_object(raw: bytes, what: str, hint: str = "") -> dict:
+    """A plaintext object's JSON document: RepositoryDamaged naming `what` if it is not a JSON object."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise RepositoryDamaged(f"{what} is damaged: not valid JSON ({exc}){hint}") from None
+    if not isinstance(doc, dict):
+        raise RepositoryDamaged(f"{what} is damaged: not a JSON object")
+    return doc
+
+
 def decode_config(raw: bytes, url: str) -> dict:
     """Parse and check a `config` object: RepositoryDamaged if it is damaged, UnsupportedFormatVersion
     if it is not an rdsbackup repository or is newer than this rdsbackup reads."""
-    try:
-        config = json.loads(raw)
-    except ValueError as exc:
-        raise RepositoryDamaged(
-            f"the config object of {url} is damaged: not valid JSON ({exc}); restore it from a copy "
-            "(it holds only the format version and the repository id)"
-        ) from None
-    if not isinstance(config, dict):
-        raise RepositoryDamaged(f"the config object of {url} is damaged: not a JSON object")
+    config = _json_object(raw, f"the config object of {url}",
+                          "; restore it from a copy (it holds only the format version and the repository id)")
     ok = checksum_ok(config)
     version = config.get("version")
     if ok is False or (ok is None and isinstance(version, int) and version >= 2):
@@ -70,12 +74,7 @@ KEY_FIELDS = {"passphrase": ("kdf", "wrapped_master_key"), "kms": ("kms_key_id",
 
 def decode_key_doc(raw: bytes, key: str, url: str) -> dict:
     """Parse and check a key document: RepositoryDamaged (naming it) if it is damaged."""
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise RepositoryDamaged(f"key object {key} of {url} is damaged: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise RepositoryDamaged(f"key object {key} of {url} is damaged: not a JSON object")
+    doc = _json_object(raw, f"key object {key} of {url}")
     if checksum_ok(doc) is False:
         raise RepositoryDamaged(f"key object {key} of {url} is damaged: its checksum does not match its content")
     fields = KEY_FIELDS.get(doc.get("type"))
