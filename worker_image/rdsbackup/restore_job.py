@@ -19,7 +19,7 @@ Exit code 0 only for "ok" with the result written.
 from __future__ import annotations
 
 from .job import read_credentials, tls_settings
-from .worker_job import JobRun, JobSpecError, JsonLog, request_result, result_url_in, spec_text
+from .worker_job import JobRun, JobSpecError, JsonLog, run_request, spec_text
 
 
 def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
@@ -74,11 +74,5 @@ def _run(doc: dict, run: JobRun) -> dict:
 
 def run_restore(doc: dict, *, log: JsonLog | None = None) -> tuple[dict, int]:
     """Run the restore; returns (result document, exit code) after writing the result to `result_url`."""
-    run = JobRun(request_result("restore", doc, "restored"), log)
-    run.log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore"}
-    with run.failure_recorded("restore failed"):
-        run.log("restore started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
-        run.result["restored"] = _run(doc, run)
-        run.result["status"] = "ok"
-    return run.finish(result_url_in(doc), "restore finished", status=run.result["status"],
-                      restored=run.result["restored"])
+    return run_request(doc, "restore", "restore", "restored", _run, log=log, failed="restore failed",
+                       summary=lambda restored: {"restored": restored})

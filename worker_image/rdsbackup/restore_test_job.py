@@ -27,7 +27,7 @@ import contextlib
 import time
 
 from .job import read_credentials, tls_settings
-from .worker_job import JobRun, JobSpecError, JsonLog, request_result, result_url_in, spec_text
+from .worker_job import JobRun, JobSpecError, JsonLog, run_request, spec_text
 
 TEST_DATABASE_PREFIX = "rdsbackup_test_"
 
@@ -105,12 +105,6 @@ def _test(doc: dict, info, repo, rp_id: str | None, log) -> dict:
 
 def run_restore_test(doc: dict, *, log: JsonLog | None = None) -> tuple[dict, int]:
     """Run the test; returns (result document, exit code) after writing the result to `result_url`."""
-    run = JobRun(request_result("restore_test", doc, "test"), log)
-    run.log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": "restore_test"}
-    with run.failure_recorded("restore test could not run"):
-        run.log("restore test started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
-        run.result["test"] = _run(doc, run)
-        run.result["status"] = "ok"
-    test = run.result["test"] or {}
-    return run.finish(result_url_in(doc), "restore test finished", status=run.result["status"],
-                      passed=test.get("passed"), failures=test.get("failures"))
+    return run_request(doc, "restore_test", "restore test", "test", _run, log=log, failed="restore test could not run",
+                       summary=lambda test: {"passed": (test or {}).get("passed"),
+                                             "failures": (test or {}).get("failures")})

@@ -187,6 +187,21 @@ class JobRun:
         return result, 0 if result["status"] == "ok" else 1
 
 
+def run_request(doc: dict, kind: str, what: str, outcome: str, work, *, log: JsonLog | None,
+                failed: str, summary) -> tuple[dict, int]:
+    """A job run for a request (a restore, a restore test): `work(doc, run)` gives the result's `outcome`
+    field; `failed` is logged if it raises; the result goes to the spec's `result_url`, then "`what`
+    finished" is logged with `summary(outcome)`."""
+    run = JobRun(request_result(kind, doc, outcome), log)
+    run.log.context = {"session_id": doc.get("session_id"), "source_id": doc.get("source_id"), "kind": kind}
+    with run.failure_recorded(failed):
+        run.log(f"{what} started", host=doc.get("host"), restore_point_id=doc.get("restore_point_id"))
+        run.result[outcome] = work(doc, run)
+        run.result["status"] = "ok"
+    return run.finish(result_url_in(doc), f"{what} finished", status=run.result["status"],
+                      **summary(run.result[outcome]))
+
+
 def stop_on_sigterm(error: type[Exception], what: str) -> None:
     """SIGTERM (what ECS sends before SIGKILL) raises `error` in the main thread, so `what` is unwound and
     a failed result is still written; a second SIGTERM ends the process at once."""

@@ -48,9 +48,9 @@ from rdsbackup.repository.index import (
     encode_new_entries,
     pack_id_from_key,
     pack_key,
-    ranged_reads,
 )
 from rdsbackup.repository.locks import Lock
+from rdsbackup.repository.packs import read_blocks
 from rdsbackup.repository.repository import (
     INDEX_AD,
     MANIFEST_AD,
@@ -301,23 +301,16 @@ class _Copy:
         src_index = self.source._index()
         blocks = src_index.blocks
         order = sorted(by_block, key=lambda b: blocks[b][:2])
-        for pack_no, start, end, run in ranged_reads(blocks, order):
-            key = pack_key(src_index.packs[pack_no])
-            try:
-                data = self.source.backend.get_range(key, start, end - start)
-            except MissingObject:
-                raise MissingObject(
-                    f"pack {key} is missing from {self.source.url} (restore point {self.rp_id})",
-                    object_name=key,
-                    restore_point=self.rp_id,
-                ) from None
-            view = memoryview(data)
-            for block_no in run:
-                _, off, size, raw = blocks[block_no]
-                sealed = view[off - start : off - start + size]
-                if len(sealed) != size:
-                    raise self._corrupt(f"pack {key} is truncated: block at offset {off} is short", key)
-                self._copy_block(key, off, sealed, raw, by_block[block_no])
+
+        def missing(key: str, _run) -> MissingObject:
+            return MissingObject(f"pack {key} is missing from {self.source.url} (restore point {self.rp_id})",
+                                 object_name=key, restore_point=self.rp_id)
+
+        for key, block_no, sealed in read_blocks(self.source.backend, src_index, order, missing):
+            _, off, size, raw = blocks[block_no]
+            if len(sealed) != size:
+                raise self._corrupt(f"pack {key} is truncated: block at offset {off} is short", key)
+            self._copy_block(key, off, sealed, raw, by_block[block_no])
         self._close_rebuilt()
 
     def _copy_block(self, key: str, off: int, sealed, raw: int, live: list[tuple[int, int, bytes]]) -> None:

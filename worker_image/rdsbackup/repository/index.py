@@ -33,29 +33,6 @@ def pack_key(pack_id: bytes) -> str:
     return f"data/{h[:2]}/{h}"
 
 
-# Blocks of one pack that lie close together are read in one ranged GET: across gaps of up to
-# READ_GAP bytes (cheaper to read than another request), up to READ_SPAN bytes in all.
-READ_GAP = 256 * 1024
-READ_SPAN = 16 * 1024 * 1024
-
-
-def ranged_reads(blocks: list, order: list[int]):
-    """Group block numbers (sorted by pack and offset; `blocks` is an index's block table) into ranged
-    reads: yields (pack number, start, end, the block numbers the range holds)."""
-    i = 0
-    while i < len(order):
-        pack_no, start, stored, _ = blocks[order[i]]
-        j, end = i + 1, start + stored
-        while j < len(order):
-            p2, o2, s2, _ = blocks[order[j]]
-            if p2 != pack_no or o2 - end > READ_GAP or o2 + s2 - start > READ_SPAN:
-                break
-            end = max(end, o2 + s2)
-            j += 1
-        yield pack_no, start, end, order[i:j]
-        i = j
-
-
 def pack_id_from_key(key: str) -> bytes | None:
     name = key.rsplit("/", 1)[-1]
     try:

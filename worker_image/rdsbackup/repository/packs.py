@@ -24,7 +24,7 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from rdsbackup.errors import BackupAborted
+from rdsbackup.errors import BackupAborted, MissingObject
 from rdsbackup.repository.backends import Backend
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
 from rdsbackup.repository.index import CHUNK_RECORD, Index, pack_key
@@ -101,7 +101,47 @@ def read_trailer(backend: Backend, keys: Keys, pack_id: bytes, size: int) -> lis
     return decode_trailer(keys, pack_id, sealed)
 
 
-__all__ = ["AuthenticationFailed", "TrailerMissing", "decode_trailer", "encode_trailer", "read_trailer"]
+# Blocks of one pack that lie close together are read in one ranged GET: across gaps of up to
+# READ_GAP bytes (cheaper to read than another request), up to READ_SPAN bytes in all.
+READ_GAP = 256 * 1024
+READ_SPAN = 16 * 1024 * 1024
+
+
+def ranged_reads(blocks: list, order: list[int]):
+    """Group block numbers (sorted by pack and offset; `blocks` is an index's block table) into ranged
+    reads: yields (pack number, start, end, the block numbers the range holds)."""
+    i = 0
+    while i < len(order):
+        pack_no, start, stored, _ = blocks[order[i]]
+        j, end = i + 1, start + stored
+        while j < len(order):
+            p2, o2, s2, _ = blocks[order[j]]
+            if p2 != pack_no or o2 - end > READ_GAP or o2 + s2 - start > READ_SPAN:
+                break
+            end = max(end, o2 + s2)
+            j += 1
+        yield pack_no, start, end, order[i:j]
+        i = j
+
+
+def read_blocks(backend: Backend, index: Index, order: list[int], missing):
+    """Read the sealed blocks `order` (sorted by pack and offset) in ranged GETs: yields (pack key, block
+    number, its sealed bytes: a memoryview, shorter than the index says if the pack is truncated). A
+    missing pack raises `missing(pack key, the block numbers it should hold)`."""
+    for pack_no, start, end, run in ranged_reads(index.blocks, order):
+        key = pack_key(index.packs[pack_no])
+        try:
+            data = backend.get_range(key, start, end - start)
+        except MissingObject as exc:
+            raise missing(key, run) from exc
+        view = memoryview(data)
+        for block_no in run:
+            _, off, size, _ = index.blocks[block_no]
+            yield key, block_no, view[off - start : off - start + size]
+
+
+__all__ = ["AuthenticationFailed", "TrailerMissing", "decode_trailer", "encode_trailer", "ranged_reads",
+           "read_blocks", "read_trailer"]
 
 
 class Stats:

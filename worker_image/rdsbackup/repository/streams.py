@@ -17,7 +17,8 @@ from rdsbackup.errors import CorruptObject, MissingObject
 from rdsbackup.repository.chunking import PROFILES, ChunkingProfile, chunk_batches
 from rdsbackup.repository.crypto import CHUNK_ID_SIZE, AuthenticationFailed, Keys
 from rdsbackup.repository.damage import record_damage
-from rdsbackup.repository.index import CHUNK_RECORD, Index, pack_key, ranged_reads
+from rdsbackup.repository.index import CHUNK_RECORD, Index, pack_key
+from rdsbackup.repository.packs import read_blocks
 
 ROOT_MAGIC = b"RBL"
 # A level's ids go into one root chunk while they are at most this many bytes (256 ids).
@@ -315,21 +316,14 @@ class StreamReader:
         """Bring the given blocks into the cache, reading adjacent blocks of a pack in one request."""
         blocks = self.index.blocks
         need = sorted({b for b in block_nos if b not in self.cache}, key=lambda b: blocks[b][:2])
-        for pack_no, start, end, run in ranged_reads(blocks, need):
-            key = pack_key(self.index.packs[pack_no])
-            try:
-                data = self.backend.get_range(key, start, end - start)
-            except MissingObject as exc:
-                self._record_damage(run[0], whole_pack=True, problem="missing")
-                raise MissingObject(
-                    f"pack {key} is missing from {self.backend.url}{self._where()}",
-                    object_name=key,
-                    restore_point=self.restore_point,
-                ) from exc
-            view = memoryview(data)
-            for b in run:
-                _, o, s, _ = blocks[b]
-                self._remember(b, self._open_block(b, view[o - start : o - start + s]))
+
+        def missing(key: str, run: list[int]) -> MissingObject:
+            self._record_damage(run[0], whole_pack=True, problem="missing")
+            return MissingObject(f"pack {key} is missing from {self.backend.url}{self._where()}",
+                                 object_name=key, restore_point=self.restore_point)
+
+        for _key, block_no, sealed in read_blocks(self.backend, self.index, need, missing):
+            self._remember(block_no, self._open_block(block_no, sealed))
 
     def read_chunk(self, cid: bytes, block_no: int, off: int, length: int) -> bytes:
         plain = self.cache.get(block_no)
