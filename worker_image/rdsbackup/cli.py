@@ -280,25 +280,35 @@ def _sqlserver_info(args: argparse.Namespace):
     return SqlServerInfo(host=host, port=port, user=user, password=password, ca_bundle=args.ca_bundle)
 
 
-def cmd_restore_sqlserver(args: argparse.Namespace) -> int:
+def _restore(args: argparse.Namespace, restore) -> dict:
+    """Open --repo (for an archived point: once its packs are retrieved), then run `restore(repo, reporter)`
+    under a shared restore lock, so that no prune repacks the restore point's data away meanwhile, with
+    progress shown on a terminal. Warnings go to stderr; the result carries any lock waits."""
     from .progress import reporter_for
+
+    repo = ready_to_restore(args, open_repository(args.repo, args), args.restore_point)
+    reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
+    try:
+        with repo.shared_lock("restore", f"restore of {args.restore_point}"):
+            result = restore(repo, reporter)
+    finally:
+        reporter.close()
+    if repo.lock_waits:
+        result["lock_waits"] = repo.lock_waits
+    _warn(result.get("warnings", []))
+    return result
+
+
+def cmd_restore_sqlserver(args: argparse.Namespace) -> int:
     from .sqlserver import PollPolicy, restore_sqlserver
     from .sqlserver.connection import factory_from_env
 
     info = _sqlserver_info(args)
-    repo = ready_to_restore(args, open_repository(args.repo, args), args.restore_point)
     prefix = args.temp_prefix if args.temp_prefix is not None else f"rdsbackup/{os.urandom(6).hex()}/"
-    reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
-    try:
-        with repo.shared_lock("restore", f"restore of {args.restore_point}"):
-            result = restore_sqlserver(repo, args.restore_point, info, temp_bucket=args.temp_bucket,
-                                       temp_prefix=prefix, database=args.database,
-                                       target_database=args.target_database, replace=args.replace,
-                                       kms_key_arn=args.kms_master_key_arn, connect=factory_from_env(),
-                                       poll=PollPolicy.from_env(args.task_timeout), reporter=reporter)
-    finally:
-        reporter.close()
-    _warn(result.get("warnings", []))
+    result = _restore(args, lambda repo, reporter: restore_sqlserver(
+        repo, args.restore_point, info, temp_bucket=args.temp_bucket, temp_prefix=prefix, database=args.database,
+        target_database=args.target_database, replace=args.replace, kms_key_arn=args.kms_master_key_arn,
+        connect=factory_from_env(), poll=PollPolicy.from_env(args.task_timeout), reporter=reporter))
     if args.json:
         _print_json(result)
     else:
@@ -322,23 +332,12 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 def cmd_restore_postgres(args: argparse.Namespace) -> int:
     from .postgres import restore_postgres
-    from .progress import reporter_for
 
     info = connection_from_args(args)
-    repo = ready_to_restore(args, open_repository(args.repo, args), args.restore_point)
-    reporter = reporter_for("restore", enabled=sys.stdout.isatty() and not args.json)
-    # A shared lock for the whole restore: no prune repacks the restore point's data away meanwhile.
-    try:
-        with repo.shared_lock("restore", f"restore of {args.restore_point}"):
-            result = restore_postgres(repo, args.restore_point, info, database=args.database,
-                                      target_database=args.target_database, include_globals=args.include_globals,
-                                      replace=args.replace, jobs=args.jobs, reporter=reporter,
-                                      maintenance_work_mem=args.maintenance_work_mem)
-    finally:
-        reporter.close()
-    if repo.lock_waits:
-        result["lock_waits"] = repo.lock_waits
-    _warn(result.get("warnings", []))
+    result = _restore(args, lambda repo, reporter: restore_postgres(
+        repo, args.restore_point, info, database=args.database, target_database=args.target_database,
+        include_globals=args.include_globals, replace=args.replace, jobs=args.jobs, reporter=reporter,
+        maintenance_work_mem=args.maintenance_work_mem))
     if args.json:
         _print_json(result)
     else:
