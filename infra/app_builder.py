@@ -13,7 +13,7 @@ from infra.constructs.power_roles import Trust
 from infra.nag import add_compliance_packs
 from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
 from infra.stacks.control_stack import ControlStack
-from infra.topology import Place, Topology, build_topology, repository_bucket_name, repository_prefix
+from infra.topology import NAMES_CONTEXT, Place, Topology, build_topology, repository_prefix
 
 
 @dataclass
@@ -41,8 +41,9 @@ def _env(place: Place) -> Environment:
                        region=None if Token.is_unresolved(place.region) else place.region)
 
 
-def _stack_id(prefix: str, place: Place, control: Place) -> str:
-    if place == control:
+def _stack_id(kind: str, place: Place, topology: Topology) -> str:
+    prefix = topology.names.stack_prefix + kind
+    if place == topology.control:
         return prefix
     parts = [part for part in (place.account, place.region) if not Token.is_unresolved(part)]
     return "-".join([prefix, *parts])
@@ -53,13 +54,13 @@ def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> 
         return None
     policies = [p for p in config.policies if p.image_backup is not None and place in topology.sources_of(p)]
     return WorkerSettingsForPlace(
-        repository_buckets=sorted({repository_bucket_name(p.image_backup.repository, topology.control)
+        repository_buckets=sorted({topology.names.repository_bucket(p.image_backup.repository, topology.control)
                                    for p in policies}),
         control_region=topology.control.region,
         secret_arns=sorted({p.image_backup.secret_arn for p in policies if p.image_backup.secret_arn}),
         capacity_providers=sorted({p.image_backup.worker.capacity_provider for p in policies
                                    if p.image_backup.worker.capacity_provider}),
-        repository_prefixes=sorted({(repository_bucket_name(p.image_backup.repository, topology.control),
+        repository_prefixes=sorted({(topology.names.repository_bucket(p.image_backup.repository, topology.control),
                                      repository_prefix(p.name)) for p in policies}),
         secret_sources=_named_sources(policies, place),
     )
@@ -110,6 +111,8 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
     app.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
     # A Distributed Map's result writer is rendered only with this flag (the older writer is deprecated).
     app.node.set_context("@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2", True)
+    # every construct names its resources from the prefix (infra.topology.names_of)
+    app.node.set_context(NAMES_CONTEXT, config.deployment.name_prefix)
     control = control_place(config)
     topology = build_topology(config, control=control)
     accounts = {place.account for place in (*topology.access_places, *topology.replica_places)}
@@ -117,14 +120,14 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
         raise ValueError("the config reaches other accounts: set control.account in the config (or run with "
                          "AWS credentials so CDK_DEFAULT_ACCOUNT is known)")
 
-    control_stack = ControlStack(app, "RdsBackupControl", config=config, topology=topology,
+    control_stack = ControlStack(app, topology.names.control_stack, config=config, topology=topology,
                                  env=_env(control), description="rds-backup control plane")
-    trust = Trust(control=control, organization_id=config.control.organization_id)
+    trust = Trust(control=control, organization_id=config.control.organization_id, names=topology.names)
     access = {}
     for place in topology.access_places:
         share_with = [p.account for p in topology.replica_places if p.account != place.account]
         access[place] = ProductionAccessStack(
-            app, _stack_id("RdsBackupAccess", place, control),
+            app, _stack_id("Access", place, topology),
             trust=trust, share_with_accounts=share_with, env=_env(place),
             worker=_worker_settings(config, topology, place),
             description="rds-backup production access (roles the control plane assumes, one per power)")
@@ -132,7 +135,7 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
     source_accounts = sorted({p.account for p in topology.access_places})
     for place in topology.replica_places:
         replicas[place] = ReplicaTargetStack(
-            app, _stack_id("RdsBackupReplica", place, control),
+            app, _stack_id("Replica", place, topology),
             trust=trust, source_accounts=source_accounts, env=_env(place),
             restore_role=place not in topology.access_places,
             description="rds-backup replica target (role and key for snapshot copies)")

@@ -425,10 +425,21 @@ class Control(Target):
     organization_id: Annotated[str, Field(pattern=r"^o-[a-z0-9]{10,32}$")] | None = None
 
 
+class Deployment(_Strict):
+    """This deployment's names. Every stack and physically named resource (roles, keys' aliases, buckets,
+    clusters, task families, schedules, alarms, the dashboard) starts with `name_prefix`, so several control
+    deployments (e.g. a staging one beside production) coexist in the same accounts when their prefixes
+    differ. Changing it on a deployed app replaces every named resource. Short, so that the longest role
+    name (`<prefix>-step-create-cluster-instances-<region>`) stays within IAM's 64 characters."""
+
+    name_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,10}[a-z0-9]$")] = "rdsbackup"
+
+
 class BackupConfig(_Strict):
     """The whole config: where the control plane lives and the policies it runs."""
 
     control: Control = Control()
+    deployment: Deployment = Deployment()
     notification_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
         default_factory=list
     )

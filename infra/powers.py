@@ -2,8 +2,9 @@
 
 A compromised Lambda (or a bug in one) reaches only the powers its step needs: the step that checks a
 snapshot cannot delete one, the step that tags cannot share. Each power is a role in the account and
-region it acts in, named `rdsbackup-<power>-<region>`, and trusts only the control stack's step roles
-that `STEP_POWERS` gives it (by `aws:PrincipalArn`, never the control account's root).
+region it acts in, named `<prefix>-<power>-<region>` (prefix `rdsbackup` by default: `infra.topology.Names`),
+and trusts only the control stack's step roles that `STEP_POWERS` gives it (by `aws:PrincipalArn`, never
+the control account's root).
 
 The Lambdas find a power's role next to the read role the policies name (see
 `rdsbackup_lambdas.powers`, which must derive the same names: a test holds them together).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from infra.topology import NAME_PREFIX, Place, Topology
+from infra.topology import Names, Place, Topology
 
 
 class Power(StrEnum):
@@ -65,30 +66,30 @@ STEP_POWERS: dict[str, frozenset[Power]] = {
 }
 
 
-def power_role_name(power: Power, region: str) -> str:
-    return f"{NAME_PREFIX}-{power.value}-{region}"
+def power_role_name(power: Power, region: str, names: Names) -> str:
+    return names(power.value, region)
 
 
-def power_role_arn(power: Power, place: Place) -> str:
-    return f"arn:aws:iam::{place.account}:role/{power_role_name(power, place.region)}"
+def power_role_arn(power: Power, place: Place, names: Names) -> str:
+    return names.role_arn(place, power_role_name(power, place.region, names))
 
 
-def step_role_name(handler: str, region: str) -> str:
+def step_role_name(handler: str, region: str, names: Names) -> str:
     """The control stack's role of a step (named, so roles in other accounts can trust it by ARN)."""
-    return f"{NAME_PREFIX}-step-{handler.replace('_', '-')}-{region}"
+    return names("step", handler.replace("_", "-"), region)
 
 
-def step_role_arn(handler: str, control: Place) -> str:
-    return f"arn:aws:iam::{control.account}:role/{step_role_name(handler, control.region)}"
+def step_role_arn(handler: str, control: Place, names: Names) -> str:
+    return names.role_arn(control, step_role_name(handler, control.region, names))
 
 
 def steps_with(power: Power) -> list[str]:
     return sorted(step for step, powers in STEP_POWERS.items() if power in powers)
 
 
-def trusted_principals(power: Power, control: Place) -> list[str]:
+def trusted_principals(power: Power, control: Place, names: Names) -> list[str]:
     """The step roles of the control stack that may assume `power`'s role."""
-    return [step_role_arn(step, control) for step in steps_with(power)]
+    return [step_role_arn(step, control, names) for step in steps_with(power)]
 
 
 def role_arns_for(powers: frozenset[Power], topology: Topology) -> list[str]:
@@ -99,4 +100,4 @@ def role_arns_for(powers: frozenset[Power], topology: Topology) -> list[str]:
         **{power: topology.replica_places for power in REPLICA_POWERS},
         Power.RESTORE: topology.restore_places,
     }
-    return sorted(power_role_arn(power, place) for power in powers for place in places.get(power, ()))
+    return sorted(power_role_arn(power, place, topology.names) for power in powers for place in places.get(power, ()))

@@ -6,26 +6,14 @@ roles and keys of the production-access and replica-target stacks by names deriv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from constructs import IConstruct
 
 from infra.config import BackupConfig, Policy, maintenance_of
 
-NAME_PREFIX = "rdsbackup"
-# the read power's role (infra.powers); the Lambdas find the other powers' roles next to it
-ACCESS_ROLE_PREFIX = f"{NAME_PREFIX}-read"
-REPLICA_ROLE_PREFIX = f"{NAME_PREFIX}-replica"
-RESTORE_ROLE_PREFIX = f"{NAME_PREFIX}-restore"
-STAGING_KEY_ALIAS = f"alias/{NAME_PREFIX}-staging"
-REPLICA_KEY_ALIAS = f"alias/{NAME_PREFIX}-replica"
-REPOSITORY_KEY_ALIAS = f"alias/{NAME_PREFIX}-repository"
-WORKER_ROLE_PREFIX = f"{NAME_PREFIX}-worker"
-WORKER_CLUSTER = f"{NAME_PREFIX}-workers"
-WORKER_TASK_FAMILY = f"{NAME_PREFIX}-worker"
+DEFAULT_NAME_PREFIX = "rdsbackup"
 WORKER_CONTAINER = "worker"
-# The backup-account session's worker (retention, archive) runs in the control account.
-MAINTENANCE_CLUSTER = f"{NAME_PREFIX}-maintenance"
-MAINTENANCE_TASK_FAMILY = f"{NAME_PREFIX}-maintenance"
-MAINTENANCE_ROLE = f"{NAME_PREFIX}-maintenance-worker"
 RESULT_PREFIX = "rdsbackup-results/"
 
 
@@ -41,29 +29,94 @@ class Place:
         return f"{self.account}-{self.region}"
 
 
-def access_role_arn(place: Place) -> str:
-    """The read role in a production account; the other powers' roles are named like it (infra.powers)."""
-    return f"arn:aws:iam::{place.account}:role/{ACCESS_ROLE_PREFIX}-{place.region}"
+@dataclass(frozen=True)
+class Names:
+    """Every physical name the app gives (roles, keys' aliases, buckets, clusters, schedules, alarms, stacks),
+    derived from the deployment's name prefix (config ``deployment.name_prefix``): two deployments with
+    different prefixes share no name, so they coexist in the same accounts. The default prefix keeps the
+    names of the first release."""
+
+    prefix: str = DEFAULT_NAME_PREFIX
+
+    def __call__(self, *parts: str) -> str:
+        return "-".join([self.prefix, *parts])
+
+    @property
+    def stack_prefix(self) -> str:
+        """``RdsBackup`` (the default prefix: today's stack names), else ``<prefix>-RdsBackup``."""
+        return "RdsBackup" if self.prefix == DEFAULT_NAME_PREFIX else f"{self.prefix}-RdsBackup"
+
+    @property
+    def control_stack(self) -> str:
+        return f"{self.stack_prefix}Control"
+
+    def role_arn(self, place: Place, name: str) -> str:
+        return f"arn:aws:iam::{place.account}:role/{name}"
+
+    def access_role_arn(self, place: Place) -> str:
+        """The read role in a production account; the other powers' roles are named like it (infra.powers)."""
+        return self.role_arn(place, self("read", place.region))
+
+    def replica_role_arn(self, place: Place) -> str:
+        """The role in a replica-target account/region that copies snapshots into it (the replica power)."""
+        return self.role_arn(place, self("replica", place.region))
+
+    def restore_role(self, region: str) -> str:
+        """The role in an account/region (production or replica target) that restores snapshots there."""
+        return self("restore", region)
+
+    def restore_role_arn(self, place: Place) -> str:
+        return self.role_arn(place, self.restore_role(place.region))
+
+    def worker_role(self, region: str) -> str:
+        """The ECS task role of the worker in a production account and region."""
+        return self("worker", region)
+
+    def worker_role_arn(self, place: Place) -> str:
+        return self.role_arn(place, self.worker_role(place.region))
+
+    def key_alias(self, key: str) -> str:
+        """``alias/<prefix>-<key>``: control, tags, repository, staging, replica."""
+        return f"alias/{self(key)}"
+
+    def staging_key_arn(self, place: Place) -> str:
+        return f"arn:aws:kms:{place.region}:{place.account}:{self.key_alias('staging')}"
+
+    def replica_key_arn(self, place: Place) -> str:
+        return f"arn:aws:kms:{place.region}:{place.account}:{self.key_alias('replica')}"
+
+    def repository_bucket(self, repository: str, control: Place) -> str:
+        """Buckets are named from the control place so worker roles in other accounts can name them."""
+        return self(repository, control.account, control.region)
+
+    @property
+    def worker_cluster(self) -> str:
+        return self("workers")
+
+    @property
+    def worker_task_family(self) -> str:
+        return self("worker")
+
+    # The backup-account session's worker (retention, archive) runs in the control account.
+    @property
+    def maintenance_cluster(self) -> str:
+        return self("maintenance")
+
+    @property
+    def maintenance_task_family(self) -> str:
+        return self("maintenance")
+
+    @property
+    def maintenance_role(self) -> str:
+        return self("maintenance-worker")
 
 
-def replica_role_arn(place: Place) -> str:
-    """The role in a replica-target account/region that copies snapshots into it (the replica power)."""
-    return f"arn:aws:iam::{place.account}:role/{REPLICA_ROLE_PREFIX}-{place.region}"
+NAMES_CONTEXT = "rdsbackup:name_prefix"
 
 
-def restore_role_arn(place: Place) -> str:
-    """The role in an account/region (production or replica target) that restores snapshots there."""
-    return f"arn:aws:iam::{place.account}:role/{RESTORE_ROLE_PREFIX}-{place.region}"
-
-
-def worker_role_arn(place: Place) -> str:
-    """The ECS task role of the worker in a production account and region."""
-    return f"arn:aws:iam::{place.account}:role/{WORKER_ROLE_PREFIX}-{place.region}"
-
-
-def repository_bucket_name(repository: str, control: Place) -> str:
-    """Buckets are named from the control place so worker roles in other accounts can name them."""
-    return f"{NAME_PREFIX}-{repository}-{control.account}-{control.region}"
+def names_of(scope: IConstruct) -> Names:
+    """The names of the app ``scope`` belongs to (``build_app`` puts the prefix into the app's context)."""
+    return Names(scope.node.try_get_context(NAMES_CONTEXT) or DEFAULT_NAME_PREFIX)
 
 
 def repository_url(bucket: str, policy: str, storage_class: str = "STANDARD") -> str:
@@ -78,14 +131,6 @@ def repository_prefix(policy: str) -> str:
     return policy
 
 
-def staging_key_arn(place: Place) -> str:
-    return f"arn:aws:kms:{place.region}:{place.account}:{STAGING_KEY_ALIAS}"
-
-
-def replica_key_arn(place: Place) -> str:
-    return f"arn:aws:kms:{place.region}:{place.account}:{REPLICA_KEY_ALIAS}"
-
-
 @dataclass(frozen=True)
 class Topology:
     """Every place the config touches, derived from the validated config."""
@@ -94,6 +139,7 @@ class Topology:
     access_places: tuple[Place, ...]
     replica_places: tuple[Place, ...]
     worker_places: tuple[Place, ...] = ()
+    names: Names = field(default_factory=lambda: Names())
 
     @property
     def restore_places(self) -> tuple[Place, ...]:
@@ -130,12 +176,12 @@ def build_topology(config: BackupConfig, *, control: Place) -> Topology:
                     # region-then-account chain: the regional copy is staged on the source account's key
                     access.add(Place(source.account, target.region))
     return Topology(control=control, access_places=tuple(sorted(access)), replica_places=tuple(sorted(replicas)),
-                    worker_places=tuple(sorted(workers)))
+                    worker_places=tuple(sorted(workers)), names=Names(config.deployment.name_prefix))
 
 
 def runtime_policies(config: BackupConfig, topology: Topology, repository_key_arn: str = "") -> dict:
     """The policies as `resolve_policy` reads them (POLICIES_JSON; docs/state-machine-contract.md)."""
-    timing = config.timing
+    timing, names = config.timing, topology.names
     wait = {
         "initial_seconds": timing.wait_initial_seconds,
         "max_seconds": timing.wait_max_seconds,
@@ -154,10 +200,10 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
             replication = {
                 "region": target.region,
                 "account": target.account,
-                "kms_key_arn": policy.replication.kms_key_arn or replica_key_arn(target),
-                "access_role_arn": replica_role_arn(target),
+                "kms_key_arn": policy.replication.kms_key_arn or names.replica_key_arn(target),
+                "access_role_arn": names.replica_role_arn(target),
                 # the source account's CMK in the target region, for the region-then-account chain
-                "staging_kms_key_arn": staging_key_arn(Place(sources[0].account, target.region)),
+                "staging_kms_key_arn": names.staging_key_arn(Place(sources[0].account, target.region)),
                 "retention": policy.replication.retention or policy.snapshot_retention,
             }
         policies[policy.name] = {
@@ -168,8 +214,8 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
                     {
                         "account": source.account,
                         "region": source.region,
-                        "access_role_arn": access_role_arn(source),
-                        "staging_kms_key_arn": staging_key_arn(source),
+                        "access_role_arn": names.access_role_arn(source),
+                        "staging_kms_key_arn": names.staging_key_arn(source),
                     }
                     for source in sources
                 ],
@@ -193,7 +239,7 @@ def _image_backup(policy: Policy, config: BackupConfig, topology: Topology, repo
     image = policy.image_backup
     if image is None:
         return None
-    bucket = repository_bucket_name(image.repository, topology.control)
+    bucket = topology.names.repository_bucket(image.repository, topology.control)
     worker = image.worker
     return {
         "repository_url": repository_url(bucket, policy.name, config.repositories[image.repository].storage_class),
@@ -204,7 +250,8 @@ def _image_backup(policy: Policy, config: BackupConfig, topology: Topology, repo
         "worker": {
             "launch_type": worker.launch_type, "subnets": list(worker.subnets), "cpu": worker.cpu,
             "memory": worker.memory, "timeout_seconds": max(1, round(worker.timeout_minutes * 60)),
-            "cluster": WORKER_CLUSTER, "task_family": WORKER_TASK_FAMILY, "container": WORKER_CONTAINER,
+            "cluster": topology.names.worker_cluster, "task_family": topology.names.worker_task_family,
+            "container": WORKER_CONTAINER,
             "capacity_provider": worker.capacity_provider,
         },
     }
@@ -225,14 +272,15 @@ def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repos
     if settings is None or policy.image_backup is None:
         return None
     image = policy.image_backup
-    bucket = repository_bucket_name(image.repository, topology.control)
+    bucket = topology.names.repository_bucket(image.repository, topology.control)
     archive = None
     if policy.archive is not None:
         archive_settings = config.repositories[policy.archive.repository]
         gfs = policy.archive.gfs
         archive = {
             # The archive's packs get their class from the spec (the URL carries none).
-            "repository": f"s3://{repository_bucket_name(policy.archive.repository, topology.control)}/{policy.name}",
+            "repository": repository_url(topology.names.repository_bucket(policy.archive.repository, topology.control),
+                                         policy.name),
             "kms_key_arn": repository_key_arn,
             "storage_class": archive_settings.storage_class,
             "after_days": policy.archive.after_days,
@@ -248,6 +296,7 @@ def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repos
         "worker": {
             "cpu": settings.worker.cpu, "memory": settings.worker.memory,
             "timeout_seconds": max(1, round(settings.worker.timeout_minutes * 60)),
-            "cluster": MAINTENANCE_CLUSTER, "task_family": MAINTENANCE_TASK_FAMILY, "container": WORKER_CONTAINER,
+            "cluster": topology.names.maintenance_cluster,
+            "task_family": topology.names.maintenance_task_family, "container": WORKER_CONTAINER,
         },
     }

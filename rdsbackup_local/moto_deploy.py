@@ -46,7 +46,8 @@ class DeployedApp:
 
     @property
     def control(self) -> DeployedStack:
-        return self.stacks["RdsBackupControl"]
+        (control,) = [stack for name, stack in self.stacks.items() if _is_control(name)]
+        return control
 
     @property
     def state_machine_arn(self) -> str:
@@ -62,6 +63,11 @@ class DeployedApp:
             known = sorted(name.removesuffix("StateMachineArn") for name in outputs if name.endswith("StateMachineArn"))
             raise KeyError(f"no {workflow!r} workflow deployed; the control stack has {known}")
         return outputs[key]
+
+
+def _is_control(stack_name: str) -> bool:
+    """`RdsBackupControl`, or `<prefix>-RdsBackupControl` (infra.topology.Names.control_stack)."""
+    return stack_name.endswith("RdsBackupControl")
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -202,7 +208,7 @@ def deploy(cdk_out: Path, *, session_for_account: SessionFactory, default_accoun
     app = DeployedApp()
     stacks = {name: artifact for name, artifact in manifest["artifacts"].items()
               if artifact["type"] == "aws:cloudformation:stack"}
-    for name, artifact in sorted(stacks.items(), key=lambda item: item[0] != "RdsBackupControl"):
+    for name, artifact in sorted(stacks.items(), key=lambda item: not _is_control(item[0])):
         account, region = artifact["environment"].removeprefix("aws://").split("/")
         account = default_account if account == _UNKNOWN[0] else account
         region = default_region if region == _UNKNOWN[1] else region

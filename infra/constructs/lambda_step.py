@@ -13,6 +13,7 @@ from constructs import Construct
 from infra.lambda_code import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
 from infra.nag import acknowledge
 from infra.powers import step_role_name
+from infra.topology import names_of
 
 
 class LambdaStep(Construct):
@@ -32,7 +33,7 @@ class LambdaStep(Construct):
         self.handler = handler
         # Named after the handler: roles in other accounts trust a step by its role's ARN (infra.powers).
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                             role_name=step_role_name(handler, Stack.of(self).region),
+                             role_name=step_role_name(handler, Stack.of(self).region, names_of(self)),
                              description=f"rds-backup {handler} Lambda")
         self.function = lambda_.Function(
             self, "Function",

@@ -14,7 +14,7 @@ from constructs import Construct
 
 from infra.constructs.worker_cluster import WORKER_IMAGE_DIR
 from infra.nag import acknowledge
-from infra.topology import MAINTENANCE_CLUSTER, MAINTENANCE_ROLE, MAINTENANCE_TASK_FAMILY, WORKER_CONTAINER
+from infra.topology import WORKER_CONTAINER, names_of
 
 
 class MaintenanceWorker(Construct):
@@ -22,19 +22,20 @@ class MaintenanceWorker(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, buckets: list[s3.IBucket], key: kms.IKey):
         super().__init__(scope, id_)
+        names = names_of(self)
         self.cluster = ecs.CfnCluster(
-            self, "Cluster", cluster_name=MAINTENANCE_CLUSTER,
+            self, "Cluster", cluster_name=names.maintenance_cluster,
             cluster_settings=[ecs.CfnCluster.ClusterSettingsProperty(name="containerInsights", value="enabled")],
             capacity_providers=["FARGATE"],
         )
-        self.task_role = iam.Role(self, "TaskRole", role_name=MAINTENANCE_ROLE,
+        self.task_role = iam.Role(self, "TaskRole", role_name=names.maintenance_role,
                                   assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                                   description="rds-backup maintenance worker: archive, retention and prune "
                                               "of the repositories")
         self.log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.THREE_MONTHS,
                                        removal_policy=RemovalPolicy.DESTROY)
         self.task_definition = ecs.FargateTaskDefinition(
-            self, "TaskDefinition", family=MAINTENANCE_TASK_FAMILY, cpu=256, memory_limit_mib=512,
+            self, "TaskDefinition", family=names.maintenance_task_family, cpu=256, memory_limit_mib=512,
             task_role=self.task_role,
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.X86_64,
                                                  operating_system_family=ecs.OperatingSystemFamily.LINUX),

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra.config import Policy
 from infra.constructs.lambda_step import LambdaStep
+from infra.topology import Names, names_of
 
 NAMESPACE = "rdsbackup"
 # Metrics the handlers emit as EMF through Powertools carry its "service" dimension.
@@ -21,8 +22,8 @@ _DAY = Duration.days(1)
 _HOUR = Duration.hours(1)
 
 
-def alarm_name(policy: str) -> str:
-    return f"rdsbackup-rpo-{policy}"
+def alarm_name(policy: str, names: Names) -> str:
+    return names("rpo", policy)
 
 
 def _metric(name: str, *, statistic: str = "Sum", period: Duration = _DAY, label: str | None = None,
@@ -32,15 +33,16 @@ def _metric(name: str, *, statistic: str = "Sum", period: Duration = _DAY, label
 
 
 class Monitoring(Construct):
-    """The RPO check (``check_rpo`` every hour), ``RpoAlarm-<policy>`` and the ``rdsbackup`` dashboard.
+    """The RPO check (``check_rpo`` every hour), ``RpoAlarm-<policy>`` and the dashboard (named by the prefix).
 
     ``check_rpo`` is a :class:`LambdaStep` made by the caller (it needs the policies, table and topic);
     this construct schedules it, lets it publish its metric, and alarms on that metric per policy.
     """
 
     def __init__(self, scope: Construct, id_: str, *, policies: list[Policy], check_rpo: LambdaStep,
-                 topic: sns.ITopic, dashboard_name: str = "rdsbackup"):
+                 topic: sns.ITopic):
         super().__init__(scope, id_)
+        self.names = names_of(self)
         check_rpo.role.add_to_policy(iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"], resources=["*"],
             conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}}))
@@ -51,7 +53,7 @@ class Monitoring(Construct):
         for policy in policies:
             alarm = cloudwatch.Alarm(
                 self, f"RpoAlarm-{policy.name}",
-                alarm_name=alarm_name(policy.name),
+                alarm_name=alarm_name(policy.name, self.names),
                 alarm_description=(f"rds-backup policy {policy.name}: a selected source has no successful backup "
                                    f"newer than its RPO ({policy.rpo_seconds / 3600:g} h), or the hourly check "
                                    "could not run; the SNS message of the check names the sources"),
@@ -64,7 +66,7 @@ class Monitoring(Construct):
             alarm.add_alarm_action(actions.SnsAction(topic))
             alarm.add_ok_action(actions.SnsAction(topic))
             self.alarms[policy.name] = alarm
-        self.dashboard = self._dashboard(dashboard_name, policies)
+        self.dashboard = self._dashboard(self.names.prefix, policies)
 
     @staticmethod
     def outside_rpo(policy: str) -> cloudwatch.Metric:
@@ -103,7 +105,7 @@ class Monitoring(Construct):
             # by name, not by reference: the widget needs no attribute of the alarm resources
             cloudwatch.AlarmStatusWidget(title="RPO alarms", width=8, alarms=[
                 cloudwatch.Alarm.from_alarm_arn(self, f"RpoAlarmRef-{name}", Stack.of(self).format_arn(
-                    service="cloudwatch", resource="alarm", resource_name=alarm_name(name),
+                    service="cloudwatch", resource="alarm", resource_name=alarm_name(name, self.names),
                     arn_format=ArnFormat.COLON_RESOURCE_NAME))
                 for name in self.alarms]),
         )

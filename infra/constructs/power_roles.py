@@ -16,7 +16,7 @@ from constructs import Construct
 
 from infra.nag import acknowledge
 from infra.powers import Power, power_role_name, trusted_principals
-from infra.topology import Place
+from infra.topology import Names, Place, names_of
 
 # Snapshots this tool makes are all named rdsbackup-...; it deletes and shares nothing else.
 MANAGED_SNAPSHOT_PREFIX = "rdsbackup-"
@@ -55,9 +55,10 @@ class Trust:
     control: Place
     organization_id: str | None = None
     extra_conditions: dict = field(default_factory=dict)
+    names: Names = field(default_factory=Names)
 
     def principal(self, power: Power) -> iam.IPrincipal:
-        conditions: dict = {"ArnEquals": {"aws:PrincipalArn": trusted_principals(power, self.control)}}
+        conditions: dict = {"ArnEquals": {"aws:PrincipalArn": trusted_principals(power, self.control, self.names)}}
         if self.organization_id:
             conditions["StringEquals"] = {"aws:PrincipalOrgID": self.organization_id}
         # The account is the principal (a role ARN in a trust policy must exist when it is deployed;
@@ -98,7 +99,7 @@ class ScopedRole:
 def make_power_role(scope: Construct, id_: str, *, power: Power, trust: Trust, description: str) -> ScopedRole:
     """The role of one power in this stack's account and region, trusted as `trust` says."""
     stack = Stack.of(scope)
-    role = iam.Role(scope, id_, role_name=power_role_name(power, stack.region),
+    role = iam.Role(scope, id_, role_name=power_role_name(power, stack.region, names_of(scope)),
                     assumed_by=trust.principal(power), description=description)
     return ScopedRole(stack, role)
 

@@ -21,14 +21,7 @@ from constructs import Construct
 
 from infra.config import Repository
 from infra.nag import acknowledge
-from infra.topology import (
-    REPOSITORY_KEY_ALIAS,
-    RESULT_PREFIX,
-    Place,
-    repository_bucket_name,
-    repository_prefix,
-    worker_role_arn,
-)
+from infra.topology import RESULT_PREFIX, Place, names_of, repository_prefix
 
 # Without Object Lock, how long an overwritten or deleted object's previous version is kept.
 NONCURRENT_VERSION_DAYS = 30
@@ -78,10 +71,11 @@ class Repositories(Construct):
                  writers: list[RepositoryWriter], break_glass_role_arn: str | None = None,
                  lock_modes: dict[str, str | None] | None = None):
         super().__init__(scope, id_)
+        self.names = names_of(self)
         self.exempt = [deployment_role_arn(control), *([break_glass_role_arn] if break_glass_role_arn else [])]
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: repository objects and the repositories' master keys")
-        self.key.add_alias(REPOSITORY_KEY_ALIAS)
+        self.key.add_alias(self.names.key_alias("repository"))
         self.key.add_to_resource_policy(iam.PolicyStatement(
             effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=PROTECTED_KEY_ACTIONS, resources=["*"],
             conditions={"ArnNotEquals": {"aws:PrincipalArn": self.exempt}}))
@@ -99,7 +93,7 @@ class Repositories(Construct):
             locked = settings.object_lock_days is not None
             bucket = s3.Bucket(
                 self, f"Repository-{name}",
-                bucket_name=repository_bucket_name(name, control),
+                bucket_name=self.names.repository_bucket(name, control),
                 encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
                 enforce_ssl=True, versioned=True, object_lock_enabled=locked,
                 object_lock_default_retention=_lock_retention(lock_modes.get(name), settings.object_lock_days),
@@ -149,7 +143,7 @@ class Repositories(Construct):
         # Principals by account with the role named in a condition: a bucket policy naming a role that
         # does not exist yet (the access stacks deploy independently) would be refused.
         principal = iam.AccountPrincipal(place.account)
-        exactly = {"ArnEquals": {"aws:PrincipalArn": worker_role_arn(place)}}
+        exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
         sid = f"{writer.policy}{place.account}{place.region}".replace("-", "")
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Write{sid}", principals=[principal], conditions=exactly,
@@ -187,7 +181,7 @@ class Repositories(Construct):
         """Workers use the key through S3 for these buckets, or directly to wrap a repository's master key."""
         region = Stack.of(self).region
         for account in sorted({place.account for place in places}):
-            roles = sorted(worker_role_arn(place) for place in places if place.account == account)
+            roles = sorted(self.names.worker_role_arn(place) for place in places if place.account == account)
             exactly = {"ArnEquals": {"aws:PrincipalArn": roles}}
             self.key.add_to_resource_policy(iam.PolicyStatement(
                 principals=[iam.AccountPrincipal(account)], actions=WORKER_KEY_ACTIONS, resources=["*"],

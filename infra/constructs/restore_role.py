@@ -10,20 +10,20 @@ from constructs import Construct
 from infra.constructs.power_roles import Trust
 from infra.nag import acknowledge
 from infra.powers import Power
-from infra.topology import RESTORE_ROLE_PREFIX
+from infra.topology import names_of
 
 # the plaintext tag every restored resource carries (lambdas/rdsbackup_lambdas/restore/databases.py)
 RESTORE_TAG = "rdsbackup:restore"
 
 
 class RestoreRole(Construct):
-    """`rdsbackup-restore-<region>` (the restore power), trusted by the restore steps; one per account and region."""
+    """`<prefix>-restore-<region>` (the restore power), trusted by the restore steps; one per account and region."""
 
     def __init__(self, scope: Construct, id_: str, *, trust: Trust):
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.role = iam.Role(
-            self, "Role", role_name=f"{RESTORE_ROLE_PREFIX}-{stack.region}",
+            self, "Role", role_name=names_of(self).restore_role(stack.region),
             # only the restore workflow's steps (infra.powers), by role ARN
             assumed_by=trust.principal(Power.RESTORE),
             description="rds-backup restore: restore snapshots into new or replacing DB instances and clusters")

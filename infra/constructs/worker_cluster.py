@@ -12,14 +12,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import acknowledge
-from infra.topology import (
-    REPOSITORY_KEY_ALIAS,
-    RESULT_PREFIX,
-    WORKER_CLUSTER,
-    WORKER_CONTAINER,
-    WORKER_ROLE_PREFIX,
-    WORKER_TASK_FAMILY,
-)
+from infra.topology import RESULT_PREFIX, WORKER_CONTAINER, names_of
 
 WORKER_IMAGE_DIR = Path(__file__).resolve().parents[2] / "worker_image"
 TEMP_BUCKET_PREFIX = "rdsbackup-tmp"
@@ -39,20 +32,20 @@ class WorkerCluster(Construct):
                  repository_prefixes: list[tuple[str, str]] | None = None, secret_sources: list[str] | None = None):
         super().__init__(scope, id_)
         self.secret_sources = secret_sources
-        stack = Stack.of(self)
+        stack, names = Stack.of(self), names_of(self)
         # L1: the L2 Cluster would make a VPC of its own; workers run in the databases' VPCs.
         self.cluster = ecs.CfnCluster(
-            self, "Cluster", cluster_name=WORKER_CLUSTER,
+            self, "Cluster", cluster_name=names.worker_cluster,
             cluster_settings=[ecs.CfnCluster.ClusterSettingsProperty(name="containerInsights", value="enabled")],
             capacity_providers=["FARGATE", *capacity_providers],
         )
-        self.task_role = iam.Role(self, "TaskRole", role_name=f"{WORKER_ROLE_PREFIX}-{stack.region}",
+        self.task_role = iam.Role(self, "TaskRole", role_name=names.worker_role(stack.region),
                                   assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                                   description="rds-backup worker: read DB credentials, write the repository")
         self.log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.THREE_MONTHS,
                                        removal_policy=RemovalPolicy.DESTROY)
         self.task_definition = ecs.TaskDefinition(
-            self, "TaskDefinition", family=WORKER_TASK_FAMILY,
+            self, "TaskDefinition", family=names.worker_task_family,
             compatibility=ecs.Compatibility.EC2_AND_FARGATE, network_mode=ecs.NetworkMode.AWS_VPC,
             cpu="256", memory_mib="512", task_role=self.task_role,
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=ecs.CpuArchitecture.X86_64,
@@ -101,7 +94,7 @@ class WorkerCluster(Construct):
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             resources=[f"arn:aws:kms:{control_region}:{control_account}:key/*"],
-            conditions={"ForAnyValue:StringEquals": {"kms:ResourceAliases": REPOSITORY_KEY_ALIAS}}))
+            conditions={"ForAnyValue:StringEquals": {"kms:ResourceAliases": names_of(self).key_alias("repository")}}))
         rds_secrets = f"arn:aws:secretsmanager:{stack.region}:{stack.account}:secret:rds!*"
         if self.secret_sources is None:
             # tag selection: any RDS-managed secret of this account and region (docs/security.md)

@@ -33,7 +33,7 @@ from infra.constructs.power_roles import (
 from infra.constructs.restore_role import RestoreRole
 from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
 from infra.powers import Power
-from infra.topology import REPLICA_KEY_ALIAS, STAGING_KEY_ALIAS, WORKER_CLUSTER, WORKER_TASK_FAMILY
+from infra.topology import names_of
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ProductionAccessStack(Stack):
             self, "StagingKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
             description="rds-backup: re-encrypts default-key snapshots so they can be shared",
         )
-        self.staging_key.add_alias(STAGING_KEY_ALIAS)
+        self.staging_key.add_alias(names_of(self).key_alias("staging"))
         for account in sorted(set(share_with_accounts)):
             # The replica account copies the shared staging snapshot, which needs this key through RDS.
             self.staging_key.add_to_resource_policy(iam.PolicyStatement(
@@ -158,13 +158,14 @@ class ProductionAccessStack(Stack):
         role.allow(["rds:DescribeOptionGroups", "rds:DescribeDBSubnetGroups"],
                    [RDS_HERE + "og:*", RDS_HERE + "subgrp:*"], "Reads the DB's option group and subnet group.")
         ecs_arn = "arn:{partition}:ecs:{region}:{account}:"
-        cluster = role.render(ecs_arn + f"cluster/{WORKER_CLUSTER}")
-        role.allow(["ecs:RunTask"], [ecs_arn + f"task-definition/{WORKER_TASK_FAMILY}:*"],
+        names = names_of(self)
+        cluster = role.render(ecs_arn + f"cluster/{names.worker_cluster}")
+        role.allow(["ecs:RunTask"], [ecs_arn + f"task-definition/{names.worker_task_family}:*"],
                    "Any revision of the worker task definition, in the worker cluster only.",
                    conditions={"ArnEquals": {"ecs:cluster": cluster}})
         role.allow(["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks", "ecs:TagResource"],
-                   [ecs_arn + f"task/{WORKER_CLUSTER}/*", ecs_arn + f"container-instance/{WORKER_CLUSTER}/*",
-                    ecs_arn + f"cluster/{WORKER_CLUSTER}"],
+                   [ecs_arn + f"task/{names.worker_cluster}/*", ecs_arn + f"cluster/{names.worker_cluster}",
+                    ecs_arn + f"container-instance/{names.worker_cluster}/*"],
                    "Worker tasks of the rds-backup cluster only.")
         passed = [worker.task_role.role_arn]
         if worker.task_definition.execution_role is not None:
@@ -191,7 +192,7 @@ class ReplicaTargetStack(Stack):
         super().__init__(scope, id_, **kwargs)
         self.key = kms.Key(self, "ReplicaKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: encrypts snapshot replicas in this account and region")
-        self.key.add_alias(REPLICA_KEY_ALIAS)
+        self.key.add_alias(names_of(self).key_alias("replica"))
         self.roles: dict[Power, iam.Role] = {}
         copy = make_power_role(self, "ReplicaRole", power=Power.REPLICA, trust=trust,
                                description="rds-backup control plane (replica): copy snapshot replicas in, tag them")

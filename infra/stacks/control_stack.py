@@ -33,11 +33,8 @@ from infra.nag import acknowledge
 from infra.policies_bundle import POLICIES_FILE, bundle_policies
 from infra.powers import STEP_POWERS, role_arns_for
 from infra.topology import (
-    MAINTENANCE_CLUSTER,
-    MAINTENANCE_TASK_FAMILY,
     RESULT_PREFIX,
     Topology,
-    restore_role_arn,
     runtime_policies,
 )
 
@@ -53,17 +50,17 @@ class ControlStack(Stack):
 
     def __init__(self, scope: Construct, id_: str, *, config: BackupConfig, topology: Topology, **kwargs):
         super().__init__(scope, id_, **kwargs)
-        self.topology = topology
+        self.topology, self.names = topology, topology.names
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: session table, topic, logs and snapshot tag metadata")
-        self.key.add_alias("alias/rdsbackup-control")
+        self.key.add_alias(self.names.key_alias("control"))
         self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com").with_conditions(
             {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
                          f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"}}))
         # Only for snapshot tag metadata: a role that may read the session table cannot read tags.
         self.tag_key = kms.Key(self, "TagKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                                description="rds-backup: snapshot tag metadata (data keys bound to each snapshot)")
-        self.tag_key.add_alias("alias/rdsbackup-tags")
+        self.tag_key.add_alias(self.names.key_alias("tags"))
 
         self.table = dynamodb.Table(
             self, "Sessions",
@@ -235,10 +232,10 @@ class ControlStack(Stack):
         return steps
 
     def _restore_steps(self, config: BackupConfig, topology: Topology) -> RestoreSteps:
-        """The restore's steps: each assumes only the restore roles (rdsbackup-restore-<region>)."""
+        """The restore's steps: each assumes only the restore roles (<prefix>-restore-<region>)."""
         timing = config.timing
         restore_env = {
-            "RESTORE_ROLES": json.dumps({f"{place.account}/{place.region}": restore_role_arn(place)
+            "RESTORE_ROLES": json.dumps({f"{place.account}/{place.region}": topology.names.restore_role_arn(place)
                                          for place in topology.restore_places}, separators=(",", ":")),
             "TAG_KMS_KEY_ARN": self.tag_key.key_arn,
             "RESTORE_WAIT": json.dumps({"initial_seconds": timing.wait_initial_seconds,
@@ -300,7 +297,7 @@ class ControlStack(Stack):
             self.restore_test_steps = None
             return None
         table_env = {"TABLE_NAME": self.table.table_name}
-        restore_roles = {f"{place.account}/{place.region}": restore_role_arn(place)
+        restore_roles = {f"{place.account}/{place.region}": topology.names.restore_role_arn(place)
                          for place in topology.restore_places}
 
         def step(id_: str, handler: str, **kwargs) -> LambdaStep:
@@ -371,12 +368,12 @@ class ControlStack(Stack):
             report=LambdaStep(self, "MaintenanceReport", handler="maintenance_report", code=code,
                               environment=report_env),
         )
-        cluster_arn = f"arn:aws:ecs:{self.region}:{self.account}:cluster/{MAINTENANCE_CLUSTER}"
-        tasks_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{MAINTENANCE_CLUSTER}/*"
+        cluster_arn = f"arn:aws:ecs:{self.region}:{self.account}:cluster/{self.names.maintenance_cluster}"
+        tasks_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{self.names.maintenance_cluster}/*"
         on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
         steps.start.role.add_to_policy(iam.PolicyStatement(
             actions=["ecs:RunTask"], conditions=on_cluster, resources=[
-                f"arn:aws:ecs:{self.region}:{self.account}:task-definition/{MAINTENANCE_TASK_FAMILY}:*"]))
+                f"arn:aws:ecs:{self.region}:{self.account}:task-definition/{self.names.maintenance_task_family}:*"]))
         steps.start.role.add_to_policy(iam.PolicyStatement(actions=["ecs:TagResource"], resources=[tasks_arn]))
         steps.start.role.add_to_policy(iam.PolicyStatement(
             actions=["iam:PassRole"], resources=[worker.task_role.role_arn,
@@ -404,11 +401,11 @@ class ControlStack(Stack):
                     "lookup) support no resource-level permissions.")
         task_reason = "Maintenance worker tasks get ids from ECS at run time; the cluster is named."
         for region, account in ((self.region, self.account), ("<AWS::Region>", "<AWS::AccountId>")):
-            tasks = f"arn:aws:ecs:{region}:{account}:task/{MAINTENANCE_CLUSTER}/*"
+            tasks = f"arn:aws:ecs:{region}:{account}:task/{self.names.maintenance_cluster}/*"
             for step in (steps.start, steps.check, steps.cleanup):
                 acknowledge(step.role, f"AwsSolutions-IAM5[Resource::{tasks}]", task_reason)
             acknowledge(steps.start.role, f"AwsSolutions-IAM5[Resource::arn:aws:ecs:{region}:{account}:"
-                                          f"task-definition/{MAINTENANCE_TASK_FAMILY}:*]",
+                                          f"task-definition/{self.names.maintenance_task_family}:*]",
                         "Every revision of the maintenance task definition; the family is named.")
         workflow = MaintenanceWorkflow(self, "MaintenanceWorkflow", steps=steps, timing=config.timing)
         timeout_hours = max(m.worker.timeout_minutes for m in (maintenance_of(p) for p in policies) if m) / 60 + 1
@@ -425,7 +422,7 @@ class ControlStack(Stack):
             assert settings is not None
             self.schedules[f"{policy.name}-maintenance"] = scheduler.CfnSchedule(
                 self, f"MaintenanceSchedule-{policy.name}",
-                name=f"rdsbackup-{policy.name}-maintenance",
+                name=self.names(policy.name, "maintenance"),
                 description=f"rds-backup policy {policy.name}: backup-account session (archive, retention)",
                 schedule_expression=settings.schedule.expression,
                 schedule_expression_timezone=settings.schedule.timezone,
@@ -487,7 +484,7 @@ class ControlStack(Stack):
         for policy in config.policies:
             self.schedules[policy.name] = scheduler.CfnSchedule(
                 self, f"Schedule-{policy.name}",
-                name=f"rdsbackup-{policy.name}",
+                name=self.names(policy.name),
                 description=f"rds-backup policy {policy.name}",
                 schedule_expression=policy.schedule.expression,
                 schedule_expression_timezone=policy.schedule.timezone,
@@ -506,7 +503,7 @@ class ControlStack(Stack):
                 self.restore_test_state_machine.grant_start_execution(role)
                 self.schedules[f"{policy.name}:restore-test"] = scheduler.CfnSchedule(
                     self, f"RestoreTestSchedule-{policy.name}",
-                    name=f"rdsbackup-test-{policy.name}",
+                    name=self.names("test", policy.name),
                     description=f"rds-backup restore test of policy {policy.name}",
                     schedule_expression=test.schedule.expression,
                     schedule_expression_timezone=test.schedule.timezone,

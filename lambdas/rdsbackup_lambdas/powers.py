@@ -1,7 +1,8 @@
 """Which role a step assumes for each power (one role per power: infra.powers, docs/security.md).
 
 The policies name each place's read role (``access_role_arn``) and each replica target's replica role;
-a power's role lives next to it in the same account, named ``rdsbackup-<power>-<region>``. Deriving the
+a power's role lives next to it in the same account, named ``<prefix>-<power>-<region>`` (the deployment's
+name prefix, ``rdsbackup`` by default: infra.topology.Names). Deriving the
 names here keeps every item small (one ARN, not one per power); an infra test holds these names and
 the synthesized roles together. A role named otherwise (a single role a user supplies) is used as is.
 """
@@ -18,7 +19,9 @@ LAUNCH = "launch"
 REPLICA = "replica"
 REPLICA_DELETE = "replica-delete"
 
-_OURS = re.compile(r"^(?P<head>arn:[^:]+:iam::\d{12}:role/rdsbackup-)(?P<power>read|replica)-(?P<region>[a-z0-9-]+)$")
+# head: everything up to the power (the deployment's prefix, which may contain hyphens); region: an AWS region
+_OURS = re.compile(r"^(?P<head>arn:[^:]+:iam::\d{12}:role/[a-z][a-z0-9-]*?-)(?P<power>read|replica)"
+                   r"-(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)$")
 _POWERS_BY_BASE = {READ: {READ, SNAPSHOT, SHARE, DELETE, LAUNCH}, REPLICA: {REPLICA, REPLICA_DELETE}}
 
 

@@ -114,6 +114,7 @@ CHANGES = {
     "control.account": _top("control.account", "444444444444"),
     "control.region": _top("control.region", "us-west-2"),
     "control.organization_id": _top("control.organization_id", "o-markerorg12"),
+    "deployment.name_prefix": _top("deployment.name_prefix", "markerpfx"),
     "break_glass_role_arn": _top("break_glass_role_arn", "arn:aws:iam::444444444444:role/glass-marker"),
     "notification_emails": _top("notification_emails", ["oncall-marker@example.com"]),
     "repositories.storage_class": _repository("main", "storage_class", "INTELLIGENT_TIERING"),

@@ -4,7 +4,7 @@ import pytest
 from rdsbackup_lambdas import powers as lambda_powers
 
 from infra.powers import Power, power_role_arn
-from infra.topology import Place, access_role_arn, replica_role_arn
+from infra.topology import Names, Place
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION, TARGET_ACCOUNT
 from tests.infra.conftest import as_list, flatten, role_statements, role_trust
 
@@ -114,22 +114,29 @@ def test_organization_id_from_config_is_required_of_callers(tmp_path):
         f"arn:aws:iam::{CONTROL_ACCOUNT}:role/rdsbackup-step-apply-retention-{REGION}"]
 
 
+# the default prefix, and a deployment's own (config deployment.name_prefix) with a hyphen in it
+PREFIXES = [Names(), Names("blue-dr")]
+
+
+@pytest.mark.parametrize("names", PREFIXES, ids=lambda names: names.prefix)
 @pytest.mark.parametrize("power", ["read", "snapshot", "share", "delete", "launch"])
-def test_lambdas_find_the_role_infra_names_for_each_production_power(power):
+def test_lambdas_find_the_role_infra_names_for_each_production_power(power, names):
     place = Place(TARGET_ACCOUNT, "eu-west-1")
-    assert lambda_powers.role_for(access_role_arn(place), power) == power_role_arn(Power(power), place)
+    assert lambda_powers.role_for(names.access_role_arn(place), power) == power_role_arn(Power(power), place, names)
 
 
+@pytest.mark.parametrize("names", PREFIXES, ids=lambda names: names.prefix)
 @pytest.mark.parametrize("power", ["replica", "replica-delete"])
-def test_lambdas_find_the_role_infra_names_for_each_replica_power(power):
+def test_lambdas_find_the_role_infra_names_for_each_replica_power(power, names):
     place = Place(TARGET_ACCOUNT, "eu-west-1")
-    assert lambda_powers.role_for(replica_role_arn(place), power) == power_role_arn(Power(power), place)
+    assert lambda_powers.role_for(names.replica_role_arn(place), power) == power_role_arn(Power(power), place, names)
 
 
-def test_staging_role_is_found_in_the_target_region():
-    read = access_role_arn(Place(TARGET_ACCOUNT, "us-east-1"))
+@pytest.mark.parametrize("names", PREFIXES, ids=lambda names: names.prefix)
+def test_staging_role_is_found_in_the_target_region(names):
+    read = names.access_role_arn(Place(TARGET_ACCOUNT, "us-east-1"))
     assert lambda_powers.role_for(read, "share", "eu-west-1") == power_role_arn(
-        Power.SHARE, Place(TARGET_ACCOUNT, "eu-west-1"))
+        Power.SHARE, Place(TARGET_ACCOUNT, "eu-west-1"), names)
 
 
 def _statements_with(template, role_prefix, action):

@@ -4,7 +4,7 @@ only the role whose power it is."""
 
 import pytest
 
-from infra.topology import MAINTENANCE_ROLE
+from infra.topology import Names
 from tests.infra.conftest import PROD_A, PROD_B, VAULT
 from tests.support.policy_evaluator import allowed, load
 from tests.support.security_table import BUCKET, compute, places
@@ -51,7 +51,7 @@ def test_only_the_worker_and_restore_steps_modify_databases(rows):
 
 
 def test_a_worker_reads_no_other_accounts_prefix_and_only_the_backup_account_deletes(rows):
-    maintenance = f"{MAINTENANCE_ROLE} (control)"  # the backup-account session: forget and prune
+    maintenance = f"{Names().maintenance_role} (control)"  # the backup-account session: forget and prune
     assert _who(rows, f"read {PROD_B}'s repository prefix") == {f"rdsbackup-worker-us-east-1 ({PROD_B})", maintenance}
     assert _who(rows, "delete repository objects") == {maintenance}
     assert _who(rows, "change the repository bucket policy") == set()
