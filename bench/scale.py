@@ -43,6 +43,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "lambdas")]
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_DEFAULT_REGION": "us-east-1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
                    "POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"})
+from rdsbackup_local.moto_speed import ENVIRONMENT as FAST_MOTO_ENVIRONMENT  # noqa: E402
+
+os.environ.update(FAST_MOTO_ENVIRONMENT)  # before moto creates its first EC2 backend
 
 import boto3  # noqa: E402
 import botocore.client  # noqa: E402
@@ -232,10 +235,12 @@ def measure(n: int, workdir: Path) -> dict:
     from rdsbackup_local import moto_patches
     from rdsbackup_local.lambda_runner import InProcessLambdas
     from rdsbackup_local.moto_deploy import deploy, session_factory
+    from rdsbackup_local.moto_speed import fast_harness
     from rdsbackup_local.synth import synthesize
 
     counters = Counters()
-    with mock_aws(config=MOTO_CONFIG), moto_patches.aws_behaviour(), InProcessLambdas() as lambdas:
+    with (mock_aws(config=MOTO_CONFIG), moto_patches.aws_behaviour(), fast_harness(),
+          InProcessLambdas() as lambdas):
         counters.install()
         moto_patches.MANUAL_SNAPSHOT_QUOTAS[(*VAULT, "ManualSnapshots")] = 2000
         moto_patches.MANUAL_SNAPSHOT_QUOTAS[(*VAULT, "ManualClusterSnapshots")] = 2000

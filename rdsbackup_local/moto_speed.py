@@ -1,0 +1,126 @@
+"""Harness-only costs of moto, removed where they change nothing our code or AWS would see.
+
+Used by the scale benchmark (bench/scale.py) and the large e2e sessions: at a thousand resources the
+harness spent its time on moto's own bookkeeping rather than on the state machines and handlers.
+
+- ``reused_interpreter_clients``: moto 5.2.5's state-machine interpreter builds a new boto3 client
+  (``boto_client_for``) for every Lambda invoke, every ``startExecution`` and every poll of a
+  ``.sync:2`` child; building a client parses the service model and copies the event hooks, which cost
+  more than the call. AWS's service integrations have no client to build. The patch keeps one client per
+  (region, service, endpoint): the calls, their parameters and answers are unchanged.
+- ``parsed_definitions_reused``: moto parses a state machine's definition with its ANTLR parser (pure
+  Python) at the start of every execution; with one execution per resource that was a fifth of the
+  harness's time. The patch keeps the parse tree per definition text and builds each execution's
+  evaluation components from it afresh, as before (no state is shared between executions).
+- ``slower_sync_polls``: a ``.sync`` / ``.sync:2`` task checks its child every 0.5 s with a
+  ``DescribeExecution`` call through botocore; with a thousand children in flight that polling was a tenth
+  of the harness's time. The patch checks every 2 s: a child's end is seen up to 1.5 s later (a few
+  per cent of a child's wall time here); AWS's own polling costs the user nothing either way.
+- ``MOTO_EC2_LOAD_DEFAULT_AMIS=false`` (:data:`ENVIRONMENT`): every new EC2 backend (one per
+  account-region that an RDS call touches) loads a few thousand public AMIs with their snapshots and
+  volumes; nothing here launches an instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_callback as _callback,
+)
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.asl.utils import boto_client as _boto_client
+
+# set before moto creates its first EC2 backend (bench/scale.py sets it at import)
+ENVIRONMENT = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+
+_PARSER = "moto.stepfunctions.parser.asl.component.state.exec."
+# every interpreter module that imported boto_client_for by name
+_USERS = [_PARSER + name for name in (
+    "state_task.lambda_eval_utils",
+    "state_task.service.state_task_service_sfn",
+    "state_task.service.state_task_service_aws_sdk",
+    "state_task.service.state_task_service_dynamodb",
+    "state_task.service.state_task_service_sns",
+    "state_task.service.state_task_service_ecs",
+    "state_task.service.state_task_service_events",
+    "state_task.service.state_task_service_sqs",
+    "state_map.item_reader.eval.resource_eval_s3",
+    "state_map.result_writer.resource_eval.resource_eval_s3",
+)]
+_original = _boto_client.boto_client_for
+
+
+@contextmanager
+def reused_interpreter_clients() -> Iterator[None]:
+    """Within the block moto's interpreter reuses its boto3 clients (one per region and service)."""
+    clients: dict[tuple, Any] = {}
+    lock = threading.Lock()
+
+    def reused(region: str, service: str, state_credentials: Any = None) -> Any:
+        # moto's client ignores the state's credentials; its endpoint depends on whether moto intercepts
+        # in process (decorator) or serves (server mode). boto3 clients are safe to share across threads.
+        key = (region, service, _boto_client.botocore_stubber.enabled)
+        with lock:
+            if key not in clients:
+                clients[key] = _original(region, service, state_credentials)
+            return clients[key]
+
+    modules = [importlib.import_module(name) for name in _USERS]
+    for module in modules:
+        module.boto_client_for = reused
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.boto_client_for = _original
+
+
+_original_parse = AmazonStateLanguageParser.parse
+SYNC_POLL_SECONDS = 2.0
+
+
+@contextmanager
+def parsed_definitions_reused() -> Iterator[None]:
+    """Within the block each definition is parsed once; every execution still gets its own components."""
+    trees: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        with lock:
+            tree = trees.get(definition)
+        if tree is None:
+            program, tree = _original_parse(definition)  # raises on a syntax error, as before
+            with lock:
+                trees[definition] = tree
+            return program, tree
+        return Preprocessor().visit(tree), tree
+
+    AmazonStateLanguageParser.parse = staticmethod(parse)
+    try:
+        yield
+    finally:
+        AmazonStateLanguageParser.parse = staticmethod(_original_parse)
+
+
+@contextmanager
+def slower_sync_polls(seconds: float = SYNC_POLL_SECONDS) -> Iterator[None]:
+    """Within the block a ``.sync`` task checks its child every ``seconds`` (moto: 0.5 s)."""
+    original = _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
+    _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = seconds
+    try:
+        yield
+    finally:
+        _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original
+
+
+@contextmanager
+def fast_harness() -> Iterator[None]:
+    """Every harness-only saving of this module (set :data:`ENVIRONMENT` before moto starts, too)."""
+    with reused_interpreter_clients(), parsed_definitions_reused(), slower_sync_polls():
+        yield
