@@ -167,7 +167,7 @@ class Repositories(Construct):
         create nothing visible. Exempt: the lock objects (a holder rewrites its own every few minutes;
         they hold no data, and the worker may delete them anyway) and the result documents (a retried job
         rewrites its own; they are reports of the worker's account, not restore points)."""
-        workers = sorted({worker_role_arn(w.place) for w in writers})
+        workers = sorted({self.names.worker_role_arn(w.place) for w in writers})
         mutable = sorted({bucket.arn_for_objects(f"{w.prefix}/locks/*") for w in writers}
                          | {bucket.arn_for_objects(f"{RESULT_PREFIX}*")})
         bucket.add_to_resource_policy(iam.PolicyStatement(

@@ -73,7 +73,7 @@ def test_a_worker_reads_no_other_databases_secret_where_the_policy_names_its_dat
 
 
 def test_only_the_backup_account_overwrites_repository_objects(rows):
-    assert _who(rows, "overwrite a restore point") == {f"{MAINTENANCE_ROLE} (control)"}
+    assert _who(rows, "overwrite a restore point") == {f"{Names().maintenance_role} (control)"}
 
 
 @pytest.mark.parametrize(("what", "key", "context", "may"), [
