@@ -5,11 +5,13 @@ streams physical order. Run against the plain and the TLS-only test servers."""
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 from rdsbackup import cli
 from rdsbackup.postgres import BackupFailed, ConnectionInfo, backup_postgres, restore_postgres
 from rdsbackup.postgres import backup as backup_module
+from rdsbackup.postgres import tools as tools_module
 from rdsbackup.postgres.errors import ToolFailed
 from rdsbackup.postgres.snapshot import SnapshotSession
 from rdsbackup.repository import Repository
@@ -167,4 +169,25 @@ def test_backup_failed_names_the_table(server, tmp_path, monkeypatch):
     repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
     with pytest.raises(BackupFailed, match=r"database 'copy_src', table .*division by zero"):
         backup_postgres(repo, info_for(server), databases=["copy_src"])
+    assert repo.list_restore_points() == []
+
+
+def test_a_failing_table_stops_the_schema_dump(server, tmp_path, monkeypatch):
+    """pg_dump writes the schema while the tables are copied (it starts as soon as the snapshot is
+    exported); when a table fails, pg_dump is killed with the copies rather than waited for."""
+    went_on = tmp_path / "pg_dump-went-on"
+    real_pg_dump = tools_module.pg_tool("pg_dump")
+    slow = tmp_path / "pg_dump"
+    slow.write_text(f"#!{sys.executable}\nimport os, sys, time\ntime.sleep(60)\n"
+                    f"open({str(went_on)!r}, 'w').close()\n"
+                    f"os.execv({real_pg_dump!r}, [{real_pg_dump!r}, *sys.argv[1:]])\n")
+    slow.chmod(0o755)
+    real_pg_tool = tools_module.pg_tool
+    monkeypatch.setattr(tools_module, "pg_tool", lambda name: str(slow) if name == "pg_dump" else real_pg_tool(name))
+    monkeypatch.setattr(backup_module, "copy_out_sql",
+                        lambda table, key_order=True: f"COPY (SELECT 1/0 FROM {table.qualified}) TO STDOUT")
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
+    with pytest.raises(BackupFailed, match=r"database 'copy_src', table .*division by zero"):
+        backup_postgres(repo, info_for(server), databases=["copy_src"])
+    assert not went_on.exists()
     assert repo.list_restore_points() == []

@@ -5,7 +5,9 @@ Per database, one REPEATABLE READ transaction exports a snapshot; pg_dump (`--sn
 schema, sequence values and everything else that is not table rows; table rows are streamed with
 `COPY (SELECT ... ORDER BY <primary key>) TO STDOUT` by several sessions that import the same
 snapshot, one repository stream per table: large tables by a `psql` child each (its stdout read in
-1 MiB blocks: no Python work per row), small ones on psycopg connections. Memory stays bounded: COPY
+1 MiB blocks: no Python work per row), small ones on psycopg connections, a hundred to a task. pg_dump
+starts as soon as the snapshot is exported, and the tables are listed and copied while it runs: for a
+database of many small tables its catalog reads are the longest part. Memory stays bounded: COPY
 output goes straight into the repository writer in blocks.
 """
 
@@ -22,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 import psycopg
@@ -54,6 +56,10 @@ PSQL_COPY_MIN_BYTES = 4 * 1024 * 1024
 # thousands of small tables the sorted queries cost the server a third more time.
 KEY_ORDER_MIN_BYTES = 8192 + 1
 PSQL_READ = 1024 * 1024
+# Tables smaller than this are copied SMALL_BATCH to a task: for thousands of tiny tables the thread
+# pool's hand-over per task (a future, a wake-up of a thread) costs as much as the copy itself.
+SMALL_TABLE_BYTES = 64 * 1024
+SMALL_BATCH = 100
 
 
 def utcnow() -> str:
@@ -250,25 +256,19 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
         listed = session.list_tables()
         session.begin([name for _oid, name in listed], lock_timeout_ms=int(lock_timeout * 1000),
                       parents=catalog.list_partitioned_tables(conn))
-        # In the snapshot, under the locks: a table's columns cannot have changed since it was locked
-        # (ALTER TABLE waits for the lock), but tables may have come or gone since the listing.
-        tables = catalog.list_tables(conn)
-        if [t.oid for t in tables] != [oid for oid, _name in listed]:
-            raise _SnapshotChanged(f"database {db.name!r}: tables changed while the backup locked them")
-        owners = catalog.object_owners(conn)
-        has_lobs = catalog.has_large_objects(conn)
-        properties = catalog.database_properties(conn)
-        sequences = catalog.sequence_values(conn)
-        reporter.add_total(sum(t.relation_bytes for t in tables))
-        entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
-                       "ctype": db.ctype, "owners": owners, "properties": properties, "sequences": sequences,
-                       "started": started, "time_zone": session_time_zone(conn)}
-        # Largest first: the long copies start early and the pool ends together.
-        order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
-        children: set[_PsqlCopy] = set()
+        children: set = set()  # psql and pg_dump children, killed when the backup stops
         children_lock = threading.Lock()
-
         pg_dump_name = f"rdsbackup-pg_dump-{secrets.token_hex(6)}"
+
+        def child_started(child) -> None:
+            with children_lock:
+                children.add(child)
+                if runner.failed:
+                    child.kill()
+
+        def child_ended(child) -> None:
+            with children_lock:
+                children.discard(child)
 
         def dump_schema() -> dict:
             with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
@@ -276,7 +276,8 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                 args = _schema_dump_args(session.snapshot_id, path)
                 try:
                     run_tool("pg_dump", [f"--lock-wait-timeout={PG_DUMP_LOCK_WAIT_MS}", *args], info,
-                             dbname=db.name, application_name=pg_dump_name)
+                             dbname=db.name, application_name=pg_dump_name,
+                             started=child_started, ended=child_ended)
                 except ToolFailed as exc:
                     if "could not obtain lock" in str(exc) or "statement timeout" in str(exc):
                         raise _SnapshotChanged(f"database {db.name!r}: pg_dump: {exc}") from None
@@ -288,8 +289,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                            digest: TableDigest) -> dict | None:
             """The table through a psql child; None when psql could not lock it (see snapshot.py)."""
             child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
-            with children_lock:
-                children.add(child)
+            child_started(child)
             try:
                 return writer.add_stream(name, digesting(child.blocks(counts, reporter), digest, counts),
                                          profile="table")
@@ -298,8 +298,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                     return None
                 raise
             finally:
-                with children_lock:
-                    children.discard(child)
+                child_ended(child)
                 child.close()
 
         def copy_with_psycopg(sql_text: str, name: str, counts: dict, digest: TableDigest) -> dict:
@@ -337,6 +336,14 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                     "key_order": table.order_terms if ordered else [],
                     **({"condition": table.condition} if table.condition else {})}
 
+        def dump_tables(batch: list[TableInfo]) -> list[dict]:
+            done = []
+            for table in batch:
+                if runner.failed:
+                    raise _Stopped("stopped")
+                done.append(dump_table(table))
+            return done
+
         def dump_lobs() -> dict:
             try:
                 return writer.add_stream(stream_name(db.name, "large-objects"),
@@ -350,14 +357,36 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
                 for child in children:
                     child.kill()
 
-        with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
-            tasks = [dump_schema] + ([dump_lobs] if has_lobs else []) + [
-                functools.partial(dump_table, t) for t in order]
-            results = run_until_first_failure(tasks, jobs=jobs, on_failure=stop_everything)
-        entry["schema"] = results[0]
-        entry["large_objects"] = results[1] if has_lobs else None
-        by_key = {(t["schema"], t["name"]): t for t in results[2 if has_lobs else 1:]}
-        entry["tables"] = [by_key[(t.schema, t.name)] for t in tables]
+        with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir, \
+                FirstFailure(jobs=jobs, on_failure=stop_everything) as runner:
+            # The schema dump is the longest part for a database of many small tables (pg_dump reads
+            # every definition, one catalog query per kind of object): it starts as soon as the
+            # snapshot exists, and the listing and the tables' rows are read while it runs.
+            schema = runner.submit(dump_schema)
+            # In the snapshot, under the locks: a table's columns cannot have changed since it was
+            # locked (ALTER TABLE waits for the lock), but tables may have come or gone since the listing.
+            tables = catalog.list_tables(conn)
+            if [t.oid for t in tables] != [oid for oid, _name in listed]:
+                raise _SnapshotChanged(f"database {db.name!r}: tables changed while the backup locked them")
+            owners = catalog.object_owners(conn)
+            has_lobs = catalog.has_large_objects(conn)
+            properties = catalog.database_properties(conn)
+            sequences = catalog.sequence_values(conn)
+            reporter.add_total(sum(t.relation_bytes for t in tables))
+            lobs = runner.submit(dump_lobs) if has_lobs else None
+            # Largest first: the long copies start early and the pool ends together.
+            order = sorted(tables, key=lambda t: t.relation_bytes, reverse=True)
+            copies = {}
+            for batch in _batches(order):
+                future = runner.submit(functools.partial(dump_tables, batch))
+                copies.update({(t.schema, t.name): (future, i) for i, t in enumerate(batch)})
+            runner.wait()
+        entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
+                       "ctype": db.ctype, "owners": owners, "properties": properties, "sequences": sequences,
+                       "started": started, "time_zone": session_time_zone(conn)}
+        entry["schema"] = schema.result()
+        entry["large_objects"] = lobs.result() if lobs else None
+        entry["tables"] = [future.result()[i] for future, i in (copies[(t.schema, t.name)] for t in tables)]
         entry["table_bytes"] = sum(t["bytes"] for t in entry["tables"])
         entry["ended"] = utcnow()
         return entry
@@ -365,38 +394,80 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
         session.close()
 
 
-def run_until_first_failure(tasks: list, *, jobs: int, on_failure) -> list:
-    """Run `tasks` on `jobs` threads; returns their results in order. The first task to fail calls
-    `on_failure` (which stops the others: cancels their statements, kills their children); tasks not
-    started yet do not start; the first failure is raised once every thread has ended, not an error
-    the stopping caused in another task."""
-    first: list[BaseException] = []
-    guard = threading.Lock()
+def _batches(tables: list[TableInfo]) -> Iterator[list[TableInfo]]:
+    """`tables` (largest first) as the copy tasks' lists: one table each, small ones SMALL_BATCH at a
+    time."""
+    small: list[TableInfo] = []
+    for table in tables:
+        if table.relation_bytes >= SMALL_TABLE_BYTES:
+            yield [table]
+            continue
+        small.append(table)
+        if len(small) == SMALL_BATCH:
+            yield small
+            small = []
+    if small:
+        yield small
 
-    def run(task):
-        if first:
+
+class FirstFailure:
+    """Tasks on `jobs` threads, submitted while earlier ones run. The first task to fail, or the
+    submitting code itself raising inside the `with` block, calls `on_failure` (which stops the
+    others: cancels their statements, kills their children); tasks not started yet do not start. On
+    leaving the block every thread has ended, and the first failure is raised, not an error the
+    stopping caused in another task."""
+
+    def __init__(self, *, jobs: int, on_failure):
+        self._on_failure = on_failure
+        self._first: list[BaseException] = []
+        self._guard = threading.Lock()
+        self._futures: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy")
+
+    @property
+    def failed(self) -> bool:
+        return bool(self._first)
+
+    def submit(self, task) -> Future:
+        future = self._pool.submit(self._run, task)
+        self._futures.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Until every task submitted has ended, or one failed (then raises that failure)."""
+        wait(self._futures, return_when=FIRST_EXCEPTION)
+        if self._first:
+            raise self._first[0]
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._guard:
+            is_first = not self._first
+            if is_first:
+                self._first.append(exc)
+        if is_first:
+            self._on_failure()
+
+    def _run(self, task):
+        if self._first:
             raise _Stopped("stopped")
         try:
             return task()
         except BaseException as exc:
-            with guard:
-                is_first = not first
-                if is_first:
-                    first.append(exc)
-            if is_first:
-                on_failure()
+            self._fail(exc)
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rdsbackup-copy") as pool:
-        futures = [pool.submit(run, t) for t in tasks]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if first:
-            for f in futures:
-                f.cancel()
-    # The pool has ended: every thread is done with the session.
-    if first:
-        raise first[0]
-    return [f.result() for f in futures]
+    def __enter__(self) -> FirstFailure:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self._fail(exc)
+            for future in self._futures:
+                future.cancel()
+        self._pool.shutdown(wait=True)
+        # The pool has ended: every thread is done with the session.
+        if self._first and self._first[0] is not exc:
+            raise self._first[0]
 
 
 def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None = None,

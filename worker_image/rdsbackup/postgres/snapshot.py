@@ -55,6 +55,11 @@ class SnapshotSession:
         # must not decide how dates, intervals or floats are written.
         self.settings = data_session_settings(encoding)
         self.exporter = info.connect(dbname, settings=self.settings)
+        if self.exporter.info.server_version >= 110000:
+            # The exporter's catalog queries (catalog.py) over thousands of tables have plan costs
+            # above jit_above_cost; compiling them takes seconds (JIT is on by default, also on RDS)
+            # and saves nothing on a catalog scan.
+            self.exporter.execute("SET jit = off")
         self.snapshot_id: str | None = None
         self._local = threading.local()
         self._opened: list[psycopg.Connection] = []

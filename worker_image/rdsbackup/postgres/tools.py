@@ -25,11 +25,12 @@ def conninfo_dbname(dbname: str) -> str:
 
 def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
              stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
-             application_name: str | None = None) -> str:
+             application_name: str | None = None, started=None, ended=None) -> str:
     """Run a client program to completion; returns its stderr. Raises `ToolFailed` (one line, the
-    program's first error) if it exits non-zero."""
+    program's first error) if it exits non-zero. `started(process)` and `ended(process)` are called
+    when the child has started and when it has ended (a caller that may have to kill it)."""
     returncode, stderr = run_tool_unchecked(name, args, info, dbname=dbname, stdin=stdin, stdout=stdout,
-                                            application_name=application_name)
+                                            application_name=application_name, started=started, ended=ended)
     if returncode != 0:
         raise ToolFailed(f"{name} failed (exit {returncode}): {first_error(stderr) or 'no message'}")
     return stderr
@@ -38,7 +39,7 @@ def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | 
 def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
                        stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
                        settings: dict[str, str] | None = None,
-                       application_name: str | None = None) -> tuple[int, str]:
+                       application_name: str | None = None, started=None, ended=None) -> tuple[int, str]:
     """Run a client program to completion; returns its exit code and stderr. `settings` are server
     settings for the program's sessions (PGOPTIONS); `application_name` names its sessions."""
     with info.tool_environment(dbname) as env:
@@ -46,16 +47,26 @@ def run_tool_unchecked(name: str, args: list[str], info: ConnectionInfo, *, dbna
             env["PGAPPNAME"] = application_name
         if settings:
             env["PGOPTIONS"] = " ".join(f"-c {setting}={value}" for setting, value in settings.items())
-        return _run(name, args, env, stdin=stdin, stdout=stdout)
+        return _run(name, args, env, stdin=stdin, stdout=stdout, started=started, ended=ended)
 
 
 def _run(name: str, args: list[str], env: dict[str, str], *, stdin: Iterable[bytes] | None,
-         stdout) -> tuple[int, str]:
+         stdout, started=None, ended=None) -> tuple[int, str]:
     proc = subprocess.Popen(
         [pg_tool(name), *args], env=env,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=stdout, stderr=subprocess.PIPE,
     )
+    try:
+        if started:
+            started(proc)
+        return _finish(proc, stdin)
+    finally:
+        if ended:
+            ended(proc)
+
+
+def _finish(proc: subprocess.Popen, stdin: Iterable[bytes] | None) -> tuple[int, str]:
     err_chunks: list[bytes] = []
     drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
     drain.start()
