@@ -239,6 +239,8 @@ class PostgresServer:
         from psycopg import sql as q
 
         with self.connect() as conn:
+            if conn.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)).fetchone() == (True,):
+                conn.execute(q.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(q.Identifier(name)))
             conn.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(q.Identifier(name)))
 
 

@@ -1,6 +1,8 @@
 """Database-level properties round-trip as `pg_dump --create` keeps them: owner, encoding, locale
 provider with its ICU locale (so ORDER BY sorts the same), collation and ctype, connection limit,
-ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET, grants (with grant option) and comment."""
+ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET, grants (with grant option), comment and
+IS_TEMPLATE (ALLOW_CONNECTIONS is true on both sides: a database that refuses connections cannot be
+dumped); `--replace` of a template drops the old copy as `pg_dump --clean --create` does."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ PROPERTIES_SQL = f"""
 SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datlocprovider, d.daticulocale,
        d.datcollate, d.datctype, d.datconnlimit, d.datacl::text, shobj_description(d.oid, 'pg_database'),
        (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0),
-       (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = '{MEMBER}'::regrole)
+       (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = '{MEMBER}'::regrole),
+       d.datistemplate, d.datallowconn
 FROM pg_database d WHERE d.datname = %s
 """
 
@@ -46,6 +49,7 @@ def server():
         GRANT CONNECT ON DATABASE props_src TO PUBLIC;
         GRANT CONNECT, TEMPORARY ON DATABASE props_src TO {MEMBER} WITH GRANT OPTION;
         COMMENT ON DATABASE props_src IS 'properties ''quoted''';
+        ALTER DATABASE props_src IS_TEMPLATE true;
     """)
     server.psql("CREATE TABLE words (w text PRIMARY KEY);"
                 "INSERT INTO words VALUES ('ö'), ('z'), ('a'), ('å'), ('ä'), ('B');", dbname="props_src")
@@ -62,7 +66,22 @@ def test_database_properties_round_trip(server, tmp_path):
 
     source, copy = _properties(server, "props_src"), _properties(server, "props_copy")
     assert source[0] == OWNER and source[2] == "i" and source[3] == "sv-SE" and source[6] == 17
+    assert source[11:] == (True, True)  # a template that allows connections
     assert copy == source
     # The ICU locale governs sorting in the restored database as in the source.
     order = "SELECT string_agg(w, '' ORDER BY w) FROM words"
     assert server.execute(order, dbname="props_copy") == server.execute(order, dbname="props_src") == [("aBzåäö",)]
+
+
+def test_replacing_a_template_drops_the_old_copy(server, tmp_path):
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password="pw")
+    info = ConnectionInfo(server.host, server.port, server.superuser, server.password)
+    backup = backup_postgres(repo, info, databases=["props_src"])
+    restore_postgres(repo, backup["restore_point_id"], info, database="props_src", target_database="props_copy",
+                     replace=True)
+    result = restore_postgres(repo, backup["restore_point_id"], info, database="props_src",
+                              target_database="props_copy", replace=True)
+    assert result["warnings"] == []
+    assert server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'props_copy%' ORDER BY 1") == [
+        ("props_copy",)]
+    assert _properties(server, "props_copy") == _properties(server, "props_src")

@@ -263,13 +263,16 @@ def is_empty(conn: psycopg.Connection) -> bool:
 
 def database_properties(conn: psycopg.Connection) -> dict:
     """What pg_dump writes only with --create: the current database's settings, comment, grants (with
-    grant options), connection limit, locale provider and ICU locale/rules, and the settings of roles
-    in this database (`ALTER ROLE ... IN DATABASE ... SET`)."""
+    grant options), connection limit, locale provider and ICU locale/rules, whether it is a template
+    (`IS_TEMPLATE`), and the settings of roles in this database (`ALTER ROLE ... IN DATABASE ... SET`).
+    `ALLOW_CONNECTIONS` is not among them: a database that refuses connections cannot be dumped (by
+    pg_dump neither), so every database backed up allows them, and so does its restored copy."""
     version = conn.info.server_version
     icu_locale = ("d.datlocale" if version >= 170000 else "d.daticulocale" if version >= 150000 else "NULL")
     provider = "d.datlocprovider::text" if version >= 150000 else "'c'"
     icu_rules = "d.daticurules" if version >= 160000 else "NULL"
-    settings, comment, acl_is_set, grants, conn_limit, loc_provider, loc, rules, role_settings = conn.execute(
+    (settings, comment, acl_is_set, grants, conn_limit, loc_provider, loc, rules, role_settings,
+     is_template) = conn.execute(
         f"""
         SELECT ARRAY(SELECT unnest(s.setconfig) FROM pg_db_role_setting s
                      WHERE s.setdatabase = d.oid AND s.setrole = 0),
@@ -282,10 +285,12 @@ def database_properties(conn: psycopg.Connection) -> dict:
                ARRAY(SELECT json_build_object('role', pg_get_userbyid(s.setrole),
                                               'settings', s.setconfig)::text
                      FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0
-                     ORDER BY 1)
+                     ORDER BY 1),
+               d.datistemplate
         FROM pg_database d WHERE d.datname = current_database()
         """
     ).fetchone()
     return {"settings": list(settings), "comment": comment, "acl": list(grants) if acl_is_set else None,
             "connection_limit": conn_limit, "locale_provider": loc_provider, "icu_locale": loc,
-            "icu_rules": rules, "role_settings": [json.loads(r) for r in role_settings]}
+            "icu_rules": rules, "role_settings": [json.loads(r) for r in role_settings],
+            "is_template": bool(is_template)}

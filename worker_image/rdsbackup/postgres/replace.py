@@ -182,6 +182,9 @@ def _drop(info: ConnectionInfo, dbname: str) -> None:
         force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
         if admin.info.server_version < 130000:
             _terminate(admin, dbname)
+        # A template cannot be dropped: unmark it first (as pg_dump --clean --create does).
+        if admin.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (dbname,)).fetchone() == (True,):
+            admin.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(dbname)))
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(dbname), force))
 
 

@@ -230,7 +230,8 @@ def _setting_sql(target: str, setting: str, role: str | None = None) -> sql.Comp
 
 def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | None, props: dict,
                                 warnings: list[str]) -> None:
-    """Owner, settings, comment, grants, connection limit and per-role settings of the database itself
+    """Owner, settings, comment, grants, connection limit, per-role settings and the template mark of
+    the database itself
     (under its new name, if renamed), as `pg_dump --create` writes them. Applied after the load: the
     connection limit must not stop the load's sessions, a new owner must not take the restoring role's
     rights away mid-load, and settings must not change how the load reads values."""
@@ -253,6 +254,9 @@ def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | N
             name, sql.Literal(int(props["connection_limit"]))))
     for role_setting in props.get("role_settings") or []:
         statements += [_setting_sql(target, s, role=role_setting["role"]) for s in role_setting["settings"]]
+    if props.get("is_template"):
+        # Last, as pg_dump --create writes it: a template is what new databases are copied from.
+        statements.append(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(name))
     if not statements:
         return
     with info.connect(target) as conn:
