@@ -31,7 +31,7 @@ from .errors import DatabaseNotFound, RestoreFailed, TargetNotEmpty
 from .globals import restore_globals
 from .largeobjects import restore_large_objects
 from .settings import data_session_settings
-from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool_unchecked
+from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool, run_tool_unchecked
 
 # Memory for each session's index builds and constraint checks after the data is in.
 DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
@@ -176,6 +176,51 @@ def _foreign_owners(info: ConnectionInfo, target: str, owners: list[str], is_sup
     warnings.append(f"database {target!r}: objects owned by {', '.join(foreign)} are owned by "
                     f"{info.user} (cannot become those roles)")
     return foreign
+
+
+# The post-data entries restored after all others, in this order (see `_post_data_steps`), by their
+# kind in a `pg_restore --list` line: "<dump id>; <catalog oid> <oid> <kind> <schema> <name> <owner>".
+_ROW_SECURITY, _REFRESH = "ROW SECURITY", "MATERIALIZED VIEW DATA"
+_TOC_KIND = re.compile(r"^\d+; \d+ \d+ (ROW SECURITY|MATERIALIZED VIEW DATA) ")
+
+
+def _post_data_steps(info: ConnectionInfo, path: str) -> list[tuple[list[str], list[str]]]:
+    """The data and post-data sections of the archive at `path` as pg_restore runs: (sections, options),
+    each with a `--use-list` file beside `path`.
+
+    1. everything but the two kinds below, with pg_restore's row_security = off;
+    2. `ALTER TABLE ... ENABLE ROW LEVEL SECURITY`: after the foreign keys, whose validation must see
+       every row of the referenced table (with row-level security enabled on a FORCE table, its
+       owner - the restoring role on RDS - gets an error with row_security off and a filtered view
+       with it on). pg_restore keeps this order when it runs alone, not always with --jobs;
+    3. materialized views' refreshes, last (as pg_restore orders them), with --enable-row-security:
+       the view's query, run as its owner, under the policies that apply to that owner, as a REFRESH
+       in the source runs. row_security off makes the refresh fail wherever a policy applies.
+    """
+    toc_path = path + ".toc"
+    with open(toc_path, "wb") as out:
+        run_tool("pg_restore", ["--list", path], info, stdout=out)
+    with open(toc_path, encoding="utf-8", errors="surrogateescape") as f:
+        lines = f.read().splitlines()
+    later: dict[str, list[str]] = {_ROW_SECURITY: [], _REFRESH: []}
+    for ln in lines:
+        kind = _TOC_KIND.match(ln)
+        if kind:
+            later[kind.group(1)].append(ln)
+    deferred = set(later[_ROW_SECURITY]) | set(later[_REFRESH])
+
+    def list_file(name: str, entries: list[str]) -> str:
+        list_path = f"{path}.{name}.list"
+        with open(list_path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write("\n".join(entries) + "\n")
+        return list_path
+
+    steps = [(["data", "post-data"], [f"--use-list={list_file('first', [ln for ln in lines if ln not in deferred])}"])]
+    if later[_ROW_SECURITY]:
+        steps.append((["post-data"], [f"--use-list={list_file('row-security', later[_ROW_SECURITY])}"]))
+    if later[_REFRESH]:
+        steps.append((["post-data"], [f"--use-list={list_file('refresh', later[_REFRESH])}", "--enable-row-security"]))
+    return steps
 
 
 def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str], extra: list[str],
@@ -443,8 +488,9 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         _set_sequences(admin, target, entry.get("sequences") or [])
         # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
-        _pg_restore(info, target, schema_path, ["data", "post-data"], [], warnings, jobs=jobs, foreign_owners=foreign,
-                    settings={"maintenance_work_mem": maintenance_work_mem})
+        for sections, options in _post_data_steps(info, schema_path):
+            _pg_restore(info, target, schema_path, sections, options, warnings, jobs=jobs, foreign_owners=foreign,
+                        settings={"maintenance_work_mem": maintenance_work_mem})
     _apply_database_properties(info, target, entry.get("owner") if entry.get("owner") not in foreign else None,
                                entry.get("properties") or {}, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
