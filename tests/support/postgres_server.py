@@ -244,6 +244,24 @@ class PostgresServer:
             conn.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(q.Identifier(name)))
 
 
+def create_tablespace(server: PostgresServer, name: str) -> str:
+    """CREATE TABLESPACE `name` in a new directory owned by the server's OS user (tests may run as
+    root, the server never); returns the directory (remove it after `DROP TABLESPACE`)."""
+    location = tempfile.mkdtemp(prefix="rdsbackup-ts-", dir="/tmp")
+    os.chmod(location, 0o700)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam(server.os_user)
+        os.chown(location, owner.pw_uid, owner.pw_gid)
+    server.execute(f'CREATE TABLESPACE "{name}" LOCATION \'{location}\'')
+    return location
+
+
+def drop_tablespace(server: PostgresServer, name: str, location: str | None) -> None:
+    server.execute(f'DROP TABLESPACE IF EXISTS "{name}"')
+    if location:
+        shutil.rmtree(location, ignore_errors=True)
+
+
 def make_test_certificates(hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",),
                            ca_name: str = "rdsbackup test CA") -> tuple[bytes, bytes, bytes]:
     """(CA certificate, server certificate, server key), PEM: a throwaway CA and a server certificate

@@ -372,6 +372,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
             has_lobs = catalog.has_large_objects(conn)
             properties = catalog.database_properties(conn)
             sequences = catalog.sequence_values(conn)
+            tablespaces = catalog.tablespaces_used(conn)
             reporter.add_total(sum(t.relation_bytes for t in tables))
             lobs = runner.submit(dump_lobs) if has_lobs else None
             # Largest first: the long copies start early and the pool ends together.
@@ -383,7 +384,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
             runner.wait()
         entry: dict = {"name": db.name, "owner": db.owner, "encoding": db.encoding, "collate": db.collate,
                        "ctype": db.ctype, "owners": owners, "properties": properties, "sequences": sequences,
-                       "started": started, "time_zone": session_time_zone(conn)}
+                       "tablespaces": tablespaces, "started": started, "time_zone": session_time_zone(conn)}
         entry["schema"] = schema.result()
         entry["large_objects"] = lobs.result() if lobs else None
         entry["tables"] = [future.result()[i] for future, i in (copies[(t.schema, t.name)] for t in tables)]

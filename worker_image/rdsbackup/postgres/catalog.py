@@ -241,6 +241,17 @@ def object_owners(conn: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows if r[0] and r[0] != "pg_database_owner")
 
 
+def tablespaces_used(conn: psycopg.Connection) -> list[str]:
+    """Tablespaces other than the database's default that its tables, indexes and materialized views
+    are in (a restore keeps them where the target has them)."""
+    return [r[0] for r in conn.execute(
+        f"""
+        SELECT DISTINCT t.spcname FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_NAMESPACE} ORDER BY 1
+        """).fetchall()]
+
+
 def has_large_objects(conn: psycopg.Connection) -> bool:
     return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)").fetchone()[0])
 

@@ -223,10 +223,31 @@ def _post_data_steps(info: ConnectionInfo, path: str) -> list[tuple[list[str], l
     return steps
 
 
+def _tablespace_options(info: ConnectionInfo, target: str, entry: dict, warnings: list[str]) -> list[str]:
+    """`--no-tablespaces` unless every tablespace the backup's objects were in exists on the target and
+    the restoring role may create objects in it (then each object goes back to its tablespace, as
+    pg_restore puts it); one warning names those missing. A restore point that did not record its
+    tablespaces (before format 2's `tablespaces`) restores into the default tablespace."""
+    if "tablespaces" not in entry:
+        return ["--no-tablespaces"]
+    if not entry["tablespaces"]:
+        return []
+    with info.connect(target) as conn:
+        usable = {r[0] for r in conn.execute(
+            "SELECT spcname FROM pg_tablespace WHERE spcname = ANY (%s)"
+            " AND has_tablespace_privilege(spcname, 'CREATE')", (entry["tablespaces"],)).fetchall()}
+    missing = [t for t in entry["tablespaces"] if t not in usable]
+    if not missing:
+        return []
+    warnings.append(f"database {target!r}: tablespace(s) {', '.join(missing)} missing on the target or not "
+                    f"usable by {info.user}: every object is in the default tablespace")
+    return ["--no-tablespaces"]
+
+
 def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str], extra: list[str],
                 warnings: list[str], jobs: int = 1, settings: dict[str, str] | None = None,
                 foreign_owners: list[str] = ()) -> None:
-    args = ["--no-password", "--no-tablespaces", f"--dbname={conninfo_dbname(target)}", *extra]
+    args = ["--no-password", f"--dbname={conninfo_dbname(target)}", *extra]
     args += [f"--section={s}" for s in sections]
     if jobs > 1:
         args.append(f"--jobs={jobs}")
@@ -440,7 +461,8 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
                    warnings: list[str], maintenance_work_mem: str) -> dict:
     foreign = _foreign_owners(info, target, entry.get("owners", []), is_superuser, warnings)
-    _pg_restore(info, target, schema_path, ["pre-data"], [], warnings, foreign_owners=foreign)
+    tablespaces = _tablespace_options(info, target, entry, warnings)
+    _pg_restore(info, target, schema_path, ["pre-data"], tablespaces, warnings, foreign_owners=foreign)
 
     # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
     load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
@@ -489,7 +511,8 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
         for sections, options in _post_data_steps(info, schema_path):
-            _pg_restore(info, target, schema_path, sections, options, warnings, jobs=jobs, foreign_owners=foreign,
+            _pg_restore(info, target, schema_path, sections, [*options, *tablespaces], warnings, jobs=jobs,
+                        foreign_owners=foreign,
                         settings={"maintenance_work_mem": maintenance_work_mem})
     _apply_database_properties(info, target, entry.get("owner") if entry.get("owner") not in foreign else None,
                                entry.get("properties") or {}, warnings)
