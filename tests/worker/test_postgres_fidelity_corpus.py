@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -21,7 +22,13 @@ from rdsbackup.postgres import ConnectionInfo, backup_postgres, restore_postgres
 from rdsbackup.repository import Repository
 
 from tests.support.pg_types import TABLE_SHAPES_SQL, all_types_table_sql
-from tests.support.postgres_server import ensure_role, running_server, shared_server
+from tests.support.postgres_server import (
+    create_tablespace,
+    drop_tablespace,
+    ensure_role,
+    running_server,
+    shared_server,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -34,6 +41,8 @@ SOURCE_DEFAULTS = {"datestyle": "SQL, DMY", "intervalstyle": "sql_standard", "ex
 # Tables another session changes during the backups: compared by their invariants, not row by row.
 BUSY = {"app.accounts", "app.replaced"}
 RESTORER, RESTORER_PASSWORD = "corpus_restorer", "restorer-pw"
+# On both servers, as a restore target must have it for objects to go back into it.
+TABLESPACE = "corpus_ts"
 
 PINNED = ("SET datestyle = ISO", "SET intervalstyle = postgres", "SET extra_float_digits = 3",
           "SET TimeZone = UTC", "SET bytea_output = hex", "SET lc_monetary = 'C'", "SET client_encoding = UTF8")
@@ -61,12 +70,18 @@ def _create_source(server, dbname: str, sql_text: str) -> None:
 
 @pytest.fixture(scope="module")
 def source():
-    with running_server(settings=SOURCE_DEFAULTS) as server:
-        for role in ROLES:
-            ensure_role(server, role)
-        _create_source(server, "corpus_src", CORPUS_SQL)
-        _create_source(server, "corpus_rds", CORPUS_SQL.split(SUPERUSER_MARK)[0])
-        yield server
+    location = None
+    try:
+        with running_server(settings=SOURCE_DEFAULTS) as server:
+            for role in ROLES:
+                ensure_role(server, role)
+            location = create_tablespace(server, TABLESPACE)
+            _create_source(server, "corpus_src", CORPUS_SQL)
+            _create_source(server, "corpus_rds", CORPUS_SQL.split(SUPERUSER_MARK)[0])
+            yield server
+    finally:
+        if location:
+            shutil.rmtree(location, ignore_errors=True)  # the server that used it has stopped
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +89,12 @@ def target():
     server = shared_server()
     for name in ("corpus_ours", "corpus_src", "corpus_rds_ours", "corpus_rds_control"):
         _drop(server, name)
+    drop_tablespace(server, TABLESPACE, None)
+    location = create_tablespace(server, TABLESPACE)
     yield server
     for name in ("corpus_ours", "corpus_src", "corpus_rds_ours", "corpus_rds_control"):
         _drop(server, name)
+    drop_tablespace(server, TABLESPACE, location)
 
 
 def _drop(server, dbname: str) -> None:
