@@ -121,5 +121,12 @@ def test_force_row_level_security_restored_by_its_owner(postgres_server, master,
     view = "SELECT n FROM visible_accounts"
     assert postgres_server.execute(view, dbname="forced_ours") == [(1,)]
     assert postgres_server.execute(view, dbname="forced") == [(1,)]
+
+    # --replace verifies the copy by reading every row: FORCE is lifted for that, and set again
+    replaced = restore_postgres(repo, backup["restore_point_id"], master, database="forced",
+                                target_database="forced_ours", replace=True)
+    assert replaced["warnings"] == []
+    assert schema_dump(postgres_server, "forced_ours") == schema_dump(postgres_server, "forced")
+    assert table_checksums(postgres_server, "forced_ours") == table_checksums(postgres_server, "forced")
     for name in ("forced", "forced_ours", "forced_control"):
         postgres_server.drop_database(name)

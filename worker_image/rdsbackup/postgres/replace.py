@@ -4,7 +4,8 @@ dropped before its replacement is whole.
 For each such target database:
 1. restore into a temporary database `<target>_rdsbackup_restoring_<random>` (a normal restore);
 2. verify it: every table the restore point recorded is recounted and its digest recomputed
-   (`validate_database`); any difference fails the replace;
+   (`validate_database`; FORCE ROW LEVEL SECURITY lifted meanwhile where it binds the restoring role);
+   any difference fails the replace;
 3. swap names: warn (on stderr, before doing it) about the sessions connected to the target and
    terminate them, rename the target to `<target>_rdsbackup_replaced_<UTC time>`, rename the temporary
    database to the target's name;
@@ -81,7 +82,8 @@ def replace_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
             for db in result["databases"]:
                 summary["databases"].append({**db, "target": target})
             if into != target:
-                check = validate_database(info, entry, into)
+                with _policies_not_forced(info, into):
+                    check = validate_database(info, entry, into)
                 if check["differences"]:
                     first = check["differences"][0]
                     raise RestoreFailed(
@@ -110,6 +112,27 @@ def replace_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
             summary["warnings"].append(f"database {target!r} was replaced; the old database is kept as {old!r} "
                                        f"because it could not be dropped ({one_line(str(exc))}): drop it yourself")
     return summary
+
+
+@contextlib.contextmanager
+def _policies_not_forced(info: ConnectionInfo, dbname: str):
+    """FORCE ROW LEVEL SECURITY lifted, for the verification, from the tables of the temporary copy
+    whose policies bind the restoring role as their owner (RDS's master user restoring its own
+    tables): the verification reads every row with row_security off, which for such a table is an
+    error. Set again afterwards; nobody else uses the copy before the swap."""
+    with info.connect(dbname) as conn:
+        forced = [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relrowsecurity AND c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE')"
+            " AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)").fetchall()]
+        for name in forced:
+            conn.execute(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
+        try:
+            yield
+        finally:
+            for name in forced:
+                conn.execute(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
 
 
 def _occupied(info: ConnectionInfo, targets: list[str]) -> set[str]:
