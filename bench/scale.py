@@ -18,7 +18,7 @@ For each N (default 10, 100, 1000; RDSBACKUP_BENCH_SCALE_N="10 100" to choose):
    largest resource-execution history, states entered per resource (+1: the Distributed Map's task that
    starts it, which moto does not record), Lambda invocations and RDS API calls per resource, the peak
    of copy slots in use per destination account-region and of manual snapshots per account-region, and
-   the harness's wall time. Prints a markdown table and writes bench/results/scale-<time>.{json,md}.
+   the harness's wall and CPU time. Prints a markdown table and writes bench/results/scale-<time>.{json,md}.
 
 moto makes snapshots available at once: every snapshot is checked once (a real 20-minute snapshot adds
 3 transitions per further check: Wait, Check, Choice). Wall time is the harness's (in-process Lambdas run
@@ -188,7 +188,7 @@ def run_sessions(app, lambdas, counters: Counters, policies: list[str], label: s
     sfn = boto3.client("stepfunctions", region_name=REGIONS[0])
     counters.reset()
     invoked_before = len(lambdas.invocations)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     arns = [sfn.start_execution(stateMachineArn=app.workflow_arn("Backup"), name=f"{label}-{policy}",
                                 input=json.dumps({"policy": policy}))["executionArn"] for policy in policies]
     described = []
@@ -196,7 +196,7 @@ def run_sessions(app, lambdas, counters: Counters, policies: list[str], label: s
         while (state := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
             time.sleep(0.5)
         described.append(state)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     summaries = [json.loads(d.get("output") or d.get("cause") or "{}") for d in described]
     sessions = [history(sfn, arn) for arn in arns]
     session_ids = {s.get("session_id") for s in summaries}
@@ -227,6 +227,7 @@ def run_sessions(app, lambdas, counters: Counters, policies: list[str], label: s
         "peak_manual_snapshots_source": max((v for k, v in counters.snapshot_peak.items()
                                              if not k.startswith(VAULT[0])), default=0),
         "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
         "failed_examples": [f for s in summaries for f in s.get("failed_resources", [])][:3],
     }
 
@@ -279,6 +280,8 @@ ROWS = [
     ("peak manual snapshots per account-region (sources)", lambda r: r["peak_manual_snapshots_source"]),
     ("peak manual snapshots per account-region (any, incl. the vault)", lambda r: r["peak_manual_snapshots"]),
     ("harness wall time (s)", lambda r: r["wall_seconds"]),
+    # the process's CPU time over the same span (every thread): what the harness costs, whatever the load
+    ("harness CPU time (s)", lambda r: r.get("cpu_seconds", "-")),
 ]
 
 
