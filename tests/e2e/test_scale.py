@@ -2,7 +2,11 @@
 
 Before the session was split into one execution per resource, a session of about 145 snapshot-only
 resources failed outright: the session report's output carried every item and result past Step
-Functions' 256 KiB (`States.DataLimitExceeded`, which no Catch catches).
+Functions' 256 KiB (`States.DataLimitExceeded`, which no Catch catches). The 300-resource test below, run on
+that design (commit 9fe2a2f, its `fleet` policy at the then maximum concurrency of 40) fails so: the
+session FAILED with `States.DataLimitExceeded` ("The state/task 'Back up each resource' returned a result
+with a size exceeding the maximum number of bytes service limit"), after 12,616 history events and a
+largest recorded state payload of 174 KiB (the Map's result itself, over 256 KiB, is never recorded).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pytest
 from rdsbackup_lambdas import slots
 
 from rdsbackup_local import moto_patches
+from rdsbackup_local.moto_speed import fast_harness
 from tests.e2e import faults
 from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
 from tests.e2e.conftest import report_of, summary_of
@@ -22,6 +27,14 @@ from tests.e2e.fixtures import create_instance, db_snapshots
 
 pytestmark = pytest.mark.slow
 PAYLOAD_BUDGET = 64 * 1024  # a quarter of Step Functions' 256 KiB
+
+
+@pytest.fixture(autouse=True)
+def _fast_harness():
+    """moto's interpreter without its harness-only costs (rdsbackup_local.moto_speed): 300 resources
+    are 300 executions, each parsed, started and polled by moto."""
+    with fast_harness():
+        yield
 
 
 def largest_payload(events: list[dict]) -> int:
@@ -32,6 +45,23 @@ def largest_payload(events: list[dict]) -> int:
             if isinstance(details, dict):
                 sizes += [len(details[key]) for key in ("input", "output") if isinstance(details.get(key), str)]
     return max(sizes)
+
+
+def raise_creation_slots(account: str, region: str, limit: int) -> None:
+    """The e2e config's 4 creation slots per account-region (small, so that the contention test meets
+    them) would make 300 resources wait their turn four at a time; this deploys the slot limits a
+    `limits.places` entry for the fleet's account-region gives (config -> SLOT_LIMITS is proven by
+    tests/infra/test_every_config_field.py), into the functions that read them."""
+    functions = boto3.client("lambda", region_name=REGION)
+    listed = [f for page in functions.get_paginator("list_functions").paginate() for f in page["Functions"]]
+    for function in listed:
+        variables = function.get("Environment", {}).get("Variables", {})
+        if "SLOT_LIMITS" in variables:
+            limits = json.loads(variables["SLOT_LIMITS"])
+            limits["places"][f"{account}/{region}"] = {"snapshot": limit}
+            functions.update_function_configuration(
+                FunctionName=function["FunctionName"],
+                Environment={"Variables": {**variables, "SLOT_LIMITS": json.dumps(limits)}})
 
 
 def create_fleet(count: int) -> None:
@@ -47,6 +77,7 @@ def test_a_session_of_300_resources_stays_within_every_payload_limit(harness):
     # 300 snapshots in one account-region need a raised quota (AWS's default is 100: the quota check
     # would fail the 101st resource at once); this stands in for a Service Quotas increase.
     moto_patches.MANUAL_SNAPSHOT_QUOTAS[(CONTROL_ACCOUNT, REGION, "ManualSnapshots")] = 400
+    raise_creation_slots(CONTROL_ACCOUNT, REGION, 400)
     create_fleet(300)
     described = harness.run({"policy": "fleet"}, name="fleet-300", timeout=1800)
     summary = summary_of(described)
