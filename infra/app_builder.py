@@ -13,7 +13,7 @@ from infra.constructs.power_roles import Trust
 from infra.nag import add_compliance_packs
 from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
 from infra.stacks.control_stack import ControlStack
-from infra.topology import NAMES_CONTEXT, Place, Topology, build_topology, repository_prefix
+from infra.topology import NAMES_CONTEXT, Place, Topology, build_topology, repository_prefix, test_worker_of
 
 
 @dataclass
@@ -52,17 +52,24 @@ def _stack_id(kind: str, place: Place, topology: Topology) -> str:
 def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> WorkerSettingsForPlace | None:
     if place not in topology.worker_places:
         return None
-    policies = [p for p in config.policies if p.image_backup is not None and place in topology.sources_of(p)]
+    here = [p for p in config.policies if place in topology.sources_of(p)]
+    policies = [p for p in here if p.image_backup is not None]
+    # snapshot-only policies' restore tests: their test worker writes only result documents
+    testers = [(p, worker) for p in here if (worker := test_worker_of(p)) is not None]
     return WorkerSettingsForPlace(
         repository_buckets=sorted({topology.names.repository_bucket(p.image_backup.repository, topology.control)
-                                   for p in policies}),
+                                   for p in policies}
+                                  | {topology.names.repository_bucket(w.results_repository, topology.control)
+                                     for _, w in testers}),
         control_region=topology.control.region,
-        secret_arns=sorted({p.image_backup.secret_arn for p in policies if p.image_backup.secret_arn}),
+        secret_arns=sorted({p.image_backup.secret_arn for p in policies if p.image_backup.secret_arn}
+                           | {w.secret_arn for _, w in testers if w.secret_arn}),
         capacity_providers=sorted({p.image_backup.worker.capacity_provider for p in policies
-                                   if p.image_backup.worker.capacity_provider}),
+                                   if p.image_backup.worker.capacity_provider}
+                                  | {w.capacity_provider for _, w in testers if w.capacity_provider}),
         repository_prefixes=sorted({(topology.names.repository_bucket(p.image_backup.repository, topology.control),
                                      repository_prefix(p.name)) for p in policies}),
-        secret_sources=_named_sources(policies, place),
+        secret_sources=_named_sources(policies + [p for p, _ in testers], place),
     )
 
 

@@ -245,6 +245,15 @@ def parse_duration(text: str) -> int:
     return round(float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
 
 
+class RestoreTestWorker(WorkerSettings):
+    """The test worker of a snapshot-only policy: where it runs (as `image_backup.worker`), the DB
+    credentials, and the repository whose bucket receives its result documents (only its results
+    prefix; nothing is written into the repository)."""
+
+    results_repository: str
+    secret_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:secretsmanager:")] | None = None
+
+
 class RestoreTest(_Strict):
     """Scheduled proof that what a policy keeps restores and holds its data (docs/restore-tests.md)."""
 
@@ -256,6 +265,8 @@ class RestoreTest(_Strict):
     # None: the smallest sensible class for the engine (db.t4g.micro, Aurora db.t4g.medium, ...)
     instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] | None = None
     timeout_minutes: Annotated[int, Field(ge=10, le=24 * 60)] = 180
+    # the test worker of a policy without image_backup (with it, image_backup's worker tests)
+    worker: RestoreTestWorker | None = None
 
     @field_validator("targets")
     @classmethod
@@ -486,15 +497,19 @@ def _check_rpo_and_restore_test(policy: Policy) -> None:
             f'{where}: field "rpo": {policy.rpo!r} is shorter than the time between two scheduled backups '
             f"({interval / 3600:g} h): every source would be outside its RPO before its next backup"
         )
-    if policy.restore_test is not None and policy.image_backup is None:
-        raise ConfigError(f'{where}: field "restore_test": restore tests need the policy\'s "image_backup" '
-                          "section (the test worker runs in its worker cluster and reports through its "
-                          "repository bucket)")
     for target in policy.restore_test_targets:
         needs = _RESTORE_TEST_NEEDS.get(target)
         if needs and getattr(policy, needs) is None:
             raise ConfigError(f'{where}: field "restore_test.targets": {target!r} needs the policy\'s '
                               f'"{needs}" section, which it does not have')
+    test = policy.restore_test
+    if test is not None and policy.image_backup is None and test.worker is None:
+        raise ConfigError(f'{where}: field "restore_test.worker": a policy without "image_backup" needs a test '
+                          'worker: give "restore_test": {"worker": {"results_repository": "<repository>"}} (the '
+                          "bucket its result documents go to; worker settings as in image_backup.worker)")
+    if test is not None and policy.image_backup is not None and test.worker is not None:
+        raise ConfigError(f'{where}: field "restore_test.worker": the policy\'s restore tests run on its '
+                          '"image_backup.worker"; remove "restore_test.worker"')
 
 
 def _semantic_checks(config: BackupConfig, default_account: str, default_region: str) -> None:
@@ -511,6 +526,15 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                     f"(repositories: {known})"
                 )
         _check_rpo_and_restore_test(policy)
+        test_worker = policy.restore_test.worker if policy.restore_test is not None else None
+        if test_worker is not None and test_worker.results_repository not in config.repositories:
+            known = ", ".join(sorted(config.repositories)) or "none defined"
+            raise ConfigError(f'{where}: field "restore_test.worker.results_repository": unknown repository '
+                              f"{test_worker.results_repository!r} (repositories: {known})")
+        if test_worker is not None and repository_roles(config).get(test_worker.results_repository) == "archive":
+            raise ConfigError(f'{where}: field "restore_test.worker.results_repository": '
+                              f"{test_worker.results_repository!r} is an archive repository (Object Lock would keep "
+                              "every result document); name a backup repository or one of its own")
         _check_repository_use(policy, config, where)
         replication = policy.replication
         if replication is None:

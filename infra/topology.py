@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from constructs import IConstruct
 
-from infra.config import BackupConfig, Policy, maintenance_of
+from infra.config import BackupConfig, Policy, RestoreTestWorker, WorkerSettings, maintenance_of
 
 DEFAULT_NAME_PREFIX = "rdsbackup"
 WORKER_CONTAINER = "worker"
@@ -167,7 +167,7 @@ def build_topology(config: BackupConfig, *, control: Place) -> Topology:
     for policy in config.policies:
         for source in probe.sources_of(policy):
             access.add(source)
-            if policy.image_backup is not None:
+            if policy.image_backup is not None or test_worker_of(policy) is not None:
                 workers.add(source)
             target = probe.replica_place(policy, source)
             if target is not None:
@@ -230,7 +230,7 @@ def runtime_policies(config: BackupConfig, topology: Topology, repository_key_ar
             "image_backup": _image_backup(policy, config, topology, repository_key_arn),
             "maintenance": _maintenance(policy, config, topology, repository_key_arn),
             "rpo_seconds": policy.rpo_seconds,
-            "restore_test": _restore_test(policy),
+            "restore_test": _restore_test(policy, topology),
         }
     return policies
 
@@ -240,30 +240,43 @@ def _image_backup(policy: Policy, config: BackupConfig, topology: Topology, repo
     if image is None:
         return None
     bucket = topology.names.repository_bucket(image.repository, topology.control)
-    worker = image.worker
     return {
         "repository_url": repository_url(bucket, policy.name, config.repositories[image.repository].storage_class),
         "repository_kms_key_arn": repository_key_arn,
         "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days},
         "secret_arn": image.secret_arn,
         "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}",
-        "worker": {
-            "launch_type": worker.launch_type, "subnets": list(worker.subnets), "cpu": worker.cpu,
-            "memory": worker.memory, "timeout_seconds": max(1, round(worker.timeout_minutes * 60)),
-            "cluster": topology.names.worker_cluster, "task_family": topology.names.worker_task_family,
-            "container": WORKER_CONTAINER,
-            "capacity_provider": worker.capacity_provider,
-        },
+        "worker": _worker(image.worker, topology),
+    }
+
+
+def _worker(worker: WorkerSettings, topology: Topology) -> dict:
+    return {
+        "launch_type": worker.launch_type, "subnets": list(worker.subnets), "cpu": worker.cpu,
+        "memory": worker.memory, "timeout_seconds": max(1, round(worker.timeout_minutes * 60)),
+        "cluster": topology.names.worker_cluster, "task_family": topology.names.worker_task_family,
+        "container": WORKER_CONTAINER, "capacity_provider": worker.capacity_provider,
     }
 
 
 
-def _restore_test(policy: Policy) -> dict | None:
+def test_worker_of(policy: Policy) -> RestoreTestWorker | None:
+    """The test worker of a snapshot-only policy's restore tests (`restore_test.worker`), else None."""
+    return policy.restore_test.worker if policy.restore_test is not None else None
+
+
+def _restore_test(policy: Policy, topology: Topology) -> dict | None:
     test = policy.restore_test
     if test is None:
         return None
+    worker = None
+    if test.worker is not None:
+        # shaped like image_backup's section: the test item's worker settings (no repository of its own)
+        bucket = topology.names.repository_bucket(test.worker.results_repository, topology.control)
+        worker = {"repository_url": None, "secret_arn": test.worker.secret_arn,
+                  "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}", "worker": _worker(test.worker, topology)}
     return {"sample": test.sample, "targets": policy.restore_test_targets, "instance_class": test.instance_class,
-            "timeout_seconds": test.timeout_minutes * 60}
+            "timeout_seconds": test.timeout_minutes * 60, "worker": worker}
 
 
 def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repository_key_arn: str) -> dict | None:

@@ -43,6 +43,8 @@ class RepositoryWriter:
     repository: str
     place: Place
     policy: str
+    # a snapshot-only policy's restore-test worker: result documents only, no restore points
+    results_only: bool = False
 
     @property
     def prefix(self) -> str:
@@ -145,6 +147,12 @@ class Repositories(Construct):
         principal = iam.AccountPrincipal(place.account)
         exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
         sid = f"{writer.policy}{place.account}{place.region}".replace("-", "")
+        if writer.results_only:
+            bucket.add_to_resource_policy(iam.PolicyStatement(
+                sid=f"Results{sid}", principals=[principal], conditions=exactly,
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(f"{RESULT_PREFIX}{place.account}/*")]))
+            return
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Write{sid}", principals=[principal], conditions=exactly,
             actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],

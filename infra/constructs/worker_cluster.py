@@ -83,9 +83,10 @@ class WorkerCluster(Construct):
         results = [f"{arn}/{RESULT_PREFIX}{stack.account}/*" for arn in bucket_arns]
         role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
                                                resources=[*own, *results]))
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["s3:DeleteObject"], resources=[f"arn:aws:s3:::{bucket}/{prefix}/locks/*"
-                                                    for bucket, prefix in prefixes]))
+        if prefixes:  # (a snapshot-only policy's test worker has no repository prefix: results only)
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:DeleteObject"], resources=[f"arn:aws:s3:::{bucket}/{prefix}/locks/*"
+                                                        for bucket, prefix in prefixes]))
         for bucket, prefix in prefixes:
             role.add_to_policy(iam.PolicyStatement(
                 actions=["s3:ListBucket"], resources=[f"arn:aws:s3:::{bucket}"],

@@ -36,6 +36,7 @@ from infra.topology import (
     RESULT_PREFIX,
     Topology,
     runtime_policies,
+    test_worker_of,
 )
 
 # The session objects each step reads or writes (lambdas/rdsbackup_lambdas/session_store.py).
@@ -82,7 +83,10 @@ class ControlStack(Stack):
             self, "Repositories", repositories=config.repositories, control=topology.control,
             writers=[RepositoryWriter(policy.image_backup.repository, place, policy.name)
                      for policy in config.policies if policy.image_backup is not None
-                     for place in topology.sources_of(policy)],
+                     for place in topology.sources_of(policy)]
+            + [RepositoryWriter(worker.results_repository, place, policy.name, results_only=True)
+               for policy in config.policies if (worker := test_worker_of(policy)) is not None
+               for place in topology.sources_of(policy)],
             break_glass_role_arn=config.break_glass_role_arn,
             lock_modes={name: object_lock_mode(name, settings, config)
                         for name, settings in config.repositories.items()})

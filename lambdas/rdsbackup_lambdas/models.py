@@ -117,7 +117,8 @@ class BackupRetention(_Model):
 class ImageBackup(_Model):
     """The policy's ``image_backup`` section, copied into every ITEM by ``resolve_policy``."""
 
-    repository_url: str
+    # None for a snapshot-only policy's restore-test worker (it restores no restore point of its own)
+    repository_url: str | None = None
     repository_kms_key_arn: str | None = None
     retention: BackupRetention = Field(default_factory=BackupRetention)
     secret_arn: str | None = None

@@ -40,7 +40,7 @@ from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, Poll
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.polling import next_poll
 
-THROWAWAY_PREFIX = "rdsbackup-test-"
+THROWAWAY_PREFIX = names.THROWAWAY_PREFIX
 RESTORE_TEST_TAG = names.RESTORE_TEST_TAG
 _BATCH = 100
 # the smallest class each engine runs on that still restores a real database in reasonable time
@@ -104,8 +104,11 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     if not settings:
         raise UnknownPolicy(f"policy {policy_name!r} has no restore_test")
     policy = Policy.model_validate(raw)
-    if policy.image_backup is None:
-        raise UnknownPolicy(f"policy {policy_name!r}: restore tests need its image_backup (the test worker)")
+    # the test worker: image_backup's, or a snapshot-only policy's own (restore_test.worker)
+    worker_section = raw.get("image_backup") or settings.get("worker")
+    if not worker_section:
+        raise UnknownPolicy(f"policy {policy_name!r}: restore tests need a test worker (image_backup or "
+                            "restore_test.worker)")
     session_id = "test-" + selection.session_id_for(policy_name, execution_name, started_at)
     selected = selection.select_resources(policy_name, policy, session_id)
     if resources is not None:
@@ -121,6 +124,10 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     ordered = sorted(selected, key=lambda s: (tested.get(s[0].arn, 0.0), s[0].arn))
     chosen = ordered[:settings["sample"]] if settings.get("sample") else ordered
     newest = backup_freshness.last_successes(table, policy_name, [r.arn for r, _ in chosen])
+    # without restore points of its own, a snapshot's databases and row counts are compared with the
+    # newest restore point another policy made of the same source, when there is one
+    compared = {} if policy.image_backup is not None else newest_restore_points(
+        table, policies, [r.arn for r, _ in chosen])
     targets = settings.get("targets") or ["snapshot"]
     tests = []
     for resource, target in chosen:
@@ -132,7 +139,10 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
         if not snapshot_arn:
             error = {"Error": "NothingToTest", "Cause": f"{resource.arn} has no successful backup with a "
                      f"{'replica' if 'replica' in targets and 'snapshot' not in targets else 'snapshot'} yet"}
-        image_backup = ImageBackup.model_validate(raw["image_backup"])
+        image_backup = ImageBackup.model_validate(worker_section)
+        compare = compared.get(resource.arn)
+        if compare is not None:
+            image_backup = image_backup.model_copy(update={"repository_url": compare["repository_url"]})
         test = Item(
             session_id=session_id, policy=policy_name, resource=_throwaway(resource, session_id),
             access_role_arn=target.access_role_arn, lease_seconds=policy.lease_seconds, wait=policy.wait,
@@ -142,6 +152,7 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
             source=resource.model_dump(), image=None, error=error,
             restore_test={
                 "source_id": resource.id, "snapshot_arn": snapshot_arn, "restore_point_id": rp_id,
+                "compare_restore_point_id": rp_id or (compare or {}).get("restore_point_id"),
                 "check_snapshot": "snapshot" in targets
                 or "replica" in targets, "instance_class": settings.get("instance_class")
                 or smallest_class(resource.engine), "timeout_seconds": settings.get("timeout_seconds", 10800),
@@ -150,6 +161,21 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
     return {"session": {"session_id": session_id, "policy": policy_name,
                         "started_at": started_at or now_iso()}, "tests": tests}
+
+
+def newest_restore_points(table: str, policies: dict[str, Any], arns: list[str]) -> dict[str, dict[str, Any]]:
+    """Per source, the newest restore point any policy with image_backup made of it:
+    ``{arn: {"restore_point_id", "repository_url", "policy"}}`` (sources without one are absent)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, raw in sorted(policies.items()):
+        image = raw.get("image_backup")
+        if not image:
+            continue
+        for arn, last in backup_freshness.last_successes(table, name, arns).items():
+            if last.get("restore_point_id") and last["succeeded_at"] > found.get(arn, {}).get("succeeded_at", -1):
+                found[arn] = {"restore_point_id": last["restore_point_id"], "repository_url": image["repository_url"],
+                              "policy": name, "succeeded_at": last["succeeded_at"]}
+    return found
 
 
 # --- the throwaway ---------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ def source_result(test: dict[str, Any], now: float) -> dict[str, Any]:
         "restore_point_id": plan.get("restore_point_id"),
         "status": "Passed" if passed else "Failed",
         "failures": failures if not error else [error, *failures],
+        "compared_with_restore_point": plan.get("compare_restore_point_id"),
+        "databases_checked": [d.get("database") for d in (verdict.get("snapshot") or {}).get("databases") or []],
         "tables_checked": (verdict.get("restore_point") or {}).get("tables_checked"),
         "time_to_restore_seconds": time_to_restore,
         "duration_seconds": round(now - started, 1) if isinstance(started, (int, float)) else None,

@@ -75,6 +75,15 @@ E2E_CONFIG = {
             "image_backup": {"repository": "main", "worker": {"timeout_minutes": 0.05}},
         },
         {
+            # snapshot-only, with restore tests on a test worker of its own (results into "main")
+            "name": "snaptested",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"snapshot-test": "weekly"}},
+            "snapshot_retention": 2,
+            "retention_min_days": 0,
+            "restore_test": {"worker": {"results_repository": "main", "timeout_minutes": 1}},
+        },
+        {
             # a fleet: hundreds of databases in one session (tests/e2e/test_scale.py)
             "name": "fleet",
             "schedule": _SCHEDULE,

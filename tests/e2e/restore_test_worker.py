@@ -4,7 +4,9 @@ MODE ARG job`, by `LocalWorkers` instead of `rdsbackup job`):
 - ``alter DSN``: after the worker restores the restore point, a row of ``app.orders`` in the restored
   database is changed through DSN (a superuser), as if the restored data differed from the backup;
 - ``protect ARN``: before the worker runs, the throwaway instance ARN gets deletion protection, so the
-  workflow cannot delete it.
+  workflow cannot delete it;
+- ``hide DSN``: while the worker runs, database ``shop`` is renamed through DSN (a superuser), as if the
+  restored snapshot lacked it.
 
 Then the real `rdsbackup job` runs.
 """
@@ -38,6 +40,15 @@ if __name__ == "__main__":
     mode, arg, *command = sys.argv[1:]
     if mode == "alter":
         _alter_after_restore(arg)
+    elif mode == "hide":
+        with psycopg.connect(arg, autocommit=True) as conn:
+            conn.execute("ALTER DATABASE shop RENAME TO shop_hidden")
+        try:
+            code = main(command)
+        finally:
+            with psycopg.connect(arg, autocommit=True) as conn:
+                conn.execute("ALTER DATABASE shop_hidden RENAME TO shop")
+        sys.exit(code)
     elif mode == "protect":
         identifier = arg.rsplit(":", 1)[-1]
         boto3.client("rds", region_name=arg.split(":")[3]).modify_db_instance(

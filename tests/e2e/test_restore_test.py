@@ -34,9 +34,28 @@ def backed_up(server_harness, tls_postgres):
         tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _run_test(harness, name: str) -> tuple[dict, dict]:
+@pytest.fixture
+def snapshot_tested(server_harness, tls_postgres):
+    """shop-db backed up by `images` (a snapshot and a restore point) and by the snapshot-only `snaptested`;
+    yields images' restore point and snaptested's snapshot."""
+    ensure_role(tls_postgres, "app_reader")
+    for name in ("shop", "shop_hidden", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    db = create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "images", "snapshot-test": "weekly"})
+    create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
+    images = report_of(server_harness.run({"policy": "images"}, name="st-images", timeout=300))
+    assert images["status"] == "Success", images
+    snapshots = report_of(server_harness.run({"policy": "snaptested"}, name="st-snapshots", timeout=300))
+    assert snapshots["status"] == "Success", snapshots
+    yield {"restore_point_id": images["resources"][0]["restore_point_id"],
+           "snapshot_arn": snapshots["resources"][0]["snapshot_arn"]}
+    for name in ("shop", "shop_hidden", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _run_test(harness, name: str, policy: str = "images") -> tuple[dict, dict]:
     started = time.monotonic()
-    described = harness.run({"policy": "images"}, name=name, timeout=300, workflow="RestoreTest")
+    described = harness.run({"policy": policy}, name=name, timeout=300, workflow="RestoreTest")
     described["wall_seconds"] = round(time.monotonic() - started, 1)
     return described, report_of(described)
 
@@ -106,3 +125,32 @@ def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_report
     assert temporary_leftovers()["tasks"] == []
     # the data was good; the leftover is reported (and published), not hidden
     assert source["status"] == "Passed" and described["status"] == "SUCCEEDED"
+
+
+def test_a_snapshot_only_policy_restores_its_snapshot_and_checks_it_against_the_newest_restore_point(
+        server_harness, snapshot_tested, tls_postgres):
+    described, report = _run_test(server_harness, "st-good", policy="snaptested")
+    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    [source] = report["sources"]
+    assert source["status"] == "Passed" and source["failures"] == []
+    # its own snapshot was restored; nothing restored beside it; compared with images' restore point
+    assert source["snapshot_arn"] == snapshot_tested["snapshot_arn"] and source["restore_point_id"] is None
+    assert source["compared_with_restore_point"] == snapshot_tested["restore_point_id"]
+    assert "shop" in source["databases_checked"]
+    [job] = [run.job for run in server_harness.workers.runs.values() if run.job.get("kind") == "restore_test"]
+    assert job["restore_point_id"] is None and job["compare_restore_point_id"] == snapshot_tested["restore_point_id"]
+    assert job["result_url"].startswith("s3://rdsbackup-main-")
+    assert not tls_postgres.execute(f"SELECT 1 FROM pg_database WHERE datname = '{SCRATCH}'")
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+
+
+def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored_snapshot(
+        server_harness, snapshot_tested, tls_postgres):
+    server_harness.workers.behaviour = lambda job: (
+        [sys.executable, "-m", "tests.e2e.restore_test_worker", "hide", tls_postgres.conninfo()]
+        if job.get("kind") == "restore_test" else "run")
+    described, report = _run_test(server_harness, "st-missing", policy="snaptested")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and "snapshot: database 'shop' is missing" in source["failures"], source
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()

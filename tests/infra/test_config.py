@@ -143,7 +143,13 @@ def test_configured_rpo_is_used():
     ({"rpo": "30s"}, 'field "rpo"'),
     ({"rpo": "12h"}, 'field "rpo": \'12h\' is shorter than the time between two scheduled backups (24 h)'),
     ({"restore_test": {"targets": ["restore_point"]}},
-     'field "restore_test": restore tests need the policy\'s "image_backup" section'),
+     'field "restore_test.targets": \'restore_point\' needs the policy\'s "image_backup" section'),
+    ({"restore_test": {}}, 'field "restore_test.worker": a policy without "image_backup" needs a test worker'),
+    ({"restore_test": {"worker": {"results_repository": "nowhere"}}},
+     'field "restore_test.worker.results_repository": unknown repository \'nowhere\''),
+    ({"restore_test": {"worker": {}}}, 'field "restore_test.worker.results_repository": Field required'),
+    ({"restore_test": {"worker": {"results_repository": "main"}}, "image_backup": {"repository": "main"}},
+     'field "restore_test.worker": the policy\'s restore tests run on its "image_backup.worker"'),
     ({"restore_test": {"targets": ["replica"]}, "image_backup": {"repository": "main"}},
      '\'replica\' needs the policy\'s "replication" section'),
     ({"restore_test": {"targets": ["archive"]}}, 'field "restore_test.targets.0"'),
@@ -165,6 +171,14 @@ def test_restore_test_defaults_are_weekly_small_and_test_what_the_policy_keeps()
     assert image.restore_test.sample is None and image.restore_test.instance_class is None
     assert image.restore_test_targets == ["snapshot", "restore_point"]
     assert _parse(VALID).policies[0].restore_test_targets == []
+
+
+def test_a_snapshot_only_policy_tests_its_snapshots_on_a_worker_of_its_own():
+    test = _parse(_with(restore_test={"worker": {"results_repository": "main", "subnets": ["subnet-0a1b"]}}))
+    policy = test.policies[0]
+    assert policy.image_backup is None and policy.restore_test_targets == ["snapshot"]
+    assert policy.restore_test.worker.results_repository == "main"
+    assert policy.restore_test.worker.subnets == ["subnet-0a1b"] and policy.restore_test.worker.cpu == 1024
 
 
 @pytest.mark.parametrize(("repositories", "extra", "expected"), [

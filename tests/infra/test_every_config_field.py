@@ -54,11 +54,21 @@ BASE = {
             "image_backup": {"repository": "main",
                              "worker": {"launch_type": "EC2", "capacity_provider": "workers-asg"}},
         },
+        {
+            # snapshot-only, its restore tests on a test worker of its own
+            "name": "snaps",
+            "schedule": {"expression": "cron(0 2 * * ? *)"},
+            "selection": {"resources": ["ledger-db"]},
+            "snapshot_retention": 3,
+            "restore_test": {"worker": {
+                "results_repository": "main", "launch_type": "EC2", "capacity_provider": "tests-asg",
+                "secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ledger"}},
+        },
     ],
 }
 
 # How each field is changed. A value is a replacement; a callable takes the config and changes it.
-_FULL, _COPIES = 0, 1
+_FULL, _COPIES, _SNAPS = 0, 1, 2
 
 
 def _policy(index: int, path: str, value):
@@ -197,6 +207,18 @@ CHANGES = {
     "policies.restore_test.targets": _policy(_FULL, "restore_test.targets", ["snapshot"]),
     "policies.restore_test.instance_class": _policy(_FULL, "restore_test.instance_class", "db.t4g.large"),
     "policies.restore_test.timeout_minutes": _policy(_FULL, "restore_test.timeout_minutes", 77),
+    "policies.restore_test.worker.results_repository": _policy(_SNAPS, "restore_test.worker.results_repository",
+                                                               "other"),
+    "policies.restore_test.worker.launch_type": _policy(_SNAPS, "restore_test.worker", {
+        "results_repository": "main", "launch_type": "FARGATE"}),
+    "policies.restore_test.worker.subnets": _policy(_SNAPS, "restore_test.worker.subnets", ["subnet-0d"]),
+    "policies.restore_test.worker.cpu": _policy(_SNAPS, "restore_test.worker.cpu", 512),
+    "policies.restore_test.worker.memory": _policy(_SNAPS, "restore_test.worker.memory", 3072),
+    "policies.restore_test.worker.timeout_minutes": _policy(_SNAPS, "restore_test.worker.timeout_minutes", 33),
+    "policies.restore_test.worker.capacity_provider": _policy(_SNAPS, "restore_test.worker.capacity_provider",
+                                                              "other-tests-asg"),
+    "policies.restore_test.worker.secret_arn": _policy(
+        _SNAPS, "restore_test.worker.secret_arn", "arn:aws:secretsmanager:us-east-1:123456789012:secret:other"),
 }
 
 # Fields that shape resources only: the value each change leaves in the synthesized templates.
@@ -254,7 +276,7 @@ def model_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 def _changed(field: str) -> dict:
     config = copy.deepcopy(BASE)
     CHANGES[field](config)
-    if field == "policies.image_backup.repository":
+    if field in ("policies.image_backup.repository", "policies.restore_test.worker.results_repository"):
         config["repositories"]["other"] = {}
     if field == "policies.archive.repository":
         config["repositories"]["colder"] = {"storage_class": "DEEP_ARCHIVE"}

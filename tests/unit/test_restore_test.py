@@ -59,8 +59,60 @@ def test_plan_tests_the_newest_snapshot_and_restore_point_in_a_private_small_thr
     assert test["resource"]["id"] == restore_test.throwaway_id(run["session"]["session_id"], test["source"]["arn"])
     assert test["restore_test"] == {
         "source_id": "orders", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:orders-s1",
-        "restore_point_id": "rp-orders", "check_snapshot": True, "instance_class": "db.t4g.micro",
-        "timeout_seconds": 3600}
+        "restore_point_id": "rp-orders", "compare_restore_point_id": "rp-orders", "check_snapshot": True,
+        "instance_class": "db.t4g.micro", "timeout_seconds": 3600}
+
+
+def snapshot_only(names) -> dict:
+    """Policy "demo" without image_backup, its restore test on a worker of its own; policy "images" backs up
+    the same sources into a repository."""
+    pols = policies(names, targets=("snapshot",))
+    worker = {**image_backup(), "repository_url": None}
+    pols["demo"] = {**pols["demo"], "image_backup": None,
+                    "restore_test": {**pols["demo"]["restore_test"], "worker": worker}}
+    pols["images"] = {**policies(names)["demo"], "restore_test": None}
+    return pols
+
+
+def backed_up_by(world, policy: str, name: str, *, restore_point: str | None, at: float) -> None:
+    arn = f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:{name}"
+    backup_freshness.record_successes({"policy": policy, "session_id": f"{policy}-s", "resources": [{
+        "arn": arn, "status": "Success", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:{name}-s1",
+        "replica_arns": [], "restore_point_id": restore_point}]}, world.table, now=at)
+
+
+def test_a_snapshot_only_policy_is_checked_against_the_newest_restore_point_of_the_same_source(
+        net, world, ctx, monkeypatch):
+    net.instance("orders")
+    backed_up_by(world, "demo", "orders", restore_point=None, at=2000.0)
+    backed_up_by(world, "images", "orders", restore_point="rp-older", at=1000.0)
+    backed_up_by(world, "images", "orders", restore_point="rp-newest", at=1500.0)
+    [test] = plan(monkeypatch, ctx, snapshot_only(["orders"]))["tests"]
+    assert test["error"] is None and test["restore_test"]["snapshot_arn"].endswith(":snapshot:orders-s1")
+    # nothing is restored beside the snapshot; its databases and counts are compared with images' point
+    assert test["restore_test"]["restore_point_id"] is None
+    assert test["restore_test"]["compare_restore_point_id"] == "rp-newest"
+    assert test["image_backup"]["repository_url"] == f"{image_backup()['repository_url']}"
+    assert test["image_backup"]["result_prefix"] == image_backup()["result_prefix"]
+
+
+def test_a_snapshot_only_source_without_any_restore_point_is_tested_alone(net, world, ctx, monkeypatch):
+    net.instance("orders")
+    backed_up_by(world, "demo", "orders", restore_point=None, at=2000.0)
+    [test] = plan(monkeypatch, ctx, snapshot_only(["orders"]))["tests"]
+    assert test["error"] is None and test["restore_test"]["compare_restore_point_id"] is None
+    assert test["image_backup"]["repository_url"] is None
+    image = {"endpoint": "throwaway.example", "port": 5432, "engine": "postgres", "secret_arn": "arn:secret"}
+    spec = worker_tasks.job_spec(Item.model_validate(test), ImageState(**image), Item.model_validate(test).image_backup)
+    assert spec["kind"] == "restore_test" and spec["repository"] is None and spec["restore_point_id"] is None
+    assert spec["check_snapshot"] is True
+
+
+def test_a_policy_without_any_test_worker_is_refused(net, world, ctx, monkeypatch):
+    pols = snapshot_only(["orders"])
+    pols["demo"]["restore_test"]["worker"] = None
+    with pytest.raises(Exception, match="restore tests need a test worker"):
+        plan(monkeypatch, ctx, pols)
 
 
 def test_a_sample_rotates_through_the_least_recently_tested(net, world, ctx, monkeypatch):

@@ -78,7 +78,7 @@ def quiet() -> jobmod.JsonLog:
 
 def rt_spec(backup_spec: dict, rp_id: str | None, **overrides) -> dict:
     session = f"rt-{uuid.uuid4().hex[:8]}"
-    bucket = backup_spec["repository"].removeprefix("s3://").split("/")[0]
+    bucket = (backup_spec["repository"] or overrides["result_url"]).removeprefix("s3://").split("/")[0]
     return {"kind": "restore_test", "session_id": session, "source_id": "rt-db", "engine": "postgres",
             "resource_arn": "arn:aws:rds:us-east-1:123456789012:db:rdsbackup-test-rt-db",
             "host": "localhost", "port": backup_spec["port"], "secret_arn": backup_spec["secret_arn"],
@@ -165,3 +165,45 @@ def test_the_restore_point_is_read_under_a_shared_lock_that_keeps_prune_out(rest
     assert code == 0 and result["test"]["passed"], result
     assert len(refused) == 2 and all(f"restore test of {rp_id} ({spec['session_id']})" in r for r in refused)
     assert list(Repository.open(backup_spec["repository"]).backend.list("locks/")) == []
+
+
+def test_a_snapshot_only_test_compares_with_another_restore_point_without_restoring_it(restore_point, server):
+    """A snapshot-only policy's test: the snapshot's databases and row counts are checked against the newest
+    restore point of the same source (`compare_restore_point_id`); nothing is restored beside it."""
+    backup_spec, rp_id = restore_point
+    # the "snapshot" is of a later moment: one event more than the restore point recorded
+    server.psql("INSERT INTO app.events (note) VALUES ('after the backup')", dbname=SOURCE_DB)
+    try:
+        result, code = run_restore_test(rt_spec(backup_spec, None, compare_restore_point_id=rp_id), log=quiet())
+    finally:
+        server.psql("DELETE FROM app.events WHERE note = 'after the backup'", dbname=SOURCE_DB)
+    assert code == 0 and result["status"] == "ok", result
+    test = result["test"]
+    assert test["restore_point"] is None and test["restore_seconds"] is None
+    assert SOURCE_DB in [d["database"] for d in test["snapshot"]["databases"]]
+    [difference] = [d for d in test["snapshot"]["row_count_differences"] if d["database"] == SOURCE_DB]
+    assert difference["table"] == "app.events" and difference["rows"] == difference["recorded"] + 1
+    assert test["passed"] is True  # the counts are informational: a snapshot is of another moment
+    # nothing was restored beside the snapshot
+    scratch = scratch_database_name(SOURCE_DB)
+    assert not server.execute(f"SELECT 1 FROM pg_database WHERE datname = '{scratch}'")
+
+
+def test_a_snapshot_only_test_fails_when_a_recorded_database_is_missing(restore_point, server):
+    backup_spec, rp_id = restore_point
+    server.psql(f"ALTER DATABASE {SOURCE_DB} RENAME TO {SOURCE_DB}_away")
+    try:
+        result, code = run_restore_test(rt_spec(backup_spec, None, compare_restore_point_id=rp_id), log=quiet())
+    finally:
+        server.psql(f"ALTER DATABASE {SOURCE_DB}_away RENAME TO {SOURCE_DB}")
+    assert code == 0 and result["test"]["passed"] is False
+    assert f"snapshot: database '{SOURCE_DB}' is missing" in result["test"]["failures"]
+
+
+def test_a_snapshot_only_test_without_any_restore_point_checks_every_database(server, aws):
+    spec = rt_spec({"port": server.port, "secret_arn": aws["secret_arn"], "repository": None,
+                    "host": "localhost"}, None, result_url=f"s3://{aws['bucket']}/rdsbackup-results/x/rt-db.json")
+    result, code = run_restore_test(spec, log=quiet())
+    assert code == 0 and result["test"]["passed"] is True, result
+    checked = [d["database"] for d in result["test"]["snapshot"]["databases"]]
+    assert SOURCE_DB in checked and all("amcheck" in d for d in result["test"]["snapshot"]["databases"])

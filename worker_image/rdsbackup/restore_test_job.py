@@ -5,11 +5,13 @@ instance that admits only this worker, then starts it with:
 
     {"kind": "restore_test", "session_id", "resource_arn" (the throwaway), "source_id", "engine": "postgres",
      "host", "port", "secret_arn", "repository", "restore_point_id": null | "<id>",
-     "check_snapshot": true, "result_url"}
+     "compare_restore_point_id": null | "<id>", "check_snapshot": true, "result_url"}
 
 With `check_snapshot` it checks the restored snapshot (`postgres.validate.check_server`: the engine
 answers, the databases the restore point recorded exist, `bt_index_check` on every index where
-amcheck is allowed, row counts beside the restore point's). With `restore_point_id` it restores that
+amcheck is allowed, row counts beside the restore point's: `compare_restore_point_id`, by default
+`restore_point_id`; a snapshot-only policy's test names the newest restore point another policy made of
+the same source, or none). With `restore_point_id` it restores that
 restore point into the same throwaway server under `rdsbackup_test_<database>` names and compares
 every table with the row counts and digests the restore point recorded. The result document:
 
@@ -50,7 +52,13 @@ def _run(doc: dict, run: JobRun) -> dict:
     host = _text(doc, "host")
     port = int(doc.get("port") or 5432)
     rp_id = _text(doc, "restore_point_id", required=False)
-    repository = _text(doc, "repository", required=rp_id is not None)
+    # the restore point whose databases and row counts the snapshot is checked against (by default the
+    # one restored; a snapshot-only policy's test names another policy's newest of the same source)
+    compare_id = _text(doc, "compare_restore_point_id", required=False) or rp_id
+    if rp_id and compare_id != rp_id:
+        raise JobSpecError("restore test job spec: 'compare_restore_point_id' must be the restored "
+                           "'restore_point_id' when both are given")
+    repository = _text(doc, "repository", required=compare_id is not None)
     creds = read_credentials(_text(doc, "secret_arn"))
     run.secret = creds["password"]  # kept out of any error text
     ssl_mode, bundle = tls_settings(run.warnings)
@@ -58,19 +66,19 @@ def _run(doc: dict, run: JobRun) -> dict:
                           password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
     repo = Repository.open(repository) if repository else None
     with contextlib.ExitStack() as held:
-        if repo is not None and rp_id:
+        if repo is not None and compare_id:
             # A shared lock from the manifest read to the last comparison: no prune repacks the restore
             # point's data away (nor forgets it) while the test reads it.
-            held.enter_context(repo.shared_lock("restore", f"restore test of {rp_id} ({doc.get('session_id')})"))
-        return _test(doc, info, repo, rp_id, run.log)
+            held.enter_context(repo.shared_lock("restore", f"restore test of {compare_id} ({doc.get('session_id')})"))
+        return _test(doc, info, repo, rp_id, compare_id, run.log)
 
 
-def _test(doc: dict, info, repo, rp_id: str | None, log) -> dict:
+def _test(doc: dict, info, repo, rp_id: str | None, compare_id: str | None, log) -> dict:
     from .postgres import restore_postgres
     from .postgres.restore import restore_point_metadata
     from .postgres.validate import check_server, validate_restore_point
 
-    recorded = restore_point_metadata(repo.load_manifest(rp_id)) if rp_id else None
+    recorded = restore_point_metadata(repo.load_manifest(compare_id)) if repo and compare_id else None
     test: dict = {"passed": False, "failures": [], "snapshot": None, "restore_point": None, "restore_seconds": None}
     if doc.get("check_snapshot", True):
         # the databases the restore point recorded must be there; without one, every database is checked
