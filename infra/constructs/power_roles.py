@@ -23,6 +23,7 @@ MANAGED_SNAPSHOT_PREFIX = "rdsbackup-"
 MANAGED_TAG = "rdsbackup:managed"
 TEMPORARY_TAG = "rdsbackup:temporary"
 SWEEP_TAG = "rdsbackup:sweep"
+RESTORE_TEST_TAG = "rdsbackup:restore-test"  # on a restore test's throwaway (rdsbackup_lambdas.image.names)
 # Every tag key prepare_worker puts on a temporary security group (rdsbackup_lambdas.image.names).
 TEMPORARY_GROUP_TAG_KEYS = ["rdsbackup:temporary", "rdsbackup:session", "rdsbackup:resource",
                             "rdsbackup:created-at", "Name"]

@@ -18,6 +18,7 @@ from infra.constructs.power_roles import (
     MANAGED,
     MANAGED_TAG_CONDITION,
     RDS_HERE,
+    RESTORE_TEST_TAG,
     STAGING,
     SWEEP_TAG,
     TEMPORARY_GROUP_TAG_KEYS,
@@ -155,6 +156,12 @@ class ProductionAccessStack(Stack):
                    conditions=temporary)
         role.allow(["rds:ModifyDBInstance", "rds:ModifyDBCluster"], [RDS_HERE + "db:*", RDS_HERE + "cluster:*"],
                    "Adds and removes the temporary DB security group on databases found at run time.")
+        # The sweeper deletes restore tests' leftover throwaways (no final snapshot): only those named
+        # rdsbackup-test-* (rdsbackup_lambdas.restore_test.THROWAWAY_PREFIX) AND tagged as a restore test's.
+        role.allow(["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
+                   [RDS_HERE + "db:rdsbackup-test-*", RDS_HERE + "cluster:rdsbackup-test-*"],
+                   "Restore tests' throwaways only: named rdsbackup-test-*, tagged temporary and restore-test.",
+                   conditions={**temporary, "Null": {f"aws:ResourceTag/{RESTORE_TEST_TAG}": "false"}})
         role.allow(["rds:DescribeOptionGroups", "rds:DescribeDBSubnetGroups"],
                    [RDS_HERE + "og:*", RDS_HERE + "subgrp:*"], "Reads the DB's option group and subnet group.")
         ecs_arn = "arn:{partition}:ecs:{region}:{account}:"

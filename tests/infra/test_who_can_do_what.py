@@ -94,3 +94,36 @@ def test_a_production_worker_puts_only_new_objects_but_its_locks_and_results(mul
     model = load(multi_templates, places(multi_templates))
     worker = f"arn:aws:iam::{PROD_A}:role/rdsbackup-worker-us-east-1"
     assert allowed(model, worker, "s3:PutObject", f"{BUCKET}/{key}", context) is may, what
+
+
+def test_the_sweepers_launch_role_deletes_restore_test_throwaways_and_no_other_database(multi_templates):
+    """The orphan sweeper (through the launch role) deletes a restore test's leftover throwaway: only a
+    database named rdsbackup-test-* that carries rdsbackup:temporary=true and rdsbackup:restore-test."""
+    from rdsbackup_lambdas.image.names import RESTORE_TEST_TAG, TEMPORARY_TAG
+    from rdsbackup_lambdas.restore_test import THROWAWAY_PREFIX
+
+    # the names the grant is written for are the ones the Lambdas give throwaways
+    assert (THROWAWAY_PREFIX, TEMPORARY_TAG, RESTORE_TEST_TAG) == (
+        "rdsbackup-test-", "rdsbackup:temporary", "rdsbackup:restore-test")
+
+    model = load(multi_templates, places(multi_templates))
+    launch = f"arn:aws:iam::{PROD_A}:role/rdsbackup-launch-us-east-1"
+    here = f"arn:aws:rds:us-east-1:{PROD_A}"
+    throwaway = {"aws:ResourceTag/rdsbackup:temporary": "true",
+                 "aws:ResourceTag/rdsbackup:restore-test": f"{here}:db:orders-db"}
+    for action, resource in (("rds:DeleteDBInstance", f"{here}:db:rdsbackup-test-0123456789abcdef"),
+                             ("rds:DeleteDBInstance", f"{here}:db:rdsbackup-test-0123456789abcdef-1"),
+                             ("rds:DeleteDBCluster", f"{here}:cluster:rdsbackup-test-0123456789abcdef")):
+        assert allowed(model, launch, action, resource, throwaway), (action, resource)
+        # the same name without the tags (a database somebody named so), or with only one of them
+        assert not allowed(model, launch, action, resource, {})
+        assert not allowed(model, launch, action, resource, {"aws:ResourceTag/rdsbackup:temporary": "true"})
+        assert not allowed(model, launch, action, resource,
+                           {"aws:ResourceTag/rdsbackup:restore-test": f"{here}:db:orders-db"})
+    # the user's databases, even tagged like a throwaway
+    for action, resource in (("rds:DeleteDBInstance", f"{here}:db:orders-db"),
+                             ("rds:DeleteDBCluster", f"{here}:cluster:ledger")):
+        assert not allowed(model, launch, action, resource, throwaway)
+        assert not allowed(model, launch, action, resource, {})
+    # nor their snapshots, nor a final snapshot taken while deleting
+    assert not allowed(model, launch, "rds:CreateDBSnapshot", f"{here}:snapshot:final", throwaway)

@@ -115,14 +115,18 @@ def test_sweeper_keeps_a_leased_bucket(net, ctx, policies, monkeypatch):
     assert BUCKET in [b["Name"] for b in net.world.client("s3").list_buckets()["Buckets"]]
 
 
+def _throwaway_tags(created: str, restore_test: bool = True) -> list[dict[str, str]]:
+    tags = {"rdsbackup:temporary": "true", "rdsbackup:created-at": created}
+    if restore_test:
+        tags["rdsbackup:restore-test"] = "arn:aws:rds:us-east-1:123456789012:db:orders"
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
 def test_sweeper_deletes_old_restore_test_throwaways_only(net, ctx, policies):
     def throwaway(name: str, created: str, *, restore_test: bool = True) -> None:
-        tags = {"rdsbackup:temporary": "true", "rdsbackup:created-at": created}
-        if restore_test:
-            tags["rdsbackup:restore-test"] = "arn:aws:rds:us-east-1:123456789012:db:orders"
         net.rds().create_db_instance(DBInstanceIdentifier=name, Engine="postgres", DBInstanceClass="db.t4g.micro",
                                      MasterUsername="a", MasterUserPassword="password1", AllocatedStorage=20,
-                                     Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+                                     Tags=_throwaway_tags(created, restore_test))
 
     net.instance("orders")
     throwaway("rdsbackup-test-old", OLD)
@@ -132,3 +136,44 @@ def test_sweeper_deletes_old_restore_test_throwaways_only(net, ctx, policies):
     assert report["removed"]["throwaways"] == ["instance rdsbackup-test-old"]
     left = {db["DBInstanceIdentifier"] for db in net.rds().describe_db_instances()["DBInstances"]}
     assert left == {"orders", "rdsbackup-test-new", "temporary-not-a-test"}
+
+
+def test_sweeper_deletes_a_throwaway_cluster_and_its_members_and_never_an_untagged_or_misnamed_one(
+        net, ctx, policies):
+    rds = net.rds()
+
+    def cluster(name: str, tags: list[dict[str, str]]) -> None:
+        rds.create_db_cluster(DBClusterIdentifier=name, Engine="aurora-postgresql", MasterUsername="a",
+                              MasterUserPassword="password1", Tags=tags)
+        rds.create_db_instance(DBInstanceIdentifier=f"{name}-1", DBClusterIdentifier=name,
+                               Engine="aurora-postgresql", DBInstanceClass="db.t4g.medium", Tags=tags)
+
+    cluster("rdsbackup-test-0123456789abcdef", _throwaway_tags(OLD))
+    cluster("ledger", [])                                # the user's cluster
+    cluster("ledger-copy", _throwaway_tags(OLD))         # tagged like a throwaway, not named as one
+    net.instance("orders")                               # the user's instance
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["throwaways"] == ["cluster rdsbackup-test-0123456789abcdef"], report
+    assert {c["DBClusterIdentifier"] for c in rds.describe_db_clusters()["DBClusters"]} == {"ledger", "ledger-copy"}
+    assert {db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]} == {
+        "ledger-1", "ledger-copy-1", "orders"}
+    # no final snapshot of the throwaway (and none of anything else)
+    assert rds.describe_db_cluster_snapshots(SnapshotType="manual")["DBClusterSnapshots"] == []
+    assert rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
+
+
+def test_sweeper_reaches_the_places_of_snapshot_only_policies_with_restore_tests(net, ctx, monkeypatch):
+    """A snapshot-only policy's restore tests run a test worker and throwaways: the sweeper covers its places."""
+    worker = {**image_backup(), "repository_url": None}
+    monkeypatch.setenv("POLICIES_JSON", json.dumps({"snapshots": {
+        "selection": {"resources": ["orders"], "tags": {}, "targets": [
+            {"account": SOURCE_ACCOUNT, "region": REGION, "access_role_arn": SOURCE_ROLE}]},
+        "image_backup": None, "restore_test": {"targets": ["snapshot"], "worker": worker}}}))
+    monkeypatch.setenv("MAX_AGE_MINUTES", "60")
+    net.instance("orders")
+    net.rds().create_db_instance(DBInstanceIdentifier="rdsbackup-test-fedcba9876543210", Engine="postgres",
+                                 DBInstanceClass="db.t4g.micro", MasterUsername="a", MasterUserPassword="password1",
+                                 AllocatedStorage=20, Tags=_throwaway_tags(OLD))
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["throwaways"] == ["instance rdsbackup-test-fedcba9876543210"], report
+    assert [db["DBInstanceIdentifier"] for db in net.rds().describe_db_instances()["DBInstances"]] == ["orders"]

@@ -52,12 +52,15 @@ class Place:
 
 
 def places(policies: dict[str, Any]) -> list[Place]:
-    """Every distinct account+region where a policy runs image-level backups (only there can a session
-    leave temporary resources, and only there is the worker-launch role the sweeper assumes)."""
+    """Every distinct account+region where a policy runs a worker: image-level backups, or a snapshot-only
+    policy's restore tests (only there can a session leave temporary resources, and only there is the
+    worker-launch role the sweeper assumes)."""
     found: dict[tuple[str, str], Place] = {}
     for raw in policies.values():
         policy = Policy.model_validate(raw)
-        image: ImageBackup | None = policy.image_backup
+        test_worker = (raw.get("restore_test") or {}).get("worker")
+        image: ImageBackup | None = policy.image_backup or (
+            ImageBackup.model_validate(test_worker) if test_worker else None)
         if image is None:
             continue
         for target in policy.selection.targets:
@@ -228,6 +231,9 @@ class Sweep:
             tags = {t["Key"]: t.get("Value", "")
                     for t in rds.list_tags_for_resource(ResourceName=arn).get("TagList") or []}
         if tags.get(names.TEMPORARY_TAG) != "true" or names.RESTORE_TEST_TAG not in tags:
+            return False
+        # ... and named as one: the launch role may delete nothing else (infra/stacks/access_stacks.py)
+        if not arn.rsplit(":", 1)[-1].startswith(names.THROWAWAY_PREFIX):
             return False
         if not self.old(names.parse_iso(tags.get(names.CREATED_AT_TAG))):
             self.kept.append(f"restore-test throwaway {arn}")
