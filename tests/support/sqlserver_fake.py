@@ -57,6 +57,8 @@ class FakeRdsSqlServer:
     upload: bool = True
     native_backup: bool = True
     offline: tuple[str, ...] = ()
+    # databases whose DBCC CHECKDB finds consistency errors (as a damaged database's would)
+    corrupt: tuple[str, ...] = ()
     endpoint: str | None = None
     calls: list[tuple[str, tuple]] = field(default_factory=list)
     call_log: str | None = None
@@ -121,6 +123,15 @@ class FakeRdsSqlServer:
             old, new = (name.replace("]]", "]") for name in renamed.groups())
             self.restored[new] = self.restored.pop(old)
             return []
+        if checked := re.fullmatch(r"dbcc checkdb \(\[(.+)\]\) with no_infomsgs, all_errormsgs", text):
+            name = checked.group(1).replace("]]", "]")
+            if name not in set(SYSTEM) | set(self.databases) | set(self.restored):
+                raise RuntimeError(f"Database '{name}' does not exist. Make sure that the name is entered correctly.")
+            if name in self.corrupt:
+                raise RuntimeError(f"CHECKDB found 0 allocation errors and 2 consistency errors in database "
+                                   f"'{name}'. repair_allow_data_loss is the minimum repair level for the errors "
+                                   "found by DBCC CHECKDB.")
+            return []
         if text.startswith("exec msdb.dbo.rds_task_status"):
             task = self.tasks[int(params[0])]
             lifecycle = task.statuses[min(task.polls, len(task.statuses) - 1)]
@@ -150,13 +161,21 @@ class FakeConnection:
         self.server.closed += 1
 
 
+_SERVERS: dict[str, FakeRdsSqlServer] = {}
+
+
 def connect_from_env(info) -> FakeConnection:
     """Factory for a worker subprocess: the fake described by $RDSBACKUP_FAKE_SQLSERVER (JSON:
-    {"databases": {name: size}, "statuses": [...], "upload": bool, "native_backup": bool, "log": path of a file
-    that gets every call as a JSON line})."""
-    spec = json.loads(os.environ.get("RDSBACKUP_FAKE_SQLSERVER") or '{"databases": {"appdb": 1000000}}')
-    fake = FakeRdsSqlServer(
-        {name: fake_bak(name, int(size)) for name, size in spec["databases"].items()},
-        statuses=spec.get("statuses") or ["IN_PROGRESS", "SUCCESS"],
-        upload=spec.get("upload", True), native_backup=spec.get("native_backup", True), call_log=spec.get("log"))
-    return fake.connect(info)
+    {"databases": {name: size}, "statuses": [...], "upload": bool, "native_backup": bool, "corrupt": [name],
+    "log": path of a file that gets every call as a JSON line, "shared": bool}). With "shared", one server per
+    process and description, so a database one connection restores is there for the next (as on a real
+    server); else a fresh server per connection."""
+    text = os.environ.get("RDSBACKUP_FAKE_SQLSERVER") or '{"databases": {"appdb": 1000000}}'
+    spec = json.loads(text)
+    if text not in _SERVERS or not spec.get("shared"):
+        _SERVERS[text] = FakeRdsSqlServer(
+            {name: fake_bak(name, int(size)) for name, size in spec["databases"].items()},
+            statuses=spec.get("statuses") or ["IN_PROGRESS", "SUCCESS"],
+            upload=spec.get("upload", True), native_backup=spec.get("native_backup", True),
+            corrupt=tuple(spec.get("corrupt") or ()), call_log=spec.get("log"))
+    return _SERVERS[text].connect(info)

@@ -19,6 +19,12 @@ every table with the row counts and digests the restore point recorded. The resu
      "snapshot": {...} | null, "restore_point": {...} | null, "restore_seconds": 12.3},
      "error", "error_type", "warnings", "duration_seconds", "started", "ended", ...}
 
+SQL Server (`"engine": "sqlserver"`, `sqlserver/validate.py`): the snapshot's databases (the restore
+point's, else every user database) there, ONLINE and passing `DBCC CHECKDB`; a restore point's `.bak`s
+restored through `rds_restore_database` (`"sqlserver": {"temp_bucket", "temp_prefix"}` stages them) under
+`rdsbackup_test_<name>`, each restore task polled to SUCCESS, each restored database ONLINE and passing
+`DBCC CHECKDB` (a SQL Server restore point records no row counts or digests).
+
 `status` is "ok" when the test ran to its verdict (passed or not) and "failed" when it could not run
 (credentials, connection, repository); exit code 0 only for "ok" with the result written.
 """
@@ -44,13 +50,11 @@ def scratch_database_name(name: str) -> str:
 
 
 def _run(doc: dict, run: JobRun) -> dict:
-    from .postgres import ConnectionInfo
     from .repository import Repository
 
-    if doc.get("engine") != "postgres":
-        raise JobSpecError(f"restore tests validate PostgreSQL; engine {doc.get('engine')!r} is not supported yet")
-    host = _text(doc, "host")
-    port = int(doc.get("port") or 5432)
+    engine = doc.get("engine")
+    if engine not in ("postgres", "sqlserver"):
+        raise JobSpecError(f"restore tests validate PostgreSQL and SQL Server; engine {engine!r} is not supported")
     rp_id = _text(doc, "restore_point_id", required=False)
     # the restore point whose databases and row counts the snapshot is checked against (by default the
     # one restored; a snapshot-only policy's test names another policy's newest of the same source)
@@ -62,15 +66,25 @@ def _run(doc: dict, run: JobRun) -> dict:
     creds = read_credentials(_text(doc, "secret_arn"))
     run.secret = creds["password"]  # kept out of any error text
     ssl_mode, bundle = tls_settings(run.warnings)
-    info = ConnectionInfo(host=host, port=port, user=creds.get("username") or creds.get("user"),
-                          password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
+    user = creds.get("username") or creds.get("user")
+    if engine == "postgres":
+        from .postgres import ConnectionInfo
+
+        info = ConnectionInfo(host=_text(doc, "host"), port=int(doc.get("port") or 5432), user=user,
+                              password=creds["password"], ssl_mode=ssl_mode, ca_bundle=bundle or "")
+    else:
+        from .sqlserver import SqlServerInfo
+
+        info = SqlServerInfo(host=_text(doc, "host"), port=int(doc.get("port") or 1433), user=user,
+                             password=creds["password"], ca_bundle=bundle or "")
     repo = Repository.open(repository) if repository else None
     with contextlib.ExitStack() as held:
         if repo is not None and compare_id:
             # A shared lock from the manifest read to the last comparison: no prune repacks the restore
             # point's data away (nor forgets it) while the test reads it.
             held.enter_context(repo.shared_lock("restore", f"restore test of {compare_id} ({doc.get('session_id')})"))
-        return _test(doc, info, repo, rp_id, compare_id, run.log)
+        check = _test if engine == "postgres" else _test_sqlserver
+        return check(doc, info, repo, rp_id, compare_id, run.log)
 
 
 def _test(doc: dict, info, repo, rp_id: str | None, compare_id: str | None, log) -> dict:
@@ -107,6 +121,40 @@ def _test(doc: dict, info, repo, rp_id: str | None, compare_id: str | None, log)
         test["restore_point"] = {"restore_point_id": rp_id, "databases": checked,
                                  "tables_checked": sum(r["tables_checked"] for r in checked),
                                  "row_counts_only": any(r["row_counts_only"] for r in checked)}
+    test["passed"] = not test["failures"]
+    return test
+
+
+def _test_sqlserver(doc: dict, info, repo, rp_id: str | None, compare_id: str | None, log) -> dict:
+    """SQL Server (sqlserver/validate.py): the databases there and ONLINE, DBCC CHECKDB on each; a restore point
+    restored through RDS native restore (its task must end SUCCESS), its databases checked the same way."""
+    from .sqlserver import PollPolicy
+    from .sqlserver.connection import factory_from_env
+    from .sqlserver.validate import check_server, validate_restore_point
+
+    connect = factory_from_env()
+    recorded = repo.load_manifest(compare_id) if repo and compare_id else None
+    test: dict = {"passed": False, "failures": [], "snapshot": None, "restore_point": None, "restore_seconds": None}
+    if doc.get("check_snapshot", True):
+        snapshot = check_server(info, recorded=recorded, connect=connect)
+        test["snapshot"] = snapshot
+        test["failures"] += [f"snapshot: {problem}" for problem in snapshot["problems"]]
+        log("snapshot checked", status=snapshot["status"], problems=snapshot["problems"])
+    if rp_id:
+        sqlserver = doc.get("sqlserver") or {}
+        if not sqlserver.get("temp_bucket"):
+            raise JobSpecError("restore test job spec: restoring a SQL Server restore point needs "
+                               "'sqlserver': {'temp_bucket', 'temp_prefix'} (RDS restores a .bak from S3)")
+        t0 = time.monotonic()
+        result = validate_restore_point(repo, rp_id, info, target_of=scratch_database_name,
+                                        temp_bucket=sqlserver["temp_bucket"],
+                                        temp_prefix=sqlserver.get("temp_prefix") or "", connect=connect,
+                                        poll=PollPolicy.from_env())
+        test["restore_seconds"] = round(time.monotonic() - t0, 3)
+        log("restore point restored", restore_point_id=rp_id, seconds=test["restore_seconds"])
+        test["failures"] += [f"restore point {rp_id}: {d['reason']}" for d in result["differences"]]
+        test["restore_point"] = {"restore_point_id": rp_id, "databases": [result], "tables_checked": 0,
+                                 "row_counts_only": False}
     test["passed"] = not test["failures"]
     return test
 
