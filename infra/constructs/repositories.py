@@ -176,7 +176,7 @@ class Repositories(Construct):
         they hold no data, and the worker may delete them anyway) and the result documents (a retried job
         rewrites its own; they are reports of the worker's account, not restore points)."""
         workers = sorted({self.names.worker_role_arn(w.place) for w in writers})
-        mutable = sorted({bucket.arn_for_objects(f"{w.prefix}/locks/*") for w in writers}
+        mutable = sorted({bucket.arn_for_objects(f"{w.prefix}/locks/*") for w in writers if not w.results_only}
                          | {bucket.arn_for_objects(f"{RESULT_PREFIX}*")})
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid="WorkersNeverOverwrite", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
