@@ -52,7 +52,8 @@ def source_result(test: dict[str, Any], now: float) -> dict[str, Any]:
         "time_to_restore_seconds": time_to_restore,
         "duration_seconds": round(now - started, 1) if isinstance(started, (int, float)) else None,
         "left_for_sweeper": left,
-        "warnings": list(throwaway_cleanup.get("warnings") or []) + list(cleanup.get("warnings") or []),
+        "warnings": list(plan.get("warnings") or []) + list(throwaway_cleanup.get("warnings") or [])
+        + list(cleanup.get("warnings") or []),
     }
 
 

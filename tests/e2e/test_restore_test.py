@@ -13,7 +13,14 @@ import pytest
 
 from tests.e2e.configs import REGION
 from tests.e2e.conftest import report_of
-from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.e2e.server_harness import (
+    create_postgres_instance,
+    create_sqlserver_instance,
+    network,
+    nothing_left,
+    temporary_leftovers,
+    use_fake_sqlserver,
+)
 from tests.support.postgres_server import create_sample_database, ensure_role
 
 SCRATCH = "rdsbackup_test_shop"
@@ -153,4 +160,31 @@ def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored
     assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
     [source] = report["sources"]
     assert source["status"] == "Failed" and "snapshot: database 'shop' is missing" in source["failures"], source
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+
+
+def test_a_sqlserver_source_is_checked_with_dbcc_checkdb_against_its_restore_point(server_harness, tmp_path):
+    """The real worker against the fake RDS SQL Server (no SQL Server here): the restored snapshot's databases,
+    as the restore point recorded them, are there and pass DBCC CHECKDB; the point itself is not restored yet
+    (the workflow stages no .bak), which the report says."""
+    from rdsbackup_local.moto_patches import tls_requests
+
+    create_sqlserver_instance("mssql-db", network(), {"backup": "images"})
+    calls = tmp_path / "sqlserver-calls.jsonl"
+    use_fake_sqlserver(server_harness, {"databases": {"appdb": 1_000_000}, "log": str(calls)})
+    with tls_requests():
+        backup = report_of(server_harness.run({"policy": "images"}, name="mssql-rt-backup", timeout=300))
+        assert backup["status"] == "Success", backup
+        described, report = _run_test(server_harness, "mssql-rt")
+    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    [source] = report["sources"]
+    assert source["status"] == "Passed" and source["databases_checked"] == ["appdb"]
+    assert source["restore_point_id"] is None
+    assert source["compared_with_restore_point"] == backup["resources"][0]["restore_point_id"]
+    assert any("not restored" in warning for warning in source["warnings"]), source
+    [job] = [run.job for run in server_harness.workers.runs.values() if run.job.get("kind") == "restore_test"]
+    assert job["engine"] == "sqlserver" and job["host"]
+    statements = [sql for sql, _ in map(json.loads, calls.read_text().splitlines())]
+    assert "DBCC CHECKDB ([appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS" in statements
+    assert not any(sql.startswith("exec msdb.dbo.rds_restore_database") for sql in statements)
     assert _throwaways() == [] and nothing_left(), temporary_leftovers()

@@ -59,8 +59,8 @@ def test_plan_tests_the_newest_snapshot_and_restore_point_in_a_private_small_thr
     assert test["resource"]["id"] == restore_test.throwaway_id(run["session"]["session_id"], test["source"]["arn"])
     assert test["restore_test"] == {
         "source_id": "orders", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:orders-s1",
-        "restore_point_id": "rp-orders", "compare_restore_point_id": "rp-orders", "check_snapshot": True,
-        "instance_class": "db.t4g.micro", "timeout_seconds": 3600}
+        "restore_point_id": "rp-orders", "compare_restore_point_id": "rp-orders", "warnings": [],
+        "check_snapshot": True, "instance_class": "db.t4g.micro", "timeout_seconds": 3600}
 
 
 def snapshot_only(names) -> dict:
@@ -113,6 +113,20 @@ def test_a_policy_without_any_test_worker_is_refused(net, world, ctx, monkeypatc
     pols["demo"]["restore_test"]["worker"] = None
     with pytest.raises(Exception, match="restore tests need a test worker"):
         plan(monkeypatch, ctx, pols)
+
+
+def test_a_sqlserver_restore_point_is_compared_not_restored_and_the_report_says_so(net, world, ctx, monkeypatch):
+    net.instance("mssql", engine="sqlserver-se")
+    backed_up(world, "mssql")
+    [test] = plan(monkeypatch, ctx, policies(["mssql"]))["tests"]
+    assert test["restore_test"]["restore_point_id"] is None
+    assert test["restore_test"]["compare_restore_point_id"] == "rp-mssql"
+    [warning] = test["restore_test"]["warnings"]
+    assert warning.startswith("SQL Server restore point rp-mssql was compared with the restored snapshot")
+    from rdsbackup_lambdas.restore_test_report import source_result
+
+    result = source_result({**test, "worker": {"test": {"passed": True, "failures": []}}}, time.time())
+    assert result["warnings"] == [warning] and result["compared_with_restore_point"] == "rp-mssql"
 
 
 def test_a_sample_rotates_through_the_least_recently_tested(net, world, ctx, monkeypatch):
