@@ -1,12 +1,14 @@
 """Scheduled Lambda ``sweep_orphans``: remove image-level backup leftovers older than a bound.
 
-In every account+region of the configured policies (through their access roles): worker tasks with the
+In every account+region where a policy runs a worker (through the launch roles): worker tasks with the
 rds-backup ``startedBy`` prefix, temporary security groups (``rdsbackup:temporary=true``; detached from
-DBs first), temporary buckets without a live lease; and expired leases in the table. Anything whose
-session still holds the source's lease is left alone.
+DBs first), temporary buckets without a live lease, restore tests' throwaways (``rdsbackup-test-*`` tagged
+temporary and restore-test; no final snapshot); and expired leases in the table. Anything whose session
+still holds the source's lease is left alone.
 
 Input:  any (the schedule's event is ignored).
-Output: ``{"removed": {"tasks": [...], "security_groups": [...], "buckets": [...], "leases": [...]},
+Output: ``{"removed": {"tasks": [...], "security_groups": [...], "buckets": [...], "leases": [...],
+"throwaways": [...]},
 "kept": [...], "errors": [...]}``.
 Env:    ``POLICIES_JSON``, ``TABLE_NAME``, optional ``MAX_AGE_MINUTES`` (360).
 """
