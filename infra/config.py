@@ -295,8 +295,9 @@ class Policy(_Strict):
     # how old the newest successful backup of a source may be; default 1.5 x the schedule's interval
     rpo: str | None = None
     restore_test: RestoreTest | None = None
-    # retention never deletes a snapshot or replica younger than this; default: the time the schedule
-    # takes to make snapshot_retention snapshots, so that a burst of sessions cannot flush history
+    # retention never deletes a snapshot, replica or restore point younger than this; default: the time
+    # the schedule takes to make snapshot_retention snapshots (image_backup.retention.keep_last restore
+    # points), so that a burst of sessions cannot flush history
     retention_min_days: Annotated[float, Field(ge=0)] | None = None
 
     @field_validator("rpo")
@@ -319,6 +320,17 @@ class Policy(_Strict):
         if self.retention_min_days is not None:
             return round(self.retention_min_days * 86400)
         return self.snapshot_retention * schedule_interval_seconds(self.schedule.expression)
+
+    @property
+    def restore_point_min_age_seconds(self) -> int:
+        """The minimum age of a restore point the backup-account session may forget: as configured
+        (retention_min_days), or the time the schedule takes to make image_backup.retention.keep_last
+        restore points (the snapshots' derivation); 0 without image backups or keep_last."""
+        if self.retention_min_days is not None:
+            return round(self.retention_min_days * 86400)
+        if self.image_backup is None or not self.image_backup.retention.keep_last:
+            return 0
+        return self.image_backup.retention.keep_last * schedule_interval_seconds(self.schedule.expression)
 
     @property
     def restore_test_targets(self) -> list[str]:

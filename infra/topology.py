@@ -303,7 +303,8 @@ def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repos
     return {
         "repository_url": repository_url(bucket, policy.name, config.repositories[image.repository].storage_class),
         "repository_kms_key_arn": repository_key_arn,
-        "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days},
+        "retention": {"keep_last": image.retention.keep_last, "keep_days": image.retention.keep_days,
+                      "min_age_seconds": policy.restore_point_min_age_seconds},
         "archive": archive,
         "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}",
         "worker": {

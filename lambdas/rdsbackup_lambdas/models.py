@@ -137,6 +137,7 @@ class ImageState(PollState):
     endpoint: str | None = None
     port: int | None = None
     engine: str | None = None
+    resource_id: str | None = None
     secret_arn: str | None = None
     temp_bucket: str | None = None
     temp_prefix: str | None = None

@@ -247,3 +247,13 @@ def test_raised_limits_reach_the_handlers_per_account_region():
     config["limits"]["places"][0]["snapshot_creations"] = 0
     with pytest.raises(ConfigError, match=r'field "limits\.places\.0\.snapshot_creations"'):
         _parse(config)
+
+
+def test_restore_points_have_a_minimum_age_derived_like_the_snapshots():
+    from infra.config import Policy
+
+    base = {"name": "nightly", "schedule": {"expression": "cron(0 3 * * ? *)"}, "selection": {"resources": ["db"]},
+            "snapshot_retention": 7, "image_backup": {"repository": "main", "retention": {"keep_last": 5}}}
+    # a daily schedule makes 5 restore points in 5 days: a burst of sessions cannot forget younger ones
+    assert Policy.model_validate(base).restore_point_min_age_seconds == 5 * 86400
+    assert Policy.model_validate({**base, "retention_min_days": 2}).restore_point_min_age_seconds == 2 * 86400

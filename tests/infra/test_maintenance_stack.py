@@ -61,6 +61,7 @@ def test_schedules_and_policies_carry_the_archive_settings(control_template, cdk
     assert maintenance["archive"]["storage_class"] == "DEEP_ARCHIVE"
     assert maintenance["archive"]["gfs"]["monthly"] == 12
     assert maintenance["archive"]["repository"].startswith("s3://rdsbackup-cold-")
-    assert maintenance["retention"] == {"keep_last": 3, "keep_days": None}
+    # retention_min_days 0 in the e2e config (sessions there run seconds apart)
+    assert maintenance["retention"] == {"keep_last": 3, "keep_days": None, "min_age_seconds": 0}
     assert maintenance["worker"]["timeout_seconds"] == 120
     assert policies["nightly"]["maintenance"] is None  # snapshots only: nothing to maintain

@@ -88,7 +88,8 @@ def test_job_spec_follows_the_contract_and_holds_no_secret(net, ctx):
     job = job_of(calls[0])
     assert job == {
         "session_id": item["session_id"], "resource_arn": db["DBInstanceArn"], "source_id": "orders",
-        "engine": "postgres", "host": db["Endpoint"]["Address"], "port": 5432,
+        "source_resource_id": db["DbiResourceId"], "engine": "postgres", "host": db["Endpoint"]["Address"],
+        "port": 5432,
         "secret_arn": db["MasterUserSecret"]["SecretArn"], "databases": None,
         "repository": "s3://rdsbackup-repository/repo",
         "repository_kms_key_arn": item["image_backup"]["repository_kms_key_arn"],

@@ -146,6 +146,15 @@ def test_the_production_job_only_appends(aws, server):
     assert sorted(rp["id"] for rp in restore_points(aws, "orders-db")) == sorted(ids)
 
 
+def test_each_restore_point_records_the_source_databases_resource_id(aws, server):
+    # a database recreated under the same name gets a new resource id: its points start a new chain
+    spec = make_spec(aws, server, databases=["job_small"], source_resource_id="db-ABCDEFGHIJKL")
+    result, code = run_in_process(spec)
+    assert code == 0, result
+    [point] = [p for p in restore_points(aws, "orders-db") if p["id"] == result["restore_point_id"]]
+    assert point["source_resource_id"] == "db-ABCDEFGHIJKL"
+
+
 @pytest.mark.parametrize("case", ["missing secret", "wrong password", "unreachable", "no CA bundle", "wrong CA",
                                   "unknown database"])
 def test_failures_are_reported_in_the_result_and_leave_no_restore_point(aws, server, monkeypatch, tmp_path, case):

@@ -145,3 +145,67 @@ def test_prune_waits_for_running_backups_then_is_postponed_with_a_warning(setup,
     assert code == 0 and result["status"] == "ok"
     assert sorted(result["forgotten"]) == sorted(ids[:2]) and result["prune"] is None
     assert any(w.startswith("prune postponed") for w in result["warnings"]), result["warnings"]
+
+
+def _backups(repo, count: int, *, resource_id: str | None = None, hours_ago: float = 0, monkeypatch=None) -> list:
+    """`count` restore points of orders-db, recorded as taken `hours_ago` (the manifest's time)."""
+    import contextlib
+    from datetime import UTC, datetime, timedelta
+
+    from rdsbackup.repository import repository as repository_module
+
+    repo.manifest_defaults = {"source_resource_id": resource_id} if resource_id else {}
+    ids = []
+    with monkeypatch.context() if hours_ago else contextlib.nullcontext() as patch:
+        if hours_ago:
+            then = (datetime.now(UTC) - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            patch.setattr(repository_module, "_now_iso", lambda: then)
+        for n in range(count):
+            with repo.begin_backup(source_id="orders-db", engine="postgres") as writer:
+                ref = writer.add_stream("t", [random.Random(n).randbytes(2000)], profile="table")
+                ids.append(writer.commit({"streams": {"t": ref}}))
+    return ids
+
+
+def _retention_spec(repo, bucket, **retention) -> str:
+    return json.dumps({"session_id": "s-r", "policy": "nightly", "repository": repo.url, "retention": retention,
+                       "result_url": f"s3://{bucket}/results/s-r.json", "archive": None})
+
+
+def test_ten_sessions_in_a_row_forget_no_restore_point_younger_than_the_minimum_age(tmp_path, monkeypatch, results):
+    """Two restore points from this morning, then a burst of ten backups, each followed by the backup-account
+    session with keep_last 2 and a one-day minimum age (what a daily schedule keeps): the burst pushes the
+    morning's points out of the last two, but nothing younger than a day is forgotten."""
+    monkeypatch.setenv("RDSBACKUP_PASSWORD", "backup key")
+    bucket, _read = results
+    repo = Repository.init(f"file://{tmp_path}/backup")
+    history = _backups(repo, 2, hours_ago=12, monkeypatch=monkeypatch)
+    forgotten = []
+    for _session in range(10):
+        _backups(repo, 1)
+        result, code = run_maintenance(_retention_spec(repo, bucket, keep_last=2, min_age_seconds=DAY))
+        assert code == 0, result
+        forgotten += result["forgotten"]
+    assert forgotten == []
+    assert set(history) <= {p["id"] for p in repo.list_restore_points()}
+    # the minimum age is what kept them: without it the same session forgets them
+    result, _code = run_maintenance(_retention_spec(repo, bucket, keep_last=2))
+    assert set(history) <= set(result["forgotten"])
+
+
+def test_a_recreated_source_starts_a_new_chain_and_its_old_chain_is_kept_with_a_warning(tmp_path, monkeypatch,
+                                                                                       results):
+    """orders-db was deleted and created again under its name (a new resource id): retention keeps the
+    last two of the new database's points; the old database's points are neither counted nor forgotten,
+    and the session warns (its report goes to SNS on a warning)."""
+    monkeypatch.setenv("RDSBACKUP_PASSWORD", "backup key")
+    bucket, _read = results
+    repo = Repository.init(f"file://{tmp_path}/backup")
+    old = _backups(repo, 3, resource_id="db-OLDRESOURCE", hours_ago=72, monkeypatch=monkeypatch)
+    new = _backups(repo, 3, resource_id="db-NEWRESOURCE")
+    result, code = run_maintenance(_retention_spec(repo, bucket, keep_last=2))
+    assert code == 0, result
+    assert result["forgotten"] == [new[0]]
+    assert set(old) <= {p["id"] for p in repo.list_restore_points()}
+    (warning,) = [w for w in result["warnings"] if "recreated" in w]
+    assert "orders-db" in warning and "db-OLDRESOURCE" in warning and "3 restore point(s)" in warning

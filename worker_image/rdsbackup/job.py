@@ -86,6 +86,8 @@ class JobSpec:
     keep_days: int | None
     result_url: str
     sqlserver: dict | None
+    # the database resource id (DbiResourceId/DbClusterResourceId): a recreated DB starts a new chain
+    source_resource_id: str | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> JobSpec:
@@ -124,7 +126,8 @@ class JobSpec:
         return cls(
             session_id=text("session_id", required=False) or "",
             resource_arn=text("resource_arn", required=False) or "",
-            source_id=text("source_id"), engine=engine, host=text("host", required=False), port=int(port),
+            source_id=text("source_id"), source_resource_id=text("source_resource_id", required=False) or None,
+            engine=engine, host=text("host", required=False), port=int(port),
             secret_arn=text("secret_arn"), databases=databases or None, repository=text("repository"),
             repository_kms_key_arn=text("repository_kms_key_arn", required=False),
             keep_last=keep["keep_last"], keep_days=keep["keep_days"], result_url=result_url,
@@ -261,6 +264,8 @@ def run_job(spec_text: str | None, *, log: JsonLog | None = None, sqlserver_conn
         creds = read_credentials(spec.secret_arn)
         run.secret = creds["password"]
         repo = open_or_init_repository(spec.repository, spec.repository_kms_key_arn, log)
+        if spec.source_resource_id:
+            repo.manifest_defaults["source_resource_id"] = spec.source_resource_id
         # A wait for a repository lock (a prune running, or a crashed one's lock) is logged as it starts.
         repo.on_lock_wait = lambda event: log("waiting for a repository lock", level="WARNING", detail=event["message"],
                                               **{k: v for k, v in event.items() if k not in ("event", "message")})

@@ -5,7 +5,7 @@ account (DESIGN.md, "Archive and the backup-account session"). The job spec is J
 (docs/state-machine-contract.md, "The maintenance job"):
 
     {"session_id", "policy", "repository", "repository_kms_key_arn",
-     "retention": {"keep_last", "keep_days"},
+     "retention": {"keep_last", "keep_days", "min_age_seconds"},
      "archive": null | {"repository", "kms_key_arn", "storage_class", "after_days", "retention_days",
                         "gfs": {"weekly", "monthly", "yearly"}},
      "result_url"}
@@ -16,7 +16,9 @@ In this order:
    archived by an earlier (or interrupted and retried) run is skipped. A point that fails to archive is
    reported and the others go on;
 2. backup retention: `forget` by `retention` per source, except that with `archive` set a point the
-   archive does not hold yet is never forgotten (retention never outruns archiving), then `prune` (its
+   archive does not hold yet is never forgotten (retention never outruns archiving), nor a point younger
+   than `min_age_seconds`, nor one of an older chain of its source (a database recreated under the same
+   name: its old points are kept and reported in `warnings`, so SNS hears of it), then `prune` (its
    exclusive lock waits at most a few minutes for running backups; if they hold it, the prune is
    postponed to the next session with a warning);
 3. archive retention: archived points older than `retention_days` are deleted whole, except those a GFS
@@ -63,6 +65,7 @@ class MaintenanceSpec:
     repository_kms_key_arn: str | None
     keep_last: int | None
     keep_days: int | None
+    min_age_seconds: float
     archive: ArchiveSpec | None
     result_url: str
 
@@ -107,6 +110,7 @@ class MaintenanceSpec:
             repository=need(doc, "repository"), repository_kms_key_arn=doc.get("repository_kms_key_arn") or None,
             keep_last=number(retention, "keep_last", "retention."),
             keep_days=number(retention, "keep_days", "retention."),
+            min_age_seconds=number(retention, "min_age_seconds", "retention.", minimum=0) or 0,
             archive=archive_spec, result_url=result_url,
         )
 
@@ -159,7 +163,16 @@ def run_retention(repo, spec: MaintenanceSpec, result: dict, log, held: set[str]
     if held is not None:
         # Retention never outruns archiving: a point the archive does not hold yet stays.
         keep_ids = {p["id"] for p in repo.list_restore_points() if "error" not in p} - held
-    forgotten = repo.forget(keep_last=spec.keep_last, keep_days=spec.keep_days, keep_ids=keep_ids)
+    from .repository.repository import old_chains
+
+    for source, chains in sorted(old_chains(repo.list_restore_points()).items()):
+        for resource_id, ids in sorted(chains.items()):
+            result["warnings"].append(
+                f"source {source} was recreated (its restore points since are of another database than resource "
+                f"{resource_id}): the {len(ids)} restore point(s) of the old database are kept outside retention; "
+                f"forget them by hand (rdsbackup forget) once they are no longer needed")
+    forgotten = repo.forget(keep_last=spec.keep_last, keep_days=spec.keep_days, keep_ids=keep_ids,
+                            min_age_seconds=spec.min_age_seconds)
     result["forgotten"] = forgotten
     would_forget_now = repo_forget_preview(repo, spec, keep_ids)
     result["kept_for_archive"] = sorted(would_forget_now & keep_ids)
@@ -173,18 +186,15 @@ def run_retention(repo, spec: MaintenanceSpec, result: dict, log, held: set[str]
 
 def repo_forget_preview(repo, spec: MaintenanceSpec, keep_ids: set[str]) -> set[str]:
     """Ids still in the repository that retention alone would have removed (i.e. kept for the archive)."""
-    from .repository.repository import _parse_time
+    from .repository.repository import _parse_time, current_chains
 
     now = time.time()
     out = set()
-    by_source: dict[str, list[dict]] = {}
-    for rp in repo.list_restore_points():
-        if "error" not in rp:
-            by_source.setdefault(rp.get("source_id", ""), []).append(rp)
-    for rps in by_source.values():
+    for rps in current_chains(repo.list_restore_points()).values():
         for n, rp in enumerate(reversed(rps)):
+            age = now - _parse_time(rp["time"])
             keep = (spec.keep_last is not None and n < spec.keep_last) or (
-                spec.keep_days is not None and now - _parse_time(rp["time"]) <= spec.keep_days * 86400)
+                spec.keep_days is not None and age <= spec.keep_days * 86400) or age < spec.min_age_seconds
             if not keep and rp["id"] in keep_ids:
                 out.add(rp["id"])
     return out

@@ -48,6 +48,11 @@ class Database:
     def group_ids(self) -> list[str]:
         return [g["VpcSecurityGroupId"] for g in self.security_groups]
 
+    @property
+    def resource_id(self) -> str | None:
+        """DbiResourceId / DbClusterResourceId: a database recreated under the same name has a new one."""
+        return self.raw.get("DbiResourceId") or self.raw.get("DbClusterResourceId")
+
     def group_status(self, group_id: str) -> str | None:
         return next((g.get("Status") for g in self.security_groups if g["VpcSecurityGroupId"] == group_id), None)
 

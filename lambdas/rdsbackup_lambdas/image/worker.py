@@ -148,7 +148,8 @@ def prepare_worker(item: Item, config: ImageConfig) -> dict[str, Any]:
     return ImageState(
         phase="prepared", db_security_group=pair["db_security_group"],
         worker_security_group=pair["worker_security_group"], vpc_id=db.vpc_id, subnets=subnets,
-        endpoint=db.endpoint, port=db.port, engine=engine, secret_arn=secret_arn, temp_bucket=bucket,
+        endpoint=db.endpoint, port=db.port, engine=engine, resource_id=db.resource_id, secret_arn=secret_arn,
+        temp_bucket=bucket,
         temp_prefix=prefix,
     ).model_dump()
 

@@ -50,8 +50,9 @@ def job_spec(item: Item, image: ImageState, settings: ImageBackup) -> dict[str, 
             "repository": repository, **item.restore_database, "result_url": result_url, "sqlserver": sqlserver,
         }
     return {
-        "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id, "engine": image.engine,
-        "host": image.endpoint, "port": image.port, "secret_arn": image.secret_arn, "databases": None,
+        "session_id": item.session_id, "resource_arn": res.arn, "source_id": res.id,
+        "source_resource_id": image.resource_id, "engine": image.engine, "host": image.endpoint,
+        "port": image.port, "secret_arn": image.secret_arn, "databases": None,
         "repository": repository,
         "repository_kms_key_arn": settings.repository_kms_key_arn,
         "retention": settings.retention.model_dump(),

@@ -58,6 +58,39 @@ def _parse_time(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
+def _by_source(restore_points: list[dict]) -> dict[str, list[dict]]:
+    """Readable restore points per source id, oldest first (unreadable ones: no policy applies to them)."""
+    out: dict[str, list[dict]] = {}
+    for rp in restore_points:
+        if "error" not in rp:
+            out.setdefault(rp.get("source_id", ""), []).append(rp)
+    return out
+
+
+def current_chains(restore_points: list[dict]) -> dict[str, list[dict]]:
+    """Per source id, the points of the database its newest point was taken from. A database recreated
+    under the same name has a new resource id (`source_resource_id`, recorded at backup time): the
+    points of the old one are another chain. A point that records no resource id (written before it was
+    recorded) belongs to whatever chain is current."""
+    out = {}
+    for source, rps in _by_source(restore_points).items():
+        current = next((rp["source_resource_id"] for rp in reversed(rps) if rp.get("source_resource_id")), None)
+        out[source] = [rp for rp in rps if rp.get("source_resource_id") in (None, current)]
+    return out
+
+
+def old_chains(restore_points: list[dict]) -> dict[str, dict[str, list[str]]]:
+    """Per source id, the older chains: {source_id: {old resource id: [restore point ids]}}. Retention
+    neither counts nor forgets them; the backup-account session warns about them."""
+    out: dict[str, dict[str, list[str]]] = {}
+    current = {source: {rp["id"] for rp in rps} for source, rps in current_chains(restore_points).items()}
+    for source, rps in _by_source(restore_points).items():
+        for rp in rps:
+            if rp["id"] not in current[source]:
+                out.setdefault(source, {}).setdefault(rp["source_resource_id"], []).append(rp["id"])
+    return out
+
+
 def _password(password: str | None) -> str:
     if password is None:
         password = os.environ.get(PASSWORD_ENV)
@@ -101,6 +134,8 @@ class Repository:
         # Seconds to wait for a conflicting lock (None: each operation's default); every wait is
         # reported to `on_lock_wait` (the CLI prints it on stderr) and kept in `lock_waits`.
         self.lock_wait: float | None = None
+        # recorded in every manifest this Repository commits (the job: the source's resource id)
+        self.manifest_defaults: dict = {}
         self.on_lock_wait = None
         self.lock_waits: list[dict] = []
         self._exclusive: Lock | None = None
@@ -379,28 +414,28 @@ class Repository:
 
     def forget(
         self, *, keep_last: int | None = None, keep_days: float | None = None, source_id: str | None = None,
-        keep_ids: set[str] | frozenset[str] = frozenset(),
+        keep_ids: set[str] | frozenset[str] = frozenset(), min_age_seconds: float = 0,
     ) -> list[str]:
         """Remove the manifests that the policy does not keep, per source id (a restore point is kept
         if it is among the newest `keep_last` of its source or younger than `keep_days`, or its id is in
-        `keep_ids`: e.g. not archived yet). Returns the removed ids. Data goes with the next prune."""
+        `keep_ids`: e.g. not archived yet). Never a point younger than `min_age_seconds` (a burst of
+        backups must not flush history), nor one of an older chain of its source (`old_chains`): only the
+        chain of the database the newest point was taken from counts. Returns the removed ids. Data goes
+        with the next prune."""
         if keep_last is None and keep_days is None:
             raise ValueError("forget needs keep_last and/or keep_days")
         if (keep_last is not None and keep_last < 0) or (keep_days is not None and keep_days < 0):
             raise ValueError("keep_last and keep_days must not be negative")
-        by_source: dict[str | None, list[dict]] = {}
-        for rp in self.list_restore_points(source_id):
-            by_source.setdefault(None if "error" in rp else rp.get("source_id", ""), []).append(rp)
         now = time.time()
         removed = []
-        by_source.pop(None, None)  # unreadable manifests: no policy applies to what cannot be read
-        for rps in by_source.values():
+        for rps in current_chains(self.list_restore_points(source_id)).values():
             newest_first = list(reversed(rps))
             for n, rp in enumerate(newest_first):
-                keep = False
+                age = now - _parse_time(rp["time"])
+                keep = age < min_age_seconds
                 if keep_last is not None and n < keep_last:
                     keep = True
-                if keep_days is not None and now - _parse_time(rp["time"]) <= keep_days * 86400:
+                if keep_days is not None and age <= keep_days * 86400:
                     keep = True
                 if not keep and rp["id"] not in keep_ids:
                     removed.append(rp["id"])
@@ -603,6 +638,8 @@ class BackupWriter:
             manifest.setdefault("started", self.started)
             manifest.setdefault("size", self.size)
             manifest.setdefault("chunks", self.chunks)
+            for key, value in self.repo.manifest_defaults.items():
+                manifest.setdefault(key, value)
             manifest["id"] = rp_id
             manifest["time"] = _now_iso()
             manifest["stream_roots"] = sorted(roots)
