@@ -36,6 +36,11 @@ beyond ``Max`` with ``SnapshotQuotaExceeded``. The patch answers ``DescribeAccou
 manual snapshots and refuses creates and copies beyond the quota, as AWS does;
 :data:`MANUAL_SNAPSHOT_QUOTAS` stands in for a quota raised through Service Quotas.
 
+``unique_resource_ids``: moto 5.2.5 gives every DB instance the same ``DbiResourceId``
+(``db-M5ENSHXFPU6XHZ4G4ZEI5QIO2U``), so a database deleted and created again under its name keeps it; AWS
+gives every new instance its own, which is how retention tells a recreated database's snapshots from the
+old one's. The patch gives each instance created within the block a resource id of its own.
+
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
 """
@@ -242,6 +247,26 @@ def shared_snapshot_copies() -> Iterator[None]:
     finally:
         if not was_installed:
             uninstall()
+
+
+@contextmanager
+def unique_resource_ids() -> Iterator[None]:
+    """Within the block each new DB instance gets its own ``DbiResourceId``, as in AWS."""
+    import secrets
+    import string
+
+    original = rds_models.DBInstance.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.dbi_resource_id = "db-" + "".join(secrets.choice(string.ascii_uppercase + string.digits)
+                                               for _ in range(26))
+
+    rds_models.DBInstance.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        rds_models.DBInstance.__init__ = original  # type: ignore[method-assign]
 
 
 @contextmanager

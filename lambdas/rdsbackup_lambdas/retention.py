@@ -5,6 +5,12 @@ the plaintext ``rdsbackup:managed`` marker alone is never trusted, so a forged o
 makes a snapshot deletable. Snapshots are grouped by (source ARN, policy, kind): two policies backing
 up the same source keep their own chains. The current session's snapshots are never deleted, and
 count as one of the N. Staging copies that a crashed session left behind are removed too.
+
+A database deleted and created again under its name has a new resource id (``DbiResourceId`` /
+``DbClusterResourceId``, which every snapshot records): its snapshots start a new chain. The old
+database's snapshots are neither counted nor deleted (nothing of a database that no longer exists is
+ever deleted by a count of another's), and a warning names them each session (the session report sends
+warnings to SNS) until someone deletes them by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from rdsbackup_lambdas import aws_sessions, powers
 from rdsbackup_lambdas.errors import RdsBackupError, TagMetadataError
-from rdsbackup_lambdas.metadata_binding import trusted_metadata
+from rdsbackup_lambdas.metadata_binding import resource_id, trusted_metadata
 from rdsbackup_lambdas.models import Item
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.snapshot_steps import where
@@ -46,6 +52,7 @@ def prune(
     """Delete the oldest ``kind`` snapshots of ``source_arn`` beyond ``keep`` that ``api`` can see."""
     result = PruneResult()
     chain: list[tuple[dict[str, Any], SnapshotInfo]] = []
+    current_resource: str | None = None
     current = {a.lower() for a in current_arns}
     for info in api.list_manual(source_id):
         tags = api.tags(info)
@@ -73,8 +80,10 @@ def prune(
             continue
         if is_current:
             result.kept.append(info.arn)
+            current_resource = current_resource or resource_id(info)
         else:
             chain.append((metadata, info))
+    chain = _without_old_chains(chain, current_resource, result, source_arn=source_arn, kind=kind)
     chain.sort(key=_sort_key, reverse=True)
     room = max(0, keep - 1)  # the current session's snapshot is one of the N, listed or not yet
     for _, info in chain[:room]:
@@ -90,6 +99,27 @@ def prune(
         else:
             result.kept.append(info.arn)
     return result
+
+
+Chain = list[tuple[dict[str, Any], SnapshotInfo]]
+
+
+def _without_old_chains(chain: Chain, current_resource: str | None, result: PruneResult, *, source_arn: str,
+                        kind: str) -> Chain:
+    """The chain of the database the current snapshot was taken from; older databases' snapshots of the
+    same name are kept (and reported), not counted."""
+    if current_resource is None:
+        return chain
+    old: dict[str, list[str]] = {}
+    for _, info in chain:
+        if resource_id(info) not in (None, current_resource):
+            old.setdefault(str(resource_id(info)), []).append(info.arn)
+    for resource, arns in sorted(old.items()):
+        result.kept.extend(arns)
+        result.warnings.append(
+            f"{source_arn} was recreated: {len(arns)} {kind} snapshot(s) of the earlier database (resource "
+            f"{resource}) are kept outside retention; delete them by hand once they are no longer needed")
+    return [(m, info) for m, info in chain if resource_id(info) in (None, current_resource)]
 
 
 def _delete(api: SnapshotApi, info: SnapshotInfo, result: PruneResult) -> bool:

@@ -173,3 +173,23 @@ def test_ten_sessions_in_a_row_lose_nothing_older_than_the_minimum_age(world, ct
     assert not aged & set(deleted)
     assert deleted == []
     assert {i["snapshot"]["id"] for i in history} <= manual_snapshots(world)
+
+
+def test_a_recreated_database_starts_a_new_chain_and_the_old_one_is_kept_with_a_warning(world, ctx):
+    """orders is deleted and created again under its name (AWS gives it a new resource id; moto needs
+    telling: unique_resource_ids). Its snapshots are another chain: retention keeps the new database's
+    last two, and the old database's three are neither counted nor deleted; the warning (which makes the
+    session a Warning, so SNS hears of it) names them."""
+    from rdsbackup_local.moto_patches import unique_resource_ids
+
+    with unique_resource_ids():
+        db = world.instance()
+        old = [run_session(world, ctx, db, n, retention=2) for n in (1, 2, 3)]
+        world.client("rds").delete_db_instance(DBInstanceIdentifier="orders", SkipFinalSnapshot=True)
+        db = world.instance()
+        new = [run_session(world, ctx, db, n, retention=2) for n in (4, 5, 6)]
+    result = apply_retention.handler(new[-1], ctx)
+    assert result["deleted"] == [new[0]["snapshot"]["arn"]]
+    assert {i["snapshot"]["id"] for i in old} <= manual_snapshots(world)
+    (warning,) = [w for w in result["warnings"] if "recreated" in w]
+    assert "3 primary snapshot(s)" in warning and db["DBInstanceArn"] in warning
