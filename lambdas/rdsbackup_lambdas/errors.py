@@ -82,6 +82,11 @@ class TagMetadataMissing(TagMetadataError):
     """The snapshot carries no metadata tags, or some of their parts are missing."""
 
 
+class ReplicationTargetNotConfigured(RdsBackupError):
+    """The execution's item names a replication target (account, region, key, role or retention) that its
+    policy, as shipped with the code, does not configure: a tampered input is refused."""
+
+
 class UnknownPolicy(RdsBackupError):
     """The execution input names a policy that is not configured."""
 

@@ -37,9 +37,14 @@ from botocore.exceptions import ClientError
 from rdsbackup_lambdas import aws_sessions, powers, quotas, slots
 from rdsbackup_lambdas.clock import now_iso
 from rdsbackup_lambdas.config import SlotConfig
-from rdsbackup_lambdas.errors import ReplicationNotPossible, ReplicationTimeout, SnapshotFailed
+from rdsbackup_lambdas.errors import (
+    ReplicationNotPossible,
+    ReplicationTargetNotConfigured,
+    ReplicationTimeout,
+    SnapshotFailed,
+)
 from rdsbackup_lambdas.metadata_binding import binding_of, trusted_metadata
-from rdsbackup_lambdas.models import Item, ReplicaState
+from rdsbackup_lambdas.models import Item, ReplicaState, Replication
 from rdsbackup_lambdas.naming import snapshot_name
 from rdsbackup_lambdas.observability import MetricUnit, logger, metrics
 from rdsbackup_lambdas.polling import next_poll
@@ -284,6 +289,28 @@ class _Reconciler:
                 if stage_api.delete(staging.id):
                     self._step(f"cleanup: delete staging copy {staging.arn}")
         return self._result("done", True, replica, staging_arn)
+
+
+def require_configured_target(item: Item, policies: dict[str, Any]) -> None:
+    """Refuse an item whose replication is not exactly what its policy configures (the policies file
+    shipped with the code, not the execution input: whoever may start an execution must not be able to
+    send snapshots to an account of their choice, or shorten the replicas' retention)."""
+    if item.replication is None:
+        return
+    asked = item.replication
+    configured = (policies.get(item.policy) or {}).get("replication")
+    if not configured:
+        raise ReplicationTargetNotConfigured(
+            f"policy {item.policy!r} configures no replication, yet the input asks to replicate "
+            f"{item.resource.arn} to account {asked.account} region {asked.region}: refused")
+    expected = Replication.model_validate({**configured, "region": configured.get("region") or item.resource.region,
+                                           "account": configured.get("account") or item.resource.account})
+    differ = sorted(name for name in Replication.model_fields if getattr(asked, name) != getattr(expected, name))
+    if differ:
+        raise ReplicationTargetNotConfigured(
+            f"the input's replication of {item.resource.arn} differs from policy {item.policy!r} in "
+            f"{', '.join(differ)} (asked account {asked.account} region {asked.region}, configured account "
+            f"{expected.account} region {expected.region}): refused")
 
 
 def replicate_snapshot(item: Item, codec: TagCodec, slot_config: SlotConfig) -> dict[str, Any]:

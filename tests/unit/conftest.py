@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,11 @@ class World:
             "lease": None, "snapshot": None, "replica": None, "retention": None, "error": None,
         }
         item.update(extra)
+        if replication is not None:
+            # the policy configures this target (the handlers check the item against it)
+            policies = json.loads(os.environ.get("POLICIES_JSON") or "{}")
+            policies.setdefault(policy, {})["replication"] = {"retention": 7, **replication}
+            os.environ["POLICIES_JSON"] = json.dumps(policies)
         return item
 
     def sns_messages(self) -> list[dict]:
@@ -164,6 +170,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.setenv("TAG_KMS_KEY_ARN", world.tag_key_arn)
         monkeypatch.setenv("SESSIONS_BUCKET", world.bucket)
         monkeypatch.setenv("RESULTS_TABLE", world.results_table)
+        monkeypatch.setenv("POLICIES_JSON", "{}")  # world.item() adds the policies its items replicate by
         yield world
     aws_sessions.clear_cache()
 

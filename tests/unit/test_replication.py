@@ -251,3 +251,34 @@ def test_moto_patch_resolves_only_snapshots_shared_with_the_caller(world, ctx):
         from rdsbackup_local.moto_patches import install
 
         install()
+
+
+@pytest.mark.parametrize(("field", "tampered"), [("account", "999999999999"), ("region", "ap-south-1"),
+                                                  ("access_role_arn", "arn:aws:iam::999999999999:role/collector"),
+                                                  ("retention", 1)])
+def test_a_tampered_replication_target_is_refused_by_the_handler(world, ctx, field, tampered):
+    """The policy (shipped with the code) replicates to the vault account; an execution input naming
+    another target, role or retention is refused before anything is copied or shared."""
+    from rdsbackup_lambdas.errors import ReplicationTargetNotConfigured
+    from rdsbackup_lambdas.handlers import apply_retention
+
+    db = world.instance()
+    item = snapshot_and_tag(world, ctx, world.item(db, replication=replication(
+        world, region=REGION, account=TARGET_ACCOUNT)))
+    item["replication"] = {**item["replication"], field: tampered}
+    with recorded_calls() as calls, pytest.raises(ReplicationTargetNotConfigured, match=field):
+        replicate_snapshot.handler(item, ctx)
+    assert not [op for op, _ in calls if op in ("CopyDBSnapshot", "ModifyDBSnapshotAttribute")]
+    assert not snapshots_in(world, TARGET_ACCOUNT, REGION)
+    with pytest.raises(ReplicationTargetNotConfigured):
+        apply_retention.handler(item, ctx)
+
+
+def test_replication_is_refused_for_a_policy_that_configures_none(world, ctx):
+    from rdsbackup_lambdas.errors import ReplicationTargetNotConfigured
+
+    db = world.instance()
+    item = snapshot_and_tag(world, ctx, world.item(db, policy="local-only"))
+    item["replication"] = replication(world, region=REGION, account=TARGET_ACCOUNT)
+    with pytest.raises(ReplicationTargetNotConfigured, match="configures no replication"):
+        replicate_snapshot.handler(item, ctx)
