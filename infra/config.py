@@ -149,6 +149,22 @@ class Replication(_Strict):
         return self
 
 
+class WorkerEgress(_Strict):
+    """Where the worker's HTTPS (S3, KMS, Secrets Manager, CloudWatch Logs, ECR) may go, besides the DB:
+    the VPC's gateway endpoints by prefix list (`pl-...`, e.g. S3's) and its interface endpoints by
+    their security groups (`sg-...`). Without either, TCP 443 to anywhere (the task may need a NAT)."""
+
+    prefix_lists: list[Annotated[str, Field(pattern=r"^pl-[0-9a-f]+$")]] = Field(default_factory=list)
+    security_groups: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]+$")]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> WorkerEgress:
+        if not self.prefix_lists and not self.security_groups:
+            raise ValueError("'egress' needs 'prefix_lists' and/or 'security_groups' (leave it out for TCP 443 "
+                             "to anywhere)")
+        return self
+
+
 class WorkerSettings(_Strict):
     """The temporary worker that runs an image-level backup."""
 
@@ -160,6 +176,8 @@ class WorkerSettings(_Strict):
     # EC2 launch type: the name of an EC2 (Auto Scaling group) capacity provider that rds-backup
     # associates with its worker cluster.
     capacity_provider: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")] | None = None
+    # HTTPS only to these VPC endpoints (prefix lists, endpoint security groups); default: 443 anywhere
+    egress: WorkerEgress | None = None
 
     @model_validator(mode="after")
     def _capacity_for_ec2(self) -> WorkerSettings:

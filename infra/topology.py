@@ -256,6 +256,7 @@ def _worker(worker: WorkerSettings, topology: Topology) -> dict:
         "memory": worker.memory, "timeout_seconds": max(1, round(worker.timeout_minutes * 60)),
         "cluster": topology.names.worker_cluster, "task_family": topology.names.worker_task_family,
         "container": WORKER_CONTAINER, "capacity_provider": worker.capacity_provider,
+        "egress": worker.egress.model_dump() if worker.egress else None,
     }
 
 

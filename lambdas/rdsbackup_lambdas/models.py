@@ -95,6 +95,13 @@ class ReplicaState(PollState):
     warnings: list[str] = Field(default_factory=list)
 
 
+class WorkerEgress(_Model):
+    """``image_backup.worker.egress``: the VPC endpoints the worker's HTTPS may reach."""
+
+    prefix_lists: list[str] = Field(default_factory=list)
+    security_groups: list[str] = Field(default_factory=list)
+
+
 class WorkerSettings(_Model):
     """The temporary worker of an image-level backup (an ECS task in the resource's account and region)."""
 
@@ -107,6 +114,7 @@ class WorkerSettings(_Model):
     task_family: str = "rdsbackup-worker"
     container: str = "worker"
     capacity_provider: str | None = None
+    egress: WorkerEgress | None = None
 
 
 class BackupRetention(_Model):

@@ -51,6 +51,31 @@ def test_groups_allow_only_worker_to_db_on_the_db_port(net, ctx):
         assert len(group["GroupName"]) <= 255 and item["session_id"] in group["GroupName"]
 
 
+def test_worker_https_goes_only_to_the_vpc_endpoints_the_config_names(net, ctx):
+    """image_backup.worker.egress: HTTPS to the S3 gateway endpoint's prefix list and the interface
+    endpoints' group, nothing to anywhere else; the DB rule stays."""
+    ec2 = net.ec2()
+    prefix_list = ec2.create_managed_prefix_list(PrefixListName="s3", AddressFamily="IPv4", MaxEntries=2,
+                                                 Entries=[{"Cidr": "52.216.0.0/15"}])["PrefixList"]["PrefixListId"]
+    endpoints = ec2.create_security_group(GroupName="vpc-endpoints", Description="interface endpoints",
+                                          VpcId=net.vpc)["GroupId"]
+    item = net.item(net.instance(), egress={"prefix_lists": [prefix_list], "security_groups": [endpoints]})
+    image = prepare_worker.handler(item, ctx)
+    egress = net.group(image["worker_security_group"])["IpPermissionsEgress"]
+
+    def destinations(perms):
+        return sorted((p["IpProtocol"], p["FromPort"], target) for p in perms for target in
+                      [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]
+                      + [pl["PrefixListId"] for pl in p.get("PrefixListIds", [])]
+                      + [r["CidrIp"] for r in p.get("IpRanges", [])])
+
+    assert destinations(egress) == sorted([("tcp", 443, prefix_list), ("tcp", 443, endpoints),
+                                           ("tcp", 5432, image["db_security_group"])])  # no 0.0.0.0/0
+    # a retried prepare adds nothing twice
+    prepare_worker.handler(item, ctx)
+    assert destinations(net.group(image["worker_security_group"])["IpPermissionsEgress"]) == destinations(egress)
+
+
 def test_result_describes_the_db_and_names_the_managed_secret(net, ctx):
     db = net.instance()
     image = prepare_worker.handler(net.item(db), ctx)

@@ -2,7 +2,8 @@
 
 - DB group (added to the DB): inbound TCP <port> from the worker group only; no outbound rule.
 - Worker group (on the task's ENI): no inbound; outbound TCP <port> to the DB group only, plus TCP 443
-  (S3, KMS, Secrets Manager, CloudWatch Logs, ECR endpoints).
+  (S3, KMS, Secrets Manager, CloudWatch Logs, ECR endpoints): to the VPC endpoints the policy names
+  (``image_backup.worker.egress``: prefix lists, endpoint security groups), else to anywhere.
 
 Both are found by name and VPC before being created, so a retried ``prepare_worker`` reuses them, and
 each rule is added only when missing. The default allow-all egress of a new group is revoked.
@@ -22,6 +23,7 @@ from botocore.exceptions import ClientError
 from rdsbackup_lambdas import aws_errors
 from rdsbackup_lambdas.errors import SecurityGroupError
 from rdsbackup_lambdas.image import names
+from rdsbackup_lambdas.models import WorkerEgress
 
 ALL_TRAFFIC_EGRESS = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 HTTPS_PORT = 443
@@ -85,6 +87,9 @@ def _rule_present(permissions: list[dict[str, Any]], wanted: dict[str, Any]) -> 
         for cidr in wanted.get("IpRanges", []):
             if any(r.get("CidrIp") == cidr["CidrIp"] for r in perm.get("IpRanges") or []):
                 return True
+        for prefix_list in wanted.get("PrefixListIds", []):
+            if any(p.get("PrefixListId") == prefix_list["PrefixListId"] for p in perm.get("PrefixListIds") or []):
+                return True
     return False
 
 
@@ -112,17 +117,22 @@ def db_ingress_rule(worker_group: str, port: int) -> dict[str, Any]:
             "UserIdGroupPairs": [{"GroupId": worker_group, "Description": "rds-backup worker"}]}
 
 
-def worker_egress_rules(db_group: str, port: int) -> list[dict[str, Any]]:
-    return [
-        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-         "UserIdGroupPairs": [{"GroupId": db_group, "Description": "the database"}]},
-        {"IpProtocol": "tcp", "FromPort": HTTPS_PORT, "ToPort": HTTPS_PORT,
-         "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "AWS endpoints (S3, KMS, Secrets Manager, logs)"}]},
-    ]
+def worker_egress_rules(db_group: str, port: int, egress: WorkerEgress | None = None) -> list[dict[str, Any]]:
+    https = {"IpProtocol": "tcp", "FromPort": HTTPS_PORT, "ToPort": HTTPS_PORT}
+    if egress is None:
+        endpoints = [{**https, "IpRanges": [
+            {"CidrIp": "0.0.0.0/0", "Description": "AWS endpoints (S3, KMS, Secrets Manager, logs)"}]}]
+    else:
+        endpoints = [{**https, "PrefixListIds": [{"PrefixListId": pl, "Description": "VPC gateway endpoint"}]}
+                     for pl in egress.prefix_lists]
+        endpoints += [{**https, "UserIdGroupPairs": [{"GroupId": sg, "Description": "VPC interface endpoints"}]}
+                      for sg in egress.security_groups]
+    return [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+             "UserIdGroupPairs": [{"GroupId": db_group, "Description": "the database"}]}, *endpoints]
 
 
 def ensure_pair(ec2: Any, *, vpc_id: str, port: int, db_name: str, worker_name: str,
-                tags: dict[str, str], what: str) -> dict[str, Any]:
+                tags: dict[str, str], what: str, egress: WorkerEgress | None = None) -> dict[str, Any]:
     """Create (or find) both groups and make their rules exactly the contract's. Idempotent."""
     try:
         db_group, db_created = ensure_group(
@@ -137,7 +147,7 @@ def ensure_pair(ec2: Any, *, vpc_id: str, port: int, db_name: str, worker_name: 
         ingress = db_ingress_rule(worker_group, port)
         if not _rule_present(groups[db_group].get("IpPermissions") or [], ingress):
             _authorize(ec2, db_group, "ingress", ingress)
-        for rule in worker_egress_rules(db_group, port):
+        for rule in worker_egress_rules(db_group, port, egress):
             if not _rule_present(groups[worker_group].get("IpPermissionsEgress") or [], rule):
                 _authorize(ec2, worker_group, "egress", rule)
     except ClientError as exc:

@@ -127,7 +127,7 @@ def prepare_worker(item: Item, config: ImageConfig) -> dict[str, Any]:
     db_name, worker_name = group_names(item)
     pair = security_groups.ensure_pair(
         ec2, vpc_id=db.vpc_id, port=db.port, db_name=db_name, worker_name=worker_name,
-        tags=names.temporary_tags(item.session_id, res.arn), what=what)
+        tags=names.temporary_tags(item.session_id, res.arn), what=what, egress=settings.worker.egress)
     added = database.add_group(rds, db, pair["db_security_group"], where(item))
     logger.info("temporary security groups ready", extra={**pair, "attached": added})
 
