@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -18,6 +19,8 @@ WORKER_IMAGE_DIR = Path(__file__).resolve().parents[2] / "worker_image"
 TEMP_BUCKET_PREFIX = "rdsbackup-tmp"
 SCRATCH_VOLUME = "scratch"
 SCRATCH_PATH = "/scratch"
+# The ECS-optimized Amazon Linux 2023 image, resolved by CloudFormation at deploy (no lookup at synth).
+ECS_AMI = "{{resolve:ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id}}"
 
 
 class WorkerCluster(Construct):
@@ -69,9 +72,38 @@ class WorkerCluster(Construct):
         container.add_mount_points(ecs.MountPoint(container_path=SCRATCH_PATH, source_volume=SCRATCH_VOLUME,
                                                   read_only=False))
         self._grant(repository_buckets, control_account, control_region, secret_arns, repository_prefixes or [])
+        self.instance_template = self._instance_template(names.worker_cluster) if capacity_providers else None
         acknowledge(self.task_definition.obtain_execution_role(), "AwsSolutions-IAM5[Resource::*]",
                     "ecr:GetAuthorizationToken supports no resource-level permissions (CDK adds it to pull "
                     "the worker image).")
+
+    def _instance_template(self, cluster: str) -> ec2.CfnLaunchTemplate:
+        """EC2 launch type: the launch template for the capacity provider's Auto Scaling group. A task
+        must not reach the instance metadata service (it would get the instance role's credentials):
+        the ECS agent blocks it for awsvpc tasks (ECS_AWSVPC_BLOCK_IMDS), and IMDSv2 with a hop limit
+        of 1 keeps any other container off it."""
+        role = iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+                        description="rds-backup worker instances: the ECS agent",
+                        managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
+                            "service-role/AmazonEC2ContainerServiceforEC2Role")])
+        acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                          "AmazonEC2ContainerServiceforEC2Role]",
+                    "AWS's policy for the ECS agent on container instances; tasks cannot use it (IMDS blocked).")
+        profile = iam.CfnInstanceProfile(self, "InstanceProfile", roles=[role.role_name])
+        user_data = "\n".join(["#!/bin/bash", "cat >> /etc/ecs/ecs.config <<'EOF'", f"ECS_CLUSTER={cluster}",
+                               "ECS_AWSVPC_BLOCK_IMDS=true", "EOF", ""])
+        template = ec2.CfnLaunchTemplate(
+            self, "InstanceTemplate", launch_template_name=f"{cluster}-instances",
+            launch_template_data=ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
+                image_id=ECS_AMI,
+                iam_instance_profile=ec2.CfnLaunchTemplate.IamInstanceProfileProperty(arn=profile.attr_arn),
+                metadata_options=ec2.CfnLaunchTemplate.MetadataOptionsProperty(
+                    http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+                user_data=Fn.base64(user_data)))
+        CfnOutput(Stack.of(self), "WorkerInstanceTemplate", value=template.ref,
+                  description="Launch template for the EC2 capacity provider's Auto Scaling group (IMDS blocked "
+                              "for tasks)")
+        return template
 
     def _grant(self, repository_buckets, control_account, control_region, secret_arns, prefixes) -> None:
         stack = Stack.of(self)
