@@ -221,6 +221,10 @@ CHANGES = {
     "policies.restore_test.worker.timeout_minutes": _policy(_SNAPS, "restore_test.worker.timeout_minutes", 33),
     "policies.restore_test.worker.capacity_provider": _policy(_SNAPS, "restore_test.worker.capacity_provider",
                                                               "other-tests-asg"),
+    "policies.restore_test.worker.egress.prefix_lists": _policy(_SNAPS, "restore_test.worker.egress",
+                                                                {"prefix_lists": ["pl-0fee2"]}),
+    "policies.restore_test.worker.egress.security_groups": _policy(_SNAPS, "restore_test.worker.egress",
+                                                                   {"security_groups": ["sg-0fee2"]}),
     "policies.restore_test.worker.secret_arn": _policy(
         _SNAPS, "restore_test.worker.secret_arn", "arn:aws:secretsmanager:us-east-1:123456789012:secret:other"),
 }
