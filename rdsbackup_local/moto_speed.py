@@ -17,7 +17,6 @@ harness spent its time on moto's own bookkeeping rather than on the state machin
   state machine; with 400 children in flight (10 replicating sessions at concurrency 40) those polls
   took most of the harness's time. The patch reads the child's status from moto's execution object
   while it runs and makes moto's own call once it has ended: same interval, same answer.
-  ``slower_sync_polls`` (every 2 s instead of 0.5 s) was the first, cruder saving.
 - ``MOTO_EC2_LOAD_DEFAULT_AMIS=false`` (:data:`ENVIRONMENT`): every new EC2 backend (one per
   account-region that an RDS call touches) loads a few thousand public AMIs with their snapshots and
   volumes; nothing here launches an instance.
@@ -32,9 +31,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from moto.stepfunctions.parser.api import ExecutionStatus
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
-    state_task_service_callback as _callback,
-)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
     StateTaskServiceSfn,
 )
@@ -88,7 +84,6 @@ def reused_interpreter_clients() -> Iterator[None]:
 
 
 _original_parse = AmazonStateLanguageParser.parse
-SYNC_POLL_SECONDS = 2.0
 
 
 @contextmanager
@@ -112,17 +107,6 @@ def parsed_definitions_reused() -> Iterator[None]:
         yield
     finally:
         AmazonStateLanguageParser.parse = staticmethod(_original_parse)
-
-
-@contextmanager
-def slower_sync_polls(seconds: float = SYNC_POLL_SECONDS) -> Iterator[None]:
-    """Within the block a ``.sync`` task checks its child every ``seconds`` (moto: 0.5 s)."""
-    original = _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK
-    _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = seconds
-    try:
-        yield
-    finally:
-        _callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = original
 
 
 _original_sync_resolvers = {name: getattr(StateTaskServiceSfn, name)
