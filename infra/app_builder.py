@@ -11,7 +11,12 @@ from cdk_nag import AwsSolutionsChecks
 from infra.config import BackupConfig
 from infra.constructs.power_roles import Trust
 from infra.nag import add_compliance_packs
-from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
+from infra.stacks.access_stacks import (
+    ProductionAccessStack,
+    ReplicaTargetStack,
+    SelectedDatabases,
+    WorkerSettingsForPlace,
+)
 from infra.stacks.control_stack import ControlStack
 from infra.topology import NAMES_CONTEXT, Place, Topology, build_topology, repository_prefix, test_worker_of
 
@@ -70,7 +75,27 @@ def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> 
         repository_prefixes=sorted({(topology.names.repository_bucket(p.image_backup.repository, topology.control),
                                      repository_prefix(p.name)) for p in policies}),
         secret_sources=_named_sources(policies + [p for p, _ in testers], place),
+        # restore tests' throwaways carry the restore tag: the launch role reaches them without naming them
+        databases=_selected_databases(policies, place),
     )
+
+
+def _selected_databases(policies: list, place: Place) -> SelectedDatabases:
+    """The databases the policies may select in this place, as the launch role may modify them: by ARN
+    where the config names them, by their tags where it selects by tags."""
+    named, tag_sets = set(), []
+    for policy in policies:
+        for resource in policy.selection.resources:
+            # RDS stores identifiers (and so ARNs) in lowercase
+            if not resource.startswith("arn:"):
+                named.update(f"{kind}:{resource.lower()}" for kind in ("db", "cluster"))
+                continue
+            _, _, _, region, account, kind, identifier = resource.split(":", 6)
+            if (account, region) == (place.account, place.region):
+                named.add(f"{kind}:{identifier.lower()}")
+        if policy.selection.tags and policy.selection.tags not in tag_sets:
+            tag_sets.append(dict(policy.selection.tags))
+    return SelectedDatabases(resources=sorted(named), tag_sets=tag_sets)
 
 
 def _named_sources(policies: list, place: Place) -> list[str] | None:
@@ -136,7 +161,7 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
         access[place] = ProductionAccessStack(
             app, _stack_id("Access", place, topology),
             trust=trust, share_with_accounts=share_with, env=_env(place),
-            worker=_worker_settings(config, topology, place),
+            worker=_worker_settings(config, topology, place), forward_to_control=place != control,
             description="rds-backup production access (roles the control plane assumes, one per power)")
     replicas = {}
     source_accounts = sorted({p.account for p in topology.access_places})
@@ -144,7 +169,7 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
         replicas[place] = ReplicaTargetStack(
             app, _stack_id("Replica", place, topology),
             trust=trust, source_accounts=source_accounts, env=_env(place),
-            restore_role=place not in topology.access_places,
+            restore_role=place not in topology.access_places, forward_to_control=place != control,
             description="rds-backup replica target (role and key for snapshot copies)")
     for stack in [control_stack, *access.values(), *replicas.values()]:
         Tags.of(stack).add("rdsbackup:component", "rds-backup")

@@ -15,6 +15,10 @@ from infra.config import BackupConfig, Policy, RestoreTestWorker, WorkerSettings
 DEFAULT_NAME_PREFIX = "rdsbackup"
 WORKER_CONTAINER = "worker"
 RESULT_PREFIX = "rdsbackup-results/"
+# The worker task's environment: the accounts that must own the buckets it reaches (ExpectedBucketOwner;
+# worker_image/rdsbackup/s3_clients.py reads them, a test holds the names together).
+REPOSITORY_OWNER_ENV = "RDSBACKUP_REPOSITORY_OWNER"
+TEMP_BUCKET_OWNER_ENV = "RDSBACKUP_TEMP_BUCKET_OWNER"
 
 
 @dataclass(frozen=True, order=True)

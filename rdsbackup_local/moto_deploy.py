@@ -183,12 +183,15 @@ def _create_schedules(stack: DeployedStack, session: boto3.Session, app: Deploye
     scheduler = session.client("scheduler", region_name=stack.region)
     resolver = _Resolver(stack, session)
     for resource in stack.template["Resources"].values():
+        if resource["Type"] == "AWS::Scheduler::ScheduleGroup":
+            scheduler.create_schedule_group(Name=resource["Properties"]["Name"])
+    for resource in stack.template["Resources"].values():
         if resource["Type"] != "AWS::Scheduler::Schedule":
             continue
         properties = resolver.resolve(resource["Properties"])
         target = properties["Target"]
         scheduler.create_schedule(
-            Name=properties["Name"],
+            Name=properties["Name"], GroupName=properties.get("GroupName", "default"),
             Description=properties.get("Description", ""),
             ScheduleExpression=properties["ScheduleExpression"],
             ScheduleExpressionTimezone=properties.get("ScheduleExpressionTimezone", "UTC"),

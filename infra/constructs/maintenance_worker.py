@@ -4,7 +4,7 @@ deletes repository objects (forget, prune, archive retention); production worker
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -14,7 +14,7 @@ from constructs import Construct
 
 from infra.constructs.worker_cluster import WORKER_IMAGE_DIR
 from infra.nag import acknowledge
-from infra.topology import WORKER_CONTAINER, names_of
+from infra.topology import REPOSITORY_OWNER_ENV, WORKER_CONTAINER, names_of
 
 
 class MaintenanceWorker(Construct):
@@ -44,9 +44,13 @@ class MaintenanceWorker(Construct):
             WORKER_CONTAINER,
             image=ecs.ContainerImage.from_asset(str(WORKER_IMAGE_DIR), exclude=["**/__pycache__", "*.egg-info"]),
             cpu=256, memory_limit_mib=512, essential=True, readonly_root_filesystem=False,
+            # every S3 request names the repositories' owner, this account (worker_image/rdsbackup/s3_clients.py)
+            environment={REPOSITORY_OWNER_ENV: Stack.of(self).account},
             logging=ecs.LogDriver.aws_logs(stream_prefix="maintenance", log_group=self.log_group),
             command=["--help"],
         )
+        acknowledge(self.task_definition, "AwsSolutions-ECS2",
+                    "The environment holds the repositories' owner (an account id) only; no secret.")
         for bucket in buckets:
             # read, write, delete (forget, prune, archive retention) and Object Lock state (never deletes a
             # locked archived point)

@@ -14,6 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra.constructs.db_modification_watch import ForwardDbModifications
 from infra.constructs.power_roles import (
     MANAGED,
     MANAGED_TAG_CONDITION,
@@ -31,10 +32,30 @@ from infra.constructs.power_roles import (
     allow_kms_through_rds,
     make_power_role,
 )
-from infra.constructs.restore_role import RestoreRole
+from infra.constructs.restore_role import RESTORE_TAG, RestoreRole
 from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
 from infra.powers import Power
 from infra.topology import names_of
+
+
+@dataclass(frozen=True)
+class SelectedDatabases:
+    """The databases the policies may select in one place: `db:<id>`/`cluster:<id>` the config names, and
+    the tag sets it selects by (every tag of a set must match; the value "*" matches any)."""
+
+    resources: list[str] = field(default_factory=list)
+    tag_sets: list[dict[str, str]] = field(default_factory=list)
+
+    def tag_conditions(self) -> list[dict]:
+        """One IAM condition block per tag set, on the database's own tags (`aws:ResourceTag`)."""
+        blocks = []
+        for tags in self.tag_sets:
+            block: dict = {}
+            for key, value in sorted(tags.items()):
+                operator = "StringLike" if value == "*" else "StringEquals"
+                block.setdefault(operator, {})[f"aws:ResourceTag/{key}"] = value
+            blocks.append(block)
+        return blocks
 
 
 @dataclass(frozen=True)
@@ -49,14 +70,16 @@ class WorkerSettingsForPlace:
     repository_prefixes: list[tuple[str, str]] = field(default_factory=list)
     # the databases whose RDS-managed secrets the worker may read; None: any of this place (tag selection)
     secret_sources: list[str] | None = None
+    # the databases whose security groups the worker's launch may change (item 4 of docs/security.md)
+    databases: SelectedDatabases = field(default_factory=SelectedDatabases)
 
 
 class ProductionAccessStack(Stack):
     """Per production account and region: a role per power (read, snapshot, share, delete, launch) and
     (when a policy backs up images here) the worker's cluster, task definition and role."""
 
-    def __init__(self, scope: Construct, id_: str, *, trust: Trust,
-                 share_with_accounts: list[str], worker: WorkerSettingsForPlace | None = None, **kwargs):
+    def __init__(self, scope: Construct, id_: str, *, trust: Trust, share_with_accounts: list[str],
+                 worker: WorkerSettingsForPlace | None = None, forward_to_control: bool = True, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.staging_key = kms.Key(
             self, "StagingKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
@@ -117,9 +140,13 @@ class ProductionAccessStack(Stack):
                 secret_sources=worker.secret_sources)
             launch = self._role(Power.LAUNCH, trust, "run the image-level backup worker")
             allow_describe(launch)
-            self._allow_image_backup(launch, self.worker)
+            self._allow_image_backup(launch, self.worker, worker.databases)
         self.restore = RestoreRole(self, "Restore", trust=trust)
         self.roles[Power.RESTORE] = self.restore.role
+        if forward_to_control:
+            watched = [self.restore.role] + ([self.roles[Power.LAUNCH]] if Power.LAUNCH in self.roles else [])
+            ForwardDbModifications(self, "DbModificationWatch", role_arns=[role.role_arn for role in watched],
+                                   control=trust.control)
 
     def _role(self, power: Power, trust: Trust, what: str) -> ScopedRole:
         role = make_power_role(self, f"{power.name.title().replace('_', '')}Role", power=power, trust=trust,
@@ -127,7 +154,23 @@ class ProductionAccessStack(Stack):
         self.roles[power] = role.role
         return role
 
-    def _allow_image_backup(self, role: ScopedRole, worker: WorkerCluster) -> None:
+    @staticmethod
+    def _allow_modify_selected(role: ScopedRole, databases: SelectedDatabases) -> None:
+        """ModifyDBInstance/ModifyDBCluster (the temporary DB security group) only on the databases the
+        policies may select, and on those a restore made (a restore test's throwaway). IAM cannot limit the
+        call to VpcSecurityGroupIds: the DbModificationWatch reports any other change (docs/security.md)."""
+        actions = ["rds:ModifyDBInstance", "rds:ModifyDBCluster"]
+        if databases.resources:
+            role.allow(actions, [RDS_HERE + resource for resource in databases.resources],
+                       "The databases the policies name.")
+        everything = [RDS_HERE + "db:*", RDS_HERE + "cluster:*"]
+        for conditions in databases.tag_conditions():
+            role.allow(actions, everything, "Databases selected by their tags (condition on the database's tags).",
+                       conditions=conditions)
+        role.allow(actions, everything, "Databases a restore made (a restore test's throwaway), by their tag.",
+                   conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"}})
+
+    def _allow_image_backup(self, role: ScopedRole, worker: WorkerCluster, databases: SelectedDatabases) -> None:
         """What prepare/start/check/cleanup_worker and the sweeper do through the launch role."""
         here = "arn:{partition}:ec2:{region}:{account}:"
         temporary = {"StringEquals": {f"aws:ResourceTag/{TEMPORARY_TAG}": "true"}}
@@ -154,8 +197,7 @@ class ProductionAccessStack(Stack):
                     "ec2:DeleteSecurityGroup"], [here + "security-group/*"],
                    "Only groups tagged rdsbackup:temporary=true (condition) are changed or deleted.",
                    conditions=temporary)
-        role.allow(["rds:ModifyDBInstance", "rds:ModifyDBCluster"], [RDS_HERE + "db:*", RDS_HERE + "cluster:*"],
-                   "Adds and removes the temporary DB security group on databases found at run time.")
+        self._allow_modify_selected(role, databases)
         # The sweeper deletes restore tests' leftover throwaways (no final snapshot): only those named
         # rdsbackup-test-* (rdsbackup_lambdas.restore_test.THROWAWAY_PREFIX) AND tagged as a restore test's.
         role.allow(["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
@@ -180,12 +222,14 @@ class ProductionAccessStack(Stack):
         role.role.add_to_policy(iam.PolicyStatement(
             actions=["iam:PassRole"], resources=passed,
             conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}))
-        bucket = f"arn:{{partition}}:s3:::{TEMP_BUCKET_PREFIX}-{{account}}-{{region}}"
+        # the name ends in a suffix others cannot predict (lambdas/rdsbackup_lambdas/image/names.py)
+        bucket = f"arn:{{partition}}:s3:::{TEMP_BUCKET_PREFIX}-{{account}}-{{region}}-*"
         role.allow(["s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketPolicy",
                     "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging",
                     "s3:GetBucketTagging", "s3:ListBucket", "s3:PutBucketOwnershipControls",
                     "s3:PutLifecycleConfiguration", "s3:ListBucketMultipartUploads"], [bucket],
-                   "The SQL Server temporary bucket of this account and region only.")
+                   "The SQL Server temporary bucket of this account and region only (its name ends in a "
+                   "suffix only the control plane knows).")
         role.allow(["s3:DeleteObject", "s3:GetObject", "s3:AbortMultipartUpload"], [bucket + "/*"],
                    "Emptying the temporary bucket before it is deleted.")
 
@@ -195,7 +239,7 @@ class ReplicaTargetStack(Stack):
     their key."""
 
     def __init__(self, scope: Construct, id_: str, *, trust: Trust, source_accounts: list[str],
-                 restore_role: bool = True, **kwargs):
+                 restore_role: bool = True, forward_to_control: bool = True, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.key = kms.Key(self, "ReplicaKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: encrypts snapshot replicas in this account and region")
@@ -236,3 +280,6 @@ class ReplicaTargetStack(Stack):
         self.restore = RestoreRole(self, "Restore", trust=trust) if restore_role else None
         if self.restore is not None:
             self.roles[Power.RESTORE] = self.restore.role
+            if forward_to_control:
+                ForwardDbModifications(self, "DbModificationWatch", role_arns=[self.restore.role.role_arn],
+                                       control=trust.control)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
+from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -19,6 +19,8 @@ from constructs import Construct
 
 from infra.config import BackupConfig, maintenance_of, object_lock_mode
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
+from infra.constructs.db_modification_watch import DbModificationWatch, watched_roles_env
+from infra.constructs.dead_letters import DeadLetters
 from infra.constructs.fragments import logged_state_machine
 from infra.constructs.lambda_step import LambdaStep
 from infra.constructs.maintenance_worker import MaintenanceWorker
@@ -31,7 +33,7 @@ from infra.durations import resource_timeout_seconds, session_timeout_seconds
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
 from infra.policies_bundle import POLICIES_FILE, bundle_policies
-from infra.powers import STEP_POWERS, role_arns_for
+from infra.powers import STEP_POWERS, Power, power_role_arn, role_arns_for
 from infra.topology import (
     RESULT_PREFIX,
     Topology,
@@ -55,14 +57,22 @@ class ControlStack(Stack):
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                            description="rds-backup: session table, topic, logs and snapshot tag metadata")
         self.key.add_alias(self.names.key_alias("control"))
+        # CloudWatch Logs, for this account's log groups only (the encryption context it always sends) and,
+        # where it names on whose behalf it calls (aws:SourceArn/SourceAccount; not documented for every
+        # KMS call of Logs, hence IfExists), only for them: confused-deputy protection.
+        log_groups = f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"
         self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com").with_conditions(
-            {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
-                         f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"}}))
+            {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups},
+             "ArnLikeIfExists": {"aws:SourceArn": log_groups},
+             "StringEqualsIfExists": {"aws:SourceAccount": self.account}}))
         # Only for snapshot tag metadata: a role that may read the session table cannot read tags.
         self.tag_key = kms.Key(self, "TagKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
                                description="rds-backup: snapshot tag metadata (data keys bound to each snapshot)")
         self.tag_key.add_alias(self.names.key_alias("tags"))
 
+        # The control stack's id (a GUID CloudFormation draws at creation): the temporary buckets' names
+        # digest it, so other accounts cannot predict them (lambdas/rdsbackup_lambdas/image/names.py).
+        self.temp_bucket_secret = Fn.select(2, Fn.split("/", Aws.STACK_ID))
         self.table = dynamodb.Table(
             self, "Sessions",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
@@ -93,6 +103,7 @@ class ControlStack(Stack):
         self._session_store()
         self.steps = self._steps(config, topology)
         self.sweeper = self._sweeper(config, topology)
+        self.db_modification_watch = self._watch_db_modifications(topology)
         self.monitoring = self._monitoring(config, topology)
         workflow = BackupWorkflow(self, "Workflow", steps=self.steps, timing=config.timing)
         # One execution per resource: its history and payloads are one resource's, never the session's.
@@ -117,6 +128,8 @@ class ControlStack(Stack):
         self.restore_test_state_machine = self._restore_tests(config, topology)
         self._schedules(config)
         self.maintenance_state_machine = self._maintenance(config)
+        for schedule in self.schedules.values():
+            schedule.add_dependency(self.schedule_group)
         self._nag_suppressions()
         # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
@@ -164,7 +177,8 @@ class ControlStack(Stack):
         timing = config.timing
         # long enough for every DependencyViolation retry of both groups
         cleanup_seconds = max(120, round(60 + 2 * timing.sg_delete_attempts * timing.sg_delete_interval_seconds))
-        image_env = {"TABLE_NAME": self.table.table_name, "SG_DELETE_ATTEMPTS": str(timing.sg_delete_attempts),
+        image_env = {"TABLE_NAME": self.table.table_name, "TEMP_BUCKET_SECRET": self.temp_bucket_secret,
+                     "SG_DELETE_ATTEMPTS": str(timing.sg_delete_attempts),
                      "SG_DELETE_INTERVAL_SECONDS": str(timing.sg_delete_interval_seconds)}
         slot_env = {"TABLE_NAME": self.table.table_name,
                     "SLOT_LIMITS": json.dumps(config.limits.as_runtime(), separators=(",", ":"))}
@@ -283,6 +297,7 @@ class ControlStack(Stack):
         sweeper = LambdaStep(self, "SweepOrphans", handler="sweep_orphans", code=self._code,
                              timeout=Duration.minutes(10), environment={
                                  **self._policies_env, "TABLE_NAME": self.table.table_name,
+                                 "TEMP_BUCKET_SECRET": self.temp_bucket_secret,
                                  "MAX_AGE_MINUTES": str(config.timing.sweep_after_minutes),
                                  "SG_DELETE_ATTEMPTS": "3", "SG_DELETE_INTERVAL_SECONDS": "5"})
         self.allow_powers(sweeper)
@@ -291,8 +306,26 @@ class ControlStack(Stack):
         self.grant_control_key(sweeper.role)
         rule = events.Rule(self, "SweepSchedule", schedule=events.Schedule.rate(Duration.hours(1)),
                            description="rds-backup: remove temporary resources that sessions left behind")
-        rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2))
+        # a run EventBridge could not deliver (after its retries) lands in a queue and raises an alarm
+        self.sweeper_dead_letters = DeadLetters(self, "SweepDeadLetters", topic=self.topic,
+                                                what="the hourly sweep of temporary resources")
+        rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2,
+                                               dead_letter_queue=self.sweeper_dead_letters.queue))
         return sweeper
+
+    def _watch_db_modifications(self, topology: Topology) -> DbModificationWatch:
+        """Alerts when the launch or restore role modifies a database beyond its job (item 4,
+        docs/security.md); the other places forward their CloudTrail events here."""
+        watched = {power_role_arn(Power.LAUNCH, place, self.names): "launch" for place in topology.worker_places}
+        watched.update({self.names.restore_role_arn(place): "restore" for place in topology.restore_places})
+        step = LambdaStep(self, "WatchDbModifications", handler="watch_db_modifications", code=self._code,
+                          environment={"WATCHED_ROLES": watched_roles_env(watched),
+                                       "TOPIC_ARN": self.topic.topic_arn})
+        step.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        self.grant_control_key(step.role)
+        forwarding = {place.account for place in (*topology.worker_places, *topology.restore_places)}
+        return DbModificationWatch(self, "DbModificationWatch", step=step, watched_roles=watched, topic=self.topic,
+                                   forwarding_accounts=sorted(forwarding - {topology.control.account}))
 
     def _restore_tests(self, config: BackupConfig, topology: Topology) -> sfn.StateMachine | None:
         """The restore-test state machine (when a policy has restore_test): new steps, the worker's and the
@@ -382,8 +415,10 @@ class ControlStack(Stack):
         steps.start.role.add_to_policy(iam.PolicyStatement(
             actions=["iam:PassRole"], resources=[worker.task_role.role_arn,
                                                  worker.task_definition.obtain_execution_role().role_arn]))
-        steps.start.role.add_to_policy(iam.PolicyStatement(actions=["ecs:ListTasks"], resources=["*"],
-                                                           conditions=on_cluster))
+        # ListTasks authorizes on the cluster's container instances (with the ecs:cluster condition)
+        steps.start.role.add_to_policy(iam.PolicyStatement(
+            actions=["ecs:ListTasks"], conditions=on_cluster,
+            resources=[f"arn:aws:ecs:{self.region}:{self.account}:container-instance/{self.names.maintenance_cluster}/*"]))
         steps.start.role.add_to_policy(iam.PolicyStatement(
             actions=["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"]))
         for step in (steps.check, steps.cleanup):
@@ -401,8 +436,7 @@ class ControlStack(Stack):
         self.grant_control_key(steps.report.role)
         steps.report.role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
         acknowledge(steps.start.role, "AwsSolutions-IAM5[Resource::*]",
-                    "ecs:ListTasks is limited by the ecs:cluster condition; EC2 Describe* calls (the default VPC "
-                    "lookup) support no resource-level permissions.")
+                    "EC2 Describe* calls (the default VPC lookup) support no resource-level permissions.")
         task_reason = "Maintenance worker tasks get ids from ECS at run time; the cluster is named."
         for region, account in ((self.region, self.account), ("<AWS::Region>", "<AWS::AccountId>")):
             tasks = f"arn:aws:ecs:{region}:{account}:task/{self.names.maintenance_cluster}/*"
@@ -411,6 +445,9 @@ class ControlStack(Stack):
             acknowledge(steps.start.role, f"AwsSolutions-IAM5[Resource::arn:aws:ecs:{region}:{account}:"
                                           f"task-definition/{self.names.maintenance_task_family}:*]",
                         "Every revision of the maintenance task definition; the family is named.")
+            acknowledge(steps.start.role, f"AwsSolutions-IAM5[Resource::arn:aws:ecs:{region}:{account}:"
+                                          f"container-instance/{self.names.maintenance_cluster}/*]",
+                        "Listing the maintenance cluster's tasks (ecs:cluster condition); the cluster is named.")
         workflow = MaintenanceWorkflow(self, "MaintenanceWorkflow", steps=steps, timing=config.timing)
         timeout_hours = max(m.worker.timeout_minutes for m in (maintenance_of(p) for p in policies) if m) / 60 + 1
         machine, _logs = logged_state_machine(
@@ -418,7 +455,7 @@ class ControlStack(Stack):
             log_group_id="MaintenanceStateMachineLogs", key=self.key, timeout=Duration.hours(round(timeout_hours)),
             comment="rds-backup: the backup-account session of a policy (archive, retention, prune)")
         CfnOutput(self, "MaintenanceStateMachineArn", value=machine.state_machine_arn)
-        role = iam.Role(self, "MaintenanceSchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+        role = iam.Role(self, "MaintenanceSchedulerRole", assumed_by=self._scheduler_principal(),
                         description="rds-backup: EventBridge Scheduler starts backup-account sessions")
         machine.grant_start_execution(role)
         for policy in policies:
@@ -426,7 +463,7 @@ class ControlStack(Stack):
             assert settings is not None
             self.schedules[f"{policy.name}-maintenance"] = scheduler.CfnSchedule(
                 self, f"MaintenanceSchedule-{policy.name}",
-                name=self.names(policy.name, "maintenance"),
+                name=self.names(policy.name, "maintenance"), group_name=self.schedule_group_name,
                 description=f"rds-backup policy {policy.name}: backup-account session (archive, retention)",
                 schedule_expression=settings.schedule.expression,
                 schedule_expression_timezone=settings.schedule.timezone,
@@ -480,15 +517,29 @@ class ControlStack(Stack):
         if role_arns:
             step.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole"], resources=role_arns))
 
+    @property
+    def schedule_group_name(self) -> str:
+        """The deployment's own EventBridge Scheduler group (its name prefix, `rdsbackup` by default)."""
+        return self.names.prefix
+
+    def _scheduler_principal(self) -> iam.ServicePrincipal:
+        """EventBridge Scheduler, only for this app's schedule group in this account (confused deputy: no
+        schedule of another group or account can use the role)."""
+        group = f"arn:{self.partition}:scheduler:{self.region}:{self.account}:schedule-group/{self.schedule_group_name}"
+        return iam.ServicePrincipal("scheduler.amazonaws.com", conditions={
+            "StringEquals": {"aws:SourceAccount": self.account, "aws:SourceArn": group}})
+
     def _schedules(self, config: BackupConfig) -> None:
-        role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+        # the app's own group: the scheduler roles trust only schedules in it
+        self.schedule_group = scheduler.CfnScheduleGroup(self, "ScheduleGroup", name=self.schedule_group_name)
+        role = iam.Role(self, "SchedulerRole", assumed_by=self._scheduler_principal(),
                         description="rds-backup: EventBridge Scheduler starts backup sessions")
         self.state_machine.grant_start_execution(role)
         self.schedules: dict[str, scheduler.CfnSchedule] = {}
         for policy in config.policies:
             self.schedules[policy.name] = scheduler.CfnSchedule(
                 self, f"Schedule-{policy.name}",
-                name=self.names(policy.name),
+                name=self.names(policy.name), group_name=self.schedule_group_name,
                 description=f"rds-backup policy {policy.name}",
                 schedule_expression=policy.schedule.expression,
                 schedule_expression_timezone=policy.schedule.timezone,
@@ -507,7 +558,7 @@ class ControlStack(Stack):
                 self.restore_test_state_machine.grant_start_execution(role)
                 self.schedules[f"{policy.name}:restore-test"] = scheduler.CfnSchedule(
                     self, f"RestoreTestSchedule-{policy.name}",
-                    name=self.names("test", policy.name),
+                    name=self.names("test", policy.name), group_name=self.schedule_group_name,
                     description=f"rds-backup restore test of policy {policy.name}",
                     schedule_expression=test.schedule.expression,
                     schedule_expression_timezone=test.schedule.timezone,

@@ -10,6 +10,7 @@ from tests.infra.conftest import as_list, flatten, role_statements, role_trust
 
 # Which Lambda may assume which role: the table, written out so a change to it is a decision.
 EXPECTED_STEP_POWERS = {
+    "watch-db-modifications": set(),  # reads CloudTrail events, publishes to the topic
     "resolve-policy": {"read"},
     "create-snapshot": {"snapshot"},
     "check-snapshot": {"read"},

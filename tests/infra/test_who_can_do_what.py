@@ -50,6 +50,13 @@ def test_only_the_worker_and_restore_steps_modify_databases(rows):
                                                  f"rdsbackup-restore-us-east-1 ({PROD_A})"}
 
 
+def test_the_worker_steps_modify_no_database_outside_the_policies(rows):
+    """Item 4: the launch role reaches only the databases a policy may select; the restore role (mode replace
+    renames whichever database the operator names, and its cluster's members) stays account-wide, watched by
+    the DbModificationWatch rule instead."""
+    assert _who(rows, "modify a DB no policy selects") == RESTORE_STEPS | {f"rdsbackup-restore-us-east-1 ({PROD_A})"}
+
+
 def test_a_worker_reads_no_other_accounts_prefix_and_only_the_backup_account_deletes(rows):
     maintenance = f"{Names().maintenance_role} (control)"  # the backup-account session: forget and prune
     assert _who(rows, f"read {PROD_B}'s repository prefix") == {f"rdsbackup-worker-us-east-1 ({PROD_B})", maintenance}

@@ -29,6 +29,9 @@ PROBES = [
     Probe("delete a vault replica", "rds:DeleteDBSnapshot",
           f"arn:aws:rds:{REGION}:{VAULT}:snapshot:rdsbackup-orders-orders-db-s1", MANAGED),
     Probe("modify a DB", "rds:ModifyDBInstance", f"arn:aws:rds:{REGION}:{PROD_A}:db:orders-db"),
+    # a database of the same account no policy selects (not named, not tagged backup=billing)
+    Probe("modify a DB no policy selects", "rds:ModifyDBInstance", f"arn:aws:rds:{REGION}:{PROD_A}:db:payroll-db",
+          {"aws:ResourceTag/team": "payroll"}),
     Probe("share a snapshot", "rds:ModifyDBSnapshotAttribute",
           f"arn:aws:rds:{REGION}:{PROD_A}:snapshot:rdsbackup-orders-orders-db-s1", MANAGED),
     Probe(f"read {PROD_B}'s repository prefix", "s3:GetObject", f"{BUCKET}/billing/keys/k1"),
