@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import acknowledge
-from infra.topology import RESULT_PREFIX, WORKER_CONTAINER, names_of
+from infra.topology import REPOSITORY_OWNER_ENV, RESULT_PREFIX, TEMP_BUCKET_OWNER_ENV, WORKER_CONTAINER, names_of
 
 WORKER_IMAGE_DIR = Path(__file__).resolve().parents[2] / "worker_image"
 TEMP_BUCKET_PREFIX = "rdsbackup-tmp"
@@ -62,12 +62,15 @@ class WorkerCluster(Construct):
             image=ecs.ContainerImage.from_asset(str(WORKER_IMAGE_DIR), exclude=["**/__pycache__", "*.egg-info"]),
             # moto's ECS (and the EC2 launch type) need container-level sizes; runs override the task's.
             cpu=256, memory_limit_mib=512, essential=True, readonly_root_filesystem=True,
-            environment={"TMPDIR": SCRATCH_PATH, "HOME": SCRATCH_PATH},
+            # every S3 request names the bucket's owner (worker_image/rdsbackup/s3_clients.py)
+            environment={"TMPDIR": SCRATCH_PATH, "HOME": SCRATCH_PATH, REPOSITORY_OWNER_ENV: control_account,
+                         TEMP_BUCKET_OWNER_ENV: Stack.of(self).account},
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
             command=["--help"],
         )
         acknowledge(self.task_definition, "AwsSolutions-ECS2",
-                    "TMPDIR and HOME name the scratch volume; no secret is in the environment (the job spec "
+                    "TMPDIR and HOME name the scratch volume, the bucket owners are account ids; no secret is in "
+                    "the environment (the job spec "
                     "comes per run, the database password from Secrets Manager).")
         container.add_mount_points(ecs.MountPoint(container_path=SCRATCH_PATH, source_volume=SCRATCH_VOLUME,
                                                   read_only=False))
@@ -146,7 +149,8 @@ class WorkerCluster(Construct):
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:Decrypt"], resources=[f"arn:aws:kms:{stack.region}:{stack.account}:key/*"],
             conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}}))
-        temp_bucket = f"arn:aws:s3:::{TEMP_BUCKET_PREFIX}-{stack.account}-{stack.region}"
+        # the name ends in a suffix others cannot predict (lambdas/rdsbackup_lambdas/image/names.py)
+        temp_bucket = f"arn:aws:s3:::{TEMP_BUCKET_PREFIX}-{stack.account}-{stack.region}-*"
         role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:DeleteObject"],
                                                resources=[f"{temp_bucket}/*"]))
         role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[temp_bucket]))
@@ -157,7 +161,8 @@ class WorkerCluster(Construct):
                    "secrets' keys through Secrets Manager only (kms:ViaService).",
             "secret": "RDS-managed master secrets are named rds!... by RDS; only those are readable.",
         }
-        for arn in [*own, *results, *(f"arn:aws:s3:::{b}/{p}/locks/*" for b, p in prefixes), f"{temp_bucket}/*"]:
+        for arn in [*own, *results, *(f"arn:aws:s3:::{b}/{p}/locks/*" for b, p in prefixes), f"{temp_bucket}/*",
+                    temp_bucket]:
             acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]", reasons["s3"])
         for arn in (f"arn:aws:kms:{control_region}:{control_account}:key/*",
                     "arn:aws:kms:<AWS::Region>:<AWS::AccountId>:key/*",

@@ -112,9 +112,10 @@ def result_url_of(text: str | None) -> str | None:
 
 
 def _s3():
-    import boto3
+    """Result documents go to the repository bucket (the backup account's)."""
+    from .s3_clients import REPOSITORY_OWNER_ENV, owner_from_env, s3_client
 
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    return s3_client(owner_from_env(REPOSITORY_OWNER_ENV))
 
 
 def write_result(url: str, doc: dict) -> None:

@@ -247,8 +247,9 @@ class S3Backend(Backend):
     in tests), as boto3 does by itself. Requests time out and retry as `S3Timeouts` says."""
 
     def __init__(self, bucket: str, prefix: str, *, client=None, data_storage_class: str | None = None):
-        import boto3
         from botocore.config import Config
+
+        from ..s3_clients import REPOSITORY_OWNER_ENV, owner_from_env, s3_client
 
         # Packs (data/) may go to a colder class (an archive repository: GLACIER, DEEP_ARCHIVE); the
         # small objects every operation reads (config, keys, index, manifests, locks) stay STANDARD.
@@ -257,10 +258,10 @@ class S3Backend(Backend):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.timeouts = S3Timeouts()
-        self.client = client or boto3.client(
-            "s3",
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            config=Config(
+        # every request names the bucket's owner (the backup account) when the task definition says it
+        self.client = client or s3_client(
+            owner_from_env(REPOSITORY_OWNER_ENV),
+            Config(
                 retries={"total_max_attempts": self.timeouts.attempts, "mode": "standard"},
                 connect_timeout=self.timeouts.connect,
                 read_timeout=self.timeouts.read,

@@ -84,9 +84,10 @@ def object_name(db: str) -> str:
 
 
 def _s3_client():
-    import boto3
+    """The temporary bucket is the worker's own account's."""
+    from ..s3_clients import TEMP_BUCKET_OWNER_ENV, owner_from_env, s3_client
 
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    return s3_client(owner_from_env(TEMP_BUCKET_OWNER_ENV))
 
 
 class NativeBackup:
