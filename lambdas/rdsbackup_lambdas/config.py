@@ -152,11 +152,13 @@ class ImageConfig:
     delete_attempts: int = 10
     delete_interval_seconds: float = 5.0
     lock_wait_seconds: float = 60.0
+    # what makes the temporary bucket's name unpredictable to others (image/names.py)
+    temp_bucket_secret: str = ""
 
     @classmethod
     def from_env(cls) -> ImageConfig:
         return cls(
-            table_name=_required("TABLE_NAME"),
+            table_name=_required("TABLE_NAME"), temp_bucket_secret=_required("TEMP_BUCKET_SECRET"),
             delete_attempts=max(1, int(_optional_number("SG_DELETE_ATTEMPTS", 10))),
             delete_interval_seconds=_optional_number("SG_DELETE_INTERVAL_SECONDS", 5.0),
             lock_wait_seconds=_optional_number("LOCK_WAIT_SECONDS", 60.0),
@@ -170,12 +172,13 @@ class SweeperConfig:
     policies: dict[str, Any]
     table_name: str
     max_age_seconds: int
+    temp_bucket_secret: str = ""
 
     @classmethod
     def from_env(cls) -> SweeperConfig:
         minutes = _optional_number("MAX_AGE_MINUTES", 360)
         return cls(
             policies=PoliciesConfig.from_env().policies,
-            table_name=_required("TABLE_NAME"),
+            table_name=_required("TABLE_NAME"), temp_bucket_secret=_required("TEMP_BUCKET_SECRET"),
             max_age_seconds=int(minutes * 60),
         )

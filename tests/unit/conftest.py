@@ -23,6 +23,8 @@ REGION = "us-east-1"
 TARGET_REGION = "eu-west-1"
 SOURCE_ROLE = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/rdsbackup-access"
 TARGET_ROLE = f"arn:aws:iam::{TARGET_ACCOUNT}:role/rdsbackup-replica"
+# the control stack's id in a deployment: what makes the temporary bucket's name unpredictable
+TEMP_BUCKET_SECRET = "6f1d2c40-ad51-11ef-8b3e-0e2f5a9c7d11"
 
 
 def session_in(account: str) -> boto3.Session:
@@ -169,6 +171,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.setenv("TOPIC_ARN", world.topic_arn)
         monkeypatch.setenv("TAG_KMS_KEY_ARN", world.tag_key_arn)
         monkeypatch.setenv("SESSIONS_BUCKET", world.bucket)
+        monkeypatch.setenv("TEMP_BUCKET_SECRET", TEMP_BUCKET_SECRET)
         monkeypatch.setenv("RESULTS_TABLE", world.results_table)
         monkeypatch.setenv("POLICIES_JSON", "{}")  # world.item() adds the policies its items replicate by
         yield world

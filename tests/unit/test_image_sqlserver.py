@@ -7,11 +7,12 @@ import json
 import pytest
 from rdsbackup_lambdas.errors import SqlServerBackupOptionMissing
 from rdsbackup_lambdas.handlers import cleanup_worker, prepare_worker
-from rdsbackup_lambdas.image import temp_bucket
+from rdsbackup_lambdas.image import names, temp_bucket
 
+from tests.unit.conftest import TEMP_BUCKET_SECRET
 from tests.unit.image_support import OPTION_ROLE, net_fixture  # noqa: F401 (net_fixture: the net fixture)
 
-BUCKET = "rdsbackup-tmp-123456789012-us-east-1"
+BUCKET = names.temp_bucket_name("123456789012", "us-east-1", TEMP_BUCKET_SECRET)
 
 
 def sqlserver(net, name: str = "mssql", session_id: str = "demo-20261125T031500-a1b2c3") -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rdsbackup_lambdas.naming import is_valid_snapshot_id, snapshot_name
 from rdsbackup_lambdas.selection import session_id_for
@@ -43,3 +45,17 @@ def test_session_id_is_stable_per_execution_and_distinct_between_executions():
     assert first == session_id_for("demo", "exec-1", "2026-11-25T03:15:00.123Z")
     assert first.startswith("demo-20261125T031500-")
     assert first != session_id_for("demo", "exec-2", "2026-11-25T03:15:00.123Z")
+
+
+def test_the_temporary_bucket_name_cannot_be_predicted_without_the_deployments_secret():
+    """Item 11 (docs/security.md): another account that knows the account and region still cannot create
+    the bucket first; every step of one deployment computes the same name."""
+    from rdsbackup_lambdas.image import names
+
+    ours = names.temp_bucket_name("333333333333", "ap-southeast-2", "6f1d2c40-ad51-11ef-8b3e-0e2f5a9c7d11")
+    assert ours == names.temp_bucket_name("333333333333", "ap-southeast-2", "6f1d2c40-ad51-11ef-8b3e-0e2f5a9c7d11")
+    assert ours.startswith("rdsbackup-tmp-333333333333-ap-southeast-2-")
+    assert ours != names.temp_bucket_name("333333333333", "ap-southeast-2", "another-deployment")
+    assert len(ours) <= 63 and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", ours)
+    with pytest.raises(ValueError, match="TEMP_BUCKET_SECRET"):
+        names.temp_bucket_name("333333333333", "ap-southeast-2", "")

@@ -7,9 +7,9 @@ import time
 
 import pytest
 from rdsbackup_lambdas.handlers import prepare_worker, start_worker, sweep_orphans
-from rdsbackup_lambdas.image import temp_bucket
+from rdsbackup_lambdas.image import names, temp_bucket
 
-from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE
+from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE, TEMP_BUCKET_SECRET
 from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixture)
     image_backup,
     moto_task,
@@ -18,7 +18,7 @@ from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixtu
 )
 
 OLD = "2020-01-01T00:00:00Z"
-BUCKET = f"rdsbackup-tmp-{SOURCE_ACCOUNT}-{REGION}"
+BUCKET = names.temp_bucket_name(SOURCE_ACCOUNT, REGION, TEMP_BUCKET_SECRET)
 
 
 @pytest.fixture

@@ -147,13 +147,13 @@ def _tag_task(ecs: Any, arn: str, report: _Report) -> None:
 
 def _release_bucket(item: Item, config: ImageConfig, report: _Report) -> None:
     res = item.resource
-    bucket = names.temp_bucket_name(res.account, res.region)
+    bucket = names.temp_bucket_name(res.account, res.region, config.temp_bucket_secret)
     s3 = client(item, "s3")
     with temp_bucket.locked(config.table_name, bucket, config.lock_wait_seconds):
         present = temp_bucket.exists(s3, bucket, res.account)
         if present:
             temp_bucket.revoke(s3, bucket, res.account, item.session_id, res.id)
-            if temp_bucket.empty(s3, bucket, names.temp_prefix(item.session_id, res.id)):
+            if temp_bucket.empty(s3, bucket, res.account, names.temp_prefix(item.session_id, res.id)):
                 report.removed.append(f"objects of this session in bucket {bucket}")
         temp_bucket.release_lease(config.table_name, bucket, item.session_id, res.id)
         if present:

@@ -46,9 +46,17 @@ def started_by(session_id: str, resource_arn: str) -> str:
     return STARTED_BY_PREFIX + _digest(session_id, resource_arn, size=MAX_STARTED_BY - len(STARTED_BY_PREFIX))
 
 
-def temp_bucket_name(account: str, region: str) -> str:
-    """``rdsbackup-tmp-<account>-<region>``: one temporary bucket per account and region."""
-    return f"{TEMP_BUCKET_PREFIX}{account}-{region}"
+def temp_bucket_name(account: str, region: str, secret: str) -> str:
+    """``rdsbackup-tmp-<account>-<region>-<12 hex>``: one temporary bucket per account and region.
+
+    Bucket names are global: a name others can predict can be created by them first (the backups of that
+    place would stop: ``ExpectedBucketOwner`` refuses a bucket of another account). The suffix digests the
+    place with the deployment's ``secret`` (the control stack's id, ``TEMP_BUCKET_SECRET``), which only
+    those who may read the control stack know; every step computes the same name.
+    """
+    if not secret:
+        raise ValueError("the temporary bucket's name needs the deployment's secret (TEMP_BUCKET_SECRET)")
+    return f"{TEMP_BUCKET_PREFIX}{account}-{region}-{_digest(secret, account, region, size=12)}"
 
 
 def temp_prefix(session_id: str, resource_id: str) -> str:

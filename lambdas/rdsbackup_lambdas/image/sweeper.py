@@ -6,7 +6,7 @@ In every account+region that a configured policy selects from, through that plac
 2. security groups tagged ``rdsbackup:temporary=true`` older than the bound (``rdsbackup:created-at``):
    removed from every DB instance/cluster that still has them, their rules revoked (AWS refuses to
    delete a group another group's rule references), then deleted;
-3. the temporary bucket (``rdsbackup-tmp-<account>-<region>``) older than the bound with no live lease:
+3. the temporary bucket (``rdsbackup-tmp-<account>-<region>-<suffix>``) older than the bound with no live lease:
    emptied and deleted (under the bucket lock);
 4. restore tests' throwaway DB instances and clusters (tagged ``rdsbackup:temporary=true`` and
    ``rdsbackup:restore-test``) older than the bound: deleted without a final snapshot (a cluster's
@@ -183,7 +183,7 @@ class Sweep:
 
     def bucket(self, place: Place) -> None:
         s3 = place.client("s3")
-        name = names.temp_bucket_name(place.account, place.region)
+        name = names.temp_bucket_name(place.account, place.region, self.config.temp_bucket_secret)
         found = next((b for b in s3.list_buckets().get("Buckets", []) if b["Name"] == name), None)
         if found is None:
             return

@@ -166,9 +166,9 @@ def grant_statements(bucket: str, prefix: str, role_arn: str, session_id: str, r
     ]
 
 
-def get_policy(s3: Any, bucket: str) -> dict[str, Any]:
+def get_policy(s3: Any, bucket: str, account: str) -> dict[str, Any]:
     try:
-        return json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        return json.loads(s3.get_bucket_policy(Bucket=bucket, ExpectedBucketOwner=account)["Policy"])
     except ClientError as exc:
         if aws_errors.error_code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
             return {"Version": "2012-10-17", "Statement": []}
@@ -227,14 +227,14 @@ def grant(s3: Any, bucket: str, account: str, prefix: str, role_arn: str, sessio
     """Add (or refresh) the operation's grant in the bucket policy. Call under :func:`locked`."""
     ours = grant_statements(bucket, prefix, role_arn, session_id, resource_id)
     sids = {s["Sid"] for s in ours}
-    current = [s for s in get_policy(s3, bucket).get("Statement", []) if s.get("Sid") not in sids]
+    current = [s for s in get_policy(s3, bucket, account).get("Statement", []) if s.get("Sid") not in sids]
     _put_policy(s3, bucket, account, [*current, *ours])
 
 
 def revoke(s3: Any, bucket: str, account: str, session_id: str, resource_id: str) -> bool:
     """Remove the operation's grant from the bucket policy. Call under :func:`locked`."""
     sids = {_sid(session_id, resource_id, part) for part in ("Objects", "Bucket")}
-    statements = get_policy(s3, bucket).get("Statement", [])
+    statements = get_policy(s3, bucket, account).get("Statement", [])
     rest = [s for s in statements if s.get("Sid") not in sids]
     if len(rest) == len(statements):
         return False
@@ -242,21 +242,23 @@ def revoke(s3: Any, bucket: str, account: str, session_id: str, resource_id: str
     return True
 
 
-def empty(s3: Any, bucket: str, prefix: str = "") -> int:
+def empty(s3: Any, bucket: str, account: str, prefix: str = "") -> int:
     """Delete every object (and abort every multipart upload) under ``prefix``. Returns objects deleted."""
     deleted = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    owner = {"ExpectedBucketOwner": account}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **owner):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            errors = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors") or []
+            errors = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True},
+                                       **owner).get("Errors") or []
             if errors:  # DeleteObjects reports refusals in its body, not as an exception
                 first = errors[0]
                 raise RuntimeError(f"cannot delete {len(errors)} object(s) of bucket {bucket}, e.g. "
                                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}")
             deleted += len(keys)
-    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix, **owner).get("Uploads", [])
     for upload in uploads:
-        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **owner)
     return deleted
 
 
@@ -268,7 +270,7 @@ def delete_if_unused(s3: Any, table: str, bucket: str, account: str) -> bool:
         return False
     if not exists(s3, bucket, account):
         return False
-    empty(s3, bucket)
+    empty(s3, bucket, account)
     s3.delete_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     logger.info("temporary bucket deleted", extra={"bucket": bucket})
     return True

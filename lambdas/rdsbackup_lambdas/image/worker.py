@@ -134,7 +134,7 @@ def prepare_worker(item: Item, config: ImageConfig) -> dict[str, Any]:
     bucket = prefix = None
     if engine == "sqlserver":
         assert option_role is not None
-        bucket = names.temp_bucket_name(res.account, res.region)
+        bucket = names.temp_bucket_name(res.account, res.region, config.temp_bucket_secret)
         prefix = names.temp_prefix(item.session_id, res.id)
         s3 = client(item, "s3")
         seconds = max(item.lease_seconds, settings.worker.timeout_seconds + BUCKET_LEASE_MARGIN_SECONDS)
