@@ -13,10 +13,12 @@ bootstrap:
 local: bootstrap
 	python -m rdsbackup_local.demo
 
-# Every test: unit, infrastructure (synth, cfn-lint, cdk-nag), worker (real PostgreSQL), end to end.
+# Every test: unit, infrastructure (synth, cfn-lint, cdk-nag), worker (real PostgreSQL), end to end; then
+# the security scanners over both configs' templates (`make security`, below). CI runs exactly this.
 test: bootstrap
 	ruff check .
 	python -m pytest -q -p no:cacheprovider -n 2
+	@$(MAKE) --no-print-directory security
 
 lint:
 	ruff check .
