@@ -109,9 +109,22 @@ MULTI_ACCOUNT_CONFIG = {
 
 
 @pytest.fixture(scope="session")
-def multi_templates(tmp_path_factory) -> dict[str, dict]:
+def multi_cdk_out(tmp_path_factory) -> Path:
     # with the HIPAA and NIST 800-53 R5 packs too: a finding security/acknowledged.json does not accept fails
     out, _ = synthesize(MULTI_ACCOUNT_CONFIG, tmp_path_factory.mktemp("multi") / "cdk.out",
                         account=CONTROL_ACCOUNT, region=REGION, context={"rdsbackup:compliance-packs": True})
+    return out
+
+
+@pytest.fixture(scope="session")
+def multi_templates(multi_cdk_out) -> dict[str, dict]:
     return {path.name.removesuffix(".template.json"): json.loads(path.read_text())
-            for path in out.glob("*.template.json")}
+            for path in multi_cdk_out.glob("*.template.json")}
+
+
+def synth_warnings(cdk_out: Path) -> list[str]:
+    """Every warning synth attached to a construct (cdk.out's manifest), as text."""
+    manifest = json.loads((cdk_out / "manifest.json").read_text())
+    return [entry["data"] for artifact in manifest["artifacts"].values()
+            for entries in (artifact.get("metadata") or {}).values() for entry in entries
+            if entry["type"] == "aws:cdk:warning"]
