@@ -41,7 +41,11 @@ from tests.support.postgres_server import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# Three accounts, as a deployment should have them (docs/security.md): the backup (control) account runs
+# the state machines and holds the repositories, the production account holds the databases, the vault
+# account the snapshot replicas. moto keeps each account's resources apart.
 ACCOUNT, REGION = "123456789012", "us-east-1"
+PRODUCTION, VAULT = "111122223333", "444455556666"
 DEMO_TAG = {"Key": "rdsbackup:policy", "Value": "demo"}
 DEMO_USER, DEMO_PASSWORD = "demo_admin", "local-demo-only-password"
 RUNS = 4
@@ -88,6 +92,10 @@ def _demo_config() -> dict:
     config = json.loads((ROOT / "cdk.json").read_text())["context"]["rdsbackup"]
     config = json.loads(json.dumps(config))
     config["control"] = {"account": ACCOUNT, "region": REGION}
+    for policy in config["policies"]:
+        policy["selection"]["accounts"] = [PRODUCTION]
+        if policy.get("replication"):
+            policy["replication"]["account"] = VAULT
     # Local snapshots and workers finish in seconds: poll every second or two instead of AWS's minutes.
     config["timing"] = {**config.get("timing", {}), "wait_initial_seconds": 1, "wait_max_seconds": 2}
     # the local run also proves a backup restores (cdk.json leaves restore tests off: they cost instance hours)
@@ -186,11 +194,11 @@ def _print_report(report: dict, tags_of, decode) -> None:
             print(f"    warning: {warning}")
 
 
-def _restores(sfn, restore_arn: str, server, endpoint: str, report: dict) -> None:
+def _restores(sfn, restore_arn: str, server, endpoint: str, report: dict, rds) -> None:
     """Through the restore state machine: orders-db's snapshot to a new instance, the ledger cluster's
     snapshot to a new cluster with all three instances, and orders-db's newest restore point (listed with
-    the CLI) into another database on the server, compared with its source."""
-    rds = boto3.client("rds", region_name=REGION)
+    the CLI) into another database on the server, compared with its source. `rds`: the production
+    account's, where the restores go."""
     orders = next(r for r in report["resources"] if r["arn"].endswith(":db:orders-db"))
     ledger = next(r for r in report["resources"] if r["arn"].endswith(":cluster:ledger"))
 
@@ -299,30 +307,34 @@ def main() -> int:
         # The handlers log JSON lines to stdout as in Lambda; the report below is what to read here.
         quiet = {"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "1"}
         with InProcessLambdas(extra_env=quiet), \
-                LocalWorkers(env=worker_env, host_for=lambda endpoint: "127.0.0.1") as workers:
-            app = deploy(cdk_out, session_for_account=session_factory(ACCOUNT), default_account=ACCOUNT,
-                         default_region=REGION)
+                LocalWorkers(env=worker_env, host_for=lambda endpoint: "127.0.0.1", default_account=ACCOUNT) as workers:
+            session_for = session_factory(ACCOUNT)
+            app = deploy(cdk_out, session_for_account=session_for, default_account=ACCOUNT, default_region=REGION)
             machines = ", ".join(f"{name.removesuffix('StateMachineArn')}: {arn}"
                                  for name, arn in app.control.outputs.items()
                                  if name.endswith("StateMachineArn") and name != "StateMachineArn")
             print(f"deployed into moto; state machines {machines}")
-            _create_demo_databases(boto3.client("rds", region_name=REGION), boto3.client("kms", region_name=REGION),
-                                   boto3.client("ec2", region_name=REGION),
-                                   boto3.client("secretsmanager", region_name=REGION), server)
-            print("demo databases: orders-db (by id), billing-db and Aurora cluster ledger (3 instances, by tag)")
+            production = session_for(PRODUCTION)
+            _create_demo_databases(*(production.client(service, region_name=REGION)
+                                     for service in ("rds", "kms", "ec2", "secretsmanager")), server)
+            print(f"accounts: backup (control) {ACCOUNT}, production {PRODUCTION}, vault (replicas) {VAULT}")
+            print(f"demo databases in {PRODUCTION}: orders-db (by id), billing-db and Aurora cluster ledger "
+                  "(3 instances, by tag)")
             sfn = boto3.client("stepfunctions", region_name=REGION)
             functions = boto3.client("lambda", region_name=REGION).list_functions()["Functions"]
             key_arn = next(f for f in functions if "TagSnapshot" in f["FunctionName"])[
                 "Environment"]["Variables"]["TAG_KMS_KEY_ARN"]
             codec = TagCodec(boto3.client("kms", region_name=REGION), key_arn)
 
+            def rds_of(arn: str):
+                """RDS of the account and region the ARN names (production or vault)."""
+                return session_for(arn.split(":")[4]).client("rds", region_name=arn.split(":")[3])
+
             def tags_of(arn: str) -> dict:
-                rds = boto3.client("rds", region_name=arn.split(":")[3])
-                return {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(ResourceName=arn)["TagList"]}
+                return {t["Key"]: t["Value"] for t in rds_of(arn).list_tags_for_resource(ResourceName=arn)["TagList"]}
 
             def decode(arn: str) -> dict:
-                rds = boto3.client("rds", region_name=arn.split(":")[3])
-                return codec.decode(rds.list_tags_for_resource(ResourceName=arn)["TagList"], arn)
+                return codec.decode(rds_of(arn).list_tags_for_resource(ResourceName=arn)["TagList"], arn)
 
             reports = []
             for run in range(1, RUNS + 1):
@@ -332,7 +344,8 @@ def main() -> int:
             _print_report(reports[-1], tags_of, decode)
             total = sum(len(r.get("retention_deleted") or []) for report in reports for r in report["resources"])
             print(f"\nover {RUNS} runs snapshot retention removed {total} snapshots")
-            _restores(sfn, app.workflow_arn("Restore"), server, endpoint, reports[-1])
+            _restores(sfn, app.workflow_arn("Restore"), server, endpoint, reports[-1],
+                      production.client("rds", region_name=REGION))
             session = _archive_and_check(server, endpoint, sfn, app, reports[-1])
             tested = run_restore_test(sfn, app.workflow_arn("RestoreTest"), app.workflow_arn("Restore"))
             print(f"\nlocal run finished in {time.monotonic() - started:.1f} s")

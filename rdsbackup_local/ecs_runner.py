@@ -4,7 +4,9 @@ moto's ECS records a task and walks it to STOPPED on its own, with no process be
 task's container command and environment (the job spec in `RDSBACKUP_JOB`) start `rdsbackup` on this
 machine, reaching AWS through moto's server, and the task's status and exit code follow the process.
 The one translation is the database address: RDS endpoints do not resolve here, so `host_for`
-maps an endpoint to where the stand-in PostgreSQL server listens.
+maps an endpoint to where the stand-in PostgreSQL server listens. A task of another account than the
+default one runs with credentials of that account (moto maps assumed-role credentials to the role's
+account), as its task role's would be on AWS: it finds its account's secrets and temporary bucket.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class LocalWorkers:
 
     env: dict[str, str]
     host_for: Callable[[str], str] = lambda endpoint: endpoint
+    # the account whose credentials the environment already holds (moto's default)
+    default_account: str = "123456789012"
     behaviour: Callable[[dict], str | list[str]] = lambda job: "run"
     runs: dict[str, WorkerRun] = field(default_factory=dict)
 
@@ -111,7 +115,8 @@ class LocalWorkers:
             else:
                 argv = ["sleep", "3600"] if behaviour == "hang" else [WORKER_COMMAND, *command]
             with log_path.open("wb") as log:
-                process = subprocess.Popen(argv, env={**os.environ, **self.env, **environment}, stdout=log,
+                process = subprocess.Popen(argv, env={**os.environ, **self.env, **self._credentials(task),
+                                                      **environment}, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         run = WorkerRun(task.id, job, process, log_path)
         if behaviour == "fail_to_start":
@@ -121,6 +126,20 @@ class LocalWorkers:
         with self._lock:
             self.runs[task.id] = run
         task.last_status = "PENDING" if process is not None else "STOPPED"
+
+    def _credentials(self, task) -> dict[str, str]:
+        """The task's account's credentials (none to add for the default account)."""
+        account = task.task_arn.split(":")[4]
+        if account == self.default_account:
+            return {}
+        import boto3
+
+        sts = boto3.client("sts", endpoint_url=self.env.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"))
+        credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/rdsbackup-worker-task",
+                                      RoleSessionName=f"task-{task.id}"[:64])["Credentials"]
+        return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"]}
 
     @staticmethod
     def _kill_mid_job(run: WorkerRun, timeout: float = 30) -> None:

@@ -28,6 +28,12 @@ it then reads the answer as PascalCase (``ExecutionArn``) where boto3 returns ca
 child. The patch converts the parameter and answer casing; the restore-test workflow starts the
 restore state machine this way, and the backup session each resource's execution.
 
+``cross_account_keys`` (part of :func:`install`): moto 5.2.5 looks every KMS key up in the *caller's*
+account, so a key named by the ARN of another account is ``NotFoundException``. AWS uses the key of
+the account the ARN names (when its key policy allows the caller: moto enforces no key policy either).
+The patch serves a request whose ``KeyId`` is another account's key ARN from that account's keys; the
+worker of a production account uses the backup account's repository key this way.
+
 ``rds_account_quotas`` (part of :func:`install`): moto 5.2.5 has no ``DescribeAccountAttributes`` and
 counts no manual-snapshot quota of AWS's size (its own limit, ``MOTO_RDS_SNAPSHOT_LIMIT``, defaults to
 1,000 and counts automated snapshots too). AWS reports ``ManualSnapshots`` / ``ManualClusterSnapshots``
@@ -54,6 +60,8 @@ from typing import Any
 
 from moto.core.responses import ActionResult
 from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.kms.models import kms_backends
+from moto.kms.responses import KmsResponse
 from moto.rds import exceptions as rds_errors
 from moto.rds import models as rds_models
 from moto.rds.responses import RDSResponse
@@ -61,7 +69,16 @@ from moto.s3 import models as s3_models
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_sfn
 
 _original_get_snapshot = rds_models.RDSBackend.get_snapshot
+_original_kms_backend = KmsResponse.kms_backend
 _installed = False
+
+
+def _kms_backend_of_the_key(self: Any) -> Any:
+    """The keys of the account a ``KeyId`` ARN names (the caller's otherwise)."""
+    parts = (self._get_param("KeyId") or "").split(":")
+    if len(parts) > 5 and parts[0] == "arn" and parts[2] == "kms" and parts[4] != self.current_account:
+        return kms_backends[parts[4]][parts[3]]
+    return _original_kms_backend.fget(self)
 
 
 def _get_snapshot(self: Any, identifier: str, resource_type: type, not_found_exception: type) -> Any:
@@ -193,6 +210,7 @@ def install() -> None:
     _SfnTask._eval_service_task = _sfn_task  # type: ignore[method-assign]
     _SfnTask._sync2_api_output_of = staticmethod(_sync2_output)  # type: ignore[method-assign]
     _install_quotas()
+    KmsResponse.kms_backend = property(_kms_backend_of_the_key)  # type: ignore[method-assign,assignment]
     _installed = True
 
 
@@ -204,6 +222,7 @@ def uninstall() -> None:
     _SfnTask._eval_service_task = _original_sfn_task  # type: ignore[method-assign]
     _SfnTask._sync2_api_output_of = staticmethod(_original_sync2_output)  # type: ignore[method-assign]
     _uninstall_quotas()
+    KmsResponse.kms_backend = _original_kms_backend  # type: ignore[method-assign]
     _installed = False
 
 
