@@ -22,6 +22,8 @@ import json
 from aws_cdk import Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
@@ -62,24 +64,26 @@ class DbModificationWatch(Construct):
     forward."""
 
     def __init__(self, scope: Construct, id_: str, *, step: LambdaStep, watched_roles: dict[str, str],
-                 forwarding_accounts: list[str], topic: sns.ITopic):
+                 forwarding_accounts: list[str], topic: sns.ITopic, key: kms.IKey):
         super().__init__(scope, id_)
-        stack = Stack.of(self)
-        self.dead_letters = DeadLetters(self, "DeadLetters", topic=topic, what="checking a database modification")
+        stack, rule_name = Stack.of(self), names_of(self)("dbwatch")
+        self.dead_letters = DeadLetters(self, "DeadLetters", topic=topic, key=key, rule_name=rule_name,
+                                        what="checking a database modification")
         self.rule = events.Rule(
-            self, "Rule", event_pattern=modification_pattern(sorted(watched_roles)),
+            self, "Rule", event_pattern=modification_pattern(sorted(watched_roles)), rule_name=rule_name,
             description="rds-backup: check the launch/restore roles' ModifyDB* calls (local and forwarded)")
         self.rule.add_target(targets.LambdaFunction(step.function, retry_attempts=4,
                                                     dead_letter_queue=self.dead_letters.queue))
+        default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         for account in sorted(set(forwarding_accounts)):
-            events.CfnEventBusPolicy(
-                self, f"From{account}", event_bus_name="default", statement_id=names_of(self)("dbwatch", account),
-                statement={"Effect": "Allow", "Principal": {"AWS": f"arn:{stack.partition}:iam::{account}:root"},
-                           "Action": "events:PutEvents",
-                           "Resource": f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default",
-                           # only RDS's CloudTrail events (all the forwarding rule sends)
-                           "Condition": {"StringEquals": {"events:source": "aws.rds",
-                                                          "events:detail-type": "AWS API Call via CloudTrail"}}})
+            events.EventBusPolicy(
+                self, f"From{account}", event_bus=default_bus, statement_id=names_of(self)("dbwatch", account),
+                statement=iam.PolicyStatement(
+                    principals=[iam.AccountPrincipal(account)], actions=["events:PutEvents"],
+                    resources=[f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"],
+                    # only RDS's CloudTrail events (all the forwarding rule sends)
+                    conditions={"StringEquals": {"events:source": "aws.rds",
+                                                 "events:detail-type": "AWS API Call via CloudTrail"}}))
 
 
 def watched_roles_env(watched_roles: dict[str, str]) -> str:

@@ -1,11 +1,13 @@
-"""A dead-letter queue for an EventBridge target, with an alarm to the topic when anything lands in it:
-an event the target could not take (after EventBridge's retries) is never dropped silently."""
+"""A dead-letter queue for an EventBridge rule's target, with an alarm to the topic when anything lands in
+it: an event the target could not take (after EventBridge's retries) is never dropped silently."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -14,13 +16,20 @@ from infra.nag import acknowledge
 
 
 class DeadLetters(Construct):
-    """`queue` (SSE, TLS-only, kept 14 days) and `alarm` (a message visible) publishing to `topic`."""
+    """`queue` (encrypted with `key`, TLS-only, kept 14 days) and `alarm` (a message visible) publishing to
+    `topic`. Only the rule named `rule_name` (this account and region) may use the key to send here."""
 
-    def __init__(self, scope: Construct, id_: str, *, topic: sns.ITopic, what: str):
+    def __init__(self, scope: Construct, id_: str, *, topic: sns.ITopic, key: kms.IKey, rule_name: str, what: str):
         super().__init__(scope, id_)
-        # SQS-managed encryption: EventBridge writes here without a key-policy grant to the events service
-        self.queue = sqs.Queue(self, "Queue", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-                               retention_period=Duration.days(14))
+        stack = Stack.of(self)
+        self.queue = sqs.Queue(self, "Queue", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+                               enforce_ssl=True, retention_period=Duration.days(14))
+        # the rule by its ARN (named, not referenced: the key policy would otherwise depend on the rule,
+        # which depends on this queue, which depends on the key)
+        rule_arn = f"arn:{stack.partition}:events:{stack.region}:{stack.account}:rule/{rule_name}"
+        key.grant(iam.ServicePrincipal("events.amazonaws.com", conditions={
+            "ArnEquals": {"aws:SourceArn": rule_arn}, "StringEquals": {"aws:SourceAccount": stack.account}}),
+            "kms:Decrypt", "kms:GenerateDataKey")
         acknowledge(self.queue, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of an "
                                                      "EventBridge target.")
         self.alarm = cloudwatch.Alarm(

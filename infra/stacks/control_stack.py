@@ -129,7 +129,7 @@ class ControlStack(Stack):
         self._schedules(config)
         self.maintenance_state_machine = self._maintenance(config)
         for schedule in self.schedules.values():
-            schedule.add_dependency(self.schedule_group)
+            schedule.node.add_dependency(self.schedule_group)
         self._nag_suppressions()
         # One output per workflow, named after it; `StateMachineArn` stays the backup's for existing scripts.
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
@@ -305,9 +305,11 @@ class ControlStack(Stack):
                          "dynamodb:Query")
         self.grant_control_key(sweeper.role)
         rule = events.Rule(self, "SweepSchedule", schedule=events.Schedule.rate(Duration.hours(1)),
+                           rule_name=self.names("sweep"),
                            description="rds-backup: remove temporary resources that sessions left behind")
         # a run EventBridge could not deliver (after its retries) lands in a queue and raises an alarm
-        self.sweeper_dead_letters = DeadLetters(self, "SweepDeadLetters", topic=self.topic,
+        self.sweeper_dead_letters = DeadLetters(self, "SweepDeadLetters", topic=self.topic, key=self.key,
+                                                rule_name=self.names("sweep"),
                                                 what="the hourly sweep of temporary resources")
         rule.add_target(targets.LambdaFunction(sweeper.function, retry_attempts=2,
                                                dead_letter_queue=self.sweeper_dead_letters.queue))
@@ -325,6 +327,7 @@ class ControlStack(Stack):
         self.grant_control_key(step.role)
         forwarding = {place.account for place in (*topology.worker_places, *topology.restore_places)}
         return DbModificationWatch(self, "DbModificationWatch", step=step, watched_roles=watched, topic=self.topic,
+                                   key=self.key,
                                    forwarding_accounts=sorted(forwarding - {topology.control.account}))
 
     def _restore_tests(self, config: BackupConfig, topology: Topology) -> sfn.StateMachine | None:

@@ -53,6 +53,8 @@ def test_the_sweeper_has_a_dead_letter_queue_with_an_alarm_to_the_topic(both):
     (target,) = rule["Targets"]
     queue = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
     assert control["Resources"][queue]["Type"] == "AWS::SQS::Queue"
+    key = next(logical for logical in resources_of(control, "AWS::KMS::Key") if logical.startswith("Key"))
+    assert control["Resources"][queue]["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
     topic = next(logical for logical in resources_of(control, "AWS::SNS::Topic"))
     alarms = [a["Properties"] for a in resources_of(control, "AWS::CloudWatch::Alarm").values()
               if a["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue, "QueueName"]}]
