@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Stack
+from aws_cdk import CfnResource, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -74,16 +73,18 @@ class DbModificationWatch(Construct):
             description="rds-backup: check the launch/restore roles' ModifyDB* calls (local and forwarded)")
         self.rule.add_target(targets.LambdaFunction(step.function, retry_attempts=4,
                                                     dead_letter_queue=self.dead_letters.queue))
-        default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         for account in sorted(set(forwarding_accounts)):
-            events.EventBusPolicy(
-                self, f"From{account}", event_bus=default_bus, statement_id=names_of(self)("dbwatch", account),
-                statement=iam.PolicyStatement(
-                    principals=[iam.AccountPrincipal(account)], actions=["events:PutEvents"],
-                    resources=[f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"],
+            # a plain AWS::Events::EventBusPolicy (the L1 class warns about its deprecated Principal
+            # property, the L2 cannot render an account principal in Python)
+            CfnResource(self, f"From{account}", type="AWS::Events::EventBusPolicy", properties={
+                "EventBusName": "default", "StatementId": names_of(self)("dbwatch", account),
+                "Statement": {
+                    "Effect": "Allow", "Principal": {"AWS": f"arn:{stack.partition}:iam::{account}:root"},
+                    "Action": "events:PutEvents",
+                    "Resource": f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default",
                     # only RDS's CloudTrail events (all the forwarding rule sends)
-                    conditions={"StringEquals": {"events:source": "aws.rds",
-                                                 "events:detail-type": "AWS API Call via CloudTrail"}}))
+                    "Condition": {"StringEquals": {"events:source": "aws.rds",
+                                                   "events:detail-type": "AWS API Call via CloudTrail"}}}})
 
 
 def watched_roles_env(watched_roles: dict[str, str]) -> str:
