@@ -33,8 +33,8 @@ class DeadLetters(Construct):
         acknowledge(self.queue, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of an "
                                                      "EventBridge target.")
         self.alarm = cloudwatch.Alarm(
-            self, "Alarm", alarm_description=f"rds-backup: {what} failed after its retries (the event is in "
-                                             "the dead-letter queue)",
+            self, "Alarm", alarm_name=f"{rule_name}-dead-letters",
+            alarm_description=f"rds-backup: {what} failed after its retries (the event is in the dead-letter queue)",
             metric=self.queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5),
                                                                            statistic="Maximum"),
             threshold=1, evaluation_periods=1,

@@ -522,8 +522,8 @@ class ControlStack(Stack):
 
     @property
     def schedule_group_name(self) -> str:
-        """The deployment's own EventBridge Scheduler group (its name prefix, `rdsbackup` by default)."""
-        return self.names.prefix
+        """The deployment's own EventBridge Scheduler group (`rdsbackup-schedules` by default)."""
+        return self.names("schedules")
 
     def _scheduler_principal(self) -> iam.ServicePrincipal:
         """EventBridge Scheduler, only for this app's schedule group in this account (confused deputy: no

@@ -18,8 +18,9 @@ from tests.infra.conftest import flatten
 
 BLUE = {**E2E_CONFIG, "deployment": {"name_prefix": "blue-dr"}}
 # Name-like properties that name nothing outside their resource: an inline policy's name is unique per
-# role, a metric's or an SNS display name are labels.
-NOT_PHYSICAL = {"PolicyName", "MetricName", "DisplayName"}
+# role, a metric's or an SNS display name are labels; an event bus policy's EventBusName is AWS's own
+# "default" bus (a statement on it, named by its StatementId, is the deployment's).
+NOT_PHYSICAL = {"PolicyName", "MetricName", "DisplayName", "EventBusName"}
 
 
 def synthesized(config: dict, out: Path) -> tuple[dict[str, dict], object]:

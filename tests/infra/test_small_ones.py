@@ -7,7 +7,7 @@ import pytest
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION
 from tests.infra.conftest import PROD_A, PROD_B, flatten, resources_of
 
-GROUP = f"arn:<AWS::Partition>:scheduler:{REGION}:{CONTROL_ACCOUNT}:schedule-group/rdsbackup"
+GROUP = f"arn:<AWS::Partition>:scheduler:{REGION}:{CONTROL_ACCOUNT}:schedule-group/rdsbackup-schedules"
 
 
 @pytest.fixture(params=["e2e", "multi"])
