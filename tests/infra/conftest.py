@@ -123,8 +123,13 @@ def multi_templates(multi_cdk_out) -> dict[str, dict]:
 
 
 def synth_warnings(cdk_out: Path) -> list[str]:
-    """Every warning synth attached to a construct (cdk.out's manifest), as text."""
+    """Every warning synth attached to a construct (in the manifest, or each stack's metadata file), as text."""
     manifest = json.loads((cdk_out / "manifest.json").read_text())
-    return [entry["data"] for artifact in manifest["artifacts"].values()
-            for entries in (artifact.get("metadata") or {}).values() for entry in entries
-            if entry["type"] == "aws:cdk:warning"]
+    found = []
+    for artifact in manifest["artifacts"].values():
+        metadata = dict(artifact.get("metadata") or {})
+        if artifact.get("additionalMetadataFile"):
+            metadata.update(json.loads((cdk_out / artifact["additionalMetadataFile"]).read_text()))
+        found += [str(entry["data"]) for entries in metadata.values() for entry in entries
+                  if entry["type"] == "aws:cdk:warning"]
+    return found
