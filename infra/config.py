@@ -221,6 +221,9 @@ class Archive(_Strict):
     after_days: Annotated[int, Field(ge=0)]
     retention_days: Annotated[int, Field(ge=1)] | None = None
     gfs: Gfs | None = None
+    # how long a database-level restore from the archive waits for S3 to retrieve its packs (Deep
+    # Archive's Bulk tier takes up to 48 hours)
+    retrieval_timeout_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 48
 
     @model_validator(mode="after")
     def _effective(self) -> Archive:

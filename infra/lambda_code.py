@@ -1,5 +1,5 @@
-"""The Lambda asset: the `lambdas/` package, files generated at synth (the policies), and the dependencies
-as Lambda-platform wheels.
+"""The Lambda asset: the `lambdas/` package, the worker's `rdsbackup` package, files generated at synth
+(the policies), and the dependencies as Lambda-platform wheels.
 
 Bundling runs pip locally with `--platform`, so deploy needs no Docker. Tests and the local run skip
 bundling (context `rdsbackup:bundle` = false), which stages the source folder as it is: they run the
@@ -19,6 +19,9 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import IConstruct
 
 LAMBDA_SOURCE = Path(__file__).resolve().parent.parent / "lambdas"
+# The worker's repository code, for the steps that read an archive repository (archive retrieval): the
+# same code reads a manifest in the Lambda as in the worker. It never chunks there (no fastcdc).
+WORKER_PACKAGE = Path(__file__).resolve().parent.parent / "worker_image" / "rdsbackup"
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 _PIP_PLATFORM = "manylinux2014_aarch64"
@@ -52,6 +55,7 @@ def _staged_source(scope: IConstruct, files: dict[str, str]) -> Path:
     if stage.exists():
         shutil.rmtree(stage)
     shutil.copytree(LAMBDA_SOURCE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(WORKER_PACKAGE, stage / "rdsbackup", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name, text in files.items():
         (stage / name).write_text(text)
     return stage

@@ -299,6 +299,8 @@ def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repos
             # The archive's packs get their class from the spec (the URL carries none).
             "repository": repository_url(topology.names.repository_bucket(policy.archive.repository, topology.control),
                                          policy.name),
+            "name": policy.archive.repository,
+            "retrieval_timeout_hours": policy.archive.retrieval_timeout_hours,
             "kms_key_arn": repository_key_arn,
             "storage_class": archive_settings.storage_class,
             "after_days": policy.archive.after_days,

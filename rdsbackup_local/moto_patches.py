@@ -47,6 +47,12 @@ manual snapshots and refuses creates and copies beyond the quota, as AWS does;
 gives every new instance its own, which is how retention tells a recreated database's snapshots from the
 old one's. The patch gives each instance created within the block a resource id of its own.
 
+``restore_status_listing`` (part of :func:`install`): moto 5.2.5 ignores ``ListObjectsV2``'s
+``x-amz-optional-object-attributes: RestoreStatus`` header; AWS then lists each object's retrieval
+(``RestoreStatus``: ``IsRestoreInProgress``, ``RestoreExpiryDate``; absent when none was asked for). The
+restore workflow follows a Glacier retrieval this way (s3:ListBucket only, no s3:GetObject on packs). The
+patch adds ``RestoreStatus`` to the listing when the header asks for it, from moto's own retrieval state.
+
 Use it as a context manager around a test (``with shared_snapshot_copies(): ...``), or call
 :func:`install` once in a process that runs moto's server (the local demo); :func:`uninstall` undoes it.
 """
@@ -66,6 +72,7 @@ from moto.rds import exceptions as rds_errors
 from moto.rds import models as rds_models
 from moto.rds.responses import RDSResponse
 from moto.s3 import models as s3_models
+from moto.s3.responses import S3Response
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_sfn
 
 _original_get_snapshot = rds_models.RDSBackend.get_snapshot
@@ -201,6 +208,23 @@ def _uninstall_quotas() -> None:
     MANUAL_SNAPSHOT_QUOTAS.clear()
 
 
+_original_serialized = S3Response.serialized
+
+
+def _serialized(self: Any, action_result: ActionResult) -> Any:
+    asked = self.headers.get("x-amz-optional-object-attributes") or ""
+    if self.data.get("Action") == "ListObjectsV2" and "RestoreStatus" in asked:
+        bucket = self.backend.get_bucket(self.bucket_name)
+        for item in action_result.result.get("Contents", []):  # type: ignore[union-attr]
+            key = bucket.keys.get(item["Key"])
+            if key is not None and key.expiry_date is not None:
+                in_progress = key.status == "IN_PROGRESS"
+                item["RestoreStatus"] = {"IsRestoreInProgress": in_progress}
+                if not in_progress:
+                    item["RestoreStatus"]["RestoreExpiryDate"] = key._expiry
+    return _original_serialized(self, action_result)
+
+
 def install() -> None:
     """Teach moto to resolve shared snapshot ARNs of other accounts, to restore as AWS does, to start
     child executions and to keep RDS's manual-snapshot quotas (idempotent)."""
@@ -211,6 +235,7 @@ def install() -> None:
     _SfnTask._sync2_api_output_of = staticmethod(_sync2_output)  # type: ignore[method-assign]
     _install_quotas()
     KmsResponse.kms_backend = property(_kms_backend_of_the_key)  # type: ignore[method-assign,assignment]
+    S3Response.serialized = _serialized  # type: ignore[method-assign]
     _installed = True
 
 
@@ -223,6 +248,7 @@ def uninstall() -> None:
     _SfnTask._sync2_api_output_of = staticmethod(_original_sync2_output)  # type: ignore[method-assign]
     _uninstall_quotas()
     KmsResponse.kms_backend = _original_kms_backend  # type: ignore[method-assign]
+    S3Response.serialized = _original_serialized  # type: ignore[method-assign]
     _installed = False
 
 

@@ -33,9 +33,13 @@
 
     Database-level restore (a restore point of the repository into a DB, through the temporary worker):
 
-    Plan database restore ──(refused)──> Report refused restore ─> Fail
-        │  the policy's repository and worker, the target's access role
-    Prepare worker ─> Start worker ─> Check worker <─┐      any failure ─┐
+    Plan database restore ──(refused: bad input, tier the class does not offer)──> Report refused restore ─> Fail
+        │  the policy's repository (or its archive) and worker, the target's access role
+    From the archive? ─yes─> Request archive retrieval ─> Check archive retrieval <─┐  hours: Wait (growing
+        │ no                  (packs the manifest lists;      │ not all ready ────┴─ interval) up to
+        │                      S3 RestoreObject, tier)        ▼ all packs readable    retrieval_timeout_hours
+        ▼ <─────────────────────────────────────────────────────┘
+    Prepare worker ─> Start worker ─> Check worker <─┐      any failure ─┐ (retrieval's included)
        (2 temporary groups,            │ running ─┴─ Wait               │
         SQL Server: bucket lease)      ▼ done                           ▼
                                  Clean up worker <──────────────────────┘
@@ -43,8 +47,8 @@
                                        └─ ok ──────> Database restore report ─> Done
 
 Handlers: lambdas/rdsbackup_lambdas/handlers/{plan_restore,rename_original,restore_snapshot,
-create_cluster_instances,check_restore,cleanup_restore,restore_report,plan_database_restore}.py and the
-backup's worker steps; docs/restore.md.
+create_cluster_instances,check_restore,cleanup_restore,restore_report,plan_database_restore,
+request_archive_retrieval,check_archive_retrieval}.py and the backup's worker steps; docs/restore.md.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class RestoreSteps:
     cleanup_restore: LambdaStep
     restore_report: LambdaStep
     plan_database_restore: LambdaStep
+    request_archive_retrieval: LambdaStep
+    check_archive_retrieval: LambdaStep
     copy_snapshot: LambdaStep
     remove_snapshot_copy: LambdaStep
     # the image-level backup's worker steps, shared with the backup workflow
@@ -219,9 +225,23 @@ class RestoreWorkflow(Construct):
                    choice_name="Restore worker done?", wait_name="Wait for restore worker")
         prepare.next(start)
         start.next(check)
+        # an archived restore point: its Glacier packs are retrieved (hours) before the worker starts
+        retrieval = {"retrieval.$": "$.retrieval"}
+        request = guarded(steps.request_archive_retrieval.task(
+            self, "Request archive retrieval", result_path="$.retrieval", payload=retrieval,
+            retries=[retries.throttled]))
+        check_retrieval = guarded(steps.check_archive_retrieval.task(
+            self, "Check archive retrieval", result_path="$.retrieval", payload=retrieval,
+            retries=[retries.throttled]))
+        poll_until(self, check=check_retrieval, done=sfn.Condition.boolean_equals("$.retrieval.ready", True),
+                   wait_seconds_path="$.retrieval.wait_seconds", then=prepare,
+                   choice_name="Archive retrieved?", wait_name="Wait for archive retrieval")
+        request.next(check_retrieval)
+        from_archive = sfn.Choice(self, "From the archive?").when(
+            sfn.Condition.is_not_null("$.retrieval"), request).otherwise(prepare)
         plan = steps.plan_database_restore.task(self, "Plan database restore", result_path="$", payload={
             "input.$": "$", "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
         }, retries=[retries.throttled])
         catch_into(plan, refused)
-        plan.next(prepare)
+        plan.next(from_archive)
         return plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
@@ -37,6 +38,7 @@ from infra.powers import STEP_POWERS, Power, power_role_arn, role_arns_for
 from infra.topology import (
     RESULT_PREFIX,
     Topology,
+    repository_prefix,
     runtime_policies,
     test_worker_of,
 )
@@ -123,7 +125,7 @@ class ControlStack(Stack):
         restore = RestoreWorkflow(self, "Restore", steps=self.restore_steps, timing=config.timing)
         self.restore_state_machine, self.restore_state_machine_logs = logged_state_machine(
             self, "RestoreStateMachine", definition=restore.definition, log_group_id="RestoreStateMachineLogs",
-            key=self.key, timeout=Duration.hours(24),
+            key=self.key, timeout=Duration.hours(24 + self._longest_retrieval_hours(config)),
             comment="rds-backup: restore a snapshot into a new (or replacing) DB instance or Aurora cluster")
         self.restore_test_state_machine = self._restore_tests(config, topology)
         self._schedules(config)
@@ -276,6 +278,10 @@ class ControlStack(Stack):
                 "TABLE_NAME": self.table.table_name, "TOPIC_ARN": self.topic.topic_arn}),
             plan_database_restore=step("PlanDatabaseRestore", "plan_database_restore",
                                        environment=self._policies_env),
+            request_archive_retrieval=step("RequestArchiveRetrieval", "request_archive_retrieval",
+                                           timeout=Duration.minutes(5)),
+            check_archive_retrieval=step("CheckArchiveRetrieval", "check_archive_retrieval",
+                                         timeout=Duration.minutes(5)),
             copy_snapshot=step("CopySnapshotForRestore", "copy_snapshot", timeout=Duration.minutes(2)),
             remove_snapshot_copy=step("RemoveSnapshotCopy", "remove_snapshot_copy"),
             prepare_worker=self.steps.prepare_worker, start_worker=self.steps.start_worker,
@@ -286,6 +292,8 @@ class ControlStack(Stack):
                           steps.restore_report, steps.copy_snapshot, steps.remove_snapshot_copy):
             self.allow_powers(restoring)
         self.grant_tag_key(steps.plan_restore.role, "kms:Decrypt")
+        for retrieving in (steps.request_archive_retrieval, steps.check_archive_retrieval):
+            self.allow_archive_retrieval(retrieving, config)
         self.table.grant(steps.restore_report.role, "dynamodb:PutItem")
         self.grant_control_key(steps.restore_report.role)
         steps.restore_report.role.add_to_policy(iam.PolicyStatement(
@@ -480,6 +488,40 @@ class ControlStack(Stack):
             )
         self._acknowledge_state_machine(machine, steps.__dict__.values())
         return machine
+
+    @staticmethod
+    def _longest_retrieval_hours(config: BackupConfig) -> int:
+        """A restore from an archive first waits for its retrieval: the restore's timeout leaves room for it."""
+        return math.ceil(max((p.archive.retrieval_timeout_hours for p in config.policies if p.archive), default=0))
+
+    def allow_archive_retrieval(self, step: LambdaStep, config: BackupConfig) -> None:
+        """Open each policy's archive (its config, keys and manifests; list its keys and packs) and ask S3 to
+        retrieve its packs: never read a pack, never write or delete anything."""
+        for policy in config.policies:
+            if policy.archive is None:
+                continue
+            bucket = self.repositories.buckets[policy.archive.repository]
+            prefix = repository_prefix(policy.name)
+            step.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
+                bucket.arn_for_objects(f"{prefix}/config"), bucket.arn_for_objects(f"{prefix}/keys/*"),
+                bucket.arn_for_objects(f"{prefix}/manifests/*")]))
+            step.role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}/keys/*", f"{prefix}/data/*"]}}))
+            step.role.add_to_policy(iam.PolicyStatement(actions=["s3:RestoreObject"], resources=[
+                bucket.arn_for_objects(f"{prefix}/data/*")]))
+            bucket_id = self.get_logical_id(bucket.node.default_child)
+            for what in ("keys", "manifests", "data"):
+                acknowledge(step.role, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}/{what}/*]",
+                            "An archive's key documents, manifests and packs are named by id under the policy's "
+                            "prefix; packs may only be retrieved (s3:RestoreObject), never read.")
+        # the archive's master key (unwrapped directly) and its objects (read through S3)
+        step.role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt"], resources=[self.repositories.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
+        step.role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt"], resources=[self.repositories.key.key_arn],
+            conditions={"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["rdsbackup-repository"]}}))
 
     def grant_control_key(self, grantee: iam.IGrantable) -> None:
         """The control key, through DynamoDB and SNS only (the session table and the topic)."""

@@ -167,3 +167,12 @@ class RestoreFailed(RdsBackupError):
 
 class RestoreWaitTimeout(RdsBackupError):
     """A restored (or renamed, or deleted) DB instance or cluster did not reach its state within the wait timeout."""
+
+
+# Restore from the archive repository (issue 13).
+class ArchiveRetrievalFailed(RdsBackupError):
+    """The archive repository could not be read, or S3 refused a retrieval request (the message says why)."""
+
+
+class ArchiveRetrievalTimedOut(RdsBackupError):
+    """The packs of an archived restore point were not all retrieved within ``archive.retrieval_timeout_hours``."""

@@ -63,7 +63,9 @@ E2E_CONFIG = {
                              "worker": {"timeout_minutes": 1}},
             "restore_test": {},
             # archived at once (after_days 0) by the backup-account session
-            "archive": {"repository": "cold", "after_days": 0, "retention_days": 30, "gfs": {"monthly": 12}},
+            "archive": {"repository": "cold", "after_days": 0, "retention_days": 30, "gfs": {"monthly": 12},
+                        # a restore from the archive waits 18 s for its retrieval (tests/e2e/test_maintenance.py)
+                        "retrieval_timeout_hours": 0.005},
             "maintenance": {"worker": {"timeout_minutes": 2}},
         },
         {

@@ -1,7 +1,7 @@
 """The backup-account session end to end: the synthesized maintenance state machine in moto, its worker
 as a real `rdsbackup maintain` process (control account) archiving the image-level backups into a
 DEEP_ARCHIVE archive repository, applying retention, cleaning up on every path; a restore from the
-archive (retrieval included) equal to the source."""
+archive (retrieval included) equal to the source, by the CLI and by the restore state machine."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import subprocess
 
 import boto3
 import pytest
+from rdsbackup_lambdas.handlers import check_archive_retrieval
 
+from rdsbackup_local.moto_patches import slow_retrievals
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION
 from tests.e2e.conftest import report_of
-from tests.e2e.server_harness import create_postgres_instance, network
+from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
 from tests.support.postgres_server import create_sample_database, ensure_role, table_checksums
 
 ARCHIVE = f"s3://rdsbackup-cold-{CONTROL_ACCOUNT}-{REGION}/images"
@@ -125,3 +127,80 @@ def test_a_hanging_worker_is_stopped_by_the_cleanup_after_its_timeout(server_har
     report = json.loads(described["cause"])
     assert report["error"].startswith("WorkerTimedOut")
     assert all(t["lastStatus"] == "STOPPED" for t in _maintenance_tasks())
+
+
+def _archived(server_harness, backed_up, name: str):
+    db, ids = backed_up
+    described = server_harness.run({"policy": "images"}, name=name, workflow="Maintenance", timeout=300)
+    assert described["status"] == "SUCCEEDED", (described.get("cause"), _logs(server_harness))
+    return db, ids
+
+
+def _entered(harness, described: dict, state: str) -> int:
+    return sum(1 for e in harness.history(described["executionArn"])
+               if e.get("stateEnteredEventDetails", {}).get("name") == state)
+
+
+def _from_archive(restore_point: str, db: dict, **extra) -> dict:
+    return {"restore": "database", "policy": "images", "restore_point_id": restore_point, "repository": "cold",
+            "target": {"arn": db["arn"]}, "databases": ["shop"], "target_database": "shop_from_archive", **extra}
+
+
+def test_the_restore_workflow_retrieves_an_archived_point_then_restores_it_equal(
+        server_harness, tls_postgres, backed_up, monkeypatch):
+    db, ids = _archived(server_harness, backed_up, "maint-for-workflow")
+    checks = []
+    real_poll = check_archive_retrieval.poll
+    with slow_retrievals() as retrievals:
+        def poll(retrieval, *, first):
+            checks.append(retrieval.waiting)
+            if len(checks) == 3:  # "not ready" for the first two checks, as a retrieval of hours would be
+                retrievals.complete()
+            return real_poll(retrieval, first=first)
+
+        monkeypatch.setattr(check_archive_retrieval, "poll", poll)
+        described = server_harness.run(_from_archive(ids[-1], db, retrieval_tier="Bulk"),
+                                       name="archive-restore", workflow="Restore", timeout=300)
+    report = report_of(described)
+    assert described["status"] == "SUCCEEDED", (report, _logs(server_harness))
+    assert table_checksums(tls_postgres, "shop_from_archive") == table_checksums(tls_postgres, "shop")
+    assert report["restored"]["databases"][0]["target"] == "shop_from_archive"
+    # the loop ran: two waits while the packs were being retrieved, then the worker
+    assert _entered(server_harness, described, "Wait for archive retrieval") == 2
+    assert checks[0] > 0 and len(checks) == 3
+    # every pack the point needs was asked for (and only packs: index, manifests and keys are STANDARD)
+    s3 = boto3.client("s3", region_name=REGION)
+    restored = [o["Key"] for o in s3.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="images/",
+                                                     OptionalObjectAttributes=["RestoreStatus"])["Contents"]
+                if "RestoreStatus" in o]
+    assert restored and all(key.startswith("images/data/") for key in restored)
+    assert nothing_left(), temporary_leftovers()
+
+
+def test_a_retrieval_that_never_completes_fails_at_the_bound_and_starts_no_worker(
+        server_harness, backed_up):
+    db, ids = _archived(server_harness, backed_up, "maint-for-timeout")
+    runs_before = len(server_harness.workers.runs)
+    with slow_retrievals():
+        described = server_harness.run(_from_archive(ids[-1], db), name="archive-timeout", workflow="Restore",
+                                       timeout=300)
+    report = report_of(described)
+    assert described["status"] == "FAILED"
+    assert "ArchiveRetrievalTimedOut" in report["error"] and "retrieval_timeout_hours = 0.005" in report["error"]
+    assert "DEEP_ARCHIVE" in report["error"], report["error"]
+    assert len(server_harness.workers.runs) == runs_before, "no worker starts for a point that is not readable"
+    assert nothing_left(), temporary_leftovers()
+    record = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=server_harness.app.control.outputs["SessionTableName"],
+        Key={"pk": {"S": f"restore#{report['restore_id']}"}})
+    assert json.loads(record["Item"]["report"]["S"])["status"] == "Failed"
+
+
+def test_a_tier_the_archive_class_does_not_offer_is_refused_naming_it(server_harness, backed_up):
+    db, ids = _archived(server_harness, backed_up, "maint-for-tier")
+    described = server_harness.run(_from_archive(ids[-1], db, retrieval_tier="Expedited"),
+                                   name="archive-tier", workflow="Restore", timeout=120)
+    report = report_of(described)
+    assert described["status"] == "FAILED"
+    assert "retrieval_tier" in report["error"] and "Expedited" in report["error"], report["error"]
+    assert "DEEP_ARCHIVE" in report["error"] and "Standard, Bulk" in report["error"]

@@ -189,6 +189,7 @@ CHANGES = {
     "policies.archive.repository": _policy(_FULL, "archive.repository", "colder"),
     "policies.archive.after_days": _policy(_FULL, "archive.after_days", 14),
     "policies.archive.retention_days": _policy(_FULL, "archive.retention_days", 400),
+    "policies.archive.retrieval_timeout_hours": _policy(_FULL, "archive.retrieval_timeout_hours", 12),
     "policies.archive.gfs.weekly": _policy(_FULL, "archive.gfs.weekly", 5),
     "policies.archive.gfs.monthly": _policy(_FULL, "archive.gfs.monthly", 13),
     "policies.archive.gfs.yearly": _policy(_FULL, "archive.gfs.yearly", 4),

@@ -56,3 +56,47 @@ def test_a_database_restore_under_another_name_needs_exactly_one_database():
         parse_database_input({**base, "target_database": "shop_copy"})
     with pytest.raises(RestoreInputInvalid, match=r"target\.arn"):
         parse_database_input({**base, "target": {"arn": "arn:aws:rds:us-east-1:123456789012:snapshot:x"}})
+
+
+def _e2e_policies() -> dict:
+    from infra.config import parse_config
+    from infra.topology import Place, build_topology, runtime_policies
+    from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
+
+    config = parse_config(E2E_CONFIG, default_account=CONTROL_ACCOUNT, default_region=REGION)
+    return runtime_policies(config, build_topology(config, control=Place(CONTROL_ACCOUNT, REGION)), "arn:aws:kms:k")
+
+
+ARCHIVED = {"restore": "database", "policy": "images", "restore_point_id": "6a83367e88e07ca3",
+            "target": {"arn": "arn:aws:rds:us-east-1:123456789012:db:shop-db"}, "repository": "cold"}
+
+
+def _plan(request: dict) -> dict:
+    from rdsbackup_lambdas.restore.database import plan_database_restore
+
+    return plan_database_restore(parse_database_input(request), _e2e_policies(), execution_name="x",
+                                 started_at="2026-01-01T00:00:00Z")
+
+
+def test_a_restore_from_the_archive_is_planned_with_its_retrieval_and_the_worker_reads_the_archive():
+    plan = _plan({**ARCHIVED, "retrieval_tier": "Bulk", "retrieval_days": 2})
+    archive = "s3://rdsbackup-cold-123456789012-us-east-1/images"
+    assert plan["image_backup"]["repository_url"] == archive
+    retrieval = plan["retrieval"]
+    assert (retrieval["repository"], retrieval["storage_class"], retrieval["tier"], retrieval["days"]) == (
+        archive, "DEEP_ARCHIVE", "Bulk", 2)
+    assert retrieval["wait"]["timeout_seconds"] == 18  # archive.retrieval_timeout_hours = 0.005
+    assert _plan({**ARCHIVED, "repository": None})["retrieval"] is None  # the backup repository: no retrieval
+    assert _plan(ARCHIVED)["retrieval"]["tier"] == "Standard"
+
+
+def test_a_tier_the_archive_class_does_not_offer_or_a_tier_without_the_archive_is_refused():
+    with pytest.raises(RestoreInputInvalid, match=r"Expedited is not offered for DEEP_ARCHIVE.*Standard, Bulk"):
+        _plan({**ARCHIVED, "retrieval_tier": "Expedited"})
+    with pytest.raises(RestoreInputInvalid, match=r"retrieval_tier and retrieval_days apply only to a restore from "
+                                                  r"the archive repository of policy .images..*cold"):
+        _plan({**ARCHIVED, "repository": None, "retrieval_tier": "Bulk"})
+    with pytest.raises(RestoreInputInvalid, match="retrieval_tier"):
+        parse_database_input({**ARCHIVED, "retrieval_tier": "Fast"})
+    with pytest.raises(RestoreInputInvalid, match="'warm' is neither policy 'images'"):
+        _plan({**ARCHIVED, "repository": "warm"})

@@ -21,9 +21,16 @@ from rdsbackup.repository.archive import (
 )
 from rdsbackup.repository.gfs import gfs_keep
 from rdsbackup.repository.index import pack_key
-from rdsbackup.repository.retrieval import ARCHIVED, IN_PROGRESS, READY, early_deletion_charge, request_retrieval
+from rdsbackup.repository.retrieval import (
+    ARCHIVED,
+    IN_PROGRESS,
+    READY,
+    early_deletion_charge,
+    listed_states,
+    request_retrieval,
+)
 
-from rdsbackup_local.moto_patches import slow_retrievals
+from rdsbackup_local.moto_patches import aws_behaviour, slow_retrievals
 from tests.support.moto_server import moto_endpoint, moto_server_url  # noqa: F401  (fixtures)
 
 
@@ -319,6 +326,53 @@ def test_packs_go_to_the_cold_class_and_index_manifests_keys_stay_standard(sourc
         assert {s.state for s in view.pack_states(ids[0])} == {READY}
     assert read_table(view, ids[0]) == contents[0]
     assert verify_archive(archive, read_data=True)["needs_retrieval"] == []
+
+
+def test_a_listing_tells_the_same_retrieval_states_as_a_head_per_pack(source, three_days, s3_archive):
+    """The restore workflow's retrieval steps list (s3:ListBucket) rather than HEAD (s3:GetObject) the packs."""
+    s3, bucket = s3_archive
+    ids, _ = three_days
+    archive = ArchiveRepository.init_archive(f"s3://{bucket}/nightly", password="archive key")
+    archive_restore_point(source, archive, ids[0], storage_class="GLACIER")
+    archive_restore_point(source, archive, ids[1], storage_class="GLACIER")
+    view = archive.for_point(ids[0])
+    packs = archive.record(ids[0])["packs"]
+
+    def both():
+        listed, heads = listed_states(view.backend, packs), view.pack_states(ids[0])
+        assert listed == heads
+        return {s.state for s in listed}
+
+    with aws_behaviour():
+        assert both() == {ARCHIVED}
+        with slow_retrievals() as retrievals:
+            request_retrieval(view.backend, view.pack_states(ids[0]), tier="Bulk", days=1)
+            assert both() == {IN_PROGRESS}
+            retrievals.complete()
+            assert both() == {READY}
+        # the other point's packs are not this point's: never asked for
+        assert {s.state for s in listed_states(view.backend, archive.record(ids[1])["packs"])} == {ARCHIVED}
+        s3.delete_object(Bucket=bucket, Key=f"nightly/{packs[0]}")
+        with pytest.raises(RepositoryError, match=f"packs are missing .*{packs[0]}"):
+            listed_states(view.backend, packs)
+
+
+def test_the_restore_job_reads_an_archived_point_once_retrieved_and_names_what_is_not(
+        source, three_days, s3_archive, monkeypatch):
+    from rdsbackup.restore_job import _open
+
+    _, bucket = s3_archive
+    ids, contents = three_days
+    monkeypatch.setenv("RDSBACKUP_ARCHIVE_PASSWORD", "archive key")
+    url = f"s3://{bucket}/nightly"
+    archive = ArchiveRepository.init_archive(url)
+    archive_restore_point(source, archive, ids[0], storage_class="DEEP_ARCHIVE")
+    packs = archive.record(ids[0])["packs"]
+    with pytest.raises(RepositoryError, match=f"restore point {ids[0]} of archive {url}: {len(packs)} packs are "
+                                              "not retrieved from DEEP_ARCHIVE yet"):
+        _open(url, ids[0])
+    request_retrieval(archive.backend, archive.pack_states(ids[0]), tier="Standard", days=1)  # moto: at once
+    assert read_table(_open(url, ids[0]), ids[0]) == contents[0]
 
 
 def test_retention_never_deletes_a_point_under_object_lock_and_reports_early_deletion(

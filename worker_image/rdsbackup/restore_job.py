@@ -26,9 +26,25 @@ def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
     return spec_text(doc, name, "restore job spec", required=required)
 
 
-def _run(doc: dict, run: JobRun) -> dict:
+def _open(url: str, rp_id: str):
+    """The repository to restore `rp_id` from: a backup repository, or an archived point's own view once
+    the restore workflow has had its packs retrieved (a pack still in Glacier fails here, named)."""
+    from .errors import RepositoryError
     from .repository import Repository
+    from .repository.archive import ARCHIVE_KIND, ArchiveRepository, kind_of
+    from .repository.retrieval import READY
 
+    if kind_of(url) != ARCHIVE_KIND:
+        return Repository.open(url)
+    view = ArchiveRepository.open_archive(url).for_point(rp_id)
+    waiting = [s for s in view.pack_states(rp_id) if s.state != READY]
+    if waiting:
+        raise RepositoryError(f"restore point {rp_id} of archive {url}: {len(waiting)} packs are not retrieved "
+                              f"from {waiting[0].storage_class} yet (first: {waiting[0].key})")
+    return view
+
+
+def _run(doc: dict, run: JobRun) -> dict:
     engine = _text(doc, "engine")
     rp_id = _text(doc, "restore_point_id")
     databases = doc.get("databases") or [None]
@@ -40,7 +56,7 @@ def _run(doc: dict, run: JobRun) -> dict:
     warnings, log = run.warnings, run.log
     ssl_mode, bundle = tls_settings(warnings)
     user = creds.get("username") or creds.get("user")
-    repo = Repository.open(_text(doc, "repository"))
+    repo = _open(_text(doc, "repository"), rp_id)
     restored: list[dict] = []
     with repo.shared_lock("restore", f"restore of {rp_id} ({doc.get('session_id')})"):
         for database in databases:

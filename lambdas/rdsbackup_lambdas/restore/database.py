@@ -40,6 +40,9 @@ class DatabaseRestoreInput(_Strict):
     target_database: str | None = Field(None, min_length=1, max_length=128)
     replace: bool = False
     include_globals: bool = False
+    # restoring from the policy's archive repository: the S3 retrieval of its Glacier packs
+    retrieval_tier: Literal["Standard", "Bulk", "Expedited"] | None = None
+    retrieval_days: int | None = Field(None, ge=1, le=30)
 
 
 def parse_database_input(event: dict[str, Any]) -> DatabaseRestoreInput:
@@ -65,10 +68,13 @@ def plan_database_restore(request: DatabaseRestoreInput, policies: dict[str, Any
         raise RestoreInputInvalid(f"policy {request.policy!r} has no image_backup: it has no repository and no "
                                   "worker to restore with")
     repository = policy.image_backup.repository_url
-    if request.repository is not None and not repository.rstrip("/").split("/")[2].startswith(
+    retrieval = _archive_retrieval(request, policies[request.policy], policy)
+    if retrieval is not None:
+        repository = retrieval["repository"]
+    elif request.repository is not None and not repository.rstrip("/").split("/")[2].startswith(
             f"rdsbackup-{request.repository}-"):
-        raise RestoreInputInvalid(f"repository {request.repository!r} is not policy {request.policy!r}'s "
-                                  f"({repository}); restoring from an archive repository is not done here")
+        raise RestoreInputInvalid(f"repository {request.repository!r} is neither policy {request.policy!r}'s "
+                                  f"repository ({repository}) nor its archive repository")
     region, account, kind, identifier = split_arn(request.target.arn)
     target = next((t for t in policy.selection.targets if (t.account, t.region) == (account, region)), None)
     if target is None:
@@ -81,11 +87,37 @@ def plan_database_restore(request: DatabaseRestoreInput, policies: dict[str, Any
         resource=Resource(arn=request.target.arn, id=identifier, kind="instance" if kind == "db" else "cluster",
                           account=account, region=region),
         access_role_arn=target.access_role_arn, lease_seconds=policy.lease_seconds, wait=policy.wait,
-        image_backup=policy.image_backup,
+        image_backup=policy.image_backup.model_copy(update={"repository_url": repository}),
         restore_database={"restore_point_id": request.restore_point_id, "databases": request.databases,
                           "target_database": request.target_database, "replace": request.replace,
                           "include_globals": request.include_globals},
     ).model_dump(exclude={"lease", "snapshot", "snapshot_wait", "replica", "restore_test", "replication"})
     logger.info("database restore planned", extra={"restore_id": restore_id, "target": request.target.arn})
     return {**item, "image": None, "image_cleanup": None, "error": None, "request": request.model_dump(),
-            "started_at": started_at}
+            "started_at": started_at, "retrieval": retrieval}
+
+
+def _archive_retrieval(request: DatabaseRestoreInput, raw_policy: dict[str, Any], policy: Policy) -> dict | None:
+    """``$.retrieval`` when the input names the policy's archive repository (None otherwise): where the
+    archive is, its packs' class, the retrieval tier (checked against the class) and the loop's bound."""
+    from rdsbackup.errors import RepositoryError
+    from rdsbackup.repository.retrieval import check_tier
+
+    archive = (raw_policy.get("maintenance") or {}).get("archive")
+    if archive is None or request.repository is None or request.repository != archive.get("name"):
+        if request.retrieval_tier is not None or request.retrieval_days is not None:
+            raise RestoreInputInvalid("retrieval_tier and retrieval_days apply only to a restore from the archive "
+                                      f"repository of policy {request.policy!r} (repository: "
+                                      f"{(archive or {}).get('name') or 'none configured'})")
+        return None
+    storage_class = archive["storage_class"]
+    tier = request.retrieval_tier or "Standard"
+    try:
+        check_tier(storage_class, tier)
+    except RepositoryError as exc:
+        raise RestoreInputInvalid(f"retrieval_tier: {exc} (archive repository {request.repository!r})") from None
+    hours = float(archive.get("retrieval_timeout_hours") or 48)
+    wait = policy.wait.model_copy(update={"timeout_seconds": max(1, round(hours * 3600))})
+    return {"repository": archive["repository"], "restore_point_id": request.restore_point_id,
+            "storage_class": storage_class, "tier": tier, "days": request.retrieval_days or 3,
+            "timeout_hours": hours, "wait": wait.model_dump()}

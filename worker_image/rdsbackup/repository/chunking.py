@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from fastcdc.fastcdc_cy import fastcdc_cy  # the compiled chunker: the pure-Python one is ~50x slower
+from rdsbackup.errors import RepositoryError
+
+try:
+    from fastcdc.fastcdc_cy import fastcdc_cy  # the compiled chunker: the pure-Python one is ~50x slower
+except ImportError:  # the Lambda asset reads repositories (archive retrieval) but never chunks: no fastcdc there
+    fastcdc_cy = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ def _pieces(source, size: int) -> Iterator[bytes]:
 def chunk_batches(source: Iterable[bytes], prof: ChunkingProfile) -> Iterator[tuple[memoryview, list[int]]]:
     """Yield (buffer, ends): consecutive buffers of the stream and the end offsets of the chunks that
     tile each buffer (the first chunk starts at 0). Buffers are never modified after they are yielded."""
+    if fastcdc_cy is None:
+        raise RepositoryError("fastcdc is not installed: this process reads repositories but cannot write them")
     batch = prof.batch_size
     mn, avg, mx = prof.min_size, prof.avg_size, prof.max_size
     pending = bytearray()

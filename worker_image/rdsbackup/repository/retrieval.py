@@ -58,17 +58,61 @@ def object_states(backend: Backend, keys: list[str]) -> list[ObjectState]:
                 f"S3 HEAD of {key} in {backend.url} failed: {exc}"
             ) from exc
         storage_class = head.get("StorageClass") or "STANDARD"
-        state = READY
-        if storage_class in NEEDS_RETRIEVAL:
-            restore = head.get("Restore") or ""
-            if 'ongoing-request="false"' in restore:
-                state = READY
-            elif 'ongoing-request="true"' in restore:
-                state = IN_PROGRESS
-            else:
-                state = ARCHIVED
+        state = _state_of(storage_class, _restoring(head.get("Restore") or ""))
         out.append(ObjectState(key, int(head.get("ContentLength", 0)), storage_class, state))
     return out
+
+
+def _state_of(storage_class: str, restoring: bool | None) -> str:
+    """READY, IN_PROGRESS or ARCHIVED from an object's class and its retrieval (None: none asked for,
+    True: running, False: done and the copy readable)."""
+    if storage_class not in NEEDS_RETRIEVAL or restoring is False:
+        return READY
+    return IN_PROGRESS if restoring else ARCHIVED
+
+
+def _restoring(header: str) -> bool | None:
+    """The x-amz-restore header of a HEAD as `_state_of` takes it."""
+    if 'ongoing-request="false"' in header:
+        return False
+    return True if 'ongoing-request="true"' in header else None
+
+
+def listed_states(backend: Backend, keys: list[str]) -> list[ObjectState]:
+    """As `object_states`, from one listing of the packs (ListObjectsV2 with the RestoreStatus attribute)
+    instead of a HEAD per object: the caller needs s3:ListBucket only, never s3:GetObject (which HEAD
+    needs), so it can follow a retrieval without being able to read a pack. A key not listed is missing."""
+    if not isinstance(backend, S3Backend):
+        return object_states(backend, keys)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from rdsbackup.errors import MissingObject
+
+    wanted = set(keys)
+    found: dict[str, ObjectState] = {}
+    prefix = backend._key("data/")
+    try:
+        pages = backend.client.get_paginator("list_objects_v2").paginate(
+            Bucket=backend.bucket, Prefix=prefix, OptionalObjectAttributes=["RestoreStatus"])
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(backend._key("")):]
+                if key not in wanted:
+                    continue
+                status = obj.get("RestoreStatus")
+                restoring = None if status is None else bool(status.get("IsRestoreInProgress"))
+                storage_class = obj.get("StorageClass") or "STANDARD"
+                found[key] = ObjectState(key, int(obj.get("Size", 0)), storage_class,
+                                         _state_of(storage_class, restoring))
+    except ClientError as exc:
+        raise backend._error(exc, prefix) from exc
+    except BotoCoreError as exc:
+        raise RepositoryError(f"S3 listing of {prefix} in {backend.url} failed: {exc}") from exc
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise MissingObject(f"{len(missing)} packs are missing from {backend.url} (first: {missing[0]})",
+                            object_name=missing[0])
+    return [found[k] for k in keys]
 
 
 def check_tier(storage_class: str, tier: str) -> None:
