@@ -74,6 +74,8 @@ def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> 
                                   | {w.capacity_provider for _, w in testers if w.capacity_provider}),
         repository_prefixes=sorted({(topology.names.repository_bucket(p.image_backup.repository, topology.control),
                                      repository_prefix(p.name)) for p in policies}),
+        archive_prefixes=sorted({(topology.names.repository_bucket(p.archive.repository, topology.control),
+                                  repository_prefix(p.name)) for p in policies if p.archive is not None}),
         secret_sources=_named_sources(policies + [p for p, _ in testers], place),
         # restore tests' throwaways carry the restore tag: the launch role reaches them without naming them
         databases=_selected_databases(policies, place),

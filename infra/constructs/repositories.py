@@ -45,6 +45,8 @@ class RepositoryWriter:
     policy: str
     # a snapshot-only policy's restore-test worker: result documents only, no restore points
     results_only: bool = False
+    # an archive repository: the worker restores from it (reads, and its shared lock) and never writes it
+    read_only: bool = False
 
     @property
     def prefix(self) -> str:
@@ -110,11 +112,14 @@ class Repositories(Construct):
                 ],
             )
             self._protect(bucket)
-            own = sorted({w for w in writers if w.repository == name}, key=lambda w: (w.place, w.policy))
+            here = sorted({w for w in writers if w.repository == name}, key=lambda w: (w.place, w.policy))
+            own = [w for w in here if not w.read_only]
             for writer in own:
                 self._allow_writer(bucket, writer)
             if own:
                 self._append_only(bucket, own)
+            for reader in (w for w in here if w.read_only):
+                self._allow_reader(bucket, reader)
             self.buckets[name] = bucket
         self._allow_worker_keys(sorted({w.place for w in writers}))
 
@@ -184,6 +189,27 @@ class Repositories(Construct):
             conditions={"ArnEquals": {"aws:PrincipalArn": workers},
                         "Null": {"s3:if-none-match": "true"},  # S3 accepts only `*` on writes
                         "Bool": {"s3:ObjectCreationOperation": "true"}}))
+
+    def _allow_reader(self, bucket: s3.Bucket, reader: RepositoryWriter) -> None:
+        """An archive's policy prefix for a production worker restoring from it: read, list, and its
+        shared lock objects (a restore holds one so that archive retention never deletes what it reads)."""
+        place = reader.place
+        principal = iam.AccountPrincipal(place.account)
+        exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
+        sid = f"{reader.policy}{place.account}{place.region}".replace("-", "")
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Read{sid}", principals=[principal], conditions=exactly, actions=["s3:GetObject"],
+            resources=[bucket.arn_for_objects(f"{reader.prefix}/*")]))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Locks{sid}", principals=[principal], conditions=exactly,
+            actions=["s3:PutObject", "s3:DeleteObject"],
+            resources=[bucket.arn_for_objects(f"{reader.prefix}/locks/*")]))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"List{sid}", principals=[principal], actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={**exactly, "StringLike": {"s3:prefix": [reader.prefix, f"{reader.prefix}/*"]}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"Location{sid}", principals=[principal], conditions=exactly, actions=["s3:GetBucketLocation"],
+            resources=[bucket.bucket_arn]))
 
     def _allow_worker_keys(self, places: list[Place]) -> None:
         """Workers use the key through S3 for these buckets, or directly to wrap a repository's master key."""

@@ -32,7 +32,8 @@ class WorkerCluster(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, repository_buckets: list[str], control_account: str,
                  control_region: str, secret_arns: list[str], capacity_providers: list[str],
-                 repository_prefixes: list[tuple[str, str]] | None = None, secret_sources: list[str] | None = None):
+                 repository_prefixes: list[tuple[str, str]] | None = None, secret_sources: list[str] | None = None,
+                 archive_prefixes: list[tuple[str, str]] | None = None):
         super().__init__(scope, id_)
         self.secret_sources = secret_sources
         stack, names = Stack.of(self), names_of(self)
@@ -76,6 +77,7 @@ class WorkerCluster(Construct):
                                                   read_only=False))
         self._grant(repository_buckets, control_account, control_region, secret_arns, repository_prefixes or [])
         self.instance_template = self._instance_template(names.worker_cluster) if capacity_providers else None
+        self._grant_archives(archive_prefixes or [])
         acknowledge(self.task_definition.obtain_execution_role(), "AwsSolutions-IAM5[Resource::*]",
                     "ecr:GetAuthorizationToken supports no resource-level permissions (CDK adds it to pull "
                     "the worker image).")
@@ -107,6 +109,26 @@ class WorkerCluster(Construct):
                   description="Launch template for the EC2 capacity provider's Auto Scaling group (IMDS blocked "
                               "for tasks)")
         return template
+
+    def _grant_archives(self, prefixes: list[tuple[str, str]]) -> None:
+        """Restores from the policies' archives: read their prefixes, hold a shared lock there, never write."""
+        role = self.task_role
+        if not prefixes:
+            return
+        reads = [f"arn:aws:s3:::{bucket}/{prefix}/*" for bucket, prefix in prefixes]
+        locks = [f"arn:aws:s3:::{bucket}/{prefix}/locks/*" for bucket, prefix in prefixes]
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=reads))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject", "s3:DeleteObject"], resources=locks))
+        for bucket, prefix in prefixes:
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[f"arn:aws:s3:::{bucket}"],
+                conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketLocation"],
+                                               resources=sorted({f"arn:aws:s3:::{b}" for b, _ in prefixes})))
+        for arn in [*reads, *locks]:
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]",
+                        "An archive's objects are content-addressed packs, indexes and manifests under the policy's "
+                        "prefix; the worker restores from them and writes only its lock objects.")
 
     def _grant(self, repository_buckets, control_account, control_region, secret_arns, prefixes) -> None:
         stack = Stack.of(self)

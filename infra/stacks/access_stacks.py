@@ -68,6 +68,8 @@ class WorkerSettingsForPlace:
     capacity_providers: list[str] = field(default_factory=list)
     # (bucket, prefix) of each repository prefix this place's worker writes
     repository_prefixes: list[tuple[str, str]] = field(default_factory=list)
+    # (bucket, prefix) of each archive prefix this place's worker restores from (read only)
+    archive_prefixes: list[tuple[str, str]] = field(default_factory=list)
     # the databases whose RDS-managed secrets the worker may read; None: any of this place (tag selection)
     secret_sources: list[str] | None = None
     # the databases whose security groups the worker's launch may change (item 4 of docs/security.md)
@@ -137,7 +139,7 @@ class ProductionAccessStack(Stack):
                 self, "Worker", repository_buckets=worker.repository_buckets, control_account=trust.control.account,
                 control_region=worker.control_region, secret_arns=worker.secret_arns,
                 capacity_providers=worker.capacity_providers, repository_prefixes=worker.repository_prefixes,
-                secret_sources=worker.secret_sources)
+                secret_sources=worker.secret_sources, archive_prefixes=worker.archive_prefixes)
             launch = self._role(Power.LAUNCH, trust, "run the image-level backup worker")
             allow_describe(launch)
             self._allow_image_backup(launch, self.worker, worker.databases)

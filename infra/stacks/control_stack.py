@@ -98,6 +98,9 @@ class ControlStack(Stack):
                      for place in topology.sources_of(policy)]
             + [RepositoryWriter(worker.results_repository, place, policy.name, results_only=True)
                for policy in config.policies if (worker := test_worker_of(policy)) is not None
+               for place in topology.sources_of(policy)]
+            + [RepositoryWriter(policy.archive.repository, place, policy.name, read_only=True)
+               for policy in config.policies if policy.image_backup is not None and policy.archive is not None
                for place in topology.sources_of(policy)],
             break_glass_role_arn=config.break_glass_role_arn,
             lock_modes={name: object_lock_mode(name, settings, config)

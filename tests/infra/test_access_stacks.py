@@ -101,8 +101,10 @@ def test_worker_task_role_names_the_repository_bucket_and_key(templates):
                  for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert "arn:aws:s3:::rdsbackup-main-123456789012-us-east-1/images/*" in resources
     assert "arn:aws:s3:::rdsbackup-main-123456789012-us-east-1/*" not in resources
-    assert all(r.startswith(("arn:aws:s3:::rdsbackup-main-", "arn:aws:s3:::rdsbackup-tmp-", "arn:aws:kms:",
-                             "arn:aws:secretsmanager:")) for r in resources), resources
+    # rdsbackup-cold: the policy's archive, read only (tests/infra/test_archive_retrieval.py)
+    assert all(r.startswith(("arn:aws:s3:::rdsbackup-main-", "arn:aws:s3:::rdsbackup-cold-",
+                             "arn:aws:s3:::rdsbackup-tmp-", "arn:aws:kms:", "arn:aws:secretsmanager:"))
+               for r in resources), resources
     kms = [s for s in statements if "kms:GenerateDataKey" in s["Action"]]
     assert kms[0]["Condition"] == {"ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/rdsbackup-repository"}}
     secrets = [s for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]

@@ -45,6 +45,35 @@ def test_retrieval_steps_read_the_archive_index_and_manifests_and_retrieve_packs
         assert kms and all(s.get("Condition") for s in kms), "the repository key only through S3 or for key unwrap"
 
 
+def test_the_production_worker_reads_its_policys_archive_and_writes_only_its_locks_there(templates,
+                                                                                         control_template):
+    cold = "arn:aws:s3:::rdsbackup-cold-123456789012-us-east-1"
+    access = templates["RdsBackupAccess"]
+    (task_role,) = [logical for logical in resources_of(access, "AWS::IAM::Role") if "TaskRole" in logical]
+    statements = [s for p in resources_of(access, "AWS::IAM::Policy").values()
+                  if task_role in flatten(p["Properties"]["Roles"])
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    on_archive: dict[str, set[str]] = {}
+    for statement in statements:
+        for resource in as_list(statement["Resource"]):
+            if flatten(resource).startswith(cold):
+                for action in as_list(statement["Action"]):
+                    on_archive.setdefault(action, set()).add(flatten(resource).removeprefix(cold))
+    assert on_archive == {"s3:GetObject": {"/images/*"}, "s3:PutObject": {"/images/locks/*"},
+                          "s3:DeleteObject": {"/images/locks/*"}, "s3:ListBucket": {""},
+                          "s3:GetBucketLocation": {""}}, on_archive
+    # the archive bucket's policy says the same for this account's worker role, named exactly
+    (policy,) = [p for p in resources_of(control_template, "AWS::S3::BucketPolicy").values()
+                 if "Repositorycold" in flatten(p["Properties"]["Bucket"])]
+    allowed = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+               and "rdsbackup-worker-us-east-1" in flatten(s.get("Condition"))]
+    granted = {a: {flatten(r).split(".Arn>", 1)[-1] for r in as_list(s["Resource"])}
+               for s in allowed for a in as_list(s["Action"])}
+    assert granted == {"s3:GetObject": {"/images/*"}, "s3:PutObject": {"/images/locks/*"},
+                       "s3:DeleteObject": {"/images/locks/*"}, "s3:ListBucket": {""},
+                       "s3:GetBucketLocation": {""}}, granted
+
+
 def test_an_archived_point_is_retrieved_before_the_worker_starts_and_failures_clean_up(control_template):
     states = definition_of(state_machine(control_template, "RestoreStateMachine"))["States"]
     assert states["Plan database restore"]["Next"] == "From the archive?"

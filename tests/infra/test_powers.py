@@ -37,6 +37,9 @@ EXPECTED_STEP_POWERS = {
     "copy-snapshot": {"restore"},
     "remove-snapshot-copy": {"restore"},
     "plan-database-restore": set(),
+    # archive retrieval: the archive is in the control account (tests/infra/test_archive_retrieval.py)
+    "request-archive-retrieval": set(),
+    "check-archive-retrieval": set(),
     "plan-restore-test": {"read"},
     "prepare-restore-test": {"read"},
     "locate-throwaway": {"read"},
