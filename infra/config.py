@@ -7,6 +7,7 @@ The config lives in `cdk.json` context under `rdsbackup`, or in a JSON file that
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -569,6 +570,7 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                               f"{test_worker.results_repository!r} is an archive repository (Object Lock would keep "
                               "every result document); name a backup repository or one of its own")
         _check_repository_use(policy, config, where)
+        _check_retention_reaches_archive(policy, where)
         replication = policy.replication
         if replication is None:
             continue
@@ -638,6 +640,39 @@ def _check_repository_use(policy: Policy, config: BackupConfig, where: str) -> N
             raise ConfigError(
                 f'field "repositories.{name}.storage_class": {settings.storage_class} is not an archive class '
                 f"(use one of {', '.join(ARCHIVE_STORAGE_CLASSES)})")
+
+
+def _check_retention_reaches_archive(policy: Policy, where: str) -> None:
+    """Refuse an image_backup.retention that forgets every restore point before archive.after_days.
+
+    A point stops being kept by `keep_last` N once N newer points exist: at the latest N longest gaps of
+    the backup schedule after it was taken (when every scheduled backup runs), and by `keep_days` after
+    those days; `forget` runs in the backup-account session, at the latest one longest gap of its
+    schedule later. If that is still before `after_days`, retention would remove every point before it
+    is due for the archive. The run-time guard keeps such points until they are archived anyway, so the
+    retention would be accepted and never applied as written: refused, naming the fields. (Backups
+    that fail keep points longer; that case is left to the run-time guard.)"""
+    if policy.archive is None or policy.image_backup is None or policy.archive.after_days == 0:
+        return
+    retention = policy.image_backup.retention
+    if retention.keep_last is None and retention.keep_days is None:
+        return  # nothing is ever forgotten
+    backup_gap = schedule_interval_seconds(policy.schedule.expression)
+    kept = max((retention.keep_days or 0) * 86400, (retention.keep_last or 0) * backup_gap)
+    maintenance = policy.maintenance or Maintenance()
+    forgotten_by = kept + schedule_interval_seconds(maintenance.schedule.expression)
+    if forgotten_by < policy.archive.after_days * 86400:
+        rules = " and ".join(f"{name} {value}" for name, value in (("keep_last", retention.keep_last),
+                                                                    ("keep_days", retention.keep_days))
+                             if value is not None)
+        raise ConfigError(
+            f'{where}: field "image_backup.retention" ({rules}) forgets every restore point within '
+            f"{forgotten_by / 86400:g} days (backups every {backup_gap / 3600:g} h, the backup-account session "
+            f"every {(forgotten_by - kept) / 3600:g} h), before field \"archive.after_days\" "
+            f"({policy.archive.after_days}) makes it due for the archive. Retention never removes a point "
+            "that is not archived yet, so every point would stay for after_days, not as this retention says: "
+            f"keep points at least that long (e.g. keep_days {policy.archive.after_days}) or "
+            f"archive sooner (after_days {math.floor(forgotten_by / 86400)} or less)")
 
 
 def parse_config(raw: Any, *, default_account: str, default_region: str) -> BackupConfig:

@@ -257,3 +257,37 @@ def test_restore_points_have_a_minimum_age_derived_like_the_snapshots():
     # a daily schedule makes 5 restore points in 5 days: a burst of sessions cannot forget younger ones
     assert Policy.model_validate(base).restore_point_min_age_seconds == 5 * 86400
     assert Policy.model_validate({**base, "retention_min_days": 2}).restore_point_min_age_seconds == 2 * 86400
+
+
+def _archiving(retention: dict, after_days: int, **policy) -> dict:
+    config = _with(image_backup={"repository": "main", "retention": retention},
+                   archive={"repository": "cold", "after_days": after_days}, **policy)
+    config["repositories"]["cold"] = {"storage_class": "DEEP_ARCHIVE"}
+    return config
+
+
+@pytest.mark.parametrize(("retention", "after_days", "policy", "within"), [
+    ({"keep_last": 7}, 30, {}, "8 days"),  # daily backups, daily backup-account session
+    ({"keep_last": 7, "keep_days": 20}, 30, {}, "21 days"),
+    ({"keep_last": 30}, 3, {"schedule": {"expression": "rate(1 hour)"}}, "2.25 days"),
+])
+def test_a_retention_that_forgets_every_point_before_it_is_due_for_the_archive_is_refused(
+        retention, after_days, policy, within):
+    with pytest.raises(ConfigError) as error:
+        _parse(_archiving(retention, after_days, **policy))
+    message = str(error.value)
+    assert message.startswith('policy "nightly": field "image_backup.retention"'), message
+    assert f'field "archive.after_days" ({after_days})' in message and f"within {within}" in message
+    assert "keep_days" in message and "or less" in message  # says how to fix it
+
+
+@pytest.mark.parametrize(("retention", "after_days", "policy"), [
+    ({"keep_last": 7}, 8, {}),  # forgotten on day 7 or 8: not decidable, the run-time guard decides
+    ({"keep_last": 7, "keep_days": 30}, 30, {}),
+    ({"keep_last": None}, 30, {}),  # nothing is forgotten
+    ({"keep_last": 7}, 0, {}),
+    # a weekly backup-account session forgets a week later: day 14 at the latest
+    ({"keep_last": 7}, 10, {"maintenance": {"schedule": {"expression": "cron(0 6 ? * 1 *)"}}}),
+])
+def test_a_retention_that_may_keep_points_until_they_are_due_is_accepted(retention, after_days, policy):
+    _parse(_archiving(retention, after_days, **policy))
