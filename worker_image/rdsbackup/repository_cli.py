@@ -27,10 +27,9 @@ def open_repository(url: str, args: argparse.Namespace | None = None):
     """Open the repository (a backup or an archive repository, whose passphrase comes from
     RDSBACKUP_ARCHIVE_PASSWORD when that is set); with `args`, its --lock-wait bound. Lock waits are
     reported on stderr."""
-    from .repository import Repository
-    from .repository.archive import ARCHIVE_KIND, ArchiveRepository, kind_of
+    from .repository.archive import open_any
 
-    repo = ArchiveRepository.open_archive(url) if kind_of(url) == ARCHIVE_KIND else Repository.open(url)
+    repo = open_any(url)
     repo.on_lock_wait = report_lock_wait
     lock_wait = getattr(args, "lock_wait", None) if args is not None else None
     if lock_wait is not None:

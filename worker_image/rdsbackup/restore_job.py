@@ -30,13 +30,13 @@ def _open(url: str, rp_id: str):
     """The repository to restore `rp_id` from: a backup repository, or an archived point's own view once
     the restore workflow has had its packs retrieved (a pack still in Glacier fails here, named)."""
     from .errors import RepositoryError
-    from .repository import Repository
-    from .repository.archive import ARCHIVE_KIND, ArchiveRepository, kind_of
+    from .repository.archive import ArchiveRepository, open_any
     from .repository.retrieval import READY
 
-    if kind_of(url) != ARCHIVE_KIND:
-        return Repository.open(url)
-    view = ArchiveRepository.open_archive(url).for_point(rp_id)
+    repo = open_any(url)
+    if not isinstance(repo, ArchiveRepository):
+        return repo
+    view = repo.for_point(rp_id)
     waiting = [s for s in view.pack_states(rp_id) if s.state != READY]
     if waiting:
         raise RepositoryError(f"restore point {rp_id} of archive {url}: {len(waiting)} packs are not retrieved "

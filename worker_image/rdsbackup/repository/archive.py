@@ -100,6 +100,11 @@ def kind_of(url: str) -> str:
     return ARCHIVE_KIND if isinstance(config, dict) and config.get("kind") == ARCHIVE_KIND else "backup"
 
 
+def open_any(url: str) -> Repository:
+    """The repository at `url`: an ArchiveRepository when its config says "archive", else a backup repository."""
+    return ArchiveRepository.open_archive(url) if kind_of(url) == ARCHIVE_KIND else Repository.open(url)
+
+
 def is_stream_ref(value) -> bool:
     """A stream ref inside restore point metadata ({"blob": 32 hex, "size": n, ...}), as commit finds them."""
     return isinstance(value, dict) and isinstance(value.get("blob"), str) and len(value["blob"]) == 32 \
