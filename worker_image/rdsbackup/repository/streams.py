@@ -366,9 +366,15 @@ class StreamReader:
     def iter_ids(self, root_id: bytes, *, every_chunk: bool = False) -> Iterator[bytes]:
         """Yield the data chunk ids of the stream whose root chunk is `root_id` (with `every_chunk`,
         also the root's and the chunk lists' own ids)."""
+        for batch in self.iter_id_batches(root_id, every_chunk=every_chunk):
+            yield from batch
+
+    def iter_id_batches(self, root_id: bytes, *, every_chunk: bool = False) -> Iterator[list[bytes]]:
+        """`iter_ids` in lists (a chunk list's worth at a time): for callers with work per id, it saves
+        a generator hop per id and level."""
         level, ids = self.root(root_id)
         if every_chunk:
-            yield root_id
+            yield [root_id]
         yield from self._expand(level, ids, every_chunk)
 
     def _level_below(self, ids: list[bytes]) -> list[bytes]:
@@ -383,15 +389,16 @@ class StreamReader:
             lower += [data[k : k + CHUNK_ID_SIZE] for k in range(0, len(data), CHUNK_ID_SIZE)]
         return lower
 
-    def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[bytes]:
+    def _expand(self, level: int, ids: list[bytes], every_chunk: bool) -> Iterator[list[bytes]]:
+        """The data chunk ids below `ids` (chunk lists of `level`), in lists."""
         if level == 0:
-            yield from ids
+            yield ids
             return
         window = 256
         for i in range(0, len(ids), window):
             part = ids[i : i + window]
             if every_chunk:
-                yield from part
+                yield part
             yield from self._expand(level - 1, self._level_below(part), every_chunk)
 
     def read_window(self, items: list[tuple[bytes, int]]) -> bytearray:
@@ -504,7 +511,8 @@ class StreamReader:
 
         def ids(first: int, stop: int) -> Iterator[bytes]:
             for e in range(first, stop):
-                yield from self._expand(level, [entries[e]], False)
+                for batch in self._expand(level, [entries[e]], False):
+                    yield from batch
 
         seeking = part > 0
         for data in self._read_ahead(self._windows(ids(start, end), window_bytes)):
