@@ -58,12 +58,13 @@ def test_a_database_restore_under_another_name_needs_exactly_one_database():
         parse_database_input({**base, "target": {"arn": "arn:aws:rds:us-east-1:123456789012:snapshot:x"}})
 
 
-def _e2e_policies() -> dict:
+def _e2e_policies(name_prefix: str | None = None) -> dict:
     from infra.config import parse_config
     from infra.topology import Place, build_topology, runtime_policies
     from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
 
-    config = parse_config(E2E_CONFIG, default_account=CONTROL_ACCOUNT, default_region=REGION)
+    raw = E2E_CONFIG if name_prefix is None else {**E2E_CONFIG, "deployment": {"name_prefix": name_prefix}}
+    config = parse_config(raw, default_account=CONTROL_ACCOUNT, default_region=REGION)
     return runtime_policies(config, build_topology(config, control=Place(CONTROL_ACCOUNT, REGION)), "arn:aws:kms:k")
 
 
@@ -71,10 +72,10 @@ ARCHIVED = {"restore": "database", "policy": "images", "restore_point_id": "6a83
             "target": {"arn": "arn:aws:rds:us-east-1:123456789012:db:shop-db"}, "repository": "cold"}
 
 
-def _plan(request: dict) -> dict:
+def _plan(request: dict, name_prefix: str | None = None) -> dict:
     from rdsbackup_lambdas.restore.database import plan_database_restore
 
-    return plan_database_restore(parse_database_input(request), _e2e_policies(), execution_name="x",
+    return plan_database_restore(parse_database_input(request), _e2e_policies(name_prefix), execution_name="x",
                                  started_at="2026-01-01T00:00:00Z")
 
 
@@ -100,3 +101,13 @@ def test_a_tier_the_archive_class_does_not_offer_or_a_tier_without_the_archive_i
         parse_database_input({**ARCHIVED, "retrieval_tier": "Fast"})
     with pytest.raises(RestoreInputInvalid, match="'warm' is neither policy 'images'"):
         _plan({**ARCHIVED, "repository": "warm"})
+
+
+def test_the_backup_repository_is_named_by_its_config_name_whatever_the_deployments_name_prefix():
+    for prefix in (None, "acme", "main-x"):
+        plan = _plan({**ARCHIVED, "repository": "main"}, name_prefix=prefix)
+        assert plan["retrieval"] is None
+        bucket = f"{prefix or 'rdsbackup'}-main-123456789012-us-east-1"
+        assert plan["image_backup"]["repository_url"] == f"s3://{bucket}/images"
+        with pytest.raises(RestoreInputInvalid, match="'warm' is neither policy 'images'"):
+            _plan({**ARCHIVED, "repository": "warm"}, name_prefix=prefix)

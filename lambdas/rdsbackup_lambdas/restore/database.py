@@ -4,6 +4,7 @@ the same temporary worker as a backup, in the target's account and region, with 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -71,8 +72,7 @@ def plan_database_restore(request: DatabaseRestoreInput, policies: dict[str, Any
     retrieval = _archive_retrieval(request, policies[request.policy], policy)
     if retrieval is not None:
         repository = retrieval["repository"]
-    elif request.repository is not None and not repository.rstrip("/").split("/")[2].startswith(
-            f"rdsbackup-{request.repository}-"):
+    elif request.repository is not None and not _names_repository(repository, request.repository):
         raise RestoreInputInvalid(f"repository {request.repository!r} is neither policy {request.policy!r}'s "
                                   f"repository ({repository}) nor its archive repository")
     region, account, kind, identifier = split_arn(request.target.arn)
@@ -95,6 +95,14 @@ def plan_database_restore(request: DatabaseRestoreInput, policies: dict[str, Any
     logger.info("database restore planned", extra={"restore_id": restore_id, "target": request.target.arn})
     return {**item, "image": None, "image_cleanup": None, "error": None, "request": request.model_dump(),
             "started_at": started_at, "retrieval": retrieval}
+
+
+def _names_repository(url: str, name: str) -> bool:
+    """Whether ``name`` is the config name of the repository at ``url``. Buckets are named
+    ``<deployment prefix>-<repository>-<control account>-<control region>``; the prefix is the deployment's
+    (config ``deployment.name_prefix``), so only the part after it is compared."""
+    bucket = url.removeprefix("s3://").split("/")[0]
+    return re.search(rf"-{re.escape(name)}-\d{{12}}-[a-z]{{2}}(-[a-z]+)+-\d+$", bucket) is not None
 
 
 def _archive_retrieval(request: DatabaseRestoreInput, raw_policy: dict[str, Any], policy: Policy) -> dict | None:
