@@ -58,3 +58,33 @@ def test_two_deployments_coexist_in_one_account_and_each_runs_its_own_session(tm
             records = [json.dumps(item) for item in dynamodb.scan(TableName=own)["Items"]]
             assert any(f"{tag}-db" in record for record in records), f"{tag}'s session is recorded in its table"
             assert not any(f"{other}-db" in record for record in records), f"{other}'s session is not in {tag}'s"
+
+
+def test_one_deployments_retention_never_deletes_the_other_deployments_snapshots_of_the_same_database(tmp_path):
+    """Both deployments back up the same database under a policy of the same name. Each one's retention
+    keeps its own newest two: the other's snapshots carry the managed marker too, but their metadata is
+    sealed with the other deployment's tag key, so they are not in this deployment's chain."""
+    with mock_aws(config=MOTO_CONFIG), aws_behaviour(), InProcessLambdas() as lambdas:
+        harnesses = {}
+        for prefix, name in ((None, "green"), ("blue", "blue")):
+            out, _ = synthesize(config(prefix, "shared"), tmp_path / f"{name}.out", account=CONTROL_ACCOUNT,
+                                region=REGION)
+            app = deploy(out, session_for_account=session_factory(CONTROL_ACCOUNT), default_account=CONTROL_ACCOUNT,
+                         default_region=REGION)
+            harnesses[name] = Harness(app=app, lambdas=lambdas)
+        create_instance("shared-db", tags={"backup": "shared"})
+        made: dict[str, list[str]] = {"green": [], "blue": []}
+        for round_ in range(3):
+            for name, harness in harnesses.items():
+                described = harness.run({"policy": "nightly"}, name=f"{name}-session-{round_}")
+                report = report_of(described)
+                assert described["status"] == "SUCCEEDED", report
+                made[name].append(report["resources"][0]["snapshot_arn"])
+
+        rds = boto3.client("rds", region_name=REGION)
+        left = {s["DBSnapshotArn"] for s in rds.describe_db_snapshots(DBInstanceIdentifier="shared-db",
+                                                                       SnapshotType="manual")["DBSnapshots"]}
+        for name, arns in made.items():
+            assert arns[0] not in left, f"{name}'s retention deletes its own oldest snapshot"
+            assert set(arns[1:]) <= left, f"{name}'s newest two are kept by both deployments' retention"
+        assert len(left) == 4
