@@ -248,7 +248,7 @@ class ControlStack(Stack):
         self.results_table.grant(steps.release_lease.role, "dynamodb:PutItem")
         self.grant_session_objects(steps.session_report.role, get=ITEMS_OBJECTS, put=REPORT_OBJECTS)
         self.results_table.grant(steps.session_report.role, "dynamodb:Query")
-        self.table.grant(steps.session_report.role, "dynamodb:PutItem")
+        self.table.grant(steps.session_report.role, "dynamodb:PutItem", "dynamodb:BatchWriteItem")
         self.grant_control_key(steps.session_report.role)
         steps.session_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))

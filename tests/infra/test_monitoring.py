@@ -14,6 +14,19 @@ def _logical_id_of_function(template, handler: str) -> str:
                 if fn["Properties"]["Handler"] == f"rdsbackup_lambdas.handlers.{handler}.handler")
 
 
+def _statements_of(template, handler: str) -> list[dict]:
+    """Every IAM statement attached to the role of the function running `handler`."""
+    function = _logical_id_of_function(template, handler)
+    role = flatten(template["Resources"][function]["Properties"]["Role"]).strip("<>").split(".")[0]
+    return [s for p in resources_of(template, "AWS::IAM::Policy").values()
+            if any(flatten(r) == f"<{role}>" for r in p["Properties"]["Roles"])
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions_of(statements: list[dict]) -> set[str]:
+    return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
 def test_rpo_check_runs_every_hour(control_template):
     function = _logical_id_of_function(control_template, "check_rpo")
     rules = [r["Properties"] for r in resources_of(control_template, "AWS::Events::Rule").values()
@@ -38,16 +51,20 @@ def test_one_rpo_alarm_per_policy_notifies_and_treats_missing_data_as_breaching(
 
 
 def test_rpo_check_reads_only_what_it_needs(control_template):
-    function = _logical_id_of_function(control_template, "check_rpo")
-    role = flatten(control_template["Resources"][function]["Properties"]["Role"]).strip("<>").split(".")[0]
-    statements = [s for p in resources_of(control_template, "AWS::IAM::Policy").values()
-                  if any(flatten(r) == f"<{role}>" for r in p["Properties"]["Roles"])
-                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
-    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    statements = _statements_of(control_template, "check_rpo")
+    actions = _actions_of(statements)
     assert "dynamodb:BatchGetItem" in actions and "sns:Publish" in actions
     assert not {"dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"} & actions
     [metric] = [s for s in statements if s["Action"] == "cloudwatch:PutMetricData"]
     assert metric["Condition"] == {"StringEquals": {"cloudwatch:namespace": "rdsbackup"}}
+
+
+def test_session_report_may_batch_its_freshness_records(control_template):
+    """The report writes each source's last success 25 to a BatchWriteItem (backup_freshness): without the
+    action AWS refuses the call and the RPO check raises false alarms (moto does not check IAM)."""
+    actions = _actions_of(_statements_of(control_template, "session_report"))
+    assert {"dynamodb:BatchWriteItem", "dynamodb:PutItem"} <= actions
+    assert not {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:UpdateItem"} & actions
 
 
 def test_dashboard_shows_sessions_bytes_durations_restore_tests_and_rpo(control_template):

@@ -105,3 +105,46 @@ def test_a_policy_that_cannot_be_checked_is_reported_without_a_metric(world, ctx
     [message] = world.sns_messages()
     assert "policy demo: could not be checked" in message["Message"]
     assert outside_metric(world, "demo") == []  # missing data: the alarm treats it as breaching
+
+
+def _report(count: int) -> dict:
+    resources = [{"arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:db-{i:04d}", "status": "Success",
+                  "snapshot_arn": f"snap-{i}"} for i in range(count)]
+    return {"policy": "demo", "session_id": "demo-1", "resources": [*resources, {"arn": "x", "status": "Failed"}]}
+
+
+def test_a_session_of_1000_sources_is_recorded_in_batches(world, monkeypatch):
+    """At 1,000 databases the report stores every success in BatchWriteItem calls of 25, not 1,000 PutItems."""
+    calls: list[str] = []
+    ddb = world.client("dynamodb")
+    ddb.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    monkeypatch.setattr(backup_freshness.aws_sessions, "client", lambda service, *_a, **_k: ddb)
+    report = _report(1000)
+    assert backup_freshness.record_successes(report, world.table, now=1000.0) == 1000
+    assert calls == ["BatchWriteItem"] * 40
+    found = backup_freshness.last_successes(world.table, "demo", [r["arn"] for r in report["resources"]])
+    assert len(found) == 1000 and found[report["resources"][999]["arn"]]["snapshot_arn"] == "snap-999"
+
+
+def test_items_dynamodb_leaves_unprocessed_are_written_again(world, monkeypatch):
+    """BatchWriteItem may return UnprocessedItems under throttling: they are sent again, none is lost."""
+    ddb = world.client("dynamodb")
+    real = ddb.batch_write_item
+    sent: list[int] = []
+
+    def throttled_once(RequestItems):  # boto3's parameter name
+        [(table, requests)] = RequestItems.items()
+        sent.append(len(requests))
+        if len(sent) == 1:  # the first call processes only its first 5 items
+            real(RequestItems={table: requests[:5]})
+            return {"UnprocessedItems": {table: requests[5:]}}
+        return real(RequestItems=RequestItems)
+
+    monkeypatch.setattr(ddb, "batch_write_item", throttled_once)
+    monkeypatch.setattr(backup_freshness.aws_sessions, "client", lambda service, *_a, **_k: ddb)
+    monkeypatch.setattr(backup_freshness, "_unprocessed_pause", lambda attempt: None)
+    report = _report(30)
+    assert backup_freshness.record_successes(report, world.table, now=1000.0) == 30
+    assert sent == [25, 20, 5]
+    found = backup_freshness.last_successes(world.table, "demo", [r["arn"] for r in report["resources"]])
+    assert len(found) == 30
