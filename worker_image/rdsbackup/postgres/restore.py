@@ -475,12 +475,11 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         conn = sessions.connection()
         rows = 0
         with conn.transaction():
-            for table, part in batch:
+            for table, blocks in _batch_streams(batch):
                 try:
                     with conn.cursor() as cur:
                         with cur.copy(copy_in_sql(table)) as copy:
-                            for block in repo.open_stream(table["stream"], restore_point=restore_point_id,
-                                                          part=part):
+                            for block in blocks:
                                 copy.write(block)
                                 reporter.advance(len(block))
                         rows += cur.rowcount
@@ -488,6 +487,17 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
                     raise RestoreFailed(f"database {target!r}, table {table['schema']}.{table['name']}: "
                                         f"{one_line(str(exc))}") from None
         return rows
+
+    def _batch_streams(batch: list[tuple[dict, tuple[int, int] | None]]):
+        """(table, its rows' bytes) for each table of `batch`: a batch of small tables read from the
+        repository together (one read for the lot, not two per table), a large table streamed."""
+        if len(batch) == 1:
+            table, part = batch[0]
+            yield table, repo.open_stream(table["stream"], restore_point=restore_point_id, part=part)
+            return
+        data = repo.read_streams([table["stream"] for table, _part in batch], restore_point=restore_point_id)
+        for (table, _part), text in zip(batch, data, strict=True):
+            yield table, (text,) if text else ()
 
     def load_lobs() -> int:
         with info.connect(target, settings=load_settings) as conn:

@@ -391,6 +391,17 @@ class Repository:
             return reader.iter_part(root, part[0], part[1], separator=separator)
         return reader.iter_stream(root)
 
+    def read_streams(self, refs: list[dict], *, restore_point: str | None = None) -> Iterator[bytearray]:
+        """The bytes of each stream of `refs`, whole and in order, every chunk verified, their blocks read
+        together (StreamReader.read_streams): for many small streams, such as a batch of small tables."""
+        roots = []
+        for ref in refs:
+            try:
+                roots.append(bytes.fromhex(ref["blob"]))
+            except (KeyError, TypeError, ValueError):
+                raise RepositoryError(f"not a stream reference: {ref!r}") from None
+        return StreamReader(self, restore_point=restore_point).read_streams(roots)
+
     def read_stream_to(self, ref: dict, fileobj, *, restore_point: str | None = None) -> int:
         n = 0
         for piece in self.open_stream(ref, restore_point=restore_point):
