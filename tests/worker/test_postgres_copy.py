@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 
+import psycopg
 import pytest
 from rdsbackup import cli
 from rdsbackup.postgres import BackupFailed, ConnectionInfo, backup_postgres, restore_postgres
@@ -191,3 +192,33 @@ def test_a_failing_table_stops_the_schema_dump(server, tmp_path, monkeypatch):
         backup_postgres(repo, info_for(server), databases=["copy_src"])
     assert not went_on.exists()
     assert repo.list_restore_points() == []
+
+
+def test_psycopg_copy_gives_what_cursor_copy_gives(server):
+    """`_copy_blocks` drives psycopg's protocol steps itself (one wait per block, not per row): the
+    same bytes and row counts as `Cursor.copy`, in blocks of COPY_BLOCK, and the same errors, raised
+    before the first row or in the middle of the rows, after which the connection is usable."""
+    wide = "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g) TO STDOUT"
+    with psycopg.connect(server.conninfo("copy_src"), autocommit=True) as conn:
+        for sql_text in ("COPY public.odd TO STDOUT", wide, "COPY (SELECT 1 WHERE false) TO STDOUT",
+                         'COPY app.orders TO STDOUT'):
+            with conn.cursor() as cur:
+                with cur.copy(sql_text) as copy:
+                    expected = b"".join(bytes(row) for row in copy)
+                rows = cur.rowcount
+            counts: dict = {}
+            blocks = list(backup_module._copy_blocks(conn, sql_text, counts, backup_module.Reporter()))
+            assert b"".join(blocks) == expected
+            assert counts == {"rows": rows, "bytes": len(expected)}
+            assert all(len(b) >= backup_module.COPY_BLOCK for b in blocks[:-1]), sql_text
+            if sql_text == wide:
+                assert len(blocks) > 1 and rows == 5000
+        failing = [("COPY public.no_such_table TO STDOUT", psycopg.errors.UndefinedTable),
+                   ("COPY (SELECT g / (g - 4000) FROM generate_series(1, 5000) g) TO STDOUT",
+                    psycopg.errors.DivisionByZero)]
+        for sql_text, error in failing:
+            with pytest.raises(error):
+                list(backup_module._copy_blocks(conn, sql_text, {}, backup_module.Reporter()))
+            with pytest.raises(error), conn.cursor() as cur, cur.copy(sql_text) as copy:
+                list(copy)
+            assert conn.execute("SELECT 1").fetchone() == (1,)

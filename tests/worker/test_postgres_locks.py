@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from rdsbackup.postgres import ConnectionInfo, LockConflict, backup_postgres
+from rdsbackup.postgres import ConnectionInfo, LockConflict, backup_postgres, catalog
 from rdsbackup.postgres import backup as backup_module
 from rdsbackup.repository import Repository
 
@@ -50,9 +50,12 @@ def _wait_for(predicate, timeout: float = 10.0) -> bool:
 
 
 @pytest.mark.parametrize("reader", ["psycopg", "psql"])
-def test_truncate_during_backup_waits_and_the_rows_are_kept(server, repo, monkeypatch, reader):
-    """The TRUNCATE is started just before the backup reads the table (after it has locked its
-    tables) and may finish whenever it can; the backup must still store every row."""
+@pytest.mark.parametrize("when", ["before its copy", "before its size is read"])
+def test_truncate_during_backup_waits_and_the_rows_are_kept(server, repo, monkeypatch, reader, when):
+    """The TRUNCATE is started just before the backup reads the table, or its size (after it has
+    locked its tables), and may finish whenever it can; the backup must still store every row. A
+    reader session then waits behind the queued TRUNCATE, gives up after READER_LOCK_WAIT, and the
+    exporting session, which holds the lock, reads instead."""
     if reader == "psql":
         monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
     server.psql(f"INSERT INTO victim SELECT i, md5(i::text) FROM generate_series(1, {ROWS}) i"
@@ -105,6 +108,16 @@ def test_truncate_during_backup_waits_and_the_rows_are_kept(server, repo, monkey
             before_reading(sql_text)
             super().__init__(info, dbname, encoding, snapshot_id, sql_text, workdir)
 
+    real_relation_sizes = catalog.relation_sizes
+    victim_oid = server.execute("SELECT 'victim'::regclass::oid", dbname="locks_src")[0][0]
+
+    def relation_sizes(conn, oids):
+        if victim_oid in oids:
+            before_reading("victim")
+        return real_relation_sizes(conn, oids)
+
+    if when == "before its size is read":
+        monkeypatch.setattr(catalog, "relation_sizes", relation_sizes)
     monkeypatch.setattr(backup_module, "_copy_blocks", copy_blocks)
     monkeypatch.setattr(backup_module, "run_tool", run_tool)
     monkeypatch.setattr(backup_module, "_PsqlCopy", PsqlCopy)

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .repository_cli import _positive_int
+from .repository_cli import _positive_int, print_json
 
 PROG = "rdsbackup"
 # EX_TEMPFAIL (sysexits.h): not a failure, try again later. A restore from an archive exits with it
@@ -156,11 +156,6 @@ def _human_bytes(n: float) -> str:
     return f"{n} B"
 
 
-def _print_json(doc) -> None:
-    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-
-
 def _warn(warnings: Sequence[str]) -> None:
     for w in warnings:
         print(f"{PROG}: warning: {w}", file=sys.stderr)
@@ -212,7 +207,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     for rp_id in args.restore_point:
         results.append(archive_restore_point(source, archive, rp_id, storage_class=args.storage_class))
     if args.json:
-        _print_json(results if len(results) > 1 else results[0])
+        print_json(results if len(results) > 1 else results[0])
     else:
         for r in results:
             if not r["archived"]:
@@ -227,7 +222,7 @@ def _report_backup(args: argparse.Namespace, result: dict, contents: str) -> int
     """A finished backup: its warnings on stderr, then the result as JSON or one line for people."""
     _warn(result.get("warnings", []))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"restore point {result['restore_point_id']}: {contents}, "
               f"{_human_bytes(result['bytes'])} ({_human_bytes(result['new_bytes'])} new) "
@@ -310,7 +305,7 @@ def cmd_restore_sqlserver(args: argparse.Namespace) -> int:
         target_database=args.target_database, replace=args.replace, kms_key_arn=args.kms_master_key_arn,
         connect=factory_from_env(), poll=PollPolicy.from_env(args.task_timeout), reporter=reporter))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for db in result["databases"]:
             print(f"restored database {db['name']} as {db['target']}"
@@ -339,7 +334,7 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
         include_globals=args.include_globals, replace=args.replace, jobs=args.jobs, reporter=reporter,
         maintenance_work_mem=args.maintenance_work_mem))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for db in result["databases"]:
             print(f"restored database {db['name']} as {db['target']}: {db['tables']} tables, {db['rows']} rows, "
@@ -396,7 +391,7 @@ def cmd_validate_postgres(args: argparse.Namespace) -> int:
         failures = [f"database {d['database']}, table {d['table']}: {d['reason']}" if d["table"]
                     else f"database {d['database']}: {d['reason']}" for d in result["differences"]]
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"validation {result['status']}")
     if failures:
@@ -432,7 +427,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
     points = [_summary(p) for p in repo.list_restore_points(source_id=args.source_id)]
     if args.json:
-        _print_json(points)
+        print_json(points)
         return 0
     if not points:
         print("no restore points")

@@ -39,7 +39,10 @@ class TableInfo:
     name: str
     columns: list[str]
     key: list[str]
+    # Heap and TOAST bytes: `relation_bytes` measured (`relation_sizes`) just before the copy,
+    # `estimated_bytes` from pg_class's statistics (as of the last VACUUM or ANALYZE; may be stale).
     relation_bytes: int = 0
+    estimated_bytes: int = 0
     key_order: list[str] = field(default_factory=list)
     # An extension configuration table's condition (`WHERE ...`): which of its rows are the user's.
     condition: str | None = None
@@ -110,8 +113,15 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     rows = conn.execute(
         f"""
         WITH t AS (
-            SELECT c.oid, n.nspname, c.relname, c.reltoastrelid
+            SELECT c.oid, n.nspname, c.relname,
+                   -- pg_class's statistics (free to read), measured only where they are missing: relpages
+                   -- is 0 for a table never vacuumed or analyzed (and for an empty one)
+                   CASE WHEN c.relpages > 0
+                        THEN (c.relpages::bigint + COALESCE(toast.relpages, 0)) * current_setting('block_size')::int
+                        ELSE pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+                   END AS estimated_bytes
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_class toast ON toast.oid = c.reltoastrelid
             WHERE {STREAMED_TABLES}),
         cols AS (
             SELECT a.attrelid, array_agg(a.attname ORDER BY a.attnum) AS columns
@@ -151,7 +161,7 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
             WHERE k.ord <= pk.indnkeyatts
             GROUP BY pk.indrelid)
         SELECT t.oid, t.nspname, t.relname, COALESCE(cols.columns, '{{}}'), COALESCE(pk_key.key, '{{}}'),
-               pg_relation_size(t.oid) + COALESCE(pg_relation_size(NULLIF(t.reltoastrelid, 0)), 0),
+               t.estimated_bytes,
                COALESCE(pk_order.key_order, '{{}}'),
                (SELECT e.extcondition[array_position(e.extconfig, t.oid)] FROM pg_extension e
                 WHERE t.oid = ANY (e.extconfig)) AS condition
@@ -163,8 +173,19 @@ def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
         """
     ).fetchall()
     return [TableInfo(oid=r[0], schema=r[1], name=r[2], columns=list(r[3]), key=list(r[4]),
-                      relation_bytes=int(r[5] or 0), key_order=list(r[6]),
+                      estimated_bytes=int(r[5] or 0), key_order=list(r[6]),
                       condition=r[7] or None) for r in rows]
+
+
+def relation_sizes(conn: psycopg.Connection, oids: list[int]) -> dict[int, int]:
+    """Each table's size now (heap and TOAST, bytes), by oid. It opens each table (and its TOAST
+    table) with ACCESS SHARE: read it on the connection that is about to copy those tables, whose
+    server session opens them for the COPY anyway."""
+    return dict(conn.execute(
+        """
+        SELECT c.oid, pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+        FROM pg_class c WHERE c.oid = ANY (%s::oid[])
+        """, (oids,)).fetchall())
 
 
 def list_table_names(conn: psycopg.Connection) -> list[tuple[int, str]]:

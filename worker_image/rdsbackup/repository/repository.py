@@ -545,6 +545,22 @@ class Repository:
             return w.commit(meta)
 
 
+# Blocks up to this size are sealed on the thread that closes them (`BackupWriter.seal_block`).
+INLINE_SEAL_BYTES = 32 * 1024
+
+
+class SealedBlock:
+    """A block sealed on the calling thread: the `result()` of a done future, without a future's locks."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def result(self) -> int:
+        return self.size
+
+
 class BackupWriter:
     """One backup in progress. Use as a context manager; see `Repository.begin_backup`."""
 
@@ -579,11 +595,17 @@ class BackupWriter:
         if not self.done:
             self.abort()
 
-    def seal_block(self, block_no: int, raw: bytearray, records: bytearray) -> Future:
-        """Seal a block and add it to a pack, on a sealing thread; the future's result is its size."""
+    def seal_block(self, block_no: int, raw: bytearray, records: bytearray) -> Future | SealedBlock:
+        """Seal a block and add it to a pack; the result's `result()` is its stored size. A full block
+        is sealed on a sealing thread. A small one (a stream's last, the whole of a small table's
+        stream) is sealed on the calling thread, which waits for its size next: for a database of
+        thousands of small tables, the hand-over to a sealing thread and back costs several times
+        the sealing itself."""
         self.uploader.check()
         self.lock.check()  # a backup whose lock was lost stops at once (LockLost), not only at commit
         self._seal_slots.acquire()
+        if len(raw) <= INLINE_SEAL_BYTES:
+            return SealedBlock(self._seal(block_no, raw, records))
         try:
             return self._sealer.submit(self._seal, block_no, raw, records)
         except BaseException:
