@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from rdsbackup.postgres import ConnectionInfo, backup_postgres, restore_postgres
+from rdsbackup.postgres import ConnectionInfo, backup_postgres, restore_postgres, table_digest
 from rdsbackup.postgres import backup as backup_module
 from rdsbackup.postgres.validate import check_server, validate_restore_point
 from rdsbackup.repository import Repository
@@ -74,7 +74,7 @@ def _tables(restore_point: dict) -> dict[str, dict]:
 def test_backup_records_rows_and_a_digest_per_table(restore_point):
     tables = _tables(restore_point)
     assert tables["app.orders"]["rows"] == 20000
-    assert tables["app.orders"]["digest"].startswith("sha256:")
+    assert tables["app.orders"]["digest"].startswith("blake3:")
     # no key: its rows come back in any order, so its digest does not depend on it
     assert tables["app.events"]["digest"].startswith("rowsum-blake2b128:")
     assert all(t["digest"] for t in tables.values())
@@ -95,6 +95,41 @@ def test_a_good_restore_passes(superuser, repo, restore_point, restored):
     assert result["status"] == "passed", result["differences"]
     assert result["tables_checked"] == len(_tables(restore_point))
     assert result["row_counts_only"] is False
+
+
+def test_the_ordered_digest_is_blake3_of_the_key_ordered_copy_text(server, restore_point):
+    import blake3
+    from rdsbackup.postgres.settings import data_session_settings, options_string
+
+    table = _tables(restore_point)["app.orders"]
+    columns = ", ".join(f'"{c}"' for c in table["columns"])
+    settings = {**data_session_settings("UTF8"), "TimeZone": restore_point["databases"][0]["time_zone"]}
+    copy = subprocess.run(
+        [f"{server.bin_dir}/psql", "-X", "-q", "-h", server.host, "-p", str(server.port), "-U", server.superuser,
+         "-d", SOURCE, "-c", f"COPY (SELECT {columns} FROM app.orders ORDER BY {', '.join(table['key_order'])}) "
+         "TO STDOUT"],
+        env={**os.environ, "PGPASSWORD": server.password, "PGOPTIONS": options_string(settings)},
+        capture_output=True, check=True).stdout
+    assert copy.count(b"\n") == table["rows"]
+    assert table["digest"] == "blake3:" + blake3.blake3(copy).hexdigest()
+
+
+def test_a_restore_point_with_sha256_digests_still_validates(server, superuser, repo, restored, monkeypatch):
+    # what backups recorded before BLAKE3: the validation re-digests with SHA-256
+    monkeypatch.setattr(table_digest, "ORDERED", "sha256")
+    older = backup_postgres(repo, superuser, databases=[SOURCE], source_id="val-db-sha256", jobs=2)
+    monkeypatch.undo()
+    assert _tables(older)["app.orders"]["digest"].startswith("sha256:")
+    server.drop_database(restored)
+    restore_postgres(repo, older["restore_point_id"], superuser, database=SOURCE, target_database=restored)
+    result = validate_restore_point(repo, older["restore_point_id"], superuser, database=SOURCE,
+                                    target_database=restored)
+    assert result["status"] == "passed", result["differences"]
+    server.psql("SET session_replication_role = replica; UPDATE app.orders SET note = 'changed' WHERE id = 4242",
+                dbname=restored)
+    result = validate_restore_point(repo, older["restore_point_id"], superuser, database=SOURCE,
+                                    target_database=restored)
+    assert [d["table"] for d in result["differences"]] == ["app.orders"]
 
 
 def test_a_row_changed_after_the_backup_fails_naming_the_table(server, superuser, repo, restore_point, restored):

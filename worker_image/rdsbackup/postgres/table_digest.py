@@ -6,6 +6,11 @@ restore test recomputes both from a restored database (`validate.py`) and names 
 differs. Tables streamed in key order get a SHA-256 of the stream; tables without a key (or streamed
 in physical order) get an order-independent digest, the sum of each row's 128-bit BLAKE2b, because a
 restore does not keep their physical order.
+
+The ordered digest is BLAKE3 (`blake3:<hex>`): as collision-resistant as SHA-256 and three times
+faster, which matters because every byte of every table goes through it during the backup (SHA-256
+cost a full backup of the benchmark database ~7% more worker CPU). Restore points written before
+record `sha256:<hex>`; they are re-digested with SHA-256.
 """
 
 from __future__ import annotations
@@ -13,19 +18,31 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
+import blake3
 import psycopg
 
-ORDERED = "sha256"
+ORDERED = "blake3"
 UNORDERED = "rowsum-blake2b128"
+# Stream hashes by kind: what a backup writes now, and what older restore points recorded.
+_STREAM_HASHES = {ORDERED: blake3.blake3, "sha256": hashlib.sha256}
 _MODULUS = 1 << 128
 
 
-class TableDigest:
-    """Fed the COPY text block by block; `value` is ``"<kind>:<hex>"``."""
+def digest_kind(value: str) -> str:
+    """The kind of a recorded digest (`"<kind>:<hex>"`)."""
+    return value.partition(":")[0]
 
-    def __init__(self, ordered: bool):
-        self.kind = ORDERED if ordered else UNORDERED
-        self._sha = hashlib.sha256() if ordered else None
+
+class TableDigest:
+    """Fed the COPY text block by block; `value` is ``"<kind>:<hex>"``. `kind` (a recorded digest's,
+    to recompute it) overrides what `ordered` chooses."""
+
+    def __init__(self, ordered: bool, *, kind: str | None = None):
+        self.kind = kind or (ORDERED if ordered else UNORDERED)
+        if self.kind != UNORDERED and self.kind not in _STREAM_HASHES:
+            raise ValueError(f"unknown table digest kind {self.kind!r}: this rdsbackup knows "
+                             f"{', '.join([*_STREAM_HASHES, UNORDERED])}")
+        self._sha = _STREAM_HASHES[self.kind]() if self.kind != UNORDERED else None
         self._sum = 0
         self._rest = b""
 

@@ -23,7 +23,7 @@ from .connection import ConnectionInfo, connect_maintenance, one_line
 from .errors import DatabaseNotFound, PostgresError
 from .restore import restore_point_metadata
 from .settings import data_session_settings
-from .table_digest import ORDERED, TableDigest
+from .table_digest import TableDigest, digest_kind
 
 
 def _table_sql(table: dict) -> str:
@@ -35,7 +35,7 @@ def _table_sql(table: dict) -> str:
 
 def _recompute(conn: psycopg.Connection, table: dict) -> tuple[int, str]:
     recorded = table.get("digest") or ""
-    digest = TableDigest(ordered=recorded.startswith(ORDERED + ":") if recorded else bool(table.get("key")))
+    digest = TableDigest(ordered=bool(table.get("key")), kind=digest_kind(recorded) if recorded else None)
     rows = 0
     with conn.cursor() as cur, cur.copy(_table_sql(table)) as copy:
         for block in copy:
