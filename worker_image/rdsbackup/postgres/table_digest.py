@@ -3,8 +3,8 @@
 A restore point records, per table, the row count and a digest of the rows exactly as COPY wrote them
 under the pinned session settings (`settings.data_session_settings`) and the session's time zone. A
 restore test recomputes both from a restored database (`validate.py`) and names every table that
-differs. Tables streamed in key order get a SHA-256 of the stream; tables without a key (or streamed
-in physical order) get an order-independent digest, the sum of each row's 128-bit BLAKE2b, because a
+differs. Tables streamed in key order get a cryptographic hash of the stream; tables without a key
+(or streamed in physical order) get an order-independent digest, the sum of each row's 128-bit BLAKE2b, because a
 restore does not keep their physical order.
 
 The ordered digest is BLAKE3 (`blake3:<hex>`): as collision-resistant as SHA-256 and three times
@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-import blake3
 import psycopg
 
-ORDERED = "blake3"
+try:
+    import blake3
+except ImportError:  # an environment installed before the dependency (pyproject.toml) came: SHA-256, slower
+    blake3 = None
+
+ORDERED = "blake3" if blake3 is not None else "sha256"
 UNORDERED = "rowsum-blake2b128"
 # Stream hashes by kind: what a backup writes now, and what older restore points recorded.
-_STREAM_HASHES = {ORDERED: blake3.blake3, "sha256": hashlib.sha256}
+_STREAM_HASHES = {"sha256": hashlib.sha256, **({"blake3": blake3.blake3} if blake3 is not None else {})}
 _MODULUS = 1 << 128
 
 
