@@ -144,31 +144,40 @@ class Repositories(Construct):
                 resources=[bucket.arn_for_objects("*")],
                 conditions={"Null": {header: "false"}, "StringNotEquals": {header: value}}))
 
+    def _worker(self, grant: RepositoryWriter) -> tuple[iam.IPrincipal, dict, str]:
+        """The principal, the condition naming its worker role exactly, and the statement ids' suffix of a
+        worker's grant. Principals by account with the role named in a condition: a bucket policy naming a
+        role that does not exist yet (the access stacks deploy independently) would be refused."""
+        place = grant.place
+        exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
+        sid = f"{grant.policy}{place.account}{place.region}".replace("-", "")
+        return iam.AccountPrincipal(place.account), exactly, sid
+
     def _allow_writer(self, bucket: s3.Bucket, writer: RepositoryWriter) -> None:
         """The writer's own prefix: read and add objects; delete only its lock objects."""
-        place = writer.place
-        # Principals by account with the role named in a condition: a bucket policy naming a role that
-        # does not exist yet (the access stacks deploy independently) would be refused.
-        principal = iam.AccountPrincipal(place.account)
-        exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
-        sid = f"{writer.policy}{place.account}{place.region}".replace("-", "")
+        principal, exactly, sid = self._worker(writer)
         if writer.results_only:
             bucket.add_to_resource_policy(iam.PolicyStatement(
                 sid=f"Results{sid}", principals=[principal], conditions=exactly,
                 actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects(f"{RESULT_PREFIX}{place.account}/*")]))
+                resources=[bucket.arn_for_objects(f"{RESULT_PREFIX}{writer.place.account}/*")]))
             return
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Write{sid}", principals=[principal], conditions=exactly,
             actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
             resources=[bucket.arn_for_objects(f"{writer.prefix}/*"),
-                       bucket.arn_for_objects(f"{RESULT_PREFIX}{place.account}/*")]))
+                       bucket.arn_for_objects(f"{RESULT_PREFIX}{writer.place.account}/*")]))
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Locks{sid}", principals=[principal], conditions=exactly, actions=["s3:DeleteObject"],
             resources=[bucket.arn_for_objects(f"{writer.prefix}/locks/*")]))
+        self._allow_listing(bucket, writer)
+
+    def _allow_listing(self, bucket: s3.Bucket, grant: RepositoryWriter) -> None:
+        """A worker lists only its policy's prefix, and finds the bucket's region."""
+        principal, exactly, sid = self._worker(grant)
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"List{sid}", principals=[principal], actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
-            conditions={**exactly, "StringLike": {"s3:prefix": [writer.prefix, f"{writer.prefix}/*"]}}))
+            conditions={**exactly, "StringLike": {"s3:prefix": [grant.prefix, f"{grant.prefix}/*"]}}))
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Location{sid}", principals=[principal], conditions=exactly, actions=["s3:GetBucketLocation"],
             resources=[bucket.bucket_arn]))
@@ -193,10 +202,7 @@ class Repositories(Construct):
     def _allow_reader(self, bucket: s3.Bucket, reader: RepositoryWriter) -> None:
         """An archive's policy prefix for a production worker restoring from it: read, list, and its
         shared lock objects (a restore holds one so that archive retention never deletes what it reads)."""
-        place = reader.place
-        principal = iam.AccountPrincipal(place.account)
-        exactly = {"ArnEquals": {"aws:PrincipalArn": self.names.worker_role_arn(place)}}
-        sid = f"{reader.policy}{place.account}{place.region}".replace("-", "")
+        principal, exactly, sid = self._worker(reader)
         bucket.add_to_resource_policy(iam.PolicyStatement(
             sid=f"Read{sid}", principals=[principal], conditions=exactly, actions=["s3:GetObject"],
             resources=[bucket.arn_for_objects(f"{reader.prefix}/*")]))
@@ -204,12 +210,7 @@ class Repositories(Construct):
             sid=f"Locks{sid}", principals=[principal], conditions=exactly,
             actions=["s3:PutObject", "s3:DeleteObject"],
             resources=[bucket.arn_for_objects(f"{reader.prefix}/locks/*")]))
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid=f"List{sid}", principals=[principal], actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
-            conditions={**exactly, "StringLike": {"s3:prefix": [reader.prefix, f"{reader.prefix}/*"]}}))
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid=f"Location{sid}", principals=[principal], conditions=exactly, actions=["s3:GetBucketLocation"],
-            resources=[bucket.bucket_arn]))
+        self._allow_listing(bucket, reader)
 
     def _allow_worker_keys(self, places: list[Place]) -> None:
         """Workers use the key through S3 for these buckets, or directly to wrap a repository's master key."""
