@@ -13,7 +13,7 @@ from constructs import Construct
 from infra.lambda_code import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
 from infra.nag import acknowledge
 from infra.powers import step_role_name
-from infra.topology import names_of
+from infra.topology import REPOSITORY_OWNER_ENV, names_of
 
 
 class LambdaStep(Construct):
@@ -50,6 +50,9 @@ class LambdaStep(Construct):
                 "POWERTOOLS_SERVICE_NAME": "rdsbackup",
                 "POWERTOOLS_METRICS_NAMESPACE": "rdsbackup",
                 "POWERTOOLS_LOG_LEVEL": "INFO",
+                # the account every bucket reached with the function's own credentials must belong to
+                # (ExpectedBucketOwner: rdsbackup_lambdas.aws_sessions)
+                REPOSITORY_OWNER_ENV: Stack.of(self).account,
                 **(environment or {}),
             },
         )

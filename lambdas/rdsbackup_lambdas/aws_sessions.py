@@ -5,6 +5,13 @@ cached per (role, session name) in the warm Lambda container and refreshed befor
 role session name is derived from the backup session id, so CloudTrail in the production account
 shows which backup session made each call. ``AWS_ENDPOINT_URL`` (the local demo against moto's
 server) is honoured for every client.
+
+Every S3 request names the account that must own its bucket (``ExpectedBucketOwner``; S3 refuses a
+bucket another account owns, e.g. a name taken over after a deletion): with the function's own
+credentials the backup account's (the sessions bucket, the repositories and their result documents:
+``RDSBACKUP_REPOSITORY_OWNER``, which the CDK app sets on every function and the worker's repository
+code, bundled for the archive retrieval, reads too); through a role, that role's account (the SQL
+Server temporary bucket of a production account).
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.loaders import create_loader
+from rdsbackup.s3_clients import REPOSITORY_OWNER_ENV, expect_owner
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, user_agent_extra="rdsbackup")
 _REFRESH_MARGIN_SECONDS = 300
 _cache: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
-_clients: dict[tuple[str, str | None, str | None, str, str | None], tuple[Any, float]] = {}
+_clients: dict[tuple[str, str | None, str | None, str, str | None, str | None], tuple[Any, float]] = {}
 _default: list[boto3.Session] = []
 _lock = threading.Lock()
 # One loader for every session: parsing a service model (RDS's is large) once per container, not
@@ -81,20 +89,31 @@ def session_for(role_arn: str | None, session_id: str | None = None) -> boto3.Se
     return session
 
 
+def bucket_owner(role_arn: str | None) -> str | None:
+    """The account that must own the buckets an S3 client of ``role_arn`` (or of the function) reaches."""
+    if role_arn:
+        return role_arn.split(":")[4]
+    return os.environ.get(REPOSITORY_OWNER_ENV) or None
+
+
 def client(service: str, region: str | None, role_arn: str | None = None, session_id: str | None = None) -> Any:
     """A boto3 client for ``service`` in ``region`` with the credentials of ``role_arn``.
 
     Clients are reused while their credentials are valid: building one parses the service model,
-    which costs more than most of the calls made with it.
+    which costs more than most of the calls made with it. An S3 client names the owner of every bucket
+    it reaches (``bucket_owner``).
     """
     endpoint = endpoint_url(service)
-    key = (service, region, role_arn or None, role_session_name(session_id) if role_arn else "", endpoint)
+    owner = bucket_owner(role_arn) if service == "s3" else None
+    key = (service, region, role_arn or None, role_session_name(session_id) if role_arn else "", endpoint, owner)
     with _lock:
         cached = _clients.get(key)
         if cached and cached[1] - time.time() > _REFRESH_MARGIN_SECONDS:
             return cached[0]
     session = session_for(role_arn, session_id)
     made = session.client(service, region_name=region, endpoint_url=endpoint, config=_BOTO_CONFIG)
+    if owner is not None:
+        expect_owner(made, owner)
     expires = _cache[(role_arn, role_session_name(session_id))][1] if role_arn else float("inf")
     with _lock:
         _clients[key] = (made, expires)

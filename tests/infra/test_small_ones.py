@@ -78,3 +78,12 @@ def test_worker_tasks_name_the_owners_of_the_buckets_they_reach(templates, multi
     assert environment["RDSBACKUP_REPOSITORY_OWNER"] == environment["RDSBACKUP_TEMP_BUCKET_OWNER"] == CONTROL_ACCOUNT
     # the backup account's maintenance worker
     assert _task_environment(multi_templates["RdsBackupControl"])["RDSBACKUP_REPOSITORY_OWNER"] == CONTROL_ACCOUNT
+
+
+def test_every_function_names_the_backup_account_as_the_owner_of_the_buckets_it_reaches(both):
+    """The Lambdas' S3 clients send it as ExpectedBucketOwner (rdsbackup_lambdas.aws_sessions)."""
+    functions = resources_of(both["RdsBackupControl"], "AWS::Lambda::Function")
+    assert len(functions) > 20
+    for logical, function in functions.items():
+        environment = function["Properties"]["Environment"]["Variables"]
+        assert flatten(environment["RDSBACKUP_REPOSITORY_OWNER"]) == CONTROL_ACCOUNT, logical
