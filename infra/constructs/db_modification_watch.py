@@ -5,8 +5,9 @@ IAM can limit which databases (by ARN or tag) but not which parameters of Modify
 CloudTrail delivers each call to the default event bus of the account and region where it was made (the
 production account), so:
 
-- each production (and replica-target) place forwards its ModifyDB* events of these roles to the control
-  account's default bus (a rule in the access stack; nothing else leaves the account);
+- each production (and replica-target) place forwards its ModifyDB* events of these roles (and their
+  AddTagsToResource events: a database tagged rdsbackup:restore becomes the restore role's to rename and
+  delete) to the control account's default bus (a rule in the access stack; nothing else leaves the account);
 - the control stack's rule sends them to ``watch_db_modifications``, which publishes to the SNS topic when
   a call changes anything but what the role's job sends.
 
@@ -30,14 +31,14 @@ from infra.constructs.dead_letters import DeadLetters
 from infra.constructs.lambda_step import LambdaStep
 from infra.topology import Place, names_of
 
-MODIFY_CALLS = ["ModifyDBInstance", "ModifyDBCluster"]
+WATCHED_CALLS = ["ModifyDBInstance", "ModifyDBCluster", "AddTagsToResource"]
 
 
 def modification_pattern(role_arns: list[str]) -> events.EventPattern:
-    """CloudTrail's ModifyDBInstance/ModifyDBCluster events made through one of `role_arns`."""
+    """CloudTrail's ModifyDBInstance/ModifyDBCluster/AddTagsToResource events made through one of `role_arns`."""
     return events.EventPattern(
         source=["aws.rds"], detail_type=["AWS API Call via CloudTrail"],
-        detail={"eventSource": ["rds.amazonaws.com"], "eventName": MODIFY_CALLS,
+        detail={"eventSource": ["rds.amazonaws.com"], "eventName": WATCHED_CALLS,
                 "userIdentity": {"sessionContext": {"sessionIssuer": {"arn": role_arns}}}})
 
 

@@ -97,3 +97,33 @@ def test_a_role_not_watched_is_ignored(watched, ctx):
     event = cloudtrail_event(f"arn:aws:iam::{ACCOUNT}:role/dba", {"publiclyAccessible": True})
     assert watch_db_modifications.handler(event, ctx)["alert"] is False
     assert watched.sns_messages() == []
+
+
+def _tagging(role_arn: str, keys: list[str]) -> dict:
+    event = cloudtrail_event(role_arn, {}, name="AddTagsToResource")
+    event["detail"]["requestParameters"] = {
+        "resourceName": f"arn:aws:rds:{REGION}:{ACCOUNT}:db:payroll-db",
+        "tags": [{"key": key, "value": f"value-of-{key}"} for key in keys]}
+    return event
+
+
+def test_the_restore_role_marking_its_leftover_for_the_sweeper_is_quiet(watched, ctx):
+    assert watch_db_modifications.handler(_tagging(RESTORE, ["rdsbackup:sweep"]), ctx) == {"alert": False,
+                                                                                         "changed": []}
+    assert watched.sns_messages() == []
+
+
+def test_the_restore_role_tagging_an_existing_database_as_restored_alerts(watched, ctx):
+    """A database tagged rdsbackup:restore becomes the restore role's to rename and delete (docs/security.md)."""
+    result = watch_db_modifications.handler(_tagging(RESTORE, ["rdsbackup:restore", "rdsbackup:sweep"]), ctx)
+    assert result == {"alert": True, "changed": ["rdsbackup:restore"]}
+    (message,) = watched.sns_messages()
+    assert "payroll-db" in message["Subject"]
+    body = message["Message"]
+    assert body.startswith(f"AddTagsToResource on payroll-db in account {ACCOUNT}")
+    assert "added tags it never adds to an existing database: rdsbackup:restore" in body
+    assert "value-of" not in body
+
+
+def test_the_launch_role_tags_no_database(watched, ctx):
+    assert watch_db_modifications.handler(_tagging(LAUNCH, ["backup"]), ctx)["changed"] == ["backup"]

@@ -1,8 +1,9 @@
 """Lambda ``watch_db_modifications``: EventBridge target of the CloudTrail ``ModifyDBInstance`` /
-``ModifyDBCluster`` events of the launch and restore roles (forwarded from each production account).
+``ModifyDBCluster`` / ``AddTagsToResource`` events of the launch and restore roles (forwarded from each
+production account).
 
 Input:  the EventBridge event (``detail`` is the CloudTrail record).
-Output: ``{"alert": bool, "changed": [parameter names]}``; one SNS message when ``alert``.
+Output: ``{"alert": bool, "changed": [parameter names, or tag keys]}``; one SNS message when ``alert``.
 Env:    ``WATCHED_ROLES`` (JSON: role ARN -> "launch" | "restore"), ``TOPIC_ARN``.
 """
 
