@@ -9,14 +9,9 @@ from aws_cdk import Annotations, App, Aws, Environment, Stack, Tags, Token, Vali
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import BackupConfig
-from infra.constructs.power_roles import Trust
+from infra.constructs.power_roles import SelectedDatabases, Trust
 from infra.nag import add_compliance_packs
-from infra.stacks.access_stacks import (
-    ProductionAccessStack,
-    ReplicaTargetStack,
-    SelectedDatabases,
-    WorkerSettingsForPlace,
-)
+from infra.stacks.access_stacks import ProductionAccessStack, ReplicaTargetStack, WorkerSettingsForPlace
 from infra.stacks.control_stack import ControlStack
 from infra.topology import NAMES_CONTEXT, Place, Topology, build_topology, repository_prefix, test_worker_of
 
@@ -83,8 +78,9 @@ def _worker_settings(config: BackupConfig, topology: Topology, place: Place) -> 
 
 
 def _selected_databases(policies: list, place: Place) -> SelectedDatabases:
-    """The databases the policies may select in this place, as the launch role may modify them: by ARN
-    where the config names them, by their tags where it selects by tags."""
+    """The databases the policies may select in this place, as the launch and restore roles may modify
+    them: by ARN where the config names them, by their tags where it selects by tags (the Lambdas' mirror:
+    rdsbackup_lambdas.restore.replaceable)."""
     named, tag_sets = set(), []
     for policy in policies:
         for resource in policy.selection.resources:
@@ -164,6 +160,8 @@ def build_app(app: App, config: BackupConfig) -> BackupApp:
             app, _stack_id("Access", place, topology),
             trust=trust, share_with_accounts=share_with, env=_env(place),
             worker=_worker_settings(config, topology, place), forward_to_control=place != control,
+            restore_databases=_selected_databases(
+                [p for p in config.policies if place in topology.sources_of(p)], place),
             description="rds-backup production access (roles the control plane assumes, one per power)")
     replicas = {}
     source_accounts = sorted({p.account for p in topology.access_places})

@@ -24,6 +24,10 @@ MANAGED_TAG = "rdsbackup:managed"
 TEMPORARY_TAG = "rdsbackup:temporary"
 SWEEP_TAG = "rdsbackup:sweep"
 RESTORE_TEST_TAG = "rdsbackup:restore-test"  # on a restore test's throwaway (rdsbackup_lambdas.image.names)
+# the plaintext tag every restored resource carries (lambdas/rdsbackup_lambdas/restore/databases.py)
+RESTORE_TAG = "rdsbackup:restore"
+# where mode "replace" puts an original: <id>-replaced-<restore> (rdsbackup_lambdas.restore.plan.aside_name)
+REPLACED_INFIX = "-replaced-"
 # Every tag key prepare_worker puts on a temporary security group (rdsbackup_lambdas.image.names).
 TEMPORARY_GROUP_TAG_KEYS = ["rdsbackup:temporary", "rdsbackup:session", "rdsbackup:resource",
                             "rdsbackup:created-at", "Name"]
@@ -47,6 +51,40 @@ WHY_DESCRIBE = "Describe/list calls cover this account and region only; tag sele
 WHY_MANAGED = "Only snapshots named rdsbackup-* (the ones this tool makes) in this account and region."
 WHY_KMS = ("Sources may be encrypted with any of the user's keys: key use is limited to RDS "
            "(kms:ViaService) in the named account.")
+
+
+@dataclass(frozen=True)
+class SelectedDatabases:
+    """The databases the policies may select in one place: `db:<id>`/`cluster:<id>` the config names, and
+    the tag sets it selects by (every tag of a set must match; the value "*" matches any)."""
+
+    resources: list[str] = field(default_factory=list)
+    tag_sets: list[dict[str, str]] = field(default_factory=list)
+
+    def tag_conditions(self) -> list[dict]:
+        """One IAM condition block per tag set, on the database's own tags (`aws:ResourceTag`)."""
+        blocks = []
+        for tags in self.tag_sets:
+            block: dict = {}
+            for key, value in sorted(tags.items()):
+                operator = "StringLike" if value == "*" else "StringEquals"
+                block.setdefault(operator, {})[f"aws:ResourceTag/{key}"] = value
+            blocks.append(block)
+        return blocks
+
+    def renamed_resources(self) -> list[str]:
+        """The named databases as mode "replace" renames them: the database, its renamed original
+        (`<id>-replaced-*`), and for a cluster its member instances named after it (`db:<id>-*`, the
+        console's `<id>-instance-1`; it covers the members' renamed originals too)."""
+        found: set[str] = set()
+        for resource in self.resources:
+            kind, identifier = resource.split(":", 1)
+            found.update({resource, f"{resource}{REPLACED_INFIX}*"})
+            if kind == "cluster":
+                found.add(f"db:{identifier}-*")
+        # db:<id>-* covers db:<id>-replaced-*
+        return sorted(r for r in found if not (r.startswith("db:") and r.endswith(REPLACED_INFIX + "*")
+                                               and f"db:{r[3:-len(REPLACED_INFIX) - 1]}-*" in found))
 
 
 @dataclass(frozen=True)
@@ -113,6 +151,27 @@ def allow_describe(role: ScopedRole) -> None:
     # the manual-snapshot quota (Used, Max) is checked before snapshots and copies
     role.allow_unscoped(["rds:DescribeAccountAttributes"],
                         "DescribeAccountAttributes (RDS quotas of this account and region) has no resource type.")
+
+
+def allow_modify_selected(role: ScopedRole, databases: SelectedDatabases, *, whose: str,
+                          renames: bool = False) -> None:
+    """ModifyDBInstance/ModifyDBCluster only on the databases the policies may select, and on those a
+    restore made (`rdsbackup:restore` tag). IAM cannot limit which parameters a call sends: the
+    DbModificationWatch reports anything else (docs/security.md). `renames`: also the names mode
+    "replace" gives the originals and their cluster members (the restore role)."""
+    actions = ["rds:ModifyDBInstance", "rds:ModifyDBCluster"]
+    named = databases.renamed_resources() if renames else databases.resources
+    if named:
+        role.allow(actions, [RDS_HERE + resource for resource in named],
+                   "The databases the policies name" + (
+                       ", their renamed originals (<id>-replaced-*) and a cluster's members named after it "
+                       "(<id>-*)." if renames else "."))
+    everything = [RDS_HERE + "db:*", RDS_HERE + "cluster:*"]
+    for conditions in databases.tag_conditions():
+        role.allow(actions, everything, "Databases selected by their tags (condition on the database's tags).",
+                   conditions=conditions)
+    role.allow(actions, everything, f"Databases a restore made ({whose}), by their tag.",
+               conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"}})
 
 
 def allow_delete_managed(role: ScopedRole, snapshots: list[str], reason: str) -> None:

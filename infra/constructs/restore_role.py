@@ -1,5 +1,11 @@
 """The role a restore uses in an account and region: restore snapshots, add cluster instances, rename a
-database aside (mode replace) and back, and delete only what a restore created."""
+database aside (mode replace) and back, and delete only what a restore created.
+
+Mode replace renames only what the policies may select in that place (and what a restore made): the
+same databases the launch role may modify, plus the names the renamed originals and a named cluster's
+members carry. The restore planner refuses any other target before it renames anything
+(`rdsbackup_lambdas.restore.replaceable` mirrors these statements; a test holds both together).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,23 @@ from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra.constructs.power_roles import Trust
+from infra.constructs.power_roles import (
+    RESTORE_TAG,
+    SWEEP_TAG,
+    ScopedRole,
+    SelectedDatabases,
+    Trust,
+    allow_modify_selected,
+)
 from infra.nag import acknowledge
 from infra.powers import Power
 from infra.topology import names_of
-
-# the plaintext tag every restored resource carries (lambdas/rdsbackup_lambdas/restore/databases.py)
-RESTORE_TAG = "rdsbackup:restore"
 
 
 class RestoreRole(Construct):
     """`<prefix>-restore-<region>` (the restore power), trusted by the restore steps; one per account and region."""
 
-    def __init__(self, scope: Construct, id_: str, *, trust: Trust):
+    def __init__(self, scope: Construct, id_: str, *, trust: Trust, databases: SelectedDatabases):
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.role = iam.Role(
@@ -34,13 +44,21 @@ class RestoreRole(Construct):
                      "rds:DescribeDBClusterSnapshots", "rds:ListTagsForResource",
                      # a restore names the snapshot, subnet group, option and parameter groups it uses
                      "rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBClusterFromSnapshot",
-                     "rds:CreateDBInstance",
-                     # mode replace renames the user's database aside and back
-                     "rds:ModifyDBInstance", "rds:ModifyDBCluster"],
+                     "rds:CreateDBInstance"],
             resources=[here + "*"]))
-        # tags at creation (rdsbackup:restore, the source's own) and the sweeper's tag on leftovers
+        # mode replace renames a database aside and back: only those the policies here may select
+        allow_modify_selected(ScopedRole(stack, self.role), databases, renames=True,
+                              whose="replacing a restored database, or renaming its original back")
+        # tags at creation: every database a restore creates carries rdsbackup:restore in the request
+        # (RDS authorizes a create's tags as AddTagsToResource on the new database)
         self.role.add_to_policy(iam.PolicyStatement(
-            actions=["rds:AddTagsToResource"], resources=[here + "db:*", here + "cluster:*"]))
+            actions=["rds:AddTagsToResource"], resources=[here + "db:*", here + "cluster:*"],
+            conditions={"StringLike": {f"aws:RequestTag/{RESTORE_TAG}": "restore-*"}}))
+        # afterwards only the sweeper's mark, on what a restore made
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["rds:AddTagsToResource"], resources=[here + "db:*", here + "cluster:*"],
+            conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"},
+                        "ForAllValues:StringEquals": {"aws:TagKeys": [SWEEP_TAG]}}))
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
             resources=[here + "db:*", here + "cluster:*"],
@@ -68,9 +86,11 @@ class RestoreRole(Construct):
         for resource, reason in (
                 (nag_here + "*", "A restore reaches the snapshot, subnet/option/parameter groups and databases "
                                  "the input names, found at run time, in this account and region only."),
-                (nag_here + "db:*", "Tags restored DB instances; deletes only those tagged rdsbackup:restore "
+                (nag_here + "db:*", "Tags DB instances only with rdsbackup:restore in the request (at creation) "
+                                    "or rdsbackup:sweep on those tagged rdsbackup:restore; deletes only those "
                                     "(condition)."),
-                (nag_here + "cluster:*", "Tags restored DB clusters; deletes only those tagged rdsbackup:restore "
+                (nag_here + "cluster:*", "Tags DB clusters only with rdsbackup:restore in the request (at creation) "
+                                         "or rdsbackup:sweep on those tagged rdsbackup:restore; deletes only those "
                                          "(condition)."),
                 (nag_here + "snapshot:rdsbackup-*", "Shares and copies only snapshots rds-backup made."),
                 (nag_here + "cluster-snapshot:rdsbackup-*", "Shares and copies only snapshots rds-backup made."),

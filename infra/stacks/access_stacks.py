@@ -26,36 +26,18 @@ from infra.constructs.power_roles import (
     TEMPORARY_TAG,
     WHY_MANAGED,
     ScopedRole,
+    SelectedDatabases,
     Trust,
     allow_delete_managed,
     allow_describe,
     allow_kms_through_rds,
+    allow_modify_selected,
     make_power_role,
 )
-from infra.constructs.restore_role import RESTORE_TAG, RestoreRole
+from infra.constructs.restore_role import RestoreRole
 from infra.constructs.worker_cluster import TEMP_BUCKET_PREFIX, WorkerCluster
 from infra.powers import Power
 from infra.topology import names_of
-
-
-@dataclass(frozen=True)
-class SelectedDatabases:
-    """The databases the policies may select in one place: `db:<id>`/`cluster:<id>` the config names, and
-    the tag sets it selects by (every tag of a set must match; the value "*" matches any)."""
-
-    resources: list[str] = field(default_factory=list)
-    tag_sets: list[dict[str, str]] = field(default_factory=list)
-
-    def tag_conditions(self) -> list[dict]:
-        """One IAM condition block per tag set, on the database's own tags (`aws:ResourceTag`)."""
-        blocks = []
-        for tags in self.tag_sets:
-            block: dict = {}
-            for key, value in sorted(tags.items()):
-                operator = "StringLike" if value == "*" else "StringEquals"
-                block.setdefault(operator, {})[f"aws:ResourceTag/{key}"] = value
-            blocks.append(block)
-        return blocks
 
 
 @dataclass(frozen=True)
@@ -81,7 +63,8 @@ class ProductionAccessStack(Stack):
     (when a policy backs up images here) the worker's cluster, task definition and role."""
 
     def __init__(self, scope: Construct, id_: str, *, trust: Trust, share_with_accounts: list[str],
-                 worker: WorkerSettingsForPlace | None = None, forward_to_control: bool = True, **kwargs):
+                 worker: WorkerSettingsForPlace | None = None, forward_to_control: bool = True,
+                 restore_databases: SelectedDatabases | None = None, **kwargs):
         super().__init__(scope, id_, **kwargs)
         self.staging_key = kms.Key(
             self, "StagingKey", enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
@@ -143,7 +126,8 @@ class ProductionAccessStack(Stack):
             launch = self._role(Power.LAUNCH, trust, "run the image-level backup worker")
             allow_describe(launch)
             self._allow_image_backup(launch, self.worker, worker.databases)
-        self.restore = RestoreRole(self, "Restore", trust=trust)
+        # mode replace renames only what the policies here may select (and what a restore made)
+        self.restore = RestoreRole(self, "Restore", trust=trust, databases=restore_databases or SelectedDatabases())
         self.roles[Power.RESTORE] = self.restore.role
         if forward_to_control:
             watched = [self.restore.role] + ([self.roles[Power.LAUNCH]] if Power.LAUNCH in self.roles else [])
@@ -155,22 +139,6 @@ class ProductionAccessStack(Stack):
                                description=f"rds-backup control plane ({power.value}): {what}")
         self.roles[power] = role.role
         return role
-
-    @staticmethod
-    def _allow_modify_selected(role: ScopedRole, databases: SelectedDatabases) -> None:
-        """ModifyDBInstance/ModifyDBCluster (the temporary DB security group) only on the databases the
-        policies may select, and on those a restore made (a restore test's throwaway). IAM cannot limit the
-        call to VpcSecurityGroupIds: the DbModificationWatch reports any other change (docs/security.md)."""
-        actions = ["rds:ModifyDBInstance", "rds:ModifyDBCluster"]
-        if databases.resources:
-            role.allow(actions, [RDS_HERE + resource for resource in databases.resources],
-                       "The databases the policies name.")
-        everything = [RDS_HERE + "db:*", RDS_HERE + "cluster:*"]
-        for conditions in databases.tag_conditions():
-            role.allow(actions, everything, "Databases selected by their tags (condition on the database's tags).",
-                       conditions=conditions)
-        role.allow(actions, everything, "Databases a restore made (a restore test's throwaway), by their tag.",
-                   conditions={"StringLike": {f"aws:ResourceTag/{RESTORE_TAG}": "restore-*"}})
 
     def _allow_image_backup(self, role: ScopedRole, worker: WorkerCluster, databases: SelectedDatabases) -> None:
         """What prepare/start/check/cleanup_worker and the sweeper do through the launch role."""
@@ -199,7 +167,7 @@ class ProductionAccessStack(Stack):
                     "ec2:DeleteSecurityGroup"], [here + "security-group/*"],
                    "Only groups tagged rdsbackup:temporary=true (condition) are changed or deleted.",
                    conditions=temporary)
-        self._allow_modify_selected(role, databases)
+        allow_modify_selected(role, databases, whose="a restore test's throwaway")
         # The sweeper deletes restore tests' leftover throwaways (no final snapshot): only those named
         # rdsbackup-test-* (rdsbackup_lambdas.restore_test.THROWAWAY_PREFIX) AND tagged as a restore test's.
         role.allow(["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
@@ -279,7 +247,9 @@ class ReplicaTargetStack(Stack):
                 conditions={"StringEquals": {"kms:ViaService": f"rds.{self.region}.amazonaws.com"}},
             ))
         # replicas restore where they are; a place that is also a production place has its role there
-        self.restore = RestoreRole(self, "Restore", trust=trust) if restore_role else None
+        # no policy selects a database here: mode replace renames only what a restore made
+        self.restore = (RestoreRole(self, "Restore", trust=trust, databases=SelectedDatabases()) if restore_role
+                        else None)
         if self.restore is not None:
             self.roles[Power.RESTORE] = self.restore.role
             if forward_to_control:

@@ -270,7 +270,9 @@ class ControlStack(Stack):
             return LambdaStep(self, id_, handler=handler, code=self._code, **kwargs)
 
         steps = RestoreSteps(
-            plan_restore=step("PlanRestore", "plan_restore", environment=restore_env, timeout=Duration.minutes(2)),
+            # the policies say which databases mode "replace" may rename (rdsbackup_lambdas.restore.replaceable)
+            plan_restore=step("PlanRestore", "plan_restore", environment={**restore_env, **self._policies_env},
+                              timeout=Duration.minutes(2)),
             rename_original=step("RenameOriginal", "rename_original"),
             restore_snapshot=step("RestoreSnapshot", "restore_snapshot"),
             create_cluster_instances=step("CreateClusterInstances", "create_cluster_instances",

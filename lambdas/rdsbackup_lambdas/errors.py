@@ -161,6 +161,11 @@ class TargetNotFound(RdsBackupError):
     """Mode "replace" names a DB instance or cluster that does not exist."""
 
 
+class TargetNotReplaceable(RdsBackupError):
+    """Mode "replace" names a database (or a cluster with a member) the restore role may not rename: no
+    policy selects it in that place and no restore made it."""
+
+
 class RestoreFailed(RdsBackupError):
     """A restored DB instance or cluster went into a failed state or disappeared."""
 

@@ -193,6 +193,40 @@ def test_replace_mode_renames_the_original_back_when_the_restore_fails(harness):
     assert report["cleanup"]["renamed_back"] == ["orders-db"]
 
 
+def test_replace_of_a_database_no_policy_selects_is_refused_before_anything_is_renamed(harness):
+    """The restore role may rename only what the policies may select (and what a restore made): IAM would
+    refuse the rename on AWS, so the planner refuses first, naming the database and what to do."""
+    net = network()
+    snapshot = _backup(harness, _source_instance("orders-db", net), "backup")["snapshot_arn"]
+    rds().create_db_instance(DBInstanceIdentifier="payroll-db", Engine="postgres", DBInstanceClass="db.t4g.micro",
+                             AllocatedStorage=20, MasterUsername="admin_user", MasterUserPassword="not-a-real-secret-1",
+                             Tags=[{"Key": "team", "Value": "payroll"}])
+    before = _identifiers()
+    described, report = _restore(harness, {"restore": "snapshot", "snapshot_arn": snapshot, "mode": "replace",
+                                           "target": {"identifier": "payroll-db"}}, "replace-unselected")
+    assert described["status"] == "FAILED", report
+    assert report["error"].startswith(
+        "TargetNotReplaceable: mode \"replace\": no policy selects DB instance 'payroll-db' in account "
+        f"{CONTROL_ACCOUNT} region {REGION}"), report["error"]
+    assert "nothing was changed" in report["error"] and "\"mode\": \"new\"" in report["error"]
+    assert _identifiers() == before, "nothing renamed, nothing restored"
+    assert "cleanup" not in report
+
+
+def test_replace_of_a_cluster_whose_instances_carry_no_selection_tag_is_refused_before_anything_is_renamed(harness):
+    """ledger is selected by its tag (backup=nightly); IAM checks each instance's own tags, and its instances
+    carry none: renaming them would be refused half-way, so nothing is renamed."""
+    arn = create_aurora_cluster("ledger", instances=2, tags={"backup": "nightly"})
+    snapshot = _backup(harness, arn, "backup-cluster")["snapshot_arn"]
+    described, report = _restore(harness, {"restore": "snapshot", "snapshot_arn": snapshot, "mode": "replace",
+                                           "target": {"identifier": "ledger"}}, "replace-members")
+    assert described["status"] == "FAILED", report
+    assert report["error"].startswith(
+        "TargetNotReplaceable: mode \"replace\": no policy selects DB instance 'ledger-1' (an instance of cluster "
+        "'ledger')"), report["error"]
+    assert _identifiers() == {"ledger", "ledger-1", "ledger-2"}
+
+
 def test_a_failure_while_creating_readers_deletes_everything_this_restore_made(harness):
     arn = create_aurora_cluster("ledger", instances=3, tags={"backup": "nightly"})
     snapshot = _backup(harness, arn, "backup-cluster")["snapshot_arn"]

@@ -68,6 +68,58 @@ def test_no_launch_role_modifies_any_database_unconditionally(templates, multi_t
     assert json.dumps(images, sort_keys=True) in {grant[1] for grant in _grants(e2e)}
 
 
+def test_restore_role_renames_only_the_named_databases_their_renamed_originals_and_members(multi_templates):
+    """orders names "orders-db" in PROD_A: mode replace may rename it (either kind), put it aside as
+    <id>-replaced-* and back, and rename a cluster's members named after it; besides, what a restore made."""
+    here = _here(PROD_A)
+    statements = _modify_statements(multi_templates[f"RdsBackupAccess-{PROD_A}-{REGION}"], "rdsbackup-restore-")
+    assert _grants(statements) == {
+        ((here + "cluster:orders-db", here + "cluster:orders-db-replaced-*", here + "db:orders-db",
+          here + "db:orders-db-*"), "null"),
+        ((here + "cluster:*", here + "db:*"), json.dumps(RESTORED, sort_keys=True)),
+    }
+
+
+def test_restore_role_renames_only_databases_carrying_the_selection_tags(multi_templates):
+    here = _here(PROD_B)
+    statements = _modify_statements(multi_templates[f"RdsBackupAccess-{PROD_B}-{REGION}"], "rdsbackup-restore-")
+    by_tag = {"StringEquals": {"aws:ResourceTag/backup": "billing"}}
+    assert _grants(statements) == {
+        ((here + "cluster:*", here + "db:*"), json.dumps(by_tag, sort_keys=True)),
+        ((here + "cluster:*", here + "db:*"), json.dumps(RESTORED, sort_keys=True)),
+    }
+
+
+def test_a_vault_restore_role_renames_only_what_a_restore_made(multi_templates):
+    here = _here(VAULT)
+    statements = _modify_statements(multi_templates[f"RdsBackupReplica-{VAULT}-{REGION}"], "rdsbackup-restore-")
+    assert _grants(statements) == {((here + "cluster:*", here + "db:*"), json.dumps(RESTORED, sort_keys=True))}
+
+
+def test_no_role_modifies_any_database_unconditionally(templates, multi_templates):
+    """Launch and restore roles of both configs: a wildcard database always has a tag condition."""
+    checked = 0
+    for name, template in {**templates, **multi_templates}.items():
+        for statement in _modify_statements(template, "rdsbackup-"):
+            checked += 1
+            if any(flatten(r).endswith(":*") for r in as_list(statement["Resource"])):  # db:*, cluster:*, *
+                conditions = {key for block in statement.get("Condition", {}).values() for key in block}
+                assert conditions and all(key.startswith("aws:ResourceTag/") for key in conditions), (name, statement)
+    assert checked >= 12
+
+
+def test_restore_role_tags_a_database_only_at_its_creation_or_with_the_sweepers_mark(multi_templates):
+    roles = role_statements(multi_templates[f"RdsBackupAccess-{PROD_A}-{REGION}"])
+    tagging = [statement for role, statements in roles.items() if role.startswith("rdsbackup-restore-")
+               for statement in statements if "rds:AddTagsToResource" in as_list(statement["Action"])
+               and any(flatten(r).endswith(("db:*", "cluster:*")) for r in as_list(statement["Resource"]))]
+    at_creation = {"StringLike": {"aws:RequestTag/rdsbackup:restore": "restore-*"}}
+    sweepers_mark = {"StringLike": {"aws:ResourceTag/rdsbackup:restore": "restore-*"},
+                     "ForAllValues:StringEquals": {"aws:TagKeys": ["rdsbackup:sweep"]}}
+    assert sorted(json.dumps(s["Condition"], sort_keys=True) for s in tagging) == sorted(
+        json.dumps(c, sort_keys=True) for c in (at_creation, sweepers_mark))
+
+
 def _rules(template: dict) -> dict[str, dict]:
     return {logical: rule["Properties"] for logical, rule in resources_of(template, "AWS::Events::Rule").items()
             if "EventPattern" in rule["Properties"]
@@ -84,7 +136,8 @@ def _check_pattern(rule: dict) -> None:
     assert pattern["source"] == ["aws.rds"]
     assert pattern["detail-type"] == ["AWS API Call via CloudTrail"]
     assert pattern["detail"]["eventSource"] == ["rds.amazonaws.com"]
-    assert sorted(pattern["detail"]["eventName"]) == ["ModifyDBCluster", "ModifyDBInstance"]
+    # tagging too: a database tagged rdsbackup:restore is the restore role's to rename and delete
+    assert sorted(pattern["detail"]["eventName"]) == ["AddTagsToResource", "ModifyDBCluster", "ModifyDBInstance"]
 
 
 @pytest.mark.parametrize("config", ["e2e", "multi"])
@@ -157,3 +210,5 @@ def test_the_synthesized_pattern_matches_a_cloudtrail_event_of_the_role_only(mul
     assert not matches(cloudtrail_event(f"arn:aws:iam::{PROD_A}:role/someone-else",
                                         {"publiclyAccessible": True}, account=PROD_A))
     assert not matches(cloudtrail_event(launch, {}, account=PROD_A, name="DeleteDBInstance"))
+    assert matches(cloudtrail_event(f"arn:aws:iam::{PROD_A}:role/rdsbackup-restore-{REGION}", {}, account=PROD_A,
+                                    name="AddTagsToResource"))

@@ -50,11 +50,18 @@ def test_only_the_worker_and_restore_steps_modify_databases(rows):
                                                  f"rdsbackup-restore-us-east-1 ({PROD_A})"}
 
 
-def test_the_worker_steps_modify_no_database_outside_the_policies(rows):
-    """Item 4: the launch role reaches only the databases a policy may select; the restore role (mode replace
-    renames whichever database the operator names, and its cluster's members) stays account-wide, watched by
-    the DbModificationWatch rule instead."""
-    assert _who(rows, "modify a DB no policy selects") == RESTORE_STEPS | {f"rdsbackup-restore-us-east-1 ({PROD_A})"}
+def test_no_role_modifies_a_database_no_policy_selects(rows):
+    """Item 4: the launch role and the restore role (mode replace renames) reach only the databases a policy
+    may select, and those a restore made (before: the restore role reached every database of its place)."""
+    assert _who(rows, "modify a DB no policy selects") == set()
+
+
+def test_only_the_restore_steps_can_mark_a_database_as_restored(rows):
+    """Residual (docs/security.md): RDS authorizes a create's tags as AddTagsToResource and offers no condition
+    telling a tag at creation from a later one, so the restore role can put rdsbackup:restore on an existing
+    database (which makes it renamable and deletable by that role); only the restore steps reach it."""
+    assert _who(rows, "mark a DB no policy selects as restored") == RESTORE_STEPS | {
+        f"rdsbackup-restore-us-east-1 ({PROD_A})"}
 
 
 def test_a_worker_reads_no_other_accounts_prefix_and_only_the_backup_account_deletes(rows):

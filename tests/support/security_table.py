@@ -32,6 +32,11 @@ PROBES = [
     # a database of the same account no policy selects (not named, not tagged backup=billing)
     Probe("modify a DB no policy selects", "rds:ModifyDBInstance", f"arn:aws:rds:{REGION}:{PROD_A}:db:payroll-db",
           {"aws:ResourceTag/team": "payroll"}),
+    # the restore tag makes a database the restore role's to rename and delete
+    Probe("mark a DB no policy selects as restored", "rds:AddTagsToResource",
+          f"arn:aws:rds:{REGION}:{PROD_A}:db:payroll-db",
+          {"aws:ResourceTag/team": "payroll", "aws:RequestTag/rdsbackup:restore": "restore-x",
+           "aws:TagKeys": ["rdsbackup:restore"]}),
     Probe("share a snapshot", "rds:ModifyDBSnapshotAttribute",
           f"arn:aws:rds:{REGION}:{PROD_A}:snapshot:rdsbackup-orders-orders-db-s1", MANAGED),
     Probe(f"read {PROD_B}'s repository prefix", "s3:GetObject", f"{BUCKET}/billing/keys/k1"),

@@ -111,3 +111,72 @@ def test_the_backup_repository_is_named_by_its_config_name_whatever_the_deployme
         assert plan["image_backup"]["repository_url"] == f"s3://{bucket}/images"
         with pytest.raises(RestoreInputInvalid, match="'warm' is neither policy 'images'"):
             _plan({**ARCHIVED, "repository": "warm"}, name_prefix=prefix)
+
+
+def _ledger(member_tags: dict[str, str], *, identifier: str = "ledger", cluster_tags: dict[str, str] | None = None):
+    """A two-instance Aurora cluster in moto, and the planner's view of its account and region."""
+    import boto3
+    from rdsbackup_lambdas.restore.databases import Databases
+
+    rds = boto3.client("rds", region_name="us-east-1")
+    rds.create_db_cluster(DBClusterIdentifier=identifier, Engine="aurora-postgresql", MasterUsername="admin_user",
+                          MasterUserPassword="not-a-real-secret-1",
+                          Tags=[{"Key": k, "Value": v} for k, v in (cluster_tags or {"backup": "nightly"}).items()])
+    for member in (f"{identifier}-instance-1", "reader-east"):
+        rds.create_db_instance(DBInstanceIdentifier=member, DBClusterIdentifier=identifier, Engine="aurora-postgresql",
+                               DBInstanceClass="db.r6g.large", Tags=[{"Key": k, "Value": v}
+                                                                     for k, v in member_tags.items()])
+    return Databases(rds, "account 123456789012 region us-east-1")
+
+
+def _plan_replace(databases, identifier: str = "ledger"):
+    from rdsbackup_lambdas.restore.plan import _check_target
+    from rdsbackup_lambdas.restore.replaceable import Replaceable
+
+    request = parse_input({"restore": "snapshot", "mode": "replace", "target": {"identifier": identifier},
+                           "snapshot_arn": "arn:aws:rds:us-east-1:123456789012:cluster-snapshot:rdsbackup-x"})
+    restore_id = restore_id_for("run-1", "2026-11-28T03:00:00Z")
+    return _check_target(databases, "cluster", request, [], restore_id,
+                         Replaceable.in_place(_e2e_policies(), "123456789012", "us-east-1"))
+
+
+def test_a_tag_selected_cluster_is_replaced_when_its_instances_carry_the_selection_tags_too():
+    from moto import mock_aws
+
+    with mock_aws():
+        renames = _plan_replace(_ledger({"backup": "nightly"}))
+    assert [(r.kind, r.original) for r in renames] == [
+        ("cluster", "ledger"), ("instance", "ledger-instance-1"), ("instance", "reader-east")]
+
+
+def test_a_cluster_replace_is_refused_before_any_rename_when_one_instance_may_not_be_renamed():
+    from moto import mock_aws
+    from rdsbackup_lambdas.errors import TargetNotReplaceable
+
+    with mock_aws(), pytest.raises(TargetNotReplaceable, match=r"no policy selects DB instance 'ledger-instance-1' "
+                                                                r"\(an instance of cluster 'ledger'\).*tag the "
+                                                                r"cluster's instances"):
+        _plan_replace(_ledger({}))
+
+
+def test_a_named_clusters_instances_named_after_it_are_replaced_and_others_refused():
+    """"orders-db" is named in the policy (a bare id: either kind): its instances named orders-db-* may be
+    renamed, an instance named otherwise only with the selection tags."""
+    from moto import mock_aws
+    from rdsbackup_lambdas.errors import TargetNotReplaceable
+
+    refused = "'reader-east' \\(an instance of cluster 'orders-db'\\)"
+    with mock_aws(), pytest.raises(TargetNotReplaceable, match=refused):
+        _plan_replace(_ledger({}, identifier="orders-db", cluster_tags={"team": "orders"}), "orders-db")
+
+
+def test_an_original_whose_aside_name_is_cut_short_is_refused_when_selected_by_name():
+    """Only <id>-replaced-* may be renamed back; a 60-character id is cut short to fit 63 characters."""
+    from rdsbackup_lambdas.restore.replaceable import Replaceable
+
+    long = "o" * 60
+    rule = Replaceable.in_place({"p": {"selection": {"resources": [long], "targets": [
+        {"account": "123456789012", "region": "us-east-1"}]}}}, "123456789012", "us-east-1")
+    restore_id = restore_id_for("run-1", "2026-11-28T03:00:00Z")
+    assert rule.allows("instance", long, {})
+    assert not rule.allows("instance", aside_name(long, restore_id), {})

@@ -16,6 +16,7 @@ from rdsbackup_lambdas.errors import (
     SnapshotFailed,
     TargetExists,
     TargetNotFound,
+    TargetNotReplaceable,
 )
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.restore.config import RestoreConfig
@@ -30,6 +31,7 @@ from rdsbackup_lambdas.restore.models import (
     SnapshotRestoreInput,
     SnapshotTarget,
 )
+from rdsbackup_lambdas.restore.replaceable import REPLACED_INFIX, Replaceable
 from rdsbackup_lambdas.selection import session_id_for
 from rdsbackup_lambdas.snapshots import READY_STATUSES, SnapshotApi, SnapshotInfo, split_arn
 from rdsbackup_lambdas.tag_metadata import TAG_PREFIX, TagCodec, tags_as_dict
@@ -75,7 +77,7 @@ def _suffix(restore_id: str) -> str:
 
 def aside_name(identifier: str, restore_id: str) -> str:
     """``<id>-replaced-<restore>``: where mode "replace" puts the original, within RDS's 63 characters."""
-    tail = f"-replaced-{_suffix(restore_id)}"
+    tail = f"{REPLACED_INFIX}{_suffix(restore_id)}"
     return identifier[: MAX_IDENTIFIER - len(tail)].rstrip("-") + tail
 
 
@@ -272,9 +274,9 @@ def _missing_settings(request: SnapshotRestoreInput, kind: str) -> list[str]:
 
 
 def _check_target(databases: Databases, plan_kind: str, request: SnapshotRestoreInput,
-                  instances: list[PlannedInstance], restore_id: str) -> list[Renamed]:
-    """Mode new: nothing may exist under the names we will create. Mode replace: the target exists and is
-    renamed aside (a cluster with its instances); the aside names are free."""
+                  instances: list[PlannedInstance], restore_id: str, replaceable: Replaceable) -> list[Renamed]:
+    """Mode new: nothing may exist under the names we will create. Mode replace: the target exists, the
+    restore role may rename it (a cluster with its instances) aside and back, and the aside names are free."""
     target_id = request.target.identifier
     existing = databases.find(plan_kind, target_id)
     renames: list[Renamed] = []
@@ -287,6 +289,7 @@ def _check_target(databases: Databases, plan_kind: str, request: SnapshotRestore
             raise TargetNotFound(f"mode \"replace\": there is no DB {plan_kind} named {target_id!r} in "
                                  f"{databases.where} to replace")
         renames = _renames(existing, restore_id)
+        _check_replaceable(databases, existing, renames, replaceable)
         for rename in renames:
             if databases.find(rename.kind, rename.renamed) is not None:
                 raise TargetExists(f"mode \"replace\": {rename.renamed!r} (where {rename.original!r} would be put "
@@ -298,6 +301,32 @@ def _check_target(databases: Databases, plan_kind: str, request: SnapshotRestore
             raise TargetExists(f"the restored cluster's instance {instance.identifier!r} exists already in "
                                f"{databases.where}: choose another target.identifier")
     return renames
+
+
+def _check_replaceable(databases: Databases, existing: Database, renames: list[Renamed],
+                       replaceable: Replaceable) -> None:
+    """Every rename (the target, a cluster's members; aside and back) is one the restore role may make
+    (``rdsbackup_lambdas.restore.replaceable``): refused here, before anything is renamed, rather than by
+    IAM half-way through."""
+    for number, rename in enumerate(renames):
+        found = existing if number == 0 else databases.find(rename.kind, rename.original)
+        tags = found.tags if found is not None else {}
+        member = f" (an instance of cluster {existing.identifier!r})" if number else ""
+        if not replaceable.allows(rename.kind, rename.original, tags):
+            how = ("tag the cluster's instances with the policy's selection tags too (IAM checks each instance's "
+                   "own tags), or " if number else "")
+            raise TargetNotReplaceable(
+                f"mode \"replace\": no policy selects DB {rename.kind} {rename.original!r}{member} in "
+                f"{databases.where} (by name in selection.resources, or by its selection tags) and no restore made "
+                "it, so the restore role may not rename it aside; nothing was changed. Restore with \"mode\": "
+                f"\"new\" under another identifier, or {how}add the database to a policy's selection and deploy")
+        if not replaceable.allows(rename.kind, rename.renamed, tags):
+            raise TargetNotReplaceable(
+                f"mode \"replace\": DB {rename.kind} {rename.original!r}{member} would be put aside as "
+                f"{rename.renamed!r}, a name the restore role may not rename back after a failure (a database "
+                f"selected by name is renamed only to <id>{REPLACED_INFIX}*, and this identifier is cut short "
+                "to fit RDS's 63 characters); nothing was changed. Restore with \"mode\": \"new\", or select the "
+                "database by tags")
 
 
 def _renames(existing: Database, restore_id: str) -> list[Renamed]:
@@ -329,9 +358,10 @@ def _copy_across(config: RestoreConfig, request: SnapshotRestoreInput, info: Sna
         kms_key_id=request.target.kms_key_arn if info.encrypted else None, shared=info.account != target.account)
 
 
-def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: TagCodec, *,
+def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: TagCodec, *, policies: dict[str, Any],
                  execution_name: str | None, started_at: str | None) -> dict[str, Any]:
-    """The plan of a snapshot restore (see :class:`Plan`), or the reason it cannot be done."""
+    """The plan of a snapshot restore (see :class:`Plan`), or the reason it cannot be done. ``policies``
+    (the shipped ones) say which databases mode "replace" may rename."""
     restore_id = restore_id_for(execution_name, started_at)
     info, api = _snapshot(config, request, restore_id)
     metadata = _metadata(codec, info, api)
@@ -354,7 +384,8 @@ def plan_restore(request: SnapshotRestoreInput, config: RestoreConfig, codec: Ta
     _check_place_bound(settings, source, target)
     rds = aws_sessions.client("rds", target.region, target.role_arn, restore_id)
     databases = Databases(rds, f"account {target.account} region {target.region}")
-    renames = _check_target(databases, info.kind, request, instances, restore_id)
+    renames = _check_target(databases, info.kind, request, instances, restore_id,
+                            Replaceable.in_place(policies, target.account, target.region))
     plan = Plan(
         restore_id=restore_id, kind=info.kind, mode=request.mode, keep_on_failure=request.keep_on_failure,
         snapshot_arn=info.arn, snapshot_id=info.id, source=source, target=target,
