@@ -106,75 +106,73 @@ STREAMED_TABLES = f"""
 
 def list_tables(conn: psycopg.Connection) -> list[TableInfo]:
     """Tables with rows to stream, in the current transaction's snapshot. Extension member tables are
-    left to pg_dump (it dumps the configuration tables that extensions declare). One query, each part
-    over all tables at once (joins and GROUP BY, not a subquery per table): a database of 10,000
-    tables is listed in a fraction of a second."""
+    left to pg_dump (it dumps the configuration tables that extensions declare). One scan of pg_class
+    and pg_index; each table's columns and key are index lookups in pg_attribute, and the key's
+    ordering operators come from a map of the operator classes (`ordering_operators`): for a database
+    of 10,000 tables 0.16 s of server CPU, where joining all of pg_attribute with GROUP BY (and the
+    operator catalogs per key column) took 0.38 s."""
     generated = "AND a.attgenerated = ''" if conn.info.server_version >= 120000 else ""
+    operators = ordering_operators(conn)
     rows = conn.execute(
         f"""
-        WITH t AS (
-            SELECT c.oid, n.nspname, c.relname,
-                   -- pg_class's statistics (free to read), measured only where they are missing: relpages
-                   -- is 0 for a table never vacuumed or analyzed (and for an empty one)
-                   CASE WHEN c.relpages > 0
-                        THEN (c.relpages::bigint + COALESCE(toast.relpages, 0)) * current_setting('block_size')::int
-                        ELSE pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
-                   END AS estimated_bytes
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            LEFT JOIN pg_class toast ON toast.oid = c.reltoastrelid
-            WHERE {STREAMED_TABLES}),
-        cols AS (
-            SELECT a.attrelid, array_agg(a.attname ORDER BY a.attnum) AS columns
-            FROM pg_attribute a JOIN t ON t.oid = a.attrelid
-            WHERE a.attnum > 0 AND NOT a.attisdropped {generated}
-            GROUP BY a.attrelid),
-        pk AS (
-            SELECT i.indrelid, i.indkey::int2[] AS attnums, i.indclass::oid[] AS opclasses,
-                   i.indcollation::oid[] AS collations, i.indnkeyatts
-            FROM pg_index i JOIN t ON t.oid = i.indrelid
-            WHERE i.indisprimary),
-        pk_key AS (
-            SELECT pk.indrelid, array_agg(a.attname ORDER BY k.ord) AS key
-            FROM pk CROSS JOIN LATERAL unnest(pk.attnums) WITH ORDINALITY AS k(attnum, ord)
-            JOIN pg_attribute a ON a.attrelid = pk.indrelid AND a.attnum = k.attnum
-            WHERE k.ord <= pk.indnkeyatts
-            GROUP BY pk.indrelid),
-        pk_order AS (
-            SELECT pk.indrelid,
-                   array_agg(format('%I', a.attname)
-                             || CASE WHEN k.coll <> 0 AND k.coll <> a.attcollation
-                                     THEN format(' COLLATE %I.%I', cn.nspname, co.collname) ELSE '' END
-                             || format(' USING OPERATOR(%I.%s)', opn.nspname, op.oprname)
-                             ORDER BY k.ord) AS key_order
-            FROM pk
-            CROSS JOIN LATERAL unnest(pk.attnums, pk.opclasses, pk.collations)
-                 WITH ORDINALITY AS k(attnum, opclass, coll, ord)
-            JOIN pg_attribute a ON a.attrelid = pk.indrelid AND a.attnum = k.attnum
-            JOIN pg_opclass oc ON oc.oid = k.opclass
-            JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 1
-                 AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
-                 AND ao.amoppurpose = 's'
-            JOIN pg_operator op ON op.oid = ao.amopopr
-            JOIN pg_namespace opn ON opn.oid = op.oprnamespace
-            LEFT JOIN pg_collation co ON co.oid = k.coll
-            LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-            WHERE k.ord <= pk.indnkeyatts
-            GROUP BY pk.indrelid)
-        SELECT t.oid, t.nspname, t.relname, COALESCE(cols.columns, '{{}}'), COALESCE(pk_key.key, '{{}}'),
-               t.estimated_bytes,
-               COALESCE(pk_order.key_order, '{{}}'),
-               (SELECT e.extcondition[array_position(e.extconfig, t.oid)] FROM pg_extension e
-                WHERE t.oid = ANY (e.extconfig)) AS condition
-        FROM t
-        LEFT JOIN cols ON cols.attrelid = t.oid
-        LEFT JOIN pk_key ON pk_key.indrelid = t.oid
-        LEFT JOIN pk_order ON pk_order.indrelid = t.oid
-        ORDER BY t.nspname, t.relname
+        SELECT c.oid, n.nspname, c.relname,
+               ARRAY(SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped {generated}
+                     ORDER BY a.attnum) AS columns,
+               -- the primary key's key columns (not its INCLUDE columns)
+               ARRAY(SELECT a.attname
+                     FROM unnest(pk.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                     WHERE k.ord <= pk.indnkeyatts ORDER BY k.ord) AS key,
+               -- each key column's operator class, a space, and its ORDER BY term without the operator
+               ARRAY(SELECT k.opclass::text || ' ' || format('%I', a.attname)
+                            || CASE WHEN k.coll <> 0 AND k.coll <> a.attcollation
+                                    THEN (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname)
+                                          FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                                          WHERE co.oid = k.coll)
+                                    ELSE '' END
+                     FROM unnest(pk.indkey::int2[], pk.indclass::oid[], pk.indcollation::oid[])
+                          WITH ORDINALITY AS k(attnum, opclass, coll, ord)
+                     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                     WHERE k.ord <= pk.indnkeyatts ORDER BY k.ord) AS key_terms,
+               -- pg_class's statistics (free to read), measured only where they are missing: relpages
+               -- is 0 for a table never vacuumed or analyzed (and for an empty one)
+               CASE WHEN c.relpages > 0
+                    THEN (c.relpages::bigint + COALESCE(toast.relpages, 0)) * current_setting('block_size')::int
+                    ELSE pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+               END AS estimated_bytes,
+               (SELECT e.extcondition[array_position(e.extconfig, c.oid)] FROM pg_extension e
+                WHERE c.oid = ANY (e.extconfig)) AS condition
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_class toast ON toast.oid = c.reltoastrelid
+        LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+        WHERE {STREAMED_TABLES}
+        ORDER BY n.nspname, c.relname
         """
     ).fetchall()
-    return [TableInfo(oid=r[0], schema=r[1], name=r[2], columns=list(r[3]), key=list(r[4]),
-                      estimated_bytes=int(r[5] or 0), key_order=list(r[6]),
-                      condition=r[7] or None) for r in rows]
+    tables = []
+    for oid, schema, name, columns, key, key_terms, estimated_bytes, condition in rows:
+        # "<opclass> <term>": the term sorts by the operator class's own "less than" operator
+        terms = [term.split(" ", 1) for term in key_terms]
+        key_order = [term + operators[int(opclass)] for opclass, term in terms if int(opclass) in operators]
+        tables.append(TableInfo(oid=oid, schema=schema, name=name, columns=list(columns), key=list(key),
+                                estimated_bytes=int(estimated_bytes or 0), key_order=key_order,
+                                condition=condition or None))
+    return tables
+
+
+def ordering_operators(conn: psycopg.Connection) -> dict[int, str]:
+    """`USING OPERATOR(schema.op)` clauses by operator class: the class's "less than" (strategy 1 of a
+    btree family, for the class's own input type), with which ORDER BY sorts as the index does."""
+    return dict(conn.execute(
+        """
+        SELECT oc.oid, format(' USING OPERATOR(%I.%s)', opn.nspname, op.oprname)
+        FROM pg_opclass oc
+        JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 1
+             AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype AND ao.amoppurpose = 's'
+        JOIN pg_operator op ON op.oid = ao.amopopr
+        JOIN pg_namespace opn ON opn.oid = op.oprnamespace
+        """).fetchall())
 
 
 def relation_sizes(conn: psycopg.Connection, oids: list[int]) -> dict[int, int]:
