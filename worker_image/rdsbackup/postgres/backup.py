@@ -532,15 +532,16 @@ def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None =
     source_id = source_id or info.host
     warnings: list[str] = []
     with repo.begin_backup(source_id=source_id, engine="postgres") as writer:
-        try:
-            script = dump_globals(info, maintenance_db)
-            globals_ref = writer.add_stream("globals", [script], profile="bulk")
-        except PostgresError as exc:
-            # Roles matter but must not cost the data: the restore point says they are missing.
-            warnings.append(f"globals not dumped: {exc}")
-            globals_ref = None
-        entries = [backup_database(writer, info, db, jobs=jobs, reporter=reporter, warnings=warnings,
-                                   key_order=key_order, lock_timeout=lock_timeout) for db in dbs]
+        # The globals are dumped while the databases are (no snapshot orders them with a database's
+        # contents): the first database's pg_dump starts a pg_dumpall run sooner. The pool has
+        # ended, and so has every use of the writer, before the writer commits or aborts.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdsbackup-globals") as pool:
+            globals_dump = pool.submit(_backup_globals, writer, info, maintenance_db)
+            entries = [backup_database(writer, info, db, jobs=jobs, reporter=reporter, warnings=warnings,
+                                       key_order=key_order, lock_timeout=lock_timeout) for db in dbs]
+            globals_ref, globals_warning = globals_dump.result()
+        if globals_warning:
+            warnings.insert(0, globals_warning)
         refs = [globals_ref] + [r for e in entries for r in _refs(e)]
         metadata = {
             "format": METADATA_FORMAT,
@@ -561,6 +562,16 @@ def backup_postgres(repo, info: ConnectionInfo, *, databases: list[str] | None =
         }
         rp_id = writer.commit(metadata)
     return {"restore_point_id": rp_id, **metadata}
+
+
+def _backup_globals(writer, info: ConnectionInfo, maintenance_db: str) -> tuple[dict | None, str | None]:
+    """The globals' stream ref, or None and a warning when pg_dumpall failed."""
+    try:
+        script = dump_globals(info, maintenance_db)
+    except PostgresError as exc:
+        # Roles matter but must not cost the data: the restore point says they are missing.
+        return None, f"globals not dumped: {exc}"
+    return writer.add_stream("globals", [script], profile="bulk"), None
 
 
 def _refs(entry: dict) -> list[dict]:
