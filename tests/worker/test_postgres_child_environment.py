@@ -99,6 +99,10 @@ def test_client_programs_get_a_minimal_environment_and_a_password_file(server, t
             assert env["PASSFILE_LINE"] == "*:*:*:*:db\\:pass\\\\word", program
             assert not os.path.exists(env["PGPASSFILE"]), f"{program}'s password file was left behind"
     assert server.execute("SELECT count(*) FROM t", dbname="childenv_copy") == [(100,)]
+    # The schema's pg_dump runs without JIT (its catalog queries would be compiled for nothing),
+    # and the backup worked with that setting.
+    schema_dumps = [env for env in recorded["pg_dump"] if "PGHOST" in env]
+    assert schema_dumps and all(env.get("PGOPTIONS") == "-c jit=off" for env in schema_dumps)
 
 
 def cli_json_id(out: str) -> str:

@@ -25,12 +25,14 @@ def conninfo_dbname(dbname: str) -> str:
 
 def run_tool(name: str, args: list[str], info: ConnectionInfo, *, dbname: str | None = None,
              stdin: Iterable[bytes] | None = None, stdout=subprocess.DEVNULL,
+             settings: dict[str, str] | None = None,
              application_name: str | None = None, started=None, ended=None) -> str:
     """Run a client program to completion; returns its stderr. Raises `ToolFailed` (one line, the
     program's first error) if it exits non-zero. `started(process)` and `ended(process)` are called
     when the child has started and when it has ended (a caller that may have to kill it)."""
     returncode, stderr = run_tool_unchecked(name, args, info, dbname=dbname, stdin=stdin, stdout=stdout,
-                                            application_name=application_name, started=started, ended=ended)
+                                            settings=settings, application_name=application_name,
+                                            started=started, ended=ended)
     if returncode != 0:
         raise ToolFailed(f"{name} failed (exit {returncode}): {first_error(stderr) or 'no message'}")
     return stderr
