@@ -253,8 +253,8 @@ class Maintenance(_Strict):
     worker: MaintenanceWorker = MaintenanceWorker()
 
 
-# (archived restore points are not tested yet: their retrieval takes hours and costs per GB)
-RestoreTestTarget = Literal["snapshot", "replica", "restore_point"]
+# "archived_restore_point" only when asked for: its packs are retrieved from Glacier first (hours, per GB)
+RestoreTestTarget = Literal["snapshot", "replica", "restore_point", "archived_restore_point"]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|h|d)$")
 _DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
@@ -277,13 +277,16 @@ class RestoreTestWorker(WorkerSettings):
 
 
 class RestoreTest(_Strict):
-    """Scheduled proof that what a policy keeps restores and holds its data (docs/restore-tests.md)."""
+    """Scheduled proof that what a policy keeps restores and holds its data (README, "Restore tests and RPO
+    monitoring")."""
 
     schedule: Schedule = Schedule(expression="cron(0 5 ? * SUN *)")
     # None tests every selected source per run; N tests the N least recently tested (a rotation).
     sample: Annotated[int, Field(ge=1, le=100)] | None = None
     # what to restore: the newest snapshot, replica, restore point, archived restore point
     targets: list[RestoreTestTarget] | None = None
+    # archived_restore_point: the S3 retrieval tier of its packs (Bulk: the cheapest; hours, not minutes)
+    retrieval_tier: Literal["Bulk", "Standard", "Expedited"] = "Bulk"
     # None: the smallest sensible class for the engine (db.t4g.micro, Aurora db.t4g.medium, ...)
     instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] | None = None
     timeout_minutes: Annotated[int, Field(ge=10, le=24 * 60)] = 180
@@ -294,7 +297,7 @@ class RestoreTest(_Strict):
     @classmethod
     def _targets(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and (not value or len(set(value)) != len(value)):
-            raise ValueError("give at least one of snapshot, replica, restore_point, each once")
+            raise ValueError("give at least one of snapshot, replica, restore_point, archived_restore_point, each once")
         return value
 
 
@@ -520,7 +523,7 @@ def _location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return f'field "{".".join(str(part) for part in parts)}"' if parts else "config"
 
 
-_RESTORE_TEST_NEEDS = {"replica": "replication", "restore_point": "image_backup"}
+_RESTORE_TEST_NEEDS = {"replica": "replication", "restore_point": "image_backup", "archived_restore_point": "archive"}
 
 
 def _check_rpo_and_restore_test(policy: Policy) -> None:
@@ -546,6 +549,20 @@ def _check_rpo_and_restore_test(policy: Policy) -> None:
                           '"image_backup.worker"; remove "restore_test.worker"')
 
 
+def _check_archived_restore_test(policy: Policy, config: BackupConfig, where: str) -> None:
+    """A restore test of archived points retrieves them in a tier the archive's class offers (S3 refuses
+    Expedited for DEEP_ARCHIVE only when the test runs, weeks after the deploy)."""
+    if "archived_restore_point" not in policy.restore_test_targets or policy.archive is None:
+        return
+    assert policy.restore_test is not None
+    tier = policy.restore_test.retrieval_tier
+    storage_class = config.repositories[policy.archive.repository].storage_class
+    if storage_class == "DEEP_ARCHIVE" and tier == "Expedited":
+        raise ConfigError(f'{where}: field "restore_test.retrieval_tier": archive repository '
+                          f'{policy.archive.repository!r} keeps its packs in DEEP_ARCHIVE, which offers the tiers '
+                          "Standard and Bulk, not Expedited")
+
+
 def _semantic_checks(config: BackupConfig, default_account: str, default_region: str) -> None:
     control_account = config.control.account or default_account
     control_region = config.control.region or default_region
@@ -560,6 +577,7 @@ def _semantic_checks(config: BackupConfig, default_account: str, default_region:
                     f"(repositories: {known})"
                 )
         _check_rpo_and_restore_test(policy)
+        _check_archived_restore_test(policy, config, where)
         test_worker = policy.restore_test.worker if policy.restore_test is not None else None
         if test_worker is not None and test_worker.results_repository not in config.repositories:
             known = ", ".join(sorted(config.repositories)) or "none defined"

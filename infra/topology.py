@@ -281,7 +281,7 @@ def _restore_test(policy: Policy, topology: Topology) -> dict | None:
         worker = {"repository_url": None, "secret_arn": test.worker.secret_arn,
                   "result_prefix": f"s3://{bucket}/{RESULT_PREFIX}", "worker": _worker(test.worker, topology)}
     return {"sample": test.sample, "targets": policy.restore_test_targets, "instance_class": test.instance_class,
-            "timeout_seconds": test.timeout_minutes * 60, "worker": worker}
+            "timeout_seconds": test.timeout_minutes * 60, "worker": worker, "retrieval_tier": test.retrieval_tier}
 
 
 def _maintenance(policy: Policy, config: BackupConfig, topology: Topology, repository_key_arn: str) -> dict | None:

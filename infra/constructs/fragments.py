@@ -16,6 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import Timing
+from infra.constructs.lambda_step import LambdaStep
 
 # CDK drops None from state parameters; this intrinsic writes an explicit JSON null.
 JSON_NULL = "States.StringToJson('null')"
@@ -79,6 +80,31 @@ def poll_until(scope: Construct, *, check: sfn.TaskStateBase, done: sfn.Conditio
     wait = sfn.Wait(scope, wait_name, time=sfn.WaitTime.seconds_path(wait_seconds_path))
     check.next(sfn.Choice(scope, choice_name).when(done, then).otherwise(wait.next(check)))
     return check
+
+
+def archive_retrieval(scope: Construct, *, request: LambdaStep, check: LambdaStep, retries: Retries,
+                      failed: sfn.IChainable, then: sfn.IChainable) -> sfn.Choice:
+    """An archived restore point's packs retrieved from Glacier (hours) before a worker reads them, when
+    ``$.retrieval`` is set (its planner made it); any failure, the bound's included, goes to `failed`.
+
+        From the archive? ─yes─> Request archive retrieval ─> Check archive retrieval <─┐
+            │ no                                                │ not all ready ─────┴─ Wait (growing)
+            ▼ <─────────────────────────────────────────────────┘ every pack readable
+          then
+
+    Handlers request_archive_retrieval and check_archive_retrieval (the restore and restore-test
+    workflows share them). Returns the Choice.
+    """
+    payload = {"retrieval.$": "$.retrieval"}
+    first = catch_into(request.task(scope, "Request archive retrieval", result_path="$.retrieval", payload=payload,
+                                    retries=[retries.throttled]), failed)
+    poll = catch_into(check.task(scope, "Check archive retrieval", result_path="$.retrieval", payload=payload,
+                                 retries=[retries.throttled]), failed)
+    poll_until(scope, check=poll, done=sfn.Condition.boolean_equals("$.retrieval.ready", True),
+               wait_seconds_path="$.retrieval.wait_seconds", then=then,
+               choice_name="Archive retrieved?", wait_name="Wait for archive retrieval")
+    first.next(poll)
+    return sfn.Choice(scope, "From the archive?").when(sfn.Condition.is_not_null("$.retrieval"), first).otherwise(then)
 
 
 def logged_state_machine(scope: Construct, id_: str, *, definition: sfn.IChainable, log_group_id: str,

@@ -1,11 +1,16 @@
 """The restore-test state machine, assembled in one place. Reading this file tells the whole flow.
 
     Plan restore test ──(fails)──> Report failed run ──> Fail
-        │  (least recently tested sources first; the newest snapshot and restore point of each)
+        │  (least recently tested sources first; the newest snapshot and restore point of each, and
+        │   with archived_restore_point a second TEST of each: its newest archived point)
         ▼
     Map: each TEST, one at a time (per-item Catch)
     │  Nothing to test? ─yes──────────────────────────────────────────────────> Test result
     │      │ no
+    │  From the archive? ─yes─> Request archive retrieval ─> Check archive retrieval <─┐
+    │      │ no                  (an archived point's packs,    │ not all ready ───────┴─ Wait
+    │      │                      Bulk tier: hours)             │ fails, or past the bound ─> Test result
+    │      ▼ <──────────────────────────────────────────────────┘ every pack readable
     │  Take test slot (lease per account-region: one running test there; LeaseHeld retried)
     │  Prepare restore test (the worker's 2 groups; the restore input)
     │  Restore throwaway = RestoreStateMachine, run as a child (.sync:2): smallest class, private,
@@ -24,7 +29,10 @@
 
 Handlers: plan_restore_test, prepare_restore_test, locate_throwaway, delete_throwaway,
 restore_test_report; the image-level steps start_worker, check_worker, cleanup_worker and the lease
-steps are the backup workflow's own.
+steps are the backup workflow's own; the archive retrieval (request_archive_retrieval,
+check_archive_retrieval) is the fragment the restore workflow runs too (fragments.archive_retrieval). It
+runs before the slot is taken and the throwaway made: hours of waiting hold no slot and bill no
+instance hours, and a failed retrieval has nothing to clean up.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.config import Timing
-from infra.constructs.fragments import JSON_NULL, Retries, catch_into, poll_until, retry
+from infra.constructs.fragments import JSON_NULL, Retries, archive_retrieval, catch_into, poll_until, retry
 from infra.constructs.lambda_step import LambdaStep
 
 SLOT_PREFIX = "rdsbackup-restore-test"
@@ -44,7 +52,8 @@ SLOT_PREFIX = "rdsbackup-restore-test"
 
 @dataclass(frozen=True)
 class RestoreTestSteps:
-    """The Lambda steps the restore-test workflow is made of (the last five shared with the backup)."""
+    """The Lambda steps the restore-test workflow is made of (the backup's worker and lease steps and the
+    restore's archive retrieval shared)."""
 
     plan_restore_test: LambdaStep
     prepare_restore_test: LambdaStep
@@ -56,6 +65,8 @@ class RestoreTestSteps:
     cleanup_worker: LambdaStep
     acquire_lease: LambdaStep
     release_lease: LambdaStep
+    request_archive_retrieval: LambdaStep
+    check_archive_retrieval: LambdaStep
 
 
 class RestoreTestWorkflow(Construct):
@@ -71,7 +82,7 @@ class RestoreTestWorkflow(Construct):
         test_result = sfn.Pass(self, "Test result", parameters={
             "source.$": "$.source", "resource.$": "$.resource", "restore_test.$": "$.restore_test",
             "timing.$": "$.timing", "worker.$": "$.image", "error.$": "$.error",
-            "throwaway_cleanup.$": "$.throwaway_cleanup", "cleanup.$": "$.cleanup",
+            "throwaway_cleanup.$": "$.throwaway_cleanup", "cleanup.$": "$.cleanup", "retrieval.$": "$.retrieval",
         })
         # record_result: a test slot is no backup resource; release_lease records none for it
         slot = {"session_id.$": "$.session_id", "policy.$": "$.policy", "lease_seconds.$": "$.lease_seconds",
@@ -110,7 +121,7 @@ class RestoreTestWorkflow(Construct):
         keep_prepared = sfn.Pass(self, "Worker network ready", parameters={
             **{f"{key}.$": f"$.{key}" for key in (
                 "session_id", "policy", "resource", "source", "access_role_arn", "lease_seconds", "wait",
-                "image_backup", "restore_test", "error", "throwaway_cleanup", "cleanup")},
+                "image_backup", "restore_test", "error", "throwaway_cleanup", "cleanup", "retrieval")},
             "image.$": "$.prepared.image", "restore_input.$": "$.prepared.restore_input",
             "timing": {"started_at.$": "$.prepared.started_at"},
         })
@@ -146,11 +157,15 @@ class RestoreTestWorkflow(Construct):
         test_defaults = sfn.Pass(self, "Start test", parameters={
             **{f"{key}.$": f"$.{key}" for key in (
                 "session_id", "policy", "resource", "source", "access_role_arn", "lease_seconds", "wait",
-                "image_backup", "restore_test", "error")},
+                "image_backup", "restore_test", "error", "retrieval")},
             **{f"{key}.$": JSON_NULL for key in ("image", "timing", "throwaway_cleanup", "cleanup")},
         })
+        # an archived point: its packs retrieved first (nothing exists yet, so a failure ends the test)
+        from_archive = archive_retrieval(self, request=steps.request_archive_retrieval,
+                                         check=steps.check_archive_retrieval, retries=retries, failed=test_result,
+                                         then=take_slot)
         nothing_to_test = sfn.Choice(self, "Nothing to test?").when(
-            sfn.Condition.is_not_null("$.error"), test_result).otherwise(take_slot)
+            sfn.Condition.is_not_null("$.error"), test_result).otherwise(from_archive)
         test_defaults.next(nothing_to_test)
         each_test = sfn.Map(self, "Test each source", items_path="$.run.tests", max_concurrency=1,
                             result_path="$.tests")

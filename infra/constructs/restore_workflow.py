@@ -59,7 +59,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import Timing
-from infra.constructs.fragments import JSON_NULL, Retries, catch_into, poll_until
+from infra.constructs.fragments import JSON_NULL, Retries, archive_retrieval, catch_into, poll_until
 from infra.constructs.lambda_step import LambdaStep
 
 
@@ -226,19 +226,9 @@ class RestoreWorkflow(Construct):
         prepare.next(start)
         start.next(check)
         # an archived restore point: its Glacier packs are retrieved (hours) before the worker starts
-        retrieval = {"retrieval.$": "$.retrieval"}
-        request = guarded(steps.request_archive_retrieval.task(
-            self, "Request archive retrieval", result_path="$.retrieval", payload=retrieval,
-            retries=[retries.throttled]))
-        check_retrieval = guarded(steps.check_archive_retrieval.task(
-            self, "Check archive retrieval", result_path="$.retrieval", payload=retrieval,
-            retries=[retries.throttled]))
-        poll_until(self, check=check_retrieval, done=sfn.Condition.boolean_equals("$.retrieval.ready", True),
-                   wait_seconds_path="$.retrieval.wait_seconds", then=prepare,
-                   choice_name="Archive retrieved?", wait_name="Wait for archive retrieval")
-        request.next(check_retrieval)
-        from_archive = sfn.Choice(self, "From the archive?").when(
-            sfn.Condition.is_not_null("$.retrieval"), request).otherwise(prepare)
+        from_archive = archive_retrieval(self, request=steps.request_archive_retrieval,
+                                         check=steps.check_archive_retrieval, retries=retries, failed=cleanup,
+                                         then=prepare)
         plan = steps.plan_database_restore.task(self, "Plan database restore", result_path="$", payload={
             "input.$": "$", "execution_name.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime",
         }, retries=[retries.throttled])

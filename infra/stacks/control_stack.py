@@ -18,7 +18,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.config import BackupConfig, maintenance_of, object_lock_mode
+from infra.config import BackupConfig, Policy, maintenance_of, object_lock_mode
 from infra.constructs.backup_workflow import BackupWorkflow, WorkflowSteps
 from infra.constructs.db_modification_watch import DbModificationWatch, watched_roles_env
 from infra.constructs.dead_letters import DeadLetters
@@ -128,7 +128,7 @@ class ControlStack(Stack):
         restore = RestoreWorkflow(self, "Restore", steps=self.restore_steps, timing=config.timing)
         self.restore_state_machine, self.restore_state_machine_logs = logged_state_machine(
             self, "RestoreStateMachine", definition=restore.definition, log_group_id="RestoreStateMachineLogs",
-            key=self.key, timeout=Duration.hours(24 + self._longest_retrieval_hours(config)),
+            key=self.key, timeout=Duration.hours(24 + self._longest_retrieval_hours(config.policies)),
             comment="rds-backup: restore a snapshot into a new (or replacing) DB instance or Aurora cluster")
         self.restore_test_state_machine = self._restore_tests(config, topology)
         self._schedules(config)
@@ -368,11 +368,17 @@ class ControlStack(Stack):
             start_worker=self.steps.start_worker, check_worker=self.steps.check_worker,
             cleanup_worker=self.steps.cleanup_worker, acquire_lease=self.steps.acquire_lease,
             release_lease=self.steps.release_lease,
+            request_archive_retrieval=self.restore_steps.request_archive_retrieval,
+            check_archive_retrieval=self.restore_steps.check_archive_retrieval,
         )
         for reaching in (steps.plan_restore_test, steps.prepare_restore_test, steps.locate_throwaway,
                          steps.delete_throwaway):
             self.allow_powers(reaching)
         self.table.grant(steps.plan_restore_test.role, "dynamodb:BatchGetItem")
+        # the newest archived point of each source: the plan lists the archive's manifests
+        testing_archives = self._testing_archives(config)
+        if testing_archives:
+            self.allow_archive_reading(steps.plan_restore_test, testing_archives, listing=("keys", "manifests"))
         self.table.grant(steps.restore_test_report.role, "dynamodb:PutItem")
         for step_ in (steps.plan_restore_test, steps.restore_test_report):
             self.grant_control_key(step_.role)
@@ -382,7 +388,9 @@ class ControlStack(Stack):
                                        timing=config.timing)
         machine, self.restore_test_state_machine_logs = logged_state_machine(
             self, "RestoreTestStateMachine", definition=workflow.definition,
-            log_group_id="RestoreTestStateMachineLogs", key=self.key, timeout=Duration.hours(24),
+            log_group_id="RestoreTestStateMachineLogs", key=self.key,
+            # a test of an archived point first waits for its retrieval (archive.retrieval_timeout_hours)
+            timeout=Duration.hours(24 + self._longest_retrieval_hours(testing_archives)),
             comment="rds-backup: restore a policy's newest backups into throwaway instances and validate them")
         return machine
 
@@ -495,16 +503,38 @@ class ControlStack(Stack):
         return machine
 
     @staticmethod
-    def _longest_retrieval_hours(config: BackupConfig) -> int:
-        """A restore from an archive first waits for its retrieval: the restore's timeout leaves room for it."""
-        return math.ceil(max((p.archive.retrieval_timeout_hours for p in config.policies if p.archive), default=0))
+    def _testing_archives(config: BackupConfig) -> list[Policy]:
+        """The policies whose restore tests test their newest archived points."""
+        return [p for p in config.policies
+                if p.archive is not None and "archived_restore_point" in p.restore_test_targets]
+
+    @staticmethod
+    def _longest_retrieval_hours(policies: list[Policy]) -> int:
+        """A restore from an archive (or a restore test of an archived point) first waits for its retrieval:
+        the state machine's timeout leaves room for the longest of `policies`'."""
+        return math.ceil(max((p.archive.retrieval_timeout_hours for p in policies if p.archive), default=0))
 
     def allow_archive_retrieval(self, step: LambdaStep, config: BackupConfig) -> None:
         """Open each policy's archive (its config, keys and manifests; list its keys and packs) and ask S3 to
         retrieve its packs: never read a pack, never write or delete anything."""
-        for policy in config.policies:
-            if policy.archive is None:
-                continue
+        archived = [policy for policy in config.policies if policy.archive is not None]
+        self.allow_archive_reading(step, archived, listing=("keys", "data"))
+        for policy in archived:
+            assert policy.archive is not None
+            bucket = self.repositories.buckets[policy.archive.repository]
+            prefix = repository_prefix(policy.name)
+            step.role.add_to_policy(iam.PolicyStatement(actions=["s3:RestoreObject"], resources=[
+                bucket.arn_for_objects(f"{prefix}/data/*")]))
+            bucket_id = self.get_logical_id(bucket.node.default_child)
+            acknowledge(step.role, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}/data/*]",
+                        "An archive's packs are named by id under the policy's prefix; they may only be "
+                        "retrieved (s3:RestoreObject), never read.")
+
+    def allow_archive_reading(self, step: LambdaStep, policies: list[Policy], *, listing: tuple[str, ...]) -> None:
+        """Open each of `policies`' archives: read its config, key documents and manifests (all STANDARD)
+        and list the `listing` folders of its prefix; no pack, no write, no delete."""
+        for policy in policies:
+            assert policy.archive is not None
             bucket = self.repositories.buckets[policy.archive.repository]
             prefix = repository_prefix(policy.name)
             step.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
@@ -512,14 +542,11 @@ class ControlStack(Stack):
                 bucket.arn_for_objects(f"{prefix}/manifests/*")]))
             step.role.add_to_policy(iam.PolicyStatement(
                 actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{prefix}/keys/*", f"{prefix}/data/*"]}}))
-            step.role.add_to_policy(iam.PolicyStatement(actions=["s3:RestoreObject"], resources=[
-                bucket.arn_for_objects(f"{prefix}/data/*")]))
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}/{folder}/*" for folder in listing]}}))
             bucket_id = self.get_logical_id(bucket.node.default_child)
-            for what in ("keys", "manifests", "data"):
+            for what in ("keys", "manifests"):
                 acknowledge(step.role, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}/{what}/*]",
-                            "An archive's key documents, manifests and packs are named by id under the policy's "
-                            "prefix; packs may only be retrieved (s3:RestoreObject), never read.")
+                            "An archive's key documents and manifests are named by id under the policy's prefix.")
         # the archive's master key (unwrapped directly) and its objects (read through S3)
         step.role.add_to_policy(iam.PolicyStatement(
             actions=["kms:Decrypt"], resources=[self.repositories.key.key_arn],

@@ -10,6 +10,8 @@ cluster, so the image-level worker steps (start, check, clean up) serve it uncha
   within ``ceil(sources / N)`` runs.
 - **What.** The newest snapshot (or replica) and restore point of the source's newest successful
   backup (:mod:`backup_freshness`); the restore state machine verifies the snapshot's metadata.
+  With ``archived_restore_point`` a second TEST per source: the newest point in the policy's archive
+  repository (its manifests), whose ``retrieval`` the workflow runs before the throwaway is made.
 - **The throwaway** ``rdsbackup-test-<hash>`` is restored with the smallest sensible class, not
   Multi-AZ, never publicly accessible, in a temporary security group that admits only the test worker
   on the DB port (made here before the restore, in the source's VPC), tagged ``rdsbackup:temporary`` and
@@ -39,8 +41,10 @@ from rdsbackup_lambdas.image.worker import group_names
 from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, PollState, Resource, WaitSettings
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.polling import next_poll
+from rdsbackup_lambdas.restore.archive_retrieval import newest_archived_points, retrieval_for
 
 THROWAWAY_PREFIX = names.THROWAWAY_PREFIX
+ARCHIVED = "archived_restore_point"
 RESTORE_TEST_TAG = names.RESTORE_TEST_TAG
 _BATCH = 100
 # the smallest class each engine runs on that still restores a real database in reasonable time
@@ -57,8 +61,9 @@ def throwaway_id(session_id: str, source_arn: str) -> str:
     return THROWAWAY_PREFIX + hashlib.sha256(f"{session_id}\x00{source_arn}".encode()).hexdigest()[:16]
 
 
-def _throwaway(source: Resource, session_id: str) -> Resource:
-    ident = throwaway_id(session_id, source.arn)
+def _throwaway(source: Resource, session_id: str, *, archived: bool = False) -> Resource:
+    # a source's archived point is tested in a throwaway of its own (a second TEST of the run)
+    ident = throwaway_id(session_id, source.arn + ("#archived" if archived else ""))
     word = "cluster" if source.kind == "cluster" else "db"
     return Resource(arn=f"arn:aws:rds:{source.region}:{source.account}:{word}:{ident}", id=ident, kind=source.kind,
                     account=source.account, region=source.region, engine=source.engine)
@@ -129,6 +134,8 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     compared = {} if policy.image_backup is not None else newest_restore_points(
         table, policies, [r.arn for r, _ in chosen])
     targets = settings.get("targets") or ["snapshot"]
+    archive = (raw.get("maintenance") or {}).get("archive") if ARCHIVED in targets else None
+    archived = newest_archived_points(archive["repository"]) if archive else {}
     tests = []
     for resource, target in chosen:
         last = newest.get(resource.arn) or {}
@@ -158,7 +165,7 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
             image_backup=image_backup,
         ).model_dump(exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "replication"})
         test.update(
-            source=resource.model_dump(), image=None, error=error,
+            source=resource.model_dump(), image=None, error=error, retrieval=None,
             restore_test={
                 "source_id": resource.id, "snapshot_arn": snapshot_arn, "restore_point_id": rp_id,
                 "compare_restore_point_id": compare_id, "warnings": warnings,
@@ -166,10 +173,41 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
                 or "replica" in targets, "instance_class": settings.get("instance_class")
                 or smallest_class(resource.engine), "timeout_seconds": settings.get("timeout_seconds", 10800),
             })
-        tests.append(test)
+        if set(targets) - {ARCHIVED}:
+            tests.append(test)
+        if archive is not None:
+            tests.append(_archived_test(test, resource, session_id, archive, archived.get(resource.id),
+                                        tier=settings.get("retrieval_tier") or "Bulk", policy=policy))
     logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
     return {"session": {"session_id": session_id, "policy": policy_name,
                         "started_at": started_at or now_iso()}, "tests": tests}
+
+
+def _archived_test(test: dict[str, Any], source: Resource, session_id: str, archive: dict[str, Any],
+                   point: dict[str, Any] | None, *, tier: str, policy: Policy) -> dict[str, Any]:
+    """The TEST of the source's newest archived point, beside `test` (the source's other TEST, whose
+    snapshot restores the throwaway server): its packs are retrieved (``retrieval``) before the throwaway
+    is made, then the worker restores the point from the archive repository and compares every table."""
+    plan_ = test["restore_test"]
+    error = test["error"]
+    if error is None and point is None:
+        error = {"Error": "NothingToTest", "Cause": f"{source.arn} has no restore point in archive repository "
+                 f"{archive['name']!r} yet"}
+    elif error is None and source.engine not in ("postgres", "aurora-postgresql"):
+        error = {"Error": "NothingToTest", "Cause": f"archived restore point {point['id']} of {source.arn}: "
+                 "a restore test restores archived PostgreSQL restore points only"}
+    rp_id = point["id"] if point else None
+    image_backup = {**test["image_backup"], "repository_url": archive["repository"]}
+    return {
+        **test, "resource": _throwaway(source, session_id, archived=True).model_dump(),
+        "image_backup": image_backup, "error": error,
+        "restore_test": {**plan_, "restore_point_id": rp_id, "compare_restore_point_id": rp_id, "warnings": [],
+                         "check_snapshot": False, "archived": True,
+                         "restore_point_time": point["time"] if point else None},
+        # the retrieved copies are read within hours of the retrieval: one day of STANDARD storage is enough
+        "retrieval": retrieval_for(archive, rp_id, tier=tier, days=1, wait=policy.wait)
+        if rp_id and error is None else None,
+    }
 
 
 def newest_restore_points(table: str, policies: dict[str, Any], arns: list[str]) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """The end of a restore-test run: per source a verdict, recorded, measured and (on failure) notified.
 
-Per source: passed or failed with the reasons (the worker's failures naming tables, or the error of the
-step that failed), the time to restore (snapshot to an available throwaway, plus the restore point's
-own restore: the RTO measured), the whole test's duration, and what cleanup left for the sweeper.
+Per TEST (a source, or a source's archived point): passed or failed with the reasons (the worker's
+failures naming tables, or the error of the step that failed), the time to restore (snapshot to an
+available throwaway, plus the restore point's own restore and an archived point's retrieval wait: the
+RTO measured), the whole test's duration, and what cleanup left for the sweeper.
 The run is recorded in DynamoDB (``pk = restoretest#<session>``), each source's test time kept for the
 rotation (``lasttest#<policy>#<arn>``), metrics emitted per source, and a failed run published to SNS.
 """
@@ -36,7 +37,9 @@ def source_result(test: dict[str, Any], now: float) -> dict[str, Any]:
     restored = (test.get("timing") or {}).get("restored_at")
     time_to_restore = None
     if isinstance(started, (int, float)) and isinstance(restored, (int, float)):
-        time_to_restore = round(restored - started + float(verdict.get("restore_seconds") or 0), 1)
+        # an archived point's RTO includes the hours its retrieval waited
+        retrieved = float((test.get("retrieval") or {}).get("waited_seconds") or 0)
+        time_to_restore = round(restored - started + float(verdict.get("restore_seconds") or 0) + retrieved, 1)
     left = list(throwaway_cleanup.get("left_for_sweeper") or []) + list(cleanup.get("left_for_sweeper") or [])
     passed = error is None and bool(verdict) and verdict.get("passed") is True
     return {
@@ -52,9 +55,19 @@ def source_result(test: dict[str, Any], now: float) -> dict[str, Any]:
         "time_to_restore_seconds": time_to_restore,
         "duration_seconds": round(now - started, 1) if isinstance(started, (int, float)) else None,
         "left_for_sweeper": left,
+        # an archived point (targets: archived_restore_point): what its retrieval asked for and waited
+        "archived": bool(plan.get("archived")),
+        "retrieval": _retrieval_summary(test.get("retrieval")),
         "warnings": list(plan.get("warnings") or []) + list(throwaway_cleanup.get("warnings") or [])
         + list(cleanup.get("warnings") or []),
     }
+
+
+def _retrieval_summary(retrieval: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not retrieval:
+        return None
+    return {key: retrieval.get(key) for key in ("repository", "storage_class", "tier", "packs", "bytes",
+                                                "requested", "waiting", "waited_seconds")}
 
 
 def _metrics(policy: str, result: dict[str, Any]) -> None:

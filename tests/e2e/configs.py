@@ -69,6 +69,19 @@ E2E_CONFIG = {
             "maintenance": {"worker": {"timeout_minutes": 2}},
         },
         {
+            # restore tests of the newest archived point (tests/e2e/test_restore_test.py), retrieved first
+            "name": "archtested",
+            "schedule": _SCHEDULE,
+            "selection": {"tags": {"backup": "archtested"}},
+            "snapshot_retention": 2,
+            "retention_min_days": 0,
+            "image_backup": {"repository": "main", "retention": {"keep_last": 3},
+                             "worker": {"timeout_minutes": 1}},
+            "archive": {"repository": "cold", "after_days": 0, "retrieval_timeout_hours": 0.005},
+            "maintenance": {"worker": {"timeout_minutes": 2}},
+            "restore_test": {"targets": ["archived_restore_point"]},
+        },
+        {
             "name": "hasty",
             "schedule": _SCHEDULE,
             "selection": {"tags": {"backup": "hasty"}},

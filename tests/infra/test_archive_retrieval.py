@@ -1,6 +1,7 @@
 """The restore workflow's archive retrieval steps: least privilege (they open the archive and ask S3 to
 retrieve its packs, never read a pack) and a Lambda asset that carries the worker's repository code."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,11 +35,16 @@ def test_retrieval_steps_read_the_archive_index_and_manifests_and_retrieve_packs
         assert sorted(by_action) == ["s3:GetObject", "s3:ListBucket", "s3:RestoreObject"], (step, by_action)
         reads = by_action["s3:GetObject"]
         assert all(r.startswith(ARCHIVE) for r in reads)
-        assert sorted(r.split(".Arn>/", 1)[1] for r in reads) == ["images/config", "images/keys/*",
-                                                                   "images/manifests/*"], reads
-        assert [r.split(".Arn>/", 1)[1] for r in by_action["s3:RestoreObject"]] == ["images/data/*"]
-        (listing,) = [s for s in s3 if as_list(s["Action"]) == ["s3:ListBucket"]]
-        assert listing["Condition"] == {"StringLike": {"s3:prefix": ["images/keys/*", "images/data/*"]}}
+        # each archiving policy's archive (images; archtested, whose restore tests retrieve from it)
+        assert sorted(r.split(".Arn>/", 1)[1] for r in reads) == [
+            f"{policy}/{what}" for policy in ("archtested", "images") for what in ("config", "keys/*", "manifests/*")
+        ], reads
+        assert sorted(r.split(".Arn>/", 1)[1] for r in by_action["s3:RestoreObject"]) == ["archtested/data/*",
+                                                                                          "images/data/*"]
+        listings = [s["Condition"] for s in s3 if as_list(s["Action"]) == ["s3:ListBucket"]]
+        assert sorted(listings, key=json.dumps) == [
+            {"StringLike": {"s3:prefix": [f"{policy}/keys/*", f"{policy}/data/*"]}}
+            for policy in ("archtested", "images")]
         # no other bucket, no write, no delete, no pack read
         assert not any("Put" in a or "Delete" in a for a in by_action)
         kms = [s for s in _statements(control_template, step) if "kms:Decrypt" in as_list(s["Action"])]
@@ -59,18 +65,23 @@ def test_the_production_worker_reads_its_policys_archive_and_writes_only_its_loc
             if flatten(resource).startswith(cold):
                 for action in as_list(statement["Action"]):
                     on_archive.setdefault(action, set()).add(flatten(resource).removeprefix(cold))
-    assert on_archive == {"s3:GetObject": {"/images/*"}, "s3:PutObject": {"/images/locks/*"},
-                          "s3:DeleteObject": {"/images/locks/*"}, "s3:ListBucket": {""},
+    assert on_archive == {"s3:GetObject": {"/images/*", "/archtested/*"},
+                          "s3:PutObject": {"/images/locks/*", "/archtested/locks/*"},
+                          "s3:DeleteObject": {"/images/locks/*", "/archtested/locks/*"}, "s3:ListBucket": {""},
                           "s3:GetBucketLocation": {""}}, on_archive
     # the archive bucket's policy says the same for this account's worker role, named exactly
     (policy,) = [p for p in resources_of(control_template, "AWS::S3::BucketPolicy").values()
                  if "Repositorycold" in flatten(p["Properties"]["Bucket"])]
     allowed = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
                and "rdsbackup-worker-us-east-1" in flatten(s.get("Condition"))]
-    granted = {a: {flatten(r).split(".Arn>", 1)[-1] for r in as_list(s["Resource"])}
-               for s in allowed for a in as_list(s["Action"])}
-    assert granted == {"s3:GetObject": {"/images/*"}, "s3:PutObject": {"/images/locks/*"},
-                       "s3:DeleteObject": {"/images/locks/*"}, "s3:ListBucket": {""},
+    granted: dict[str, set[str]] = {}
+    for statement in allowed:
+        for action in as_list(statement["Action"]):
+            granted.setdefault(action, set()).update(flatten(r).split(".Arn>", 1)[-1]
+                                                     for r in as_list(statement["Resource"]))
+    assert granted == {"s3:GetObject": {"/images/*", "/archtested/*"},
+                       "s3:PutObject": {"/images/locks/*", "/archtested/locks/*"},
+                       "s3:DeleteObject": {"/images/locks/*", "/archtested/locks/*"}, "s3:ListBucket": {""},
                        "s3:GetBucketLocation": {""}}, granted
 
 

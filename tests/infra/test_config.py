@@ -173,6 +173,32 @@ def test_restore_test_defaults_are_weekly_small_and_test_what_the_policy_keeps()
     assert _parse(VALID).policies[0].restore_test_targets == []
 
 
+def _testing_the_archive(**restore_test):
+    config = _with(image_backup={"repository": "main"}, archive={"repository": "cold", "after_days": 0},
+                   restore_test=restore_test)
+    config["repositories"] = {"main": {}, "cold": {"storage_class": "DEEP_ARCHIVE"}}
+    return config
+
+
+def test_archived_restore_points_are_tested_only_when_asked_for_and_only_with_an_archive():
+    policy = _parse(_testing_the_archive(targets=["snapshot", "archived_restore_point"])).policies[0]
+    assert policy.restore_test_targets == ["snapshot", "archived_restore_point"]
+    assert policy.restore_test.retrieval_tier == "Bulk"  # the cheapest tier: a test is not in a hurry
+    # the default tests what costs little: never the archive
+    assert _parse(_testing_the_archive()).policies[0].restore_test_targets == ["snapshot", "restore_point"]
+    with pytest.raises(ConfigError) as error:
+        _parse(_with(image_backup={"repository": "main"}, restore_test={"targets": ["archived_restore_point"]}))
+    assert 'field "restore_test.targets": \'archived_restore_point\' needs the policy\'s "archive" section, ' \
+           "which it does not have" in str(error.value)
+
+
+def test_an_archived_restore_test_in_a_tier_the_archive_class_does_not_offer_is_refused():
+    with pytest.raises(ConfigError) as error:
+        _parse(_testing_the_archive(targets=["archived_restore_point"], retrieval_tier="Expedited"))
+    assert str(error.value).endswith('field "restore_test.retrieval_tier": archive repository \'cold\' keeps its '
+                                     "packs in DEEP_ARCHIVE, which offers the tiers Standard and Bulk, not Expedited")
+
+
 def test_a_snapshot_only_policy_tests_its_snapshots_on_a_worker_of_its_own():
     test = _parse(_with(restore_test={"worker": {"results_repository": "main", "subnets": ["subnet-0a1b"]}}))
     policy = test.policies[0]

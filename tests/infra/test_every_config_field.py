@@ -211,6 +211,7 @@ CHANGES = {
     "policies.restore_test.sample": _policy(_FULL, "restore_test.sample", 3),
     "policies.restore_test.targets": _policy(_FULL, "restore_test.targets", ["snapshot"]),
     "policies.restore_test.instance_class": _policy(_FULL, "restore_test.instance_class", "db.t4g.large"),
+    "policies.restore_test.retrieval_tier": _policy(_FULL, "restore_test.retrieval_tier", "Expedited"),
     "policies.restore_test.timeout_minutes": _policy(_FULL, "restore_test.timeout_minutes", 77),
     "policies.restore_test.worker.results_repository": _policy(_SNAPS, "restore_test.worker.results_repository",
                                                                "other"),

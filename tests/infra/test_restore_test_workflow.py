@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.infra.conftest import flatten, resources_of
+from tests.infra.conftest import as_list, definition_of, flatten, resources_of, role_statements, state_machine
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,50 @@ def test_weekly_schedule_per_policy_with_restore_test(control_template, definiti
     assert weekly["ScheduleExpression"] == "cron(0 5 ? * SUN *)"
     assert json.loads(weekly["Target"]["Input"]) == {"policy": "images"}
     assert flatten(weekly["Target"]["Arn"]).startswith("<RestoreTestStateMachine")
+
+
+def test_an_archived_point_is_retrieved_by_the_restore_workflows_steps_before_the_slot_and_the_throwaway(
+        per_test, control_template):
+    assert per_test["Nothing to test?"]["Default"] == "From the archive?"
+    choice = per_test["From the archive?"]
+    assert choice["Choices"][0]["Next"] == "Request archive retrieval" and choice["Default"] == "Take test slot"
+    assert per_test["Request archive retrieval"]["Next"] == "Check archive retrieval"
+    assert per_test["Check archive retrieval"]["Next"] == "Archive retrieved?"
+    ready = per_test["Archive retrieved?"]
+    assert ready["Choices"][0]["Next"] == "Take test slot" and ready["Default"] == "Wait for archive retrieval"
+    assert per_test["Wait for archive retrieval"]["SecondsPath"] == "$.retrieval.wait_seconds"
+    assert per_test["Wait for archive retrieval"]["Next"] == "Check archive retrieval"
+    # nothing exists yet: any failure (the bound's ArchiveRetrievalTimedOut included) ends the test
+    for name in ("Request archive retrieval", "Check archive retrieval"):
+        assert per_test[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                            "Next": "Test result"}], name
+    # the very functions the restore workflow's loop invokes (one function, role and log group each)
+    restore = definition_of(state_machine(control_template, "RestoreStateMachine"))["States"]
+    for name in ("Request archive retrieval", "Check archive retrieval"):
+        assert per_test[name]["Resource"] == restore[name]["Resource"]
+        assert "RetrievalFunction" in per_test[name]["Resource"], per_test[name]["Resource"]
+        assert per_test[name]["Parameters"] == {"retrieval.$": "$.retrieval"}
+    # the retrieval's state reaches the report on every path
+    assert per_test["Test result"]["Parameters"]["retrieval.$"] == "$.retrieval"
+
+
+def test_the_restore_test_timeout_leaves_room_for_the_archive_retrieval(control_template):
+    machine = state_machine(control_template, "RestoreTestStateMachine")
+    # 24 h + archtested's archive.retrieval_timeout_hours (0.005 h, rounded up)
+    assert definition_of(machine)["TimeoutSeconds"] == 25 * 3600
+
+
+def test_the_plan_reads_only_the_manifests_of_the_archives_it_tests(control_template):
+    statements = role_statements(control_template)["rdsbackup-step-plan-restore-test-us-east-1"]
+    s3 = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+    actions = {a for s in s3 for a in as_list(s["Action"])}
+    assert actions == {"s3:GetObject", "s3:ListBucket"}, actions
+    reads = sorted(flatten(r).split(".Arn>/", 1)[1] for s in s3 if "s3:GetObject" in as_list(s["Action"])
+                   for r in as_list(s["Resource"]))
+    # archtested tests its archive; images archives too but does not test it: not readable here
+    assert reads == ["archtested/config", "archtested/keys/*", "archtested/manifests/*"], reads
+    (listing,) = [s for s in s3 if as_list(s["Action"]) == ["s3:ListBucket"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["archtested/keys/*", "archtested/manifests/*"]}}
+    kms = [s for s in statements if "kms:Decrypt" in as_list(s["Action"])
+           and "Repositories" in flatten(s["Resource"])]
+    assert kms and all(s.get("Condition") for s in kms)

@@ -277,3 +277,106 @@ def test_a_deletion_that_outlasts_its_wait_is_left_to_the_sweeper_and_ends_the_l
     last = delete_throwaway.handler(waited, ctx)
     assert last["done"] is True and last["left_for_sweeper"] == [f"DB instance {ident}"]
     assert "still not ready" in last["warnings"][0]
+
+
+# --- archived restore points (targets: archived_restore_point) -------------------------------------------------
+
+
+@pytest.fixture
+def archive(tmp_path, monkeypatch) -> dict:
+    """A real archive repository (file://) holding two points of `orders` and one of `other`, archived from a
+    backup repository as the backup-account session does; returns the policy's maintenance.archive section
+    and the archived ids."""
+    from rdsbackup.repository import Repository
+    from rdsbackup.repository.archive import ArchiveRepository, archive_restore_point
+
+    monkeypatch.setenv("RDSBACKUP_ARCHIVE_PASSWORD", "archive key")
+    source = Repository.init(f"file://{tmp_path}/backup", password="backup key")
+    ids = {}
+    for n, name in enumerate(("orders", "other", "orders")):
+        with source.begin_backup(source_id=name, engine="postgres") as writer:
+            stream = writer.add_stream("t", [f"rows of {name} {n}\n".encode() * 100], profile="table")
+            ids.setdefault(name, []).append(writer.commit({"streams": {"t": stream}, "databases": []}))
+    url = f"file://{tmp_path}/archive"
+    archive = ArchiveRepository.init_archive(url, id_key=source._keys.id_key)
+    for rp_id in [*ids["orders"], *ids["other"]]:
+        archive_restore_point(source, archive, rp_id, storage_class="DEEP_ARCHIVE")
+    return {"section": {"repository": url, "name": "cold", "retrieval_timeout_hours": 12,
+                        "storage_class": "DEEP_ARCHIVE"}, "ids": ids}
+
+
+def archiving(names, archive_section, targets=("snapshot", "restore_point", "archived_restore_point"), **test):
+    pols = policies(names, targets=targets)
+    pols["demo"]["restore_test"].update(test)
+    pols["demo"]["maintenance"] = {"archive": archive_section}
+    return pols
+
+
+def test_the_newest_archived_point_is_a_second_test_retrieved_first_and_read_from_the_archive(
+        net, world, ctx, monkeypatch, archive):
+    net.instance("orders")
+    backed_up(world, "orders")
+    run = plan(monkeypatch, ctx, archiving(["orders"], archive["section"]))
+    usual, archived = run["tests"]
+    assert usual["retrieval"] is None and usual["restore_test"]["restore_point_id"] == "rp-orders"
+    # its own throwaway, restored from the same snapshot (a server to restore into), not checked itself
+    assert archived["error"] is None and archived["resource"]["id"] != usual["resource"]["id"]
+    assert archived["resource"]["id"].startswith("rdsbackup-test-")
+    newest = archive["ids"]["orders"][-1]
+    assert archived["restore_test"]["snapshot_arn"] == usual["restore_test"]["snapshot_arn"]
+    assert archived["restore_test"]["restore_point_id"] == archived["restore_test"]["compare_restore_point_id"] \
+        == newest
+    assert archived["restore_test"]["check_snapshot"] is False
+    # the worker reads the archive; its results still go where the policy's do
+    assert archived["image_backup"]["repository_url"] == archive["section"]["repository"]
+    assert archived["image_backup"]["result_prefix"] == usual["image_backup"]["result_prefix"]
+    retrieval = archived["retrieval"]
+    assert retrieval["restore_point_id"] == newest and retrieval["repository"] == archive["section"]["repository"]
+    assert retrieval["tier"] == "Bulk" and retrieval["storage_class"] == "DEEP_ARCHIVE"
+    assert retrieval["timeout_hours"] == 12 and retrieval["wait"]["timeout_seconds"] == 12 * 3600
+    from rdsbackup_lambdas.restore.archive_retrieval import Retrieval
+
+    Retrieval.model_validate(retrieval)  # what request_archive_retrieval reads
+    image = {"endpoint": "throwaway.example", "port": 5432, "engine": "postgres", "secret_arn": "arn:secret"}
+    item = Item.model_validate(archived)
+    spec = worker_tasks.job_spec(item, ImageState(**image), item.image_backup)
+    assert spec["repository"] == archive["section"]["repository"] and spec["restore_point_id"] == newest
+
+
+def test_only_the_archived_target_plans_one_test_in_the_configured_tier(net, world, ctx, monkeypatch, archive):
+    net.instance("orders")
+    backed_up(world, "orders")
+    pols = archiving(["orders"], archive["section"], targets=("archived_restore_point",), retrieval_tier="Standard")
+    [test] = plan(monkeypatch, ctx, pols)["tests"]
+    assert test["retrieval"]["tier"] == "Standard" and test["restore_test"]["check_snapshot"] is False
+
+
+def test_a_source_with_nothing_archived_or_no_archive_yet_has_nothing_to_test(net, world, ctx, monkeypatch,
+                                                                              archive, tmp_path):
+    net.instance("fresh")
+    backed_up(world, "fresh")
+    for section in (archive["section"], {**archive["section"], "repository": f"file://{tmp_path}/never-archived"}):
+        [test] = plan(monkeypatch, ctx, archiving(["fresh"], section, targets=("archived_restore_point",)))["tests"]
+        assert test["error"] == {"Error": "NothingToTest", "Cause": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:fresh "
+                                 "has no restore point in archive repository 'cold' yet"}
+        assert test["retrieval"] is None
+
+
+def test_an_archived_points_result_names_its_retrieval_and_its_rto_includes_the_wait():
+    from rdsbackup_lambdas.restore_test_report import source_result
+
+    retrieval = {"repository": "s3://cold/demo", "restore_point_id": "a1b2c3d4", "storage_class": "DEEP_ARCHIVE",
+                 "tier": "Bulk", "days": 1, "packs": 3, "bytes": 3000, "requested": 3, "waiting": 0,
+                 "waiting_bytes": 0, "attempt": 4, "wait_seconds": 0, "waited_seconds": 7200, "ready": True}
+    test = {"source": {"arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:orders"}, "resource": {"id": "t"},
+            "restore_test": {"restore_point_id": "a1b2c3d4", "archived": True},
+            "timing": {"started_at": 100.0, "restored_at": 400.0}, "retrieval": retrieval,
+            "worker": {"test": {"passed": True, "failures": [], "restore_seconds": 50}}}
+    result = source_result(test, 1000.0)
+    assert result["status"] == "Passed" and result["archived"] is True
+    # snapshot to throwaway (300 s) + the point's restore (50 s) + the hours its packs took to come back
+    assert result["time_to_restore_seconds"] == 300 + 50 + 7200
+    assert result["retrieval"] == {"repository": "s3://cold/demo", "storage_class": "DEEP_ARCHIVE", "tier": "Bulk",
+                                   "packs": 3, "bytes": 3000, "requested": 3, "waiting": 0, "waited_seconds": 7200}
+    usual = source_result({**test, "retrieval": None, "restore_test": {"restore_point_id": "rp"}}, 1000.0)
+    assert usual["archived"] is False and usual["retrieval"] is None and usual["time_to_restore_seconds"] == 350

@@ -359,7 +359,7 @@ def test_a_listing_tells_the_same_retrieval_states_as_a_head_per_pack(source, th
 
 def test_the_restore_job_reads_an_archived_point_once_retrieved_and_names_what_is_not(
         source, three_days, s3_archive, monkeypatch):
-    from rdsbackup.restore_job import _open
+    from rdsbackup.restore_job import open_restorable
 
     _, bucket = s3_archive
     ids, contents = three_days
@@ -370,9 +370,9 @@ def test_the_restore_job_reads_an_archived_point_once_retrieved_and_names_what_i
     packs = archive.record(ids[0])["packs"]
     with pytest.raises(RepositoryError, match=f"restore point {ids[0]} of archive {url}: {len(packs)} packs are "
                                               "not retrieved from DEEP_ARCHIVE yet"):
-        _open(url, ids[0])
+        open_restorable(url, ids[0])
     request_retrieval(archive.backend, archive.pack_states(ids[0]), tier="Standard", days=1)  # moto: at once
-    assert read_table(_open(url, ids[0]), ids[0]) == contents[0]
+    assert read_table(open_restorable(url, ids[0]), ids[0]) == contents[0]
 
 
 def test_retention_never_deletes_a_point_under_object_lock_and_reports_early_deletion(

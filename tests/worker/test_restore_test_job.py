@@ -167,6 +167,46 @@ def test_the_restore_point_is_read_under_a_shared_lock_that_keeps_prune_out(rest
     assert list(Repository.open(backup_spec["repository"]).backend.list("locks/")) == []
 
 
+def test_an_archived_point_is_restored_from_the_archive_once_retrieved_under_a_lock_there(
+        restore_point, server, aws, monkeypatch):
+    """`targets: archived_restore_point`: the spec names the archive repository; the point is read through its
+    own view, only once its Glacier packs are readable, under a shared lock in the archive that keeps the
+    backup-account session's exclusive work (archive retention) out until the last comparison."""
+    from rdsbackup.repository.archive import ArchiveRepository, archive_restore_point
+    from rdsbackup.repository.retrieval import request_retrieval
+
+    backup_spec, rp_id = restore_point
+    archive_url = f"s3://{aws['bucket']}/archive"
+    source = Repository.open(backup_spec["repository"])
+    archive = ArchiveRepository.init_archive(archive_url, kms_key_id=aws["key_arn"], id_key=source._keys.id_key)
+    archive_restore_point(source, archive, rp_id, storage_class="DEEP_ARCHIVE")
+    spec = rt_spec(backup_spec, rp_id, repository=archive_url, check_snapshot=False)
+    result, code = run_restore_test(spec, log=quiet())
+    assert code == 1 and result["status"] == "failed"
+    assert f"restore point {rp_id} of archive {archive_url}:" in result["error"]
+    assert "packs are not retrieved from DEEP_ARCHIVE yet" in result["error"]
+
+    request_retrieval(archive.backend, archive.pack_states(rp_id), tier="Bulk", days=1)  # moto: at once
+    real_validate = validate_module.validate_restore_point
+    refused: list[str] = []
+
+    def validate_while_the_archive_is_maintained(*args, **kwargs):
+        try:
+            with ArchiveRepository.open_archive(archive_url).exclusive_lock("archive retention", wait=0):
+                pass
+        except RepositoryLocked as exc:
+            refused.append(str(exc))
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(validate_module, "validate_restore_point", validate_while_the_archive_is_maintained)
+    spec = rt_spec(backup_spec, rp_id, repository=archive_url, check_snapshot=False)
+    result, code = run_restore_test(spec, log=quiet())
+    assert code == 0 and result["test"]["passed"], result
+    assert result["test"]["snapshot"] is None and result["test"]["restore_point"]["tables_checked"] >= 10
+    assert refused and all(f"restore test of {rp_id}" in r for r in refused), refused
+    assert list(ArchiveRepository.open_archive(archive_url).backend.list("locks/")) == []
+
+
 def test_a_snapshot_only_test_compares_with_another_restore_point_without_restoring_it(restore_point, server):
     """A snapshot-only policy's test: the snapshot's databases and row counts are checked against the newest
     restore point of the same source (`compare_restore_point_id`); nothing is restored beside it."""

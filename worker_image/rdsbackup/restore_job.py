@@ -26,7 +26,7 @@ def _text(doc: dict, name: str, *, required: bool = True) -> str | None:
     return spec_text(doc, name, "restore job spec", required=required)
 
 
-def _open(url: str, rp_id: str):
+def open_restorable(url: str, rp_id: str):
     """The repository to restore `rp_id` from: a backup repository, or an archived point's own view once
     the restore workflow has had its packs retrieved (a pack still in Glacier fails here, named)."""
     from .errors import RepositoryError
@@ -56,7 +56,7 @@ def _run(doc: dict, run: JobRun) -> dict:
     warnings, log = run.warnings, run.log
     ssl_mode, bundle = tls_settings(warnings)
     user = creds.get("username") or creds.get("user")
-    repo = _open(_text(doc, "repository"), rp_id)
+    repo = open_restorable(_text(doc, "repository"), rp_id)
     restored: list[dict] = []
     with repo.shared_lock("restore", f"restore of {rp_id} ({doc.get('session_id')})"):
         for database in databases:

@@ -12,8 +12,10 @@ answers, the databases the restore point recorded exist, `bt_index_check` on eve
 amcheck is allowed, row counts beside the restore point's: `compare_restore_point_id`, by default
 `restore_point_id`; a snapshot-only policy's test names the newest restore point another policy made of
 the same source, or none). With `restore_point_id` it restores that
-restore point into the same throwaway server under `rdsbackup_test_<database>` names and compares
-every table with the row counts and digests the restore point recorded. The result document:
+restore point (from a backup repository, or from an archive repository once the workflow has had its
+packs retrieved: `targets: archived_restore_point`) into the same throwaway server under
+`rdsbackup_test_<database>` names and compares every table with the row counts and digests the restore
+point recorded. The result document:
 
     {"status": "ok" | "failed", "test": {"passed": bool, "failures": ["<why>", ...],
      "snapshot": {...} | null, "restore_point": {...} | null, "restore_seconds": 12.3},
@@ -50,7 +52,7 @@ def scratch_database_name(name: str) -> str:
 
 
 def _run(doc: dict, run: JobRun) -> dict:
-    from .repository import Repository
+    from .restore_job import open_restorable
 
     engine = doc.get("engine")
     if engine not in ("postgres", "sqlserver"):
@@ -77,7 +79,8 @@ def _run(doc: dict, run: JobRun) -> dict:
 
         info = SqlServerInfo(host=_text(doc, "host"), port=int(doc.get("port") or 1433), user=user,
                              password=creds["password"], ca_bundle=bundle or "")
-    repo = Repository.open(repository) if repository else None
+    # an archived point (the workflow has had its packs retrieved) is read through its own view
+    repo = open_restorable(repository, compare_id or "") if repository else None
     with contextlib.ExitStack() as held:
         if repo is not None and compare_id:
             # A shared lock from the manifest read to the last comparison: no prune repacks the restore

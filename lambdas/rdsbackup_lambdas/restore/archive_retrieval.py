@@ -6,6 +6,10 @@ manifests and keys stay STANDARD), reads which packs the restore point's manifes
 retrieve those not retrieved yet (the tier of the restore input); ``check`` follows them in the
 workflow's Wait/Choice loop until every one is readable, up to ``archive.retrieval_timeout_hours``.
 
+The restore-test workflow runs the same loop before it tests an archived point
+(``restore_test.targets: archived_restore_point``): ``newest_archived_points`` finds the point, and
+``retrieval_for`` makes ``$.retrieval`` for both planners.
+
 The repository code is the worker's own (``rdsbackup.repository``, bundled with the Lambda asset), so
 the manifest is read exactly as a restore reads it. Retrieval states come from a listing with the
 RestoreStatus attribute: this function may list the archive and read its keys and manifests, never
@@ -45,6 +49,39 @@ class Retrieval(PollState):
     waiting: int = 0
     waiting_bytes: int = 0
     requested: int = 0
+
+
+def retrieval_for(archive: dict[str, Any], restore_point_id: str, *, tier: str, days: int | None,
+                  wait: WaitSettings) -> dict[str, Any]:
+    """``$.retrieval`` for an archived point: where the archive is (``archive`` is the policy's
+    ``maintenance.archive`` section), its packs' class, the tier and the loop's bound
+    (``archive.retrieval_timeout_hours``, default 48: Deep Archive's Bulk tier takes up to 48 hours)."""
+    hours = float(archive.get("retrieval_timeout_hours") or 48)
+    bounded = wait.model_copy(update={"timeout_seconds": max(1, round(hours * 3600))})
+    return {"repository": archive["repository"], "restore_point_id": restore_point_id,
+            "storage_class": archive["storage_class"], "tier": tier, "days": days or DEFAULT_DAYS,
+            "timeout_hours": hours, "wait": bounded.model_dump()}
+
+
+def newest_archived_points(archive_url: str) -> dict[str, dict[str, Any]]:
+    """Per source id, the newest readable restore point in the archive at `archive_url` (its manifest
+    summary: id, time, ...); {} while the archive does not exist yet (nothing archived). Reads only the
+    archive's config, keys and manifests (all STANDARD): no retrieval."""
+    from rdsbackup.errors import RepositoryError, RepositoryNotFound
+    from rdsbackup.repository.archive import ArchiveRepository
+
+    try:
+        points = ArchiveRepository.open_archive(archive_url).list_restore_points()
+    except RepositoryNotFound:
+        return {}
+    except RepositoryError as exc:
+        raise ArchiveRetrievalFailed(f"archive {archive_url}: {exc}") from exc
+    newest: dict[str, dict[str, Any]] = {}
+    for point in points:  # oldest first
+        # a manifest that cannot be read, or a point marked damaged, is no candidate
+        if point.get("source_id") and not point.get("error") and not point.get("damaged"):
+            newest[point["source_id"]] = point
+    return newest
 
 
 def _pack_states(retrieval: Retrieval):

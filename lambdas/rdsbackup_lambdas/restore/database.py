@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from rdsbackup_lambdas.errors import PlaceNotConfigured, RestoreInputInvalid, UnknownPolicy
 from rdsbackup_lambdas.models import Item, Policy, Resource
 from rdsbackup_lambdas.observability import logger
+from rdsbackup_lambdas.restore.archive_retrieval import DEFAULT_TIER, retrieval_for
 from rdsbackup_lambdas.restore.models import _Strict
 from rdsbackup_lambdas.restore.plan import restore_id_for
 from rdsbackup_lambdas.snapshots import split_arn
@@ -118,14 +119,9 @@ def _archive_retrieval(request: DatabaseRestoreInput, raw_policy: dict[str, Any]
                                       f"repository of policy {request.policy!r} (repository: "
                                       f"{(archive or {}).get('name') or 'none configured'})")
         return None
-    storage_class = archive["storage_class"]
-    tier = request.retrieval_tier or "Standard"
+    tier = request.retrieval_tier or DEFAULT_TIER
     try:
-        check_tier(storage_class, tier)
+        check_tier(archive["storage_class"], tier)
     except RepositoryError as exc:
         raise RestoreInputInvalid(f"retrieval_tier: {exc} (archive repository {request.repository!r})") from None
-    hours = float(archive.get("retrieval_timeout_hours") or 48)
-    wait = policy.wait.model_copy(update={"timeout_seconds": max(1, round(hours * 3600))})
-    return {"repository": archive["repository"], "restore_point_id": request.restore_point_id,
-            "storage_class": storage_class, "tier": tier, "days": request.retrieval_days or 3,
-            "timeout_hours": hours, "wait": wait.model_dump()}
+    return retrieval_for(archive, request.restore_point_id, tier=tier, days=request.retrieval_days, wait=policy.wait)

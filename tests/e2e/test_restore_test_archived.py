@@ -1,0 +1,175 @@
+"""Restore tests of archived restore points end to end (`restore_test.targets: archived_restore_point`): the
+synthesized restore-test state machine in moto retrieves the newest archived point's packs (the restore
+workflow's retrieval loop, Glacier retrievals kept in progress by `slow_retrievals`), restores the newest
+snapshot into a throwaway as a child restore, and the real worker restores the archived point from the
+archive repository into the local PostgreSQL standing in for the throwaway and compares every table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import boto3
+import pytest
+from rdsbackup_lambdas.handlers import check_archive_retrieval
+
+from rdsbackup_local.moto_patches import slow_retrievals
+from tests.e2e.configs import CONTROL_ACCOUNT, REGION
+from tests.e2e.conftest import report_of
+from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.support.postgres_server import create_sample_database, ensure_role
+
+SCRATCH = "rdsbackup_test_shop"
+ARCHIVE_BUCKET = f"rdsbackup-cold-{CONTROL_ACCOUNT}-{REGION}"
+
+
+@pytest.fixture
+def archived(server_harness, tls_postgres):
+    """shop-db backed up once by policy `archtested`, then archived by its backup-account session:
+    yields the archived restore point's id."""
+    ensure_role(tls_postgres, "app_reader")
+    for name in ("shop", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    db = create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "archtested"})
+    create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
+    backup = report_of(server_harness.run({"policy": "archtested"}, name="at-backup", timeout=300))
+    assert backup["status"] == "Success", backup
+    session = server_harness.run({"policy": "archtested"}, name="at-archive", workflow="Maintenance", timeout=300)
+    assert session["status"] == "SUCCEEDED", session.get("cause")
+    [point] = json.loads(session["output"])["archived"]
+    assert point == backup["resources"][0]["restore_point_id"]
+    yield point
+    for name in ("shop", SCRATCH):
+        tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _run_test(harness, name: str) -> tuple[dict, dict]:
+    started = time.monotonic()
+    described = harness.run({"policy": "archtested"}, name=name, timeout=300, workflow="RestoreTest")
+    described["wall_seconds"] = round(time.monotonic() - started, 1)
+    return described, report_of(described)
+
+
+def _entered(harness, execution_arn: str, state: str | None = None) -> int:
+    return sum(1 for e in harness.history(execution_arn) if e["type"].endswith("StateEntered")
+               and (state is None or e["stateEnteredEventDetails"]["name"] == state))
+
+
+def _throwaways() -> list[str]:
+    rds = boto3.client("rds", region_name=REGION)
+    return [db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]
+            if db["DBInstanceIdentifier"].startswith("rdsbackup-test-")]
+
+
+def _worker_logs(harness) -> str:
+    return "\n".join(run.log()[-1500:] for run in harness.workers.runs.values())
+
+
+def _test_jobs(harness) -> list[dict]:
+    return [run.job for run in harness.workers.runs.values() if run.job.get("kind") == "restore_test"]
+
+
+def _retrieved_keys() -> list[str]:
+    s3 = boto3.client("s3", region_name=REGION)
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archtested/",
+                                                 OptionalObjectAttributes=["RestoreStatus"])["Contents"]
+            if "RestoreStatus" in o]
+
+
+def _live_locks() -> list[str]:
+    s3 = boto3.client("s3", region_name=REGION)
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archtested/locks/").get("Contents")
+            or []]
+
+
+@pytest.fixture
+def slow_retrieval(monkeypatch):
+    """Glacier retrievals stay in progress for the first two checks, as a retrieval of hours would."""
+    checks: list[int] = []
+    real_poll = check_archive_retrieval.poll
+    with slow_retrievals() as retrievals:
+        def poll(retrieval, *, first):
+            checks.append(retrieval.waiting)
+            if len(checks) == 3:
+                retrievals.complete()
+            return real_poll(retrieval, first=first)
+
+        monkeypatch.setattr(check_archive_retrieval, "poll", poll)
+        yield checks
+
+
+def test_the_newest_archived_point_is_retrieved_restored_from_the_archive_and_passes(
+        server_harness, archived, slow_retrieval, tls_postgres):
+    described, report = _run_test(server_harness, "at-good")
+    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    [source] = report["sources"]
+    assert source["status"] == "Passed" and source["failures"] == [], source
+    assert source["archived"] is True and source["restore_point_id"] == archived
+    assert source["tables_checked"] >= 10
+    # the retrieval loop ran before the test: two waits while the packs were in Glacier
+    assert _entered(server_harness, described["executionArn"], "Wait for archive retrieval") == 2
+    assert slow_retrieval[0] > 0 and len(slow_retrieval) == 3
+    assert source["retrieval"]["storage_class"] == "DEEP_ARCHIVE" and source["retrieval"]["tier"] == "Bulk"
+    assert source["retrieval"]["requested"] == source["retrieval"]["packs"] > 0
+    restored = _retrieved_keys()
+    assert restored and all(key.startswith("archtested/data/") for key in restored)
+    # the worker restored the point from the archive repository, nothing checked on the snapshot itself
+    [job] = _test_jobs(server_harness)
+    assert job["repository"] == f"s3://{ARCHIVE_BUCKET}/archtested"
+    assert job["restore_point_id"] == archived and job["check_snapshot"] is False
+    assert job["result_url"].startswith("s3://rdsbackup-main-")
+    # no lock of the test is left in the archive (tests/worker/test_restore_test_job.py: held while it reads)
+    assert _live_locks() == []
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    [child] = server_harness.sfn.list_executions(stateMachineArn=server_harness.app.workflow_arn("Restore"))[
+        "executions"]
+    print(f"\narchived restore test: {_entered(server_harness, described['executionArn'])} transitions "
+          f"(+ {_entered(server_harness, child['executionArn'])} in the restore), "
+          f"{described['wall_seconds']} s", file=sys.stderr)
+
+
+def test_an_archived_point_whose_restored_data_differs_fails_naming_the_table(
+        server_harness, archived, tls_postgres):
+    server_harness.workers.behaviour = lambda job: (
+        [sys.executable, "-m", "tests.e2e.restore_test_worker", "alter", tls_postgres.conninfo()]
+        if job.get("kind") == "restore_test" else "run")
+    described, report = _run_test(server_harness, "at-altered")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and source["archived"] is True
+    assert any(f"restore point {archived}: database shop, table app.orders: same row count, different data" in f
+               for f in source["failures"]), source
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+
+
+def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or_worker(server_harness, archived):
+    runs_before = len(server_harness.workers.runs)
+    with slow_retrievals():
+        described, report = _run_test(server_harness, "at-timeout")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and source["archived"] is True
+    assert source["failures"][0].startswith("ArchiveRetrievalTimedOut"), source
+    assert "DEEP_ARCHIVE" in source["failures"][0]
+    assert len(server_harness.workers.runs) == runs_before, "no worker starts for a point that is not readable"
+    assert server_harness.sfn.list_executions(
+        stateMachineArn=server_harness.app.workflow_arn("Restore"))["executions"] == [], "no throwaway restored"
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+
+
+def test_a_source_with_nothing_archived_yet_is_a_failed_test_naming_the_archive(server_harness, tls_postgres):
+    ensure_role(tls_postgres, "app_reader")
+    tls_postgres.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
+    db = create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "archtested"})
+    create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
+    backup = report_of(server_harness.run({"policy": "archtested"}, name="at-backup-only", timeout=300))
+    assert backup["status"] == "Success", backup
+    described, report = _run_test(server_harness, "at-nothing")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and source["archived"] is True
+    assert source["failures"] == [f"NothingToTest: {db['arn']} has no restore point in archive repository "
+                                  "'cold' yet"], source
+    assert _test_jobs(server_harness) == [] and _throwaways() == [] and nothing_left(), temporary_leftovers()
+    tls_postgres.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
