@@ -40,6 +40,12 @@ bench:
 bench-archive:
 	RDSBACKUP_BENCH_PARTS=archive $(BENCH_PYTHON) bench/run.py
 
+# Only the full-backup figures (ours next to pg_dump, restic and borg on the shop database; ~5 min idle).
+.PHONY: bench-full
+bench-full:
+	PYTHON=$(BENCH_PYTHON) bash bench/install-deps.sh
+	RDSBACKUP_BENCH_PARTS=full $(BENCH_PYTHON) bench/run.py
+
 # Only issue 9's figures: 10,000 small tables, backup next to pg_dump -Fc, restore next to pg_restore -j2.
 bench-many-tables:
 	RDSBACKUP_BENCH_PARTS=many-tables $(BENCH_PYTHON) bench/run.py

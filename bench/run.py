@@ -21,6 +21,7 @@ pg_dump, zstd, restic and borg on the same database.
    two days of churn with incrementals, ours alone).
 7. Many tables (issue 9, bench/many_tables.py): 10,000 small tables in 100 schemas, backup next to
    `pg_dump -Fc`, restore next to `pg_restore -j2`; RDSBACKUP_BENCH_PARTS=many-tables runs only this.
+   RDSBACKUP_BENCH_PARTS=full runs only step 2 (after the load): the full-backup figures.
 8. Prints the markdown table; writes bench/results/<time>.{json,md} (and latest.{json,md}).
 
 Environment: RDSBACKUP_BENCH_SHOP_SQL, RDSBACKUP_BENCH_CHURN_SQL (default ../shared/bench/*.sql beside
@@ -444,22 +445,25 @@ def figures(r: dict) -> list[dict]:
         detail=f"{t['full.ours']:.1f} s / {t['full.restic']:.1f} s")
     add("full backup wall time, ours / `pg_dump -Fc -Z0 > /dev/null`", t["full.ours"] / t["full.pg_dump_devnull"],
         1.5, detail=f"{t['full.ours']:.1f} s / {t['full.pg_dump_devnull']:.1f} s")
-    smaller = min(b["day2.restic"], b["day2.borg"])
-    add("day-2 incremental new stored bytes, ours / the smaller of restic's and borg's", b["day2.ours"] / smaller,
-        0.1, detail=f"{b['day2.ours'] / MiB:.1f} MiB / {smaller / MiB:.1f} MiB "
-                    f"(restic {b['day2.restic'] / MiB:.1f}, borg {b['day2.borg'] / MiB:.1f})")
-    add("day-2 incremental new stored bytes (every object written) / full stored bytes",
-        b["day2.ours"] / b["full.ours"], 0.08,
-        detail=f"{b['day2.ours'] / MiB:.1f} MiB / {b['full.ours'] / MiB:.1f} MiB")
+    if "day2.ours" in b:  # not with RDSBACKUP_BENCH_PARTS=full
+        smaller = min(b["day2.restic"], b["day2.borg"])
+        add("day-2 incremental new stored bytes, ours / the smaller of restic's and borg's",
+            b["day2.ours"] / smaller, 0.1,
+            detail=f"{b['day2.ours'] / MiB:.1f} MiB / {smaller / MiB:.1f} MiB "
+                   f"(restic {b['day2.restic'] / MiB:.1f}, borg {b['day2.borg'] / MiB:.1f})")
+        add("day-2 incremental new stored bytes (every object written) / full stored bytes",
+            b["day2.ours"] / b["full.ours"], 0.08,
+            detail=f"{b['day2.ours'] / MiB:.1f} MiB / {b['full.ours'] / MiB:.1f} MiB")
     add("full backup wall time with key-ordered tables / the same without ordering",
         t["full.ours"] / t["full.ours_unordered"], 1.25,
         detail=f"{t['full.ours']:.1f} s / {t['full.ours_unordered']:.1f} s (ordering off: --no-key-order)")
-    add("restore wall time, ours / `pg_restore -j2` from a local file",
-        t["restore.ours"] / t["restore.pg_restore_j2"], 1.15,
-        detail=f"{t['restore.ours']:.1f} s / {t['restore.pg_restore_j2']:.1f} s")
-    add("restore wall time, ours / `restic dump ... | pg_restore` of the same day",
-        t["restore.ours"] / t["restore.restic_dump_pg_restore"], 0.9,
-        detail=f"{t['restore.ours']:.1f} s / {t['restore.restic_dump_pg_restore']:.1f} s")
+    if "restore.ours" in t:
+        add("restore wall time, ours / `pg_restore -j2` from a local file",
+            t["restore.ours"] / t["restore.pg_restore_j2"], 1.15,
+            detail=f"{t['restore.ours']:.1f} s / {t['restore.pg_restore_j2']:.1f} s")
+        add("restore wall time, ours / `restic dump ... | pg_restore` of the same day",
+            t["restore.ours"] / t["restore.restic_dump_pg_restore"], 0.9,
+            detail=f"{t['restore.ours']:.1f} s / {t['restore.restic_dump_pg_restore']:.1f} s")
     rss = max(r["rss"]["full.ours.time_v_max_rss"]) / MiB
     tree = max(r["rss"]["full.ours.tree_sampled_peak"]) / MiB
     add("worker peak RSS during full backup", rss, 256, fmt="{:.0f} MiB", target_text="≤ 256 MiB",
@@ -500,11 +504,12 @@ def main() -> int:
     parts = os.environ.get("RDSBACKUP_BENCH_PARTS", "all")
     archive_only = parts == "archive"
     many_tables_only = parts == "many-tables"
+    full_only = parts == "full"  # the full-backup figures alone: load, full backups (ours and the peers)
     if not many_tables_only:
         shop_sql = data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql")
         churn_sql = data_path("RDSBACKUP_BENCH_CHURN_SQL", "shop_churn.sql")
     needed = ("/usr/bin/time", "rdsbackup") if archive_only or many_tables_only else (
-        "restic", "borg", "zstd", "/usr/bin/time", "rdsbackup", "moto_server")
+        "restic", "borg", "zstd", "/usr/bin/time", "rdsbackup", *(() if full_only else ("moto_server",)))
     for tool in needed:
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run `make bench` (it installs what is missing)")
@@ -557,6 +562,8 @@ def main() -> int:
         elif archive_only:
             bench.history_ours_only(churn_sql)
             bench.archives(restore_baseline=True)
+        elif full_only:
+            bench.full_backups()
         else:
             bench.full_backups()
             bench.churn_and_incrementals(churn_sql)
