@@ -30,6 +30,7 @@ from .connection import ConnectionInfo, connect_maintenance, one_line
 from .errors import DatabaseNotFound, RestoreFailed, TargetNotEmpty
 from .globals import restore_globals
 from .largeobjects import restore_large_objects
+from .predata import pre_data_in_batches
 from .settings import data_session_settings
 from .tools import classify_pg_restore_errors, conninfo_dbname, first_error, run_tool, run_tool_unchecked
 
@@ -264,6 +265,19 @@ def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str
                             f"{first_error(stderr) or 'no message'}")
 
 
+def _pre_data(info: ConnectionInfo, target: str, path: str, tablespaces: list[str], warnings: list[str],
+              foreign: list[str], start_over) -> None:
+    """The pre-data section: in batches of statements (predata.py) into a database this restore created,
+    when no statement is expected to fail; else, or when a batch fails (after `start_over`), as
+    `pg_restore` runs it, which goes on past failing statements and names them (an ALTER ... OWNER TO a
+    role the restoring role cannot become fails for every object of that owner)."""
+    if start_over is not None and not foreign:
+        if pre_data_in_batches(info, target, path, tablespaces):
+            return
+        start_over()
+    _pg_restore(info, target, path, ["pre-data"], tablespaces, warnings, foreign_owners=foreign)
+
+
 def _is_owner_change_to(message: str, roles: list[str]) -> bool:
     """Whether a pg_restore error is an `ALTER ... OWNER TO <role>` (or default privileges `FOR ROLE
     <role>`) for one of `roles`: already said once by `_foreign_owners`' warning."""
@@ -437,10 +451,19 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
             repo.read_stream_to(entry["schema"], f, restore_point=restore_point_id)
         _prepare_target(info, maintenance_db, entry, target, existing, warnings)
         created = target not in existing or not existing[target]
+
+        def start_over() -> None:
+            """The database as `_prepare_target` created it, empty (after a failed batch of pre-data)."""
+            with info.connect(maintenance_db) as admin:
+                force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
+                admin.execute(sql.SQL("DROP DATABASE {}{}").format(sql.Identifier(target), force))
+            _prepare_target(info, maintenance_db, entry, target, {}, [])
+
         try:
             return _load_database(repo, restore_point_id, info, entry, target, schema_path,
                                   is_superuser=is_superuser, jobs=jobs, reporter=reporter, warnings=warnings,
-                                  maintenance_work_mem=maintenance_work_mem)
+                                  maintenance_work_mem=maintenance_work_mem,
+                                  start_over=start_over if created else None)
         except BaseException:
             if created:
                 # A half-restored database would only make the retry fail with "not empty".
@@ -459,10 +482,10 @@ def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> Non
 
 def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
-                   warnings: list[str], maintenance_work_mem: str) -> dict:
+                   warnings: list[str], maintenance_work_mem: str, start_over=None) -> dict:
     foreign = _foreign_owners(info, target, entry.get("owners", []), is_superuser, warnings)
     tablespaces = _tablespace_options(info, target, entry, warnings)
-    _pg_restore(info, target, schema_path, ["pre-data"], tablespaces, warnings, foreign_owners=foreign)
+    _pre_data(info, target, schema_path, tablespaces, warnings, foreign, start_over)
 
     # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
     load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
