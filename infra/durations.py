@@ -45,3 +45,17 @@ def session_timeout_seconds(config: BackupConfig) -> int:
     longest = max(math.ceil(p.max_resources / p.concurrency) * resource_seconds(p, config.timing)
                   for p in config.policies)
     return min(MAX_EXECUTION_SECONDS, longest + _MARGIN_SECONDS)
+
+
+RESTORE_TEST_BASE_SECONDS = 24 * 3600
+
+
+def restore_test_timeout_seconds(config: BackupConfig) -> int:
+    """The restore-test state machine's timeout: a day for the tests themselves, plus, for a policy that
+    tests archived points, one retrieval wait (``archive.retrieval_timeout_hours``) per test of a run (the
+    tests run one after another: ``sample``, else up to ``max_resources`` sources)."""
+    retrievals = max((math.ceil(p.archive.retrieval_timeout_hours * 3600) * (p.restore_test.sample or p.max_resources)
+                      for p in config.policies
+                      if p.archive is not None and p.restore_test is not None
+                      and "archived_restore_point" in p.restore_test_targets), default=0)
+    return min(MAX_EXECUTION_SECONDS, RESTORE_TEST_BASE_SECONDS + retrievals)

@@ -30,7 +30,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.repositories import Repositories, RepositoryWriter
 from infra.constructs.restore_test_workflow import RestoreTestSteps, RestoreTestWorkflow
 from infra.constructs.restore_workflow import RestoreSteps, RestoreWorkflow
-from infra.durations import resource_timeout_seconds, session_timeout_seconds
+from infra.durations import resource_timeout_seconds, restore_test_timeout_seconds, session_timeout_seconds
 from infra.lambda_code import lambda_code
 from infra.nag import acknowledge
 from infra.policies_bundle import POLICIES_FILE, bundle_policies
@@ -390,7 +390,7 @@ class ControlStack(Stack):
             self, "RestoreTestStateMachine", definition=workflow.definition,
             log_group_id="RestoreTestStateMachineLogs", key=self.key,
             # a test of an archived point first waits for its retrieval (archive.retrieval_timeout_hours)
-            timeout=Duration.hours(24 + self._longest_retrieval_hours(testing_archives)),
+            timeout=Duration.seconds(restore_test_timeout_seconds(config)),
             comment="rds-backup: restore a policy's newest backups into throwaway instances and validate them")
         return machine
 
@@ -510,8 +510,8 @@ class ControlStack(Stack):
 
     @staticmethod
     def _longest_retrieval_hours(policies: list[Policy]) -> int:
-        """A restore from an archive (or a restore test of an archived point) first waits for its retrieval:
-        the state machine's timeout leaves room for the longest of `policies`'."""
+        """A restore from an archive first waits for its retrieval: the restore's timeout leaves room for the
+        longest of `policies`'."""
         return math.ceil(max((p.archive.retrieval_timeout_hours for p in policies if p.archive), default=0))
 
     def allow_archive_retrieval(self, step: LambdaStep, config: BackupConfig) -> None:

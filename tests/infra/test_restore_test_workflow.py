@@ -93,10 +93,30 @@ def test_an_archived_point_is_retrieved_by_the_restore_workflows_steps_before_th
     assert per_test["Test result"]["Parameters"]["retrieval.$"] == "$.retrieval"
 
 
-def test_the_restore_test_timeout_leaves_room_for_the_archive_retrieval(control_template):
+def test_the_restore_test_timeout_leaves_room_for_a_retrieval_per_archived_test(control_template):
     machine = state_machine(control_template, "RestoreTestStateMachine")
-    # 24 h + archtested's archive.retrieval_timeout_hours (0.005 h, rounded up)
-    assert definition_of(machine)["TimeoutSeconds"] == 25 * 3600
+    # 24 h + archtested's archive.retrieval_timeout_hours (0.005 h = 18 s) for each of up to max_resources
+    # (1,000) sources tested one after another
+    assert definition_of(machine)["TimeoutSeconds"] == 24 * 3600 + 18 * 1000
+
+
+def test_a_sample_bounds_the_retrievals_a_run_waits_for_and_a_year_bounds_all():
+    from infra.config import parse_config
+    from infra.durations import MAX_EXECUTION_SECONDS, restore_test_timeout_seconds
+    from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
+
+    def timeout(**restore_test) -> int:
+        config = json.loads(json.dumps(E2E_CONFIG))
+        for policy in config["policies"]:
+            if policy["name"] == "archtested":
+                policy["restore_test"].update(restore_test)
+                policy["archive"]["retrieval_timeout_hours"] = 48
+        return restore_test_timeout_seconds(parse_config(config, default_account=CONTROL_ACCOUNT,
+                                                         default_region=REGION))
+
+    assert timeout(sample=2) == (24 + 2 * 48) * 3600
+    assert timeout() == MAX_EXECUTION_SECONDS  # 1,000 sources x 48 h: capped at a Standard execution's year
+    assert timeout(targets=["restore_point"]) == 24 * 3600
 
 
 def test_the_plan_reads_only_the_manifests_of_the_archives_it_tests(control_template):
