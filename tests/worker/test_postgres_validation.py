@@ -97,21 +97,36 @@ def test_a_good_restore_passes(superuser, repo, restore_point, restored):
     assert result["row_counts_only"] is False
 
 
-def test_the_ordered_digest_is_blake3_of_the_key_ordered_copy_text(server, restore_point):
-    import blake3
+def _copy_text(server, restore_point, table: dict, order: str = "") -> bytes:
+    """The table's rows as COPY writes them under the backup's pinned settings and time zone."""
     from rdsbackup.postgres.settings import data_session_settings, options_string
 
-    table = _tables(restore_point)["app.orders"]
     columns = ", ".join(f'"{c}"' for c in table["columns"])
     settings = {**data_session_settings("UTF8"), "TimeZone": restore_point["databases"][0]["time_zone"]}
-    copy = subprocess.run(
+    return subprocess.run(
         [f"{server.bin_dir}/psql", "-X", "-q", "-h", server.host, "-p", str(server.port), "-U", server.superuser,
-         "-d", SOURCE, "-c", f"COPY (SELECT {columns} FROM app.orders ORDER BY {', '.join(table['key_order'])}) "
-         "TO STDOUT"],
+         "-d", SOURCE, "-c", f"COPY (SELECT {columns} FROM {table['schema']}.{table['name']}{order}) TO STDOUT"],
         env={**os.environ, "PGPASSWORD": server.password, "PGOPTIONS": options_string(settings)},
         capture_output=True, check=True).stdout
+
+
+def test_the_ordered_digest_is_blake3_of_the_key_ordered_copy_text(server, restore_point):
+    import blake3
+
+    table = _tables(restore_point)["app.orders"]
+    copy = _copy_text(server, restore_point, table, f" ORDER BY {', '.join(table['key_order'])}")
     assert copy.count(b"\n") == table["rows"]
     assert table["digest"] == "blake3:" + blake3.blake3(copy).hexdigest()
+
+
+def test_the_unordered_digest_is_the_sum_of_each_rows_blake2b(server, restore_point):
+    import hashlib
+
+    table = _tables(restore_point)["app.events"]
+    rows = _copy_text(server, restore_point, table).split(b"\n")[:-1]
+    assert len(rows) == table["rows"]
+    total = sum(int.from_bytes(hashlib.blake2b(row, digest_size=16).digest(), "big") for row in rows)
+    assert table["digest"] == f"rowsum-blake2b128:{total % (1 << 128):032x}"
 
 
 def test_a_restore_point_with_sha256_digests_still_validates(server, superuser, repo, restored, monkeypatch):
