@@ -24,11 +24,9 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -174,41 +172,30 @@ def main() -> int:
     if args.profile and not shutil.which("py-spy"):
         sys.exit("py-spy not found: pip install py-spy")
 
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    work = tempfile.mkdtemp(prefix="rdsbackup-compare-", dir=os.environ.get("RDSBACKUP_BENCH_TMPDIR"))
-    server = None
     try:
-        sides = {name: worker_dir(ref, work, name) for name, ref in sides_spec.items()}
-        server = run.PostgresServer.start()
-        bench = run.Bench(server, work)
-        bench.load(run.data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql"))
-        with open(os.path.join(server.data_dir, "postmaster.pid")) as f:
-            postmaster = int(f.readline())
-        compare = Compare(bench, sides, postmaster)
-        names = list(sides)
-        for i in range(args.repeat):
-            run.log(f"round {i + 1}")
-            for name in (names if i % 2 == 0 else names[::-1]):
-                compare.once(name, str(i))
-        print(compare.table())
-        if args.profile:
-            out_dir = os.path.join(HERE, "results")
-            os.makedirs(out_dir, exist_ok=True)
-            for name in names:
-                print(f"profile of {name}: {compare.profile(name, out_dir)}")
-        return 0
+        with procs.stoppable_run("rdsbackup-compare-") as (work, servers):
+            sides = {name: worker_dir(ref, work, name) for name, ref in sides_spec.items()}
+            server = run.PostgresServer.start()
+            servers.append(server)
+            bench = run.Bench(server, work)
+            bench.load(run.data_path("RDSBACKUP_BENCH_SHOP_SQL", "shop.sql"))
+            with open(os.path.join(server.data_dir, "postmaster.pid")) as f:
+                postmaster = int(f.readline())
+            compare = Compare(bench, sides, postmaster)
+            names = list(sides)
+            for i in range(args.repeat):
+                run.log(f"round {i + 1}")
+                for name in (names if i % 2 == 0 else names[::-1]):
+                    compare.once(name, str(i))
+            print(compare.table())
+            if args.profile:
+                out_dir = os.path.join(HERE, "results")
+                os.makedirs(out_dir, exist_ok=True)
+                for name in names:
+                    print(f"profile of {name}: {compare.profile(name, out_dir)}")
+            return 0
     except KeyboardInterrupt:
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.kill_all()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

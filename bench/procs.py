@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +50,29 @@ def kill_all() -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def stoppable_run(prefix: str):
+    """A benchmark's lifetime: yields (a new work directory, a list to put servers into); SIGTERM
+    raises KeyboardInterrupt; on leaving, every command still running is killed, every server in the
+    list stopped and the work directory removed (also after Ctrl-C)."""
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    work = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("RDSBACKUP_BENCH_TMPDIR"))
+    servers: list = []
+    try:
+        yield work, servers
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        kill_all()
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(cmd: list[str] | str, *, env: dict | None = None, shell: bool = False, sample_rss: bool = False,
