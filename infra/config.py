@@ -482,6 +482,15 @@ class Deployment(_Strict):
 
     name_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,10}[a-z0-9]$")] = "rdsbackup"
 
+    @field_validator("name_prefix")
+    @classmethod
+    def _valid_in_rds_identifiers(cls, prefix: str) -> str:
+        # restore tests name their throwaway databases <prefix>-test-<hash>; RDS refuses "--" in an identifier
+        if "--" in prefix:
+            raise ValueError(f"{prefix!r} has two hyphens in a row, which RDS refuses in the restore-test "
+                             "throwaways' identifiers (<prefix>-test-<hash>)")
+        return prefix
+
 
 class BackupConfig(_Strict):
     """The whole config: where the control plane lives and the policies it runs."""

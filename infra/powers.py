@@ -60,7 +60,8 @@ STEP_POWERS: dict[str, frozenset[Power]] = {
     "copy_snapshot": frozenset({Power.RESTORE}),
     "remove_snapshot_copy": frozenset({Power.RESTORE}),
     "plan_restore_test": frozenset({Power.READ}),
-    "prepare_restore_test": frozenset({Power.READ}),
+    # the test worker's groups and (SQL Server) the temporary bucket, as prepare_worker
+    "prepare_restore_test": frozenset({Power.LAUNCH}),
     "locate_throwaway": frozenset({Power.READ}),
     "delete_throwaway": frozenset({Power.RESTORE}),
 }

@@ -94,6 +94,12 @@ class Names:
         return self(repository, control.account, control.region)
 
     @property
+    def throwaway_prefix(self) -> str:
+        """``<prefix>-test-``: how a restore test's throwaway instance or cluster is named (and its members);
+        the Lambdas get it as ``THROWAWAY_PREFIX``, the launch role may delete only databases so named."""
+        return self("test") + "-"
+
+    @property
     def worker_cluster(self) -> str:
         return self("workers")
 

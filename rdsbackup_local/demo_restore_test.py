@@ -29,7 +29,9 @@ def run_restore_test(sfn: Any, test_machine_arn: str, restore_machine_arn: str, 
     wall = time.monotonic() - started
     report = json.loads(described["output"] if described["status"] == "SUCCEEDED" else described["cause"])
     children = sfn.list_executions(stateMachineArn=restore_machine_arn)["executions"]
-    child = next((c for c in children if c["name"].startswith("rdsbackup-test-")), None)
+    # the child restore is named after the throwaway (<name prefix>-test-<hash>)
+    throwaways = {result.get("throwaway") for result in report.get("sources") or []}
+    child = next((c for c in children if c["name"] in throwaways), None)
     child_transitions = _transitions(sfn, child["executionArn"]) if child else 0
     print(f"\nrestore test of {source}: {report['status']} in {wall:.1f} s "
           f"({_transitions(sfn, arn)} state transitions + {child_transitions} in the child restore)")

@@ -12,7 +12,7 @@
     │      │                      Bulk tier: hours)             │ fails, or past the bound ─> Test result
     │      ▼ <──────────────────────────────────────────────────┘ every pack readable
     │  Take test slot (lease per account-region: one running test there; LeaseHeld retried)
-    │  Prepare restore test (the worker's 2 groups; the restore input)
+    │  Prepare restore test (the worker's 2 groups; SQL Server: bucket lease; the restore input)
     │  Restore throwaway = RestoreStateMachine, run as a child (.sync:2): smallest class, private,
     │      │                only the worker's group, tagged temporary
     │  Locate throwaway (refuses a public one or other groups)
@@ -22,7 +22,7 @@
     │                      ▼
     │  Delete throwaway <─┐ deleting: Wait     (... so this always runs; what cannot be deleted
     │      ▼ gone ────────┘                     is tagged for the sweeper)
-    │  Clean up worker (task, groups) ─> Release test slot ─> Test result
+    │  Clean up worker (task, groups, bucket lease) ─> Release test slot ─> Test result
     ▼
     Restore test report ──> any failed? ──yes──> Fail (RestoreTestFailed, cause = the report)
                                └─no──> Succeed (output = the report)
@@ -116,8 +116,10 @@ class RestoreTestWorkflow(Construct):
             {**retry(["LeaseHeld"], timing, max(1, timing.retry_max_attempts * 2)), "backoff_rate": 1.5},
         ])
         catch_into(take_slot, test_result)
+        # (SQL Server: the temporary bucket is locked for a moment by another operation there: TempBucketBusy)
         prepare = guarded(steps.prepare_restore_test.task(
-            self, "Prepare restore test", result_path="$.prepared", retries=[throttled, not_available]))
+            self, "Prepare restore test", result_path="$.prepared",
+            retries=[throttled, not_available, retries.of("TempBucketBusy")]))
         keep_prepared = sfn.Pass(self, "Worker network ready", parameters={
             **{f"{key}.$": f"$.{key}" for key in (
                 "session_id", "policy", "resource", "source", "access_role_arn", "lease_seconds", "wait",

@@ -169,10 +169,11 @@ class ProductionAccessStack(Stack):
                    conditions=temporary)
         allow_modify_selected(role, databases, whose="a restore test's throwaway")
         # The sweeper deletes restore tests' leftover throwaways (no final snapshot): only those named
-        # rdsbackup-test-* (rdsbackup_lambdas.restore_test.THROWAWAY_PREFIX) AND tagged as a restore test's.
+        # <prefix>-test-* (Names.throwaway_prefix, the Lambdas' THROWAWAY_PREFIX) AND tagged as a restore test's.
+        throwaway = names_of(self).throwaway_prefix
         role.allow(["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
-                   [RDS_HERE + "db:rdsbackup-test-*", RDS_HERE + "cluster:rdsbackup-test-*"],
-                   "Restore tests' throwaways only: named rdsbackup-test-*, tagged temporary and restore-test.",
+                   [RDS_HERE + f"db:{throwaway}*", RDS_HERE + f"cluster:{throwaway}*"],
+                   f"Restore tests' throwaways only: named {throwaway}*, tagged temporary and restore-test.",
                    conditions={**temporary, "Null": {f"aws:ResourceTag/{RESTORE_TEST_TAG}": "false"}})
         role.allow(["rds:DescribeOptionGroups", "rds:DescribeDBSubnetGroups"],
                    [RDS_HERE + "og:*", RDS_HERE + "subgrp:*"], "Reads the DB's option group and subnet group.")

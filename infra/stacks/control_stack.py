@@ -312,6 +312,7 @@ class ControlStack(Stack):
                                  **self._policies_env, "TABLE_NAME": self.table.table_name,
                                  "TEMP_BUCKET_SECRET": self.temp_bucket_secret,
                                  "MAX_AGE_MINUTES": str(config.timing.sweep_after_minutes),
+                                 "THROWAWAY_PREFIX": topology.names.throwaway_prefix,
                                  "SG_DELETE_ATTEMPTS": "3", "SG_DELETE_INTERVAL_SECONDS": "5"})
         self.allow_powers(sweeper)
         self.table.grant(sweeper.role, "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem",
@@ -358,8 +359,10 @@ class ControlStack(Stack):
 
         steps = self.restore_test_steps = RestoreTestSteps(
             plan_restore_test=step("PlanRestoreTest", "plan_restore_test", timeout=Duration.minutes(5),
-                                   environment={**self._policies_env, **table_env}),
-            prepare_restore_test=step("PrepareRestoreTest", "prepare_restore_test", timeout=Duration.minutes(2)),
+                                   environment={**self._policies_env, **table_env,
+                                                "THROWAWAY_PREFIX": topology.names.throwaway_prefix}),
+            prepare_restore_test=step("PrepareRestoreTest", "prepare_restore_test", timeout=Duration.minutes(3),
+                                      environment={**table_env, "TEMP_BUCKET_SECRET": self.temp_bucket_secret}),
             locate_throwaway=step("LocateThrowaway", "locate_throwaway"),
             delete_throwaway=step("DeleteThrowaway", "delete_throwaway", environment={
                 "RESTORE_ROLES": json.dumps(restore_roles, separators=(",", ":"))}),
@@ -379,8 +382,11 @@ class ControlStack(Stack):
         testing_archives = self._testing_archives(config)
         if testing_archives:
             self.allow_archive_reading(steps.plan_restore_test, testing_archives, listing=("keys", "manifests"))
+        # the SQL Server temporary bucket's lease and lock, as prepare_worker's (cleanup_worker releases them)
+        self.table.grant(steps.prepare_restore_test.role, "dynamodb:PutItem", "dynamodb:DeleteItem",
+                         "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem")
         self.table.grant(steps.restore_test_report.role, "dynamodb:PutItem")
-        for step_ in (steps.plan_restore_test, steps.restore_test_report):
+        for step_ in (steps.plan_restore_test, steps.prepare_restore_test, steps.restore_test_report):
             self.grant_control_key(step_.role)
         steps.restore_test_report.role.add_to_policy(iam.PolicyStatement(
             actions=["sns:Publish"], resources=[self.topic.topic_arn]))

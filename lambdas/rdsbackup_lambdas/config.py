@@ -165,13 +165,44 @@ class ImageConfig:
         )
 
 
+# A restore test's throwaway is ``<THROWAWAY_PREFIX><16 hex>``, an RDS identifier (at most 63 characters,
+# a letter first, then letters, digits and single hyphens), so the prefix ends in one hyphen.
+_THROWAWAY_PREFIX = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*-$")
+MAX_THROWAWAY_PREFIX = 63 - 16
+
+
+def throwaway_prefix_from_env() -> str:
+    """``THROWAWAY_PREFIX``: the deployment's ``<name prefix>-test-`` (infra.topology.Names.throwaway_prefix)."""
+    value = _required("THROWAWAY_PREFIX")
+    if not _THROWAWAY_PREFIX.match(value) or len(value) > MAX_THROWAWAY_PREFIX:
+        raise ConfigurationError(
+            f"environment variable THROWAWAY_PREFIX must start an RDS identifier (a lowercase letter, then "
+            f"letters, digits and single hyphens, ending in a hyphen, at most {MAX_THROWAWAY_PREFIX} "
+            f"characters), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RestoreTestConfig:
+    """``plan_restore_test``: the lease table (last tests and backups) and how throwaways are named."""
+
+    table_name: str
+    throwaway_prefix: str
+
+    @classmethod
+    def from_env(cls) -> RestoreTestConfig:
+        return cls(table_name=_required("TABLE_NAME"), throwaway_prefix=throwaway_prefix_from_env())
+
+
 @dataclass(frozen=True)
 class SweeperConfig:
-    """``sweep_orphans``: where to look (the policies' targets), what is old enough, the lease table."""
+    """``sweep_orphans``: where to look (the policies' targets), what is old enough, the lease table, and
+    the name restore tests give throwaways (only those are deleted)."""
 
     policies: dict[str, Any]
     table_name: str
     max_age_seconds: int
+    throwaway_prefix: str
     temp_bucket_secret: str = ""
 
     @classmethod
@@ -180,5 +211,5 @@ class SweeperConfig:
         return cls(
             policies=PoliciesConfig.from_env().policies,
             table_name=_required("TABLE_NAME"), temp_bucket_secret=_required("TEMP_BUCKET_SECRET"),
-            max_age_seconds=int(minutes * 60),
+            max_age_seconds=int(minutes * 60), throwaway_prefix=throwaway_prefix_from_env(),
         )

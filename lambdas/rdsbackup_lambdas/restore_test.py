@@ -12,11 +12,12 @@ cluster, so the image-level worker steps (start, check, clean up) serve it uncha
   backup (:mod:`backup_freshness`); the restore state machine verifies the snapshot's metadata.
   With ``archived_restore_point`` a second TEST per source: the newest point in the policy's archive
   repository (its manifests), whose ``retrieval`` the workflow runs before the throwaway is made.
-- **The throwaway** ``rdsbackup-test-<hash>`` is restored with the smallest sensible class, not
-  Multi-AZ, never publicly accessible, in a temporary security group that admits only the test worker
-  on the DB port (made here before the restore, in the source's VPC), tagged ``rdsbackup:temporary`` and
-  ``rdsbackup:restore-test``; it is deleted on every path (no final snapshot) and whatever cannot be
-  deleted is tagged ``rdsbackup:sweep=true`` for the orphan sweeper and reported.
+- **The throwaway** ``<prefix>-test-<hash>`` (the deployment's name prefix: ``THROWAWAY_PREFIX``) is
+  restored with the smallest sensible class, not Multi-AZ, never publicly accessible, in a temporary
+  security group that admits only the test worker on the DB port (made here before the restore, in the
+  source's VPC), tagged ``rdsbackup:temporary`` and ``rdsbackup:restore-test``; it is deleted on every
+  path (no final snapshot) and whatever cannot be deleted is tagged ``rdsbackup:sweep=true`` for the
+  orphan sweeper and reported.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from botocore.exceptions import ClientError
 
 from rdsbackup_lambdas import aws_errors, aws_sessions, backup_freshness, selection
 from rdsbackup_lambdas.clock import now_iso
+from rdsbackup_lambdas.config import ImageConfig
 from rdsbackup_lambdas.errors import (
     CleanupIncomplete,
     NoResourcesSelected,
@@ -36,14 +38,13 @@ from rdsbackup_lambdas.errors import (
     SecurityGroupError,
     UnknownPolicy,
 )
-from rdsbackup_lambdas.image import database, names, security_groups
+from rdsbackup_lambdas.image import database, names, security_groups, worker
 from rdsbackup_lambdas.image.worker import group_names
 from rdsbackup_lambdas.models import ImageBackup, ImageState, Item, Policy, PollState, Resource, WaitSettings
 from rdsbackup_lambdas.observability import logger
 from rdsbackup_lambdas.polling import next_poll
 from rdsbackup_lambdas.restore.archive_retrieval import newest_archived_points, retrieval_for
 
-THROWAWAY_PREFIX = names.THROWAWAY_PREFIX
 ARCHIVED = "archived_restore_point"
 RESTORE_TEST_TAG = names.RESTORE_TEST_TAG
 _BATCH = 100
@@ -56,14 +57,15 @@ def smallest_class(engine: str) -> str:
     return next(cls for prefix, cls in _SMALLEST_CLASS if engine.startswith(prefix))
 
 
-def throwaway_id(session_id: str, source_arn: str) -> str:
-    """``rdsbackup-test-<16 hex>``: derived from the run and the source, so a retried step finds it."""
-    return THROWAWAY_PREFIX + hashlib.sha256(f"{session_id}\x00{source_arn}".encode()).hexdigest()[:16]
+def throwaway_id(prefix: str, session_id: str, source_arn: str) -> str:
+    """``<prefix><16 hex>`` (``prefix``: the deployment's ``<name prefix>-test-``, config.THROWAWAY_PREFIX):
+    derived from the run and the source, so a retried step finds it."""
+    return prefix + hashlib.sha256(f"{session_id}\x00{source_arn}".encode()).hexdigest()[:16]
 
 
-def _throwaway(source: Resource, session_id: str, *, archived: bool = False) -> Resource:
+def _throwaway(source: Resource, session_id: str, prefix: str, *, archived: bool = False) -> Resource:
     # a source's archived point is tested in a throwaway of its own (a second TEST of the run)
-    ident = throwaway_id(session_id, source.arn + ("#archived" if archived else ""))
+    ident = throwaway_id(prefix, session_id, source.arn + ("#archived" if archived else ""))
     word = "cluster" if source.kind == "cluster" else "db"
     return Resource(arn=f"arn:aws:rds:{source.region}:{source.account}:{word}:{ident}", id=ident, kind=source.kind,
                     account=source.account, region=source.region, engine=source.engine)
@@ -100,8 +102,9 @@ def record_tested(table: str, policy: str, arn: str, passed: bool, now: float) -
 
 
 def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_name: str | None,
-         started_at: str | None, resources: list[str] | None = None) -> dict[str, Any]:
-    """The run: ``{"session": {session_id, policy, started_at}, "tests": [TEST, ...]}``."""
+         started_at: str | None, throwaway_prefix: str, resources: list[str] | None = None) -> dict[str, Any]:
+    """The run: ``{"session": {session_id, policy, started_at}, "tests": [TEST, ...]}``; each throwaway is
+    named ``<throwaway_prefix><16 hex>``."""
     if policy_name not in policies:
         raise UnknownPolicy(f"unknown policy {policy_name!r} (configured: {', '.join(sorted(policies)) or 'none'})")
     raw = policies[policy_name]
@@ -143,14 +146,7 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
             else last.get("snapshot_arn")
         rp_id = last.get("restore_point_id") if "restore_point" in targets else None
         compare_id = rp_id or (compared.get(resource.arn) or {}).get("restore_point_id")
-        warnings = []
-        if rp_id and resource.engine.startswith("sqlserver"):
-            # RDS restores a .bak only from S3: the test worker would need the temporary bucket, which the
-            # restore-test workflow does not prepare yet. The snapshot is checked against the point instead.
-            warnings.append(f"SQL Server restore point {rp_id} was compared with the restored snapshot (its "
-                            "databases there and passing DBCC CHECKDB), not restored: a restore test does not "
-                            "stage .bak files yet")
-            rp_id = None
+        warnings: list[str] = []
         error = None
         if not snapshot_arn:
             error = {"Error": "NothingToTest", "Cause": f"{resource.arn} has no successful backup with a "
@@ -160,7 +156,7 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
         if compare is not None:
             image_backup = image_backup.model_copy(update={"repository_url": compare["repository_url"]})
         test = Item(
-            session_id=session_id, policy=policy_name, resource=_throwaway(resource, session_id),
+            session_id=session_id, policy=policy_name, resource=_throwaway(resource, session_id, throwaway_prefix),
             access_role_arn=target.access_role_arn, lease_seconds=policy.lease_seconds, wait=policy.wait,
             image_backup=image_backup,
         ).model_dump(exclude={"lease", "snapshot", "snapshot_wait", "replica", "image", "replication"})
@@ -177,14 +173,16 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
             tests.append(test)
         if archive is not None:
             tests.append(_archived_test(test, resource, session_id, archive, archived.get(resource.id),
-                                        tier=settings.get("retrieval_tier") or "Bulk", policy=policy))
+                                        tier=settings.get("retrieval_tier") or "Bulk", policy=policy,
+                                        throwaway_prefix=throwaway_prefix))
     logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
     return {"session": {"session_id": session_id, "policy": policy_name,
                         "started_at": started_at or now_iso()}, "tests": tests}
 
 
 def _archived_test(test: dict[str, Any], source: Resource, session_id: str, archive: dict[str, Any],
-                   point: dict[str, Any] | None, *, tier: str, policy: Policy) -> dict[str, Any]:
+                   point: dict[str, Any] | None, *, tier: str, policy: Policy, throwaway_prefix: str
+                   ) -> dict[str, Any]:
     """The TEST of the source's newest archived point, beside `test` (the source's other TEST, whose
     snapshot restores the throwaway server): its packs are retrieved (``retrieval``) before the throwaway
     is made, then the worker restores the point from the archive repository and compares every table."""
@@ -199,7 +197,7 @@ def _archived_test(test: dict[str, Any], source: Resource, session_id: str, arch
     rp_id = point["id"] if point else None
     image_backup = {**test["image_backup"], "repository_url": archive["repository"]}
     return {
-        **test, "resource": _throwaway(source, session_id, archived=True).model_dump(),
+        **test, "resource": _throwaway(source, session_id, throwaway_prefix, archived=True).model_dump(),
         "image_backup": image_backup, "error": error,
         "restore_test": {**plan_, "restore_point_id": rp_id, "compare_restore_point_id": rp_id, "warnings": [],
                          "check_snapshot": False, "archived": True,
@@ -238,25 +236,38 @@ def throwaway_tags(test: dict[str, Any]) -> dict[str, str]:
             RESTORE_TEST_TAG: test["source"]["arn"]}
 
 
-def prepare(test: dict[str, Any]) -> dict[str, Any]:
+def prepare(test: dict[str, Any], config: ImageConfig) -> dict[str, Any]:
     """The worker's network before the restore: two groups in the source's VPC (the throwaway's admits only
-    the worker's on the DB port). Returns ``{"image": ImageState, "restore_input": <restore state machine input>}``."""
+    the worker's on the DB port); for a SQL Server restore point, the temporary bucket's lease and the grant
+    of this test's prefix to the option group's role (RDS restores a ``.bak`` only from S3; the throwaway is
+    restored with the option group the snapshot recorded, the source's). Through the launch role, as the
+    backup's ``prepare_worker``. Returns ``{"image": ImageState, "restore_input": <restore state machine
+    input>, "started_at"}``."""
     item = Item.model_validate(test)
     source = Resource.model_validate(test["source"])
     where = f"account {source.account} region {source.region}"
     settings = item.image_backup
     assert settings is not None
-    src = database.describe(_client(test, "rds"), source.kind, source.id, where)
+    plan_ = test["restore_test"]
+    rds = worker.client(item, "rds")  # the throwaway's place is the source's
+    src = database.describe(rds, source.kind, source.id, where)
     secret_arn = database.credentials_secret(src, settings.secret_arn, where)
+    engine = database.engine_family(src.engine)
+    option_role = None
+    if engine == "sqlserver" and plan_.get("restore_point_id"):
+        option_role = worker.sqlserver_option_role(rds, src, f"SQL Server DB {source.kind} {source.id!r} in {where}")
     db_name, worker_name = group_names(item)
     pair = security_groups.ensure_pair(
-        _client(test, "ec2"), vpc_id=src.vpc_id, port=src.port, db_name=db_name, worker_name=worker_name,
+        worker.client(item, "ec2"), vpc_id=src.vpc_id, port=src.port, db_name=db_name, worker_name=worker_name,
         tags=names.temporary_tags(item.session_id, item.resource.arn), what=f"the restore test of {source.id}")
+    bucket = prefix = None
+    if option_role is not None:
+        bucket, prefix = worker.lease_temp_bucket(item, config, option_role,
+                                                  before_worker_seconds=int(plan_.get("timeout_seconds") or 0))
     image = ImageState(phase="prepared", db_security_group=pair["db_security_group"],
                        worker_security_group=pair["worker_security_group"], vpc_id=src.vpc_id,
                        subnets=list(settings.worker.subnets) or src.subnets, port=src.port,
-                       engine=database.engine_family(src.engine), secret_arn=secret_arn)
-    plan_ = test["restore_test"]
+                       engine=engine, secret_arn=secret_arn, temp_bucket=bucket, temp_prefix=prefix)
     restore_input = {
         "restore": "snapshot", "snapshot_arn": plan_["snapshot_arn"], "mode": "new", "keep_on_failure": False,
         "target": {"identifier": item.resource.id, "instance_class": plan_["instance_class"], "multi_az": False,

@@ -5,8 +5,10 @@ throwaway's endpoint, and everything the test made is gone afterwards (or tagged
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -163,28 +165,83 @@ def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored
     assert _throwaways() == [] and nothing_left(), temporary_leftovers()
 
 
-def test_a_sqlserver_source_is_checked_with_dbcc_checkdb_against_its_restore_point(server_harness, tmp_path):
-    """The real worker against the fake RDS SQL Server (no SQL Server here): the restored snapshot's databases,
-    as the restore point recorded them, are there and pass DBCC CHECKDB; the point itself is not restored yet
-    (the workflow stages no .bak), which the report says."""
-    from rdsbackup_local.moto_patches import tls_requests
-
+def _sqlserver_backed_up(harness, tmp_path, **test_fake) -> tuple[str, Path]:
+    """mssql-db backed up by `images` (the real worker against the fake RDS SQL Server: no SQL Server runs here);
+    then the fake the test worker meets is `test_fake` over the same database. Returns the restore point and
+    the file of every statement the fake answered."""
     create_sqlserver_instance("mssql-db", network(), {"backup": "images"})
     calls = tmp_path / "sqlserver-calls.jsonl"
-    use_fake_sqlserver(server_harness, {"databases": {"appdb": 1_000_000}, "log": str(calls)})
+    use_fake_sqlserver(harness, {"databases": {"appdb": 1_000_000}, "log": str(calls)})
+    backup = report_of(harness.run({"policy": "images"}, name="mssql-rt-backup", timeout=300))
+    assert backup["status"] == "Success", backup
+    # one fake per worker process ("shared"): a database one connection restores is there for the next
+    use_fake_sqlserver(harness, {"databases": {"appdb": 1_000_000}, "log": str(calls), "shared": True, **test_fake})
+    return backup["resources"][0]["restore_point_id"], calls
+
+
+def _restored_baks(calls: Path) -> list[str]:
+    """The `.bak` S3 ARNs the worker handed to rds_restore_database."""
+    return [params[1] for sql, params in map(json.loads, calls.read_text().splitlines())
+            if sql.startswith("exec msdb.dbo.rds_restore_database")]
+
+
+def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_then_the_bucket_goes(
+        server_harness, tmp_path):
+    """The real worker against the fake RDS SQL Server: the restored snapshot's databases pass DBCC CHECKDB; the
+    restore point's .bak goes through the temporary bucket (leased by Prepare restore test) into the throwaway
+    with rds_restore_database, and the restored database is ONLINE and passes CHECKDB; then the throwaway, the
+    groups, the lease and the bucket are gone."""
+    from rdsbackup_local.moto_patches import tls_requests
+
     with tls_requests():
-        backup = report_of(server_harness.run({"policy": "images"}, name="mssql-rt-backup", timeout=300))
-        assert backup["status"] == "Success", backup
+        restore_point, calls = _sqlserver_backed_up(server_harness, tmp_path)
         described, report = _run_test(server_harness, "mssql-rt")
     assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
     [source] = report["sources"]
-    assert source["status"] == "Passed" and source["databases_checked"] == ["appdb"]
-    assert source["restore_point_id"] is None
-    assert source["compared_with_restore_point"] == backup["resources"][0]["restore_point_id"]
-    assert any("not restored" in warning for warning in source["warnings"]), source
+    assert source["status"] == "Passed" and source["failures"] == [] and source["databases_checked"] == ["appdb"]
+    assert source["restore_point_id"] == restore_point and source["warnings"] == []
     [job] = [run.job for run in server_harness.workers.runs.values() if run.job.get("kind") == "restore_test"]
-    assert job["engine"] == "sqlserver" and job["host"]
+    assert job["engine"] == "sqlserver" and job["restore_point_id"] == restore_point
+    bucket = job["sqlserver"]["temp_bucket"]
+    assert re.fullmatch(r"rdsbackup-tmp-123456789012-us-east-1-[0-9a-f]{12}", bucket), job["sqlserver"]
+    assert job["sqlserver"]["temp_prefix"] == f"{job['session_id']}/{source['throwaway']}/"
+    [bak] = _restored_baks(calls)
+    assert bak == f"arn:aws:s3:::{bucket}/{job['sqlserver']['temp_prefix']}rdsbackup_test_appdb.bak"
     statements = [sql for sql, _ in map(json.loads, calls.read_text().splitlines())]
     assert "DBCC CHECKDB ([appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS" in statements
-    assert not any(sql.startswith("exec msdb.dbo.rds_restore_database") for sql in statements)
+    assert "DBCC CHECKDB ([rdsbackup_test_appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS" in statements
+    # the worker's result as the report read it: the restored database checked
+    bucket_name, key = job["result_url"].removeprefix("s3://").split("/", 1)
+    worker_result = json.loads(boto3.client("s3").get_object(Bucket=bucket_name, Key=key)["Body"].read())
+    [checked] = worker_result["test"]["restore_point"]["databases"]
+    assert [(d["database"], d["target"], d["state"], d["checkdb"]) for d in checked["databases"]] == [
+        ("appdb", "rdsbackup_test_appdb", "ONLINE", "passed")]
+    # the lease is released and the bucket (no other lease) deleted, with everything else
     assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert _bucket_leases() == []
+
+
+def test_a_sqlserver_restore_point_that_rds_cannot_restore_fails_the_test_and_still_cleans_up(
+        server_harness, tmp_path):
+    """The native restore task ends in ERROR: the test fails naming the database and RDS's reason, and the
+    throwaway, the groups, the bucket lease and the bucket are still removed (the Catch path)."""
+    from rdsbackup_local.moto_patches import tls_requests
+
+    with tls_requests():
+        restore_point, calls = _sqlserver_backed_up(server_harness, tmp_path, statuses=["IN_PROGRESS", "ERROR"])
+        described, report = _run_test(server_harness, "mssql-rt-error")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and source["restore_point_id"] == restore_point
+    assert any("native restore of database 'rdsbackup_test_appdb'" in f for f in source["failures"]), source
+    assert len(_restored_baks(calls)) == 1
+    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert _bucket_leases() == []
+
+
+def _bucket_leases() -> list[str]:
+    """The temporary bucket's leases left in the control table(s)."""
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    return [item["pk"]["S"] for table in ddb.list_tables()["TableNames"]
+            for item in ddb.scan(TableName=table)["Items"]
+            if item.get("pk", {}).get("S", "").startswith("bucketlease#")]

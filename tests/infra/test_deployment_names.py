@@ -109,7 +109,38 @@ def test_the_policies_the_lambdas_read_name_this_deployments_roles_keys_and_clus
         assert bucket in names, bucket
 
 
-@pytest.mark.parametrize("prefix", ["", "Blue", "-blue", "blue-", "a-very-long-prefix", "blue_dr"])
+def _throwaway_prefixes(templates: dict[str, dict]) -> dict[str, str]:
+    """handler -> THROWAWAY_PREFIX of each Lambda that is given one."""
+    return {function["Properties"]["Handler"].split(".")[-2]: variables["THROWAWAY_PREFIX"]
+            for template in templates.values() for function in template["Resources"].values()
+            if function["Type"] == "AWS::Lambda::Function"
+            and "THROWAWAY_PREFIX" in (variables := function["Properties"].get("Environment", {}).get("Variables", {}))}
+
+
+@pytest.mark.parametrize("deployment", ["default", "blue-dr"])
+def test_restore_test_throwaways_are_named_swept_and_deletable_after_the_deployments_prefix(templates, blue,
+                                                                                         deployment):
+    """The plan names throwaways and the sweeper finds them by THROWAWAY_PREFIX; the launch role (the sweeper's)
+    may delete only databases so named: all three follow `deployment.name_prefix`, so neither deployment's
+    sweeper can delete the other's throwaways."""
+    from tests.support.policy_evaluator import allowed, load
+    from tests.support.security_table import places
+
+    synthesized_templates = templates if deployment == "default" else blue[0]
+    prefix, other = ("rdsbackup", "blue-dr") if deployment == "default" else ("blue-dr", "rdsbackup")
+    assert _throwaway_prefixes(synthesized_templates) == {"plan_restore_test": f"{prefix}-test-",
+                                                          "sweep_orphans": f"{prefix}-test-"}
+    model = load(synthesized_templates, places(synthesized_templates))
+    launch = f"arn:aws:iam::{CONTROL_ACCOUNT}:role/{prefix}-launch-{REGION}"
+    here = f"arn:aws:rds:{REGION}:{CONTROL_ACCOUNT}"
+    tagged = {"aws:ResourceTag/rdsbackup:temporary": "true",
+              "aws:ResourceTag/rdsbackup:restore-test": f"{here}:db:shop-db"}
+    for action, kind in (("rds:DeleteDBInstance", "db"), ("rds:DeleteDBCluster", "cluster")):
+        assert allowed(model, launch, action, f"{here}:{kind}:{prefix}-test-0123456789abcdef", tagged)
+        assert not allowed(model, launch, action, f"{here}:{kind}:{other}-test-0123456789abcdef", tagged)
+
+
+@pytest.mark.parametrize("prefix", ["", "Blue", "-blue", "blue-", "a-very-long-prefix", "blue_dr", "blue--dr"])
 def test_a_bad_prefix_is_refused_naming_the_field(prefix):
     with pytest.raises(ConfigError, match=r'field "deployment\.name_prefix"'):
         parse_config({**E2E_CONFIG, "deployment": {"name_prefix": prefix}}, default_account=CONTROL_ACCOUNT,

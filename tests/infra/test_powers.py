@@ -41,7 +41,7 @@ EXPECTED_STEP_POWERS = {
     "request-archive-retrieval": set(),
     "check-archive-retrieval": set(),
     "plan-restore-test": {"read"},
-    "prepare-restore-test": {"read"},
+    "prepare-restore-test": {"launch"},  # the test worker's groups, a SQL Server point's temporary bucket
     "locate-throwaway": {"read"},
     "delete-throwaway": {"restore"},
     "restore-test-report": set(),

@@ -114,10 +114,10 @@ def test_the_sweepers_launch_role_deletes_restore_test_throwaways_and_no_other_d
     """The orphan sweeper (through the launch role) deletes a restore test's leftover throwaway: only a
     database named rdsbackup-test-* that carries rdsbackup:temporary=true and rdsbackup:restore-test."""
     from rdsbackup_lambdas.image.names import RESTORE_TEST_TAG, TEMPORARY_TAG
-    from rdsbackup_lambdas.restore_test import THROWAWAY_PREFIX
 
-    # the names the grant is written for are the ones the Lambdas give throwaways
-    assert (THROWAWAY_PREFIX, TEMPORARY_TAG, RESTORE_TEST_TAG) == (
+    # the names the grant is written for are the ones the Lambdas give throwaways (their THROWAWAY_PREFIX:
+    # tests/infra/test_deployment_names.py)
+    assert (Names().throwaway_prefix, TEMPORARY_TAG, RESTORE_TEST_TAG) == (
         "rdsbackup-test-", "rdsbackup:temporary", "rdsbackup:restore-test")
 
     model = load(multi_templates, places(multi_templates))

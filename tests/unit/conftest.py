@@ -173,6 +173,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.setenv("SESSIONS_BUCKET", world.bucket)
         monkeypatch.setenv("TEMP_BUCKET_SECRET", TEMP_BUCKET_SECRET)
         monkeypatch.setenv("RESULTS_TABLE", world.results_table)
+        monkeypatch.setenv("THROWAWAY_PREFIX", "rdsbackup-test-")  # the default deployment's (Names.throwaway_prefix)
         monkeypatch.setenv("POLICIES_JSON", "{}")  # world.item() adds the policies its items replicate by
         yield world
     aws_sessions.clear_cache()

@@ -4,23 +4,29 @@ restore input, its checks, its deletion on every path (or the sweeper tag), and 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
-from rdsbackup_lambdas import backup_freshness, restore_test
-from rdsbackup_lambdas.errors import SecurityGroupError
+from rdsbackup_lambdas import aws_sessions, backup_freshness, restore_test
+from rdsbackup_lambdas.errors import ConfigurationError, SecurityGroupError, SqlServerBackupOptionMissing
 from rdsbackup_lambdas.handlers import (
+    cleanup_worker,
     delete_throwaway,
     locate_throwaway,
     plan_restore_test,
     prepare_restore_test,
     restore_test_report,
 )
-from rdsbackup_lambdas.image import worker_tasks
+from rdsbackup_lambdas.image import names, temp_bucket, worker_tasks
 from rdsbackup_lambdas.models import ImageState, Item
 
-from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE
-from tests.unit.image_support import image_backup, net_fixture  # noqa: F401 (net_fixture: the net fixture)
+from tests.unit.conftest import REGION, SOURCE_ACCOUNT, SOURCE_ROLE, TEMP_BUCKET_SECRET
+from tests.unit.image_support import (  # noqa: F401 (net_fixture: the net fixture)
+    OPTION_ROLE,
+    image_backup,
+    net_fixture,
+)
 
 RUN = {"execution_name": "weekly-1", "started_at": "2026-11-29T05:00:00Z"}
 
@@ -56,11 +62,32 @@ def test_plan_tests_the_newest_snapshot_and_restore_point_in_a_private_small_thr
     [test] = run["tests"]
     assert run["session"]["session_id"].startswith("test-demo-20261129T050000-")
     assert test["source"]["id"] == "orders" and test["error"] is None
-    assert test["resource"]["id"] == restore_test.throwaway_id(run["session"]["session_id"], test["source"]["arn"])
+    assert test["resource"]["id"] == restore_test.throwaway_id(
+        "rdsbackup-test-", run["session"]["session_id"], test["source"]["arn"])
     assert test["restore_test"] == {
         "source_id": "orders", "snapshot_arn": f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:snapshot:orders-s1",
         "restore_point_id": "rp-orders", "compare_restore_point_id": "rp-orders", "warnings": [],
         "check_snapshot": True, "instance_class": "db.t4g.micro", "timeout_seconds": 3600}
+
+
+def test_the_throwaway_takes_the_deployments_name_prefix_and_is_a_valid_rds_identifier(net, world, ctx,
+                                                                                       monkeypatch):
+    net.instance("orders")
+    backed_up(world, "orders")
+    # the longest deployment prefix (12 characters, infra.config.Deployment), with a hyphen in it
+    monkeypatch.setenv("THROWAWAY_PREFIX", "acme-staging-test-")
+    [test] = plan(monkeypatch, ctx, policies(["orders"]))["tests"]
+    ident = test["resource"]["id"]
+    assert ident.startswith("acme-staging-test-") and not ident.startswith("rdsbackup-")
+    assert re.fullmatch(r"[a-z](?:[a-z0-9]|-(?!-))*[a-z0-9]", ident) and len(ident) <= 63, ident
+    assert test["resource"]["arn"] == f"arn:aws:rds:{REGION}:{SOURCE_ACCOUNT}:db:{ident}"
+
+
+@pytest.mark.parametrize("prefix", ["", "acme-test", "Acme-test-", "acme--test-", "1acme-test-", "a" * 60 + "-"])
+def test_a_throwaway_prefix_rds_would_refuse_is_a_configuration_error(net, world, ctx, monkeypatch, prefix):
+    monkeypatch.setenv("THROWAWAY_PREFIX", prefix)
+    with pytest.raises(ConfigurationError, match="THROWAWAY_PREFIX"):
+        plan(monkeypatch, ctx, policies(["orders"]))
 
 
 def snapshot_only(names) -> dict:
@@ -115,18 +142,88 @@ def test_a_policy_without_any_test_worker_is_refused(net, world, ctx, monkeypatc
         plan(monkeypatch, ctx, pols)
 
 
-def test_a_sqlserver_restore_point_is_compared_not_restored_and_the_report_says_so(net, world, ctx, monkeypatch):
+def test_a_sqlserver_restore_point_is_planned_for_restore_like_a_postgres_one(net, world, ctx, monkeypatch):
     net.instance("mssql", engine="sqlserver-se")
     backed_up(world, "mssql")
     [test] = plan(monkeypatch, ctx, policies(["mssql"]))["tests"]
-    assert test["restore_test"]["restore_point_id"] is None
-    assert test["restore_test"]["compare_restore_point_id"] == "rp-mssql"
-    [warning] = test["restore_test"]["warnings"]
-    assert warning.startswith("SQL Server restore point rp-mssql was compared with the restored snapshot")
-    from rdsbackup_lambdas.restore_test_report import source_result
+    assert test["restore_test"]["restore_point_id"] == "rp-mssql"
+    assert test["restore_test"]["compare_restore_point_id"] == "rp-mssql" and test["restore_test"]["warnings"] == []
+    assert test["restore_test"]["instance_class"] == "db.t3.small"
 
-    result = source_result({**test, "worker": {"test": {"passed": True, "failures": []}}}, time.time())
-    assert result["warnings"] == [warning] and result["compared_with_restore_point"] == "rp-mssql"
+
+def sqlserver_test(net, world, ctx, monkeypatch, *, option: bool = True) -> dict:
+    """A TEST of mssql (a SQL Server instance in an option group with SQLSERVER_BACKUP_RESTORE) with a restore
+    point to restore."""
+    net.instance("mssql", engine="sqlserver-se", option_group=net.option_group(with_option=option))
+    backed_up(world, "mssql")
+    [test] = plan(monkeypatch, ctx, policies(["mssql"]))["tests"]
+    return test
+
+
+def test_prepare_leases_the_temporary_bucket_for_a_sqlserver_restore_point_and_cleanup_releases_it(
+        net, world, ctx, monkeypatch):
+    test = sqlserver_test(net, world, ctx, monkeypatch)
+    out = prepare_restore_test.handler(test, ctx)
+    image = out["image"]
+    bucket = names.temp_bucket_name(SOURCE_ACCOUNT, REGION, TEMP_BUCKET_SECRET)
+    throwaway = test["resource"]["id"]
+    assert image["engine"] == "sqlserver" and image["temp_bucket"] == bucket
+    assert image["temp_prefix"] == f"{test['session_id']}/{throwaway}/"
+    s3 = world.client("s3")
+    # this test's prefix granted to the option group's role (RDS reads the .bak with it), and its lease
+    statement = [s for s in json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]
+                 if s["Principal"] == {"AWS": OPTION_ROLE} and isinstance(s["Resource"], str)
+                 and s["Resource"].endswith("/*")]
+    assert [s["Resource"] for s in statement] == [f"arn:aws:s3:::{bucket}/{image['temp_prefix']}*"]
+    assert temp_bucket.live_leases(world.table, bucket) == [
+        temp_bucket.lease_key(bucket, test["session_id"], throwaway)]
+    # the worker is told where to stage the .bak files
+    prepared = {**test, "image": {**image, "endpoint": "throwaway.example", "port": 1433}}
+    spec = worker_tasks.job_spec(Item.model_validate(prepared), ImageState(**prepared["image"]),
+                                 Item.model_validate(prepared).image_backup)
+    assert spec["restore_point_id"] == "rp-mssql"
+    assert spec["sqlserver"] == {"temp_bucket": bucket, "temp_prefix": image["temp_prefix"]}
+    # the workflow's cleanup (cleanup_worker on the TEST, after the throwaway is deleted) gives it all back
+    result = cleanup_worker.handler(prepared, ctx)
+    assert result["complete"] is True and f"bucket {bucket}" in result["removed"], result
+    assert temp_bucket.live_leases(world.table, bucket) == []
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]] and net.temporary_groups() == []
+
+
+def test_a_sqlserver_source_without_the_native_backup_option_is_refused_before_anything_is_made(
+        net, world, ctx, monkeypatch):
+    test = sqlserver_test(net, world, ctx, monkeypatch, option=False)
+    with pytest.raises(SqlServerBackupOptionMissing, match="SQLSERVER_BACKUP_RESTORE"):
+        prepare_restore_test.handler(test, ctx)
+    assert net.temporary_groups() == []
+    bucket = names.temp_bucket_name(SOURCE_ACCOUNT, REGION, TEMP_BUCKET_SECRET)
+    assert bucket not in [b["Name"] for b in world.client("s3").list_buckets()["Buckets"]]
+
+
+def test_a_sqlserver_snapshot_compared_with_a_restore_point_needs_no_bucket(net, world, ctx, monkeypatch):
+    test = sqlserver_test(net, world, ctx, monkeypatch)
+    compare_only = {**test, "restore_test": {**test["restore_test"], "restore_point_id": None}}
+    image = prepare_restore_test.handler(compare_only, ctx)["image"]
+    assert image["temp_bucket"] is None and image["temp_prefix"] is None
+
+
+def test_prepare_reaches_the_source_through_the_launch_role(net, world, ctx, monkeypatch):
+    """The test worker's groups and the temporary bucket are the launch power's (infra.powers), as for a backup's
+    prepare_worker; the read role may create neither."""
+    test = sqlserver_test(net, world, ctx, monkeypatch)
+    read = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/rdsbackup-read-{REGION}"
+    used = []
+    real = aws_sessions.client
+
+    def recording(service, region, role_arn=None, session_id=None):
+        used.append((service, role_arn))
+        return real(service, region, None, session_id)
+
+    monkeypatch.setattr(aws_sessions, "client", recording)
+    prepare_restore_test.handler({**test, "access_role_arn": read}, ctx)
+    assert {service for service, _ in used} >= {"rds", "ec2", "s3"}
+    assert {role for service, role in used if service != "dynamodb"} == {
+        f"arn:aws:iam::{SOURCE_ACCOUNT}:role/rdsbackup-launch-{REGION}"}
 
 
 def test_a_sample_rotates_through_the_least_recently_tested(net, world, ctx, monkeypatch):

@@ -138,6 +138,21 @@ def test_sweeper_deletes_old_restore_test_throwaways_only(net, ctx, policies):
     assert left == {"orders", "rdsbackup-test-new", "temporary-not-a-test"}
 
 
+def test_sweeper_deletes_the_throwaways_its_deployment_named_and_not_another_deployments(net, ctx, policies,
+                                                                                       monkeypatch):
+    """A deployment with name prefix "acme" names its throwaways acme-test-*; its launch role may delete only
+    those, so its sweeper leaves the default deployment's rdsbackup-test-* alone (and that one's, acme's)."""
+    monkeypatch.setenv("THROWAWAY_PREFIX", "acme-test-")
+    for name in ("acme-test-0123456789abcdef", "rdsbackup-test-fedcba9876543210"):
+        net.rds().create_db_instance(DBInstanceIdentifier=name, Engine="postgres", DBInstanceClass="db.t4g.micro",
+                                     MasterUsername="a", MasterUserPassword="password1", AllocatedStorage=20,
+                                     Tags=_throwaway_tags(OLD))
+    report = sweep_orphans.handler({}, ctx)
+    assert report["removed"]["throwaways"] == ["instance acme-test-0123456789abcdef"], report
+    assert [db["DBInstanceIdentifier"] for db in net.rds().describe_db_instances()["DBInstances"]] == [
+        "rdsbackup-test-fedcba9876543210"]
+
+
 def test_sweeper_deletes_a_throwaway_cluster_and_its_members_and_never_an_untagged_or_misnamed_one(
         net, ctx, policies):
     rds = net.rds()

@@ -14,7 +14,6 @@ from rdsbackup_lambdas.clock import now_iso, parse_time
 TEMPORARY_TAG = "rdsbackup:temporary"
 SESSION_TAG = "rdsbackup:session"
 RESTORE_TEST_TAG = "rdsbackup:restore-test"  # on a restore test's throwaway: the source it tests
-THROWAWAY_PREFIX = "rdsbackup-test-"  # a restore test's throwaway instance or cluster (and its members)
 RESOURCE_TAG = "rdsbackup:resource"
 CREATED_AT_TAG = "rdsbackup:created-at"
 SWEEP_TAG = "rdsbackup:sweep"

@@ -8,9 +8,9 @@ In every account+region that a configured policy selects from, through that plac
    delete a group another group's rule references), then deleted;
 3. the temporary bucket (``rdsbackup-tmp-<account>-<region>-<suffix>``) older than the bound with no live lease:
    emptied and deleted (under the bucket lock);
-4. restore tests' throwaway DB instances and clusters (tagged ``rdsbackup:temporary=true`` and
-   ``rdsbackup:restore-test``) older than the bound: deleted without a final snapshot (a cluster's
-   instances first);
+4. restore tests' throwaway DB instances and clusters (named ``<THROWAWAY_PREFIX>*``, the deployment's
+   ``<name prefix>-test-``, and tagged ``rdsbackup:temporary=true`` and ``rdsbackup:restore-test``) older
+   than the bound: deleted without a final snapshot (a cluster's instances first);
 
 then expired leases in the table. A leftover whose session still holds its source's lease (``lease#<arn>``,
 unexpired) belongs to a running backup and is left alone, whatever its age.
@@ -233,7 +233,7 @@ class Sweep:
         if tags.get(names.TEMPORARY_TAG) != "true" or names.RESTORE_TEST_TAG not in tags:
             return False
         # ... and named as one: the launch role may delete nothing else (infra/stacks/access_stacks.py)
-        if not arn.rsplit(":", 1)[-1].startswith(names.THROWAWAY_PREFIX):
+        if not arn.rsplit(":", 1)[-1].startswith(self.config.throwaway_prefix):
             return False
         if not self.old(names.parse_iso(tags.get(names.CREATED_AT_TAG))):
             self.kept.append(f"restore-test throwaway {arn}")

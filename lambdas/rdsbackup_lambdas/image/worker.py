@@ -107,6 +107,28 @@ def _check_subnets(ec2: Any, subnets: list[str], vpc_id: str, what: str) -> None
             "to subnets of that VPC (or leave it empty to use the DB subnet group's)")
 
 
+def lease_temp_bucket(item: Item, config: ImageConfig, option_role: str, *, before_worker_seconds: int = 0
+                      ) -> tuple[str, str]:
+    """SQL Server: this operation's lease on the temporary bucket of the resource's place (made if missing)
+    and the grant of its prefix to ``option_role`` (the option group's role: RDS writes and reads the
+    ``.bak`` with it). Returns ``(bucket, prefix)``; ``cleanup_worker`` revokes, empties and releases.
+    The lease outlives the worker's timeout (plus ``before_worker_seconds``: a restore test's restore)."""
+    settings = require_settings(item)
+    res = item.resource
+    bucket = names.temp_bucket_name(res.account, res.region, config.temp_bucket_secret)
+    prefix = names.temp_prefix(item.session_id, res.id)
+    s3 = client(item, "s3")
+    seconds = max(item.lease_seconds,
+                  before_worker_seconds + settings.worker.timeout_seconds + BUCKET_LEASE_MARGIN_SECONDS)
+    with temp_bucket.locked(config.table_name, bucket, config.lock_wait_seconds):
+        temp_bucket.take_lease(config.table_name, bucket, item.session_id, res.id, seconds)
+        if not temp_bucket.exists(s3, bucket, res.account):
+            temp_bucket.create(s3, bucket, res.region, res.account)
+        temp_bucket.grant(s3, bucket, res.account, prefix, option_role, item.session_id, res.id)
+    logger.info("temporary bucket ready", extra={"bucket": bucket, "prefix": prefix})
+    return bucket, prefix
+
+
 def prepare_worker(item: Item, config: ImageConfig) -> dict[str, Any]:
     """Find the DB's endpoint, network and credentials secret; make the two groups; prepare SQL Server's bucket."""
     settings = require_settings(item)
@@ -134,16 +156,7 @@ def prepare_worker(item: Item, config: ImageConfig) -> dict[str, Any]:
     bucket = prefix = None
     if engine == "sqlserver":
         assert option_role is not None
-        bucket = names.temp_bucket_name(res.account, res.region, config.temp_bucket_secret)
-        prefix = names.temp_prefix(item.session_id, res.id)
-        s3 = client(item, "s3")
-        seconds = max(item.lease_seconds, settings.worker.timeout_seconds + BUCKET_LEASE_MARGIN_SECONDS)
-        with temp_bucket.locked(config.table_name, bucket, config.lock_wait_seconds):
-            temp_bucket.take_lease(config.table_name, bucket, item.session_id, res.id, seconds)
-            if not temp_bucket.exists(s3, bucket, res.account):
-                temp_bucket.create(s3, bucket, res.region, res.account)
-            temp_bucket.grant(s3, bucket, res.account, prefix, option_role, item.session_id, res.id)
-        logger.info("temporary bucket ready", extra={"bucket": bucket, "prefix": prefix})
+        bucket, prefix = lease_temp_bucket(item, config, option_role)
 
     return ImageState(
         phase="prepared", db_security_group=pair["db_security_group"],

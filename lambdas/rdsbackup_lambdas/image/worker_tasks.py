@@ -41,7 +41,7 @@ def job_spec(item: Item, image: ImageState, settings: ImageBackup) -> dict[str, 
             "repository": repository, "restore_point_id": item.restore_test.get("restore_point_id"),
             "check_snapshot": bool(item.restore_test.get("check_snapshot", True)),
             "compare_restore_point_id": item.restore_test.get("compare_restore_point_id"),
-            "result_url": result_url,
+            "result_url": result_url, "sqlserver": sqlserver,
         }
     if item.restore_database is not None:  # a database-level restore (worker_image/rdsbackup/restore_job.py)
         return {
