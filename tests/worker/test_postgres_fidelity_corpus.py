@@ -320,8 +320,14 @@ def test_corpus_round_trips_as_well_as_pg_dump_and_pg_restore(source, target, tm
     subprocess.run([f"{target.bin_dir}/pg_restore", "--create", "-h", target.host, "-p", str(target.port), "-U",
                     target.superuser, "-d", "postgres", dump], env=env, capture_output=True)
 
-    for db in ("corpus_ours", "corpus_src"):
-        check_busy_tables(target, db)
+    check_busy_tables(target, "corpus_ours")
+    # Not asserted for the control: pg_dump locks its tables only after its snapshot is taken, so a
+    # TRUNCATE that commits in between (it happens on a loaded machine) leaves the control's
+    # app.replaced empty. Ours takes its locks before the snapshot (test_postgres_locks.py).
+    try:
+        check_busy_tables(target, "corpus_src")
+    except AssertionError as exc:
+        print(f"  control: busy tables inconsistent (pg_dump's lock window): {exc}")
     ours = differences(source, "corpus_src", target, "corpus_ours")
     control = differences(source, "corpus_src", target, "corpus_src")
     _report("superuser restore", ours, control)
