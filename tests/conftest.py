@@ -30,3 +30,13 @@ def fake_aws_credentials(monkeypatch):
 # Module-level too: some packages read the environment at import time.
 for _name, _value in _FAKE_AWS_ENV.items():
     os.environ.setdefault(_name, _value)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the shared PostgreSQL servers while this process still can: an xdist worker that is slow
+    to exit after its session is killed by the controller, before its atexit handlers run."""
+    import sys
+
+    servers = sys.modules.get("tests.support.postgres_server")
+    if servers is not None:
+        servers.stop_shared_servers()

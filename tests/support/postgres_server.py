@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,14 +53,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _as_unprivileged(cmd: list[str], os_user: str) -> list[str]:
-    # The server refuses to run as root; tests usually do.
+def _as_unprivileged(os_user: str) -> dict:
+    """Popen arguments that run a command as `os_user` (the server refuses to run as root; tests
+    usually do). The process is the command itself, not a runuser/su wrapper, so signals reach it."""
     if os.geteuid() != 0:
-        return cmd
-    runuser = shutil.which("runuser")
-    if runuser:
-        return [runuser, "-u", os_user, "--", *cmd]
-    return ["su", os_user, "-s", "/bin/sh", "-c", " ".join(subprocess.list2cmdline([c]) for c in cmd)]
+        return {}
+    pw = pwd.getpwnam(os_user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: SIGINT (fast shutdown) when the test process that started it
+    dies, however it dies (an xdist worker killed at teardown, a timeout, kill -9), so no server
+    outlives its tests. Runs after the switch to the unprivileged user, which would clear it."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 @dataclass
@@ -116,28 +128,25 @@ class PostgresServer:
             for path in (self.base_dir, self.socket_dir, pwfile):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            _as_unprivileged(
-                [f"{self.bin_dir}/initdb", "-D", self.data_dir, "-U", self.superuser, "--pwfile", pwfile,
-                 "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-                 "--no-sync"],
-                self.os_user,
-            ),
-            check=True, capture_output=True, cwd=self.base_dir,
+            [f"{self.bin_dir}/initdb", "-D", self.data_dir, "-U", self.superuser, "--pwfile", pwfile,
+             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+            check=True, capture_output=True, cwd=self.base_dir, **_as_unprivileged(self.os_user),
         )
         tls_options: list[str] = []
         if self.ssl:
             tls_options = self._setup_tls()
         log = open(os.path.join(self.base_dir, "server.log"), "wb")  # noqa: SIM115 - lives with the server
+        # The parent-death signal follows the thread that started the server: only the main thread
+        # lives as long as the process.
+        on_parent_death = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         self._proc = subprocess.Popen(
-            _as_unprivileged(
-                [f"{self.bin_dir}/postgres", "-D", self.data_dir, "-p", str(self.port),
-                 "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.socket_dir}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=100", "-c", "shared_buffers=64MB", *tls_options,
-                 *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
-                self.os_user,
-            ),
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.base_dir,
+            [f"{self.bin_dir}/postgres", "-D", self.data_dir, "-p", str(self.port),
+             "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.socket_dir}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=100", "-c", "shared_buffers=64MB", *tls_options,
+             *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.base_dir, preexec_fn=on_parent_death,
+            **_as_unprivileged(self.os_user),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -186,7 +195,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()  # SIGTERM: smart shutdown; escalate if a client lingers
+            self._proc.send_signal(signal.SIGINT)  # fast shutdown: ends lingering sessions, as `pg_ctl stop`
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -330,6 +339,16 @@ def shared_server() -> PostgresServer:
         _shared = PostgresServer.start()
         atexit.register(_shared.stop)
     return _shared
+
+
+def stop_shared_servers() -> None:
+    """Stop this process's shared servers (tests/conftest.py calls it when the session finishes: an
+    xdist worker may be killed at teardown before its atexit handlers run)."""
+    global _shared, _shared_tls
+    for server in (_shared, _shared_tls):
+        if server is not None:
+            server.stop()
+    _shared = _shared_tls = None
 
 
 _shared_tls: PostgresServer | None = None
