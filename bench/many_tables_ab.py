@@ -22,7 +22,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,73 +76,68 @@ def main() -> int:
                                          "(host, port, user, password, data_dir, bin): no load")
     args = parser.parse_args()
     this = os.path.join(os.path.dirname(HERE), "worker_image")
-    work = tempfile.mkdtemp(prefix="rdsbackup-many-ab-", dir=os.environ.get("RDSBACKUP_BENCH_TMPDIR"))
-    server = None
     try:
-        if args.server:
-            with open(args.server) as f:
-                given = json.load(f)
-            server = types.SimpleNamespace(host=given["host"], port=given["port"], superuser=given["user"],
-                                           password=given["password"], data_dir=given["data_dir"],
-                                           bin_dir=given["bin"], stop=lambda: None)
-            bench = run.Bench(server, work)
-            tables = int(bench.sql("SELECT count(*) FROM pg_stat_user_tables", many_tables.DB))
-        else:
-            server = run.PostgresServer.start(settings={**many_tables.SERVER_SETTINGS, "autovacuum": "off"})
-            bench = run.Bench(server, work)
-            many_tables.load(bench)
-            tables = bench.results["many_tables"]["tables"]
-        conn_args = ["--host", server.host, "--port", str(server.port), "--user", server.superuser,
-                     "--password-env", "BENCH_PGPASSWORD", *bench.jobs_args, "--database", many_tables.DB,
-                     "--source-id", many_tables.DB, "--json"]
-        dump = os.path.join(work, "many.dump")
-        peers = {"pg_dump -Fc": lambda: measured(server, f"{bench.bin}/pg_dump {bench.conn} -Fc -f {dump} "
-                                                         f"{many_tables.DB}", bench.env)}
-        if args.schema_only:
-            peers["pg_dump schema only"] = lambda: measured(
-                server, f"{bench.bin}/pg_dump {bench.conn} -Fc -Z0 --section=pre-data --section=post-data "
-                        f"-f {dump} {many_tables.DB}", bench.env)
-        for name, worker_image in (("ours, baseline", args.baseline), ("ours, this checkout", this)):
-            def ours(worker_image=worker_image):
-                repo = os.path.join(work, "repo")
-                shutil.rmtree(repo, ignore_errors=True)
-                env = {**bench.env, "PYTHONPATH": worker_image}
-                procs.run([sys.executable, "-c", ENTRY, "repo", "init", "--repo", "file://" + repo],
-                          env=env)
-                return measured(server, [sys.executable, "-c", ENTRY, "backup", "postgres",
-                                         "--repo", "file://" + repo, *conn_args], env)
-            peers[name] = ours
-        runs: dict[str, list[dict]] = {name: [] for name in peers}
-        for i in range(args.repeat):  # alternating: a busy machine slows every peer alike
-            for name, peer in peers.items():
-                bench.checkpoint()
-                runs[name].append(peer())
-                r = runs[name][-1]
-                print(f"round {i + 1} {name}: wall {r['wall']:.2f} s, client CPU {r['client']:.2f} s, "
-                      f"server CPU {r['server']:.2f} s, load {r['load']:.1f}", file=sys.stderr, flush=True)
-        print(f"{tables} tables, median of {args.repeat} alternating runs (load: 1-minute average around each run)")
-        print("| peer | wall s | client CPU s | server CPU s | total CPU s | load | wall runs |")
-        print("|---|---|---|---|---|---|---|")
-        med = {}
-        for name, values in runs.items():
-            m = {k: statistics.median(v[k] for v in values) for k in ("wall", "client", "server", "load")}
-            m["total"] = statistics.median(v["client"] + v["server"] for v in values)
-            med[name] = m
-            print(f"| {name} | {m['wall']:.2f} | {m['client']:.2f} | {m['server']:.2f} | {m['total']:.2f} | "
-                  f"{min(v['load'] for v in values):.0f}-{max(v['load'] for v in values):.0f} | "
-                  f"{', '.join(format(v['wall'], '.2f') for v in values)} |")
-        base = med["pg_dump -Fc"]
-        for name in ("ours, baseline", "ours, this checkout"):
-            print(f"{name} / pg_dump -Fc: wall {med[name]['wall'] / base['wall']:.2f}, "
-                  f"total CPU {med[name]['total'] / base['total']:.2f}")
-        return 0
+        with procs.stoppable_run("rdsbackup-many-ab-") as (work, servers):
+            if args.server:
+                with open(args.server) as f:
+                    given = json.load(f)
+                server = types.SimpleNamespace(host=given["host"], port=given["port"], superuser=given["user"],
+                                               password=given["password"], data_dir=given["data_dir"],
+                                               bin_dir=given["bin"])
+                bench = run.Bench(server, work)
+                tables = int(bench.sql("SELECT count(*) FROM pg_stat_user_tables", many_tables.DB))
+            else:
+                server = run.PostgresServer.start(settings={**many_tables.SERVER_SETTINGS, "autovacuum": "off"})
+                servers.append(server)
+                bench = run.Bench(server, work)
+                many_tables.load(bench)
+                tables = bench.results["many_tables"]["tables"]
+            conn_args = ["--host", server.host, "--port", str(server.port), "--user", server.superuser,
+                         "--password-env", "BENCH_PGPASSWORD", *bench.jobs_args, "--database", many_tables.DB,
+                         "--source-id", many_tables.DB, "--json"]
+            dump = os.path.join(work, "many.dump")
+            peers = {"pg_dump -Fc": lambda: measured(server, f"{bench.bin}/pg_dump {bench.conn} -Fc -f {dump} "
+                                                             f"{many_tables.DB}", bench.env)}
+            if args.schema_only:
+                peers["pg_dump schema only"] = lambda: measured(
+                    server, f"{bench.bin}/pg_dump {bench.conn} -Fc -Z0 --section=pre-data --section=post-data "
+                            f"-f {dump} {many_tables.DB}", bench.env)
+            for name, worker_image in (("ours, baseline", args.baseline), ("ours, this checkout", this)):
+                def ours(worker_image=worker_image):
+                    repo = os.path.join(work, "repo")
+                    shutil.rmtree(repo, ignore_errors=True)
+                    env = {**bench.env, "PYTHONPATH": worker_image}
+                    procs.run([sys.executable, "-c", ENTRY, "repo", "init", "--repo", "file://" + repo],
+                              env=env)
+                    return measured(server, [sys.executable, "-c", ENTRY, "backup", "postgres",
+                                             "--repo", "file://" + repo, *conn_args], env)
+                peers[name] = ours
+            runs: dict[str, list[dict]] = {name: [] for name in peers}
+            for i in range(args.repeat):  # alternating: a busy machine slows every peer alike
+                for name, peer in peers.items():
+                    bench.checkpoint()
+                    runs[name].append(peer())
+                    r = runs[name][-1]
+                    print(f"round {i + 1} {name}: wall {r['wall']:.2f} s, client CPU {r['client']:.2f} s, "
+                          f"server CPU {r['server']:.2f} s, load {r['load']:.1f}", file=sys.stderr, flush=True)
+            print(f"{tables} tables, median of {args.repeat} alternating runs (load: 1-minute average around each run)")
+            print("| peer | wall s | client CPU s | server CPU s | total CPU s | load | wall runs |")
+            print("|---|---|---|---|---|---|---|")
+            med = {}
+            for name, values in runs.items():
+                m = {k: statistics.median(v[k] for v in values) for k in ("wall", "client", "server", "load")}
+                m["total"] = statistics.median(v["client"] + v["server"] for v in values)
+                med[name] = m
+                print(f"| {name} | {m['wall']:.2f} | {m['client']:.2f} | {m['server']:.2f} | {m['total']:.2f} | "
+                      f"{min(v['load'] for v in values):.0f}-{max(v['load'] for v in values):.0f} | "
+                      f"{', '.join(format(v['wall'], '.2f') for v in values)} |")
+            base = med["pg_dump -Fc"]
+            for name in ("ours, baseline", "ours, this checkout"):
+                print(f"{name} / pg_dump -Fc: wall {med[name]['wall'] / base['wall']:.2f}, "
+                      f"total CPU {med[name]['total'] / base['total']:.2f}")
+            return 0
     except KeyboardInterrupt:
         return 130
-    finally:
-        procs.kill_all()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
