@@ -17,6 +17,7 @@ import requests
 from moto.moto_api._internal.models import moto_api_backend
 from moto.server import ThreadedMotoServer
 
+from infra.topology import Names
 from rdsbackup_local.ecs_runner import LocalWorkers
 from rdsbackup_local.lambda_runner import InProcessLambdas
 from rdsbackup_local.moto_deploy import DeployedApp, deploy, session_factory
@@ -47,6 +48,17 @@ def moto_endpoint():
 class ServerHarness(Harness):
     workers: LocalWorkers
     endpoint: str
+
+    def worker_logs(self, tail: int = 2000) -> str:
+        """The end of every worker run's log, for an assertion's message."""
+        return "\n".join(f"{run.job.get('source_id')}: {run.log()[-tail:]}" for run in self.workers.runs.values())
+
+
+def throwaway_instances(region: str = REGION) -> list[str]:
+    """The restore tests' throwaway instances that exist (the e2e config keeps the default name prefix)."""
+    rds = boto3.client("rds", region_name=region)
+    return [db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]
+            if db["DBInstanceIdentifier"].startswith(Names().throwaway_prefix)]
 
 
 @pytest.fixture

@@ -32,10 +32,6 @@ def _backup(harness, name: str) -> str:
     return resource["restore_point_id"]
 
 
-def _worker_logs(harness) -> list[str]:
-    return [run.log()[-2000:] for run in harness.workers.runs.values()]
-
-
 @pytest.fixture
 def shop_db(tls_postgres):
     ensure_role(tls_postgres, "app_reader")
@@ -57,7 +53,7 @@ def test_a_postgres_restore_point_restores_into_the_target_through_the_worker(se
                                     "target_database": "shop_restored"},
                                    name="database-restore", timeout=300, workflow="Restore")
     report = report_of(described)
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     assert schema_dump(tls_postgres, "shop_restored") == schema_dump(tls_postgres, "shop")
     assert table_checksums(tls_postgres, "shop_restored") == table_checksums(tls_postgres, "shop")
     assert report["restored"]["databases"][0]["name"] == "shop"
@@ -99,7 +95,7 @@ def test_sql_server_restore_calls_rds_restore_database_and_removes_the_bucket(se
                                         "target_database": "appdb_restored"},
                                        name="mssql-restore", timeout=300, workflow="Restore")
     report = report_of(described)
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     restores = [params for sql, params in map(json.loads, calls.read_text().splitlines())
                 if sql.startswith("exec msdb.dbo.rds_restore_database")]
     (params,) = restores

@@ -47,10 +47,6 @@ def _rdsbackup(harness, *args: str, password: str | None = None) -> subprocess.C
     return subprocess.run(["rdsbackup", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def _worker_logs(harness) -> list[str]:
-    return [f"{run.job.get('source_id')}: {run.log()[-1500:]}" for run in harness.workers.runs.values()]
-
-
 def _resource(report: dict, identifier: str) -> dict:
     return next(r for r in report["resources"] if r["arn"].endswith(f":{identifier}"))
 
@@ -142,7 +138,7 @@ def test_one_workers_crash_leaves_the_other_resource_backed_up(server_harness, t
     _two_databases(tls_postgres, shop)
     server_harness.workers.behaviour = lambda job: "crash" if job["source_id"] == "shop-db-2" else "run"
     report = report_of(server_harness.run({"policy": "images"}, name="image-one-crash", timeout=300))
-    assert _resource(report, "shop-db")["status"] == "Success", _worker_logs(server_harness)
+    assert _resource(report, "shop-db")["status"] == "Success", server_harness.worker_logs()
     crashed = _resource(report, "shop-db-2")
     assert crashed["status"] == "Failed" and crashed["error"].startswith("WorkerFailed:")
     assert nothing_left(), temporary_leftovers()

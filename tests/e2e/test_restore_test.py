@@ -21,6 +21,7 @@ from tests.e2e.server_harness import (
     network,
     nothing_left,
     temporary_leftovers,
+    throwaway_instances,
     use_fake_sqlserver,
 )
 from tests.support.postgres_server import create_sample_database, ensure_role
@@ -73,19 +74,9 @@ def _transitions(harness, execution_arn: str) -> int:
     return sum(1 for e in harness.history(execution_arn) if e["type"].endswith("StateEntered"))
 
 
-def _throwaways() -> list[str]:
-    rds = boto3.client("rds", region_name=REGION)
-    return [db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]
-            if db["DBInstanceIdentifier"].startswith("rdsbackup-test-")]
-
-
-def _worker_logs(harness) -> str:
-    return "\n".join(run.log()[-1500:] for run in harness.workers.runs.values())
-
-
 def test_a_good_backup_passes_and_nothing_is_left(server_harness, backed_up):
     described, report = _run_test(server_harness, "rt-good")
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     [source] = report["sources"]
     assert source["status"] == "Passed" and source["failures"] == []
     assert source["source"].endswith(":db:shop-db") and source["restore_point_id"]
@@ -98,7 +89,7 @@ def test_a_good_backup_passes_and_nothing_is_left(server_harness, backed_up):
     assert target["instance_class"] == "db.t4g.micro" and len(target["security_groups"]) == 1
     assert child["status"] == "SUCCEEDED"
     # everything the test made is gone: throwaway, groups, worker task
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     print(f"\nrestore test: {_transitions(server_harness, described['executionArn'])} transitions "
           f"(+ {_transitions(server_harness, child['executionArn'])} in the restore), "
           f"{described['wall_seconds']} s", file=sys.stderr)
@@ -113,7 +104,7 @@ def test_data_that_differs_from_the_backup_fails_naming_the_table(server_harness
     [source] = report["sources"]
     assert source["status"] == "Failed"
     assert any("table app.orders: same row count, different data" in f for f in source["failures"]), source
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
 def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_reported(server_harness, backed_up):
@@ -125,7 +116,7 @@ def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_report
     server_harness.workers.behaviour = protect
     described, report = _run_test(server_harness, "rt-undeletable")
     [source] = report["sources"]
-    [left] = _throwaways()
+    [left] = throwaway_instances()
     assert source["left_for_sweeper"] == [f"DB instance {left}"]
     tags = boto3.client("rds", region_name=REGION).list_tags_for_resource(
         ResourceName=f"arn:aws:rds:{REGION}:123456789012:db:{left}")["TagList"]
@@ -139,7 +130,7 @@ def test_a_throwaway_that_cannot_be_deleted_is_tagged_for_the_sweeper_and_report
 def test_a_snapshot_only_policy_restores_its_snapshot_and_checks_it_against_the_newest_restore_point(
         server_harness, snapshot_tested, tls_postgres):
     described, report = _run_test(server_harness, "st-good", policy="snaptested")
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     [source] = report["sources"]
     assert source["status"] == "Passed" and source["failures"] == []
     # its own snapshot was restored; nothing restored beside it; compared with images' restore point
@@ -150,7 +141,7 @@ def test_a_snapshot_only_policy_restores_its_snapshot_and_checks_it_against_the_
     assert job["restore_point_id"] is None and job["compare_restore_point_id"] == snapshot_tested["restore_point_id"]
     assert job["result_url"].startswith("s3://rdsbackup-main-")
     assert not tls_postgres.execute(f"SELECT 1 FROM pg_database WHERE datname = '{SCRATCH}'")
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
 def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored_snapshot(
@@ -162,7 +153,7 @@ def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored
     assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
     [source] = report["sources"]
     assert source["status"] == "Failed" and "snapshot: database 'shop' is missing" in source["failures"], source
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
 def _sqlserver_backed_up(harness, tmp_path, **test_fake) -> tuple[str, Path]:
@@ -196,7 +187,7 @@ def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_th
     with tls_requests():
         restore_point, calls = _sqlserver_backed_up(server_harness, tmp_path)
         described, report = _run_test(server_harness, "mssql-rt")
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     [source] = report["sources"]
     assert source["status"] == "Passed" and source["failures"] == [] and source["databases_checked"] == ["appdb"]
     assert source["restore_point_id"] == restore_point and source["warnings"] == []
@@ -217,7 +208,7 @@ def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_th
     assert [(d["database"], d["target"], d["state"], d["checkdb"]) for d in checked["databases"]] == [
         ("appdb", "rdsbackup_test_appdb", "ONLINE", "passed")]
     # the lease is released and the bucket (no other lease) deleted, with everything else
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     assert _bucket_leases() == []
 
 
@@ -235,7 +226,7 @@ def test_a_sqlserver_restore_point_that_rds_cannot_restore_fails_the_test_and_st
     assert source["status"] == "Failed" and source["restore_point_id"] == restore_point
     assert any("native restore of database 'rdsbackup_test_appdb'" in f for f in source["failures"]), source
     assert len(_restored_baks(calls)) == 1
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     assert _bucket_leases() == []
 
 

@@ -17,7 +17,13 @@ from rdsbackup_lambdas.handlers import check_archive_retrieval
 from rdsbackup_local.moto_patches import slow_retrievals
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION
 from tests.e2e.conftest import report_of
-from tests.e2e.server_harness import create_postgres_instance, network, nothing_left, temporary_leftovers
+from tests.e2e.server_harness import (
+    create_postgres_instance,
+    network,
+    nothing_left,
+    temporary_leftovers,
+    throwaway_instances,
+)
 from tests.support.postgres_server import create_sample_database, ensure_role
 
 SCRATCH = "rdsbackup_test_shop"
@@ -56,16 +62,6 @@ def _entered(harness, execution_arn: str, state: str | None = None) -> int:
                and (state is None or e["stateEnteredEventDetails"]["name"] == state))
 
 
-def _throwaways() -> list[str]:
-    rds = boto3.client("rds", region_name=REGION)
-    return [db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]
-            if db["DBInstanceIdentifier"].startswith("rdsbackup-test-")]
-
-
-def _worker_logs(harness) -> str:
-    return "\n".join(run.log()[-1500:] for run in harness.workers.runs.values())
-
-
 def _test_jobs(harness) -> list[dict]:
     return [run.job for run in harness.workers.runs.values() if run.job.get("kind") == "restore_test"]
 
@@ -102,7 +98,7 @@ def slow_retrieval(monkeypatch):
 def test_the_newest_archived_point_is_retrieved_restored_from_the_archive_and_passes(
         server_harness, archived, slow_retrieval, tls_postgres):
     described, report = _run_test(server_harness, "at-good")
-    assert described["status"] == "SUCCEEDED", (report, _worker_logs(server_harness))
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     [source] = report["sources"]
     assert source["status"] == "Passed" and source["failures"] == [], source
     assert source["archived"] is True and source["restore_point_id"] == archived
@@ -121,7 +117,7 @@ def test_the_newest_archived_point_is_retrieved_restored_from_the_archive_and_pa
     assert job["result_url"].startswith("s3://rdsbackup-main-")
     # no lock of the test is left in the archive (tests/worker/test_restore_test_job.py: held while it reads)
     assert _live_locks() == []
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     [child] = server_harness.sfn.list_executions(stateMachineArn=server_harness.app.workflow_arn("Restore"))[
         "executions"]
     print(f"\narchived restore test: {_entered(server_harness, described['executionArn'])} transitions "
@@ -140,7 +136,7 @@ def test_an_archived_point_whose_restored_data_differs_fails_naming_the_table(
     assert source["status"] == "Failed" and source["archived"] is True
     assert any(f"restore point {archived}: database shop, table app.orders: same row count, different data" in f
                for f in source["failures"]), source
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
 def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or_worker(server_harness, archived):
@@ -155,7 +151,7 @@ def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or
     assert len(server_harness.workers.runs) == runs_before, "no worker starts for a point that is not readable"
     assert server_harness.sfn.list_executions(
         stateMachineArn=server_harness.app.workflow_arn("Restore"))["executions"] == [], "no throwaway restored"
-    assert _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
 def test_a_source_with_nothing_archived_yet_is_a_failed_test_naming_the_archive(server_harness, tls_postgres):
@@ -171,5 +167,5 @@ def test_a_source_with_nothing_archived_yet_is_a_failed_test_naming_the_archive(
     assert source["status"] == "Failed" and source["archived"] is True
     assert source["failures"] == [f"NothingToTest: {db['arn']} has no restore point in archive repository "
                                   "'cold' yet"], source
-    assert _test_jobs(server_harness) == [] and _throwaways() == [] and nothing_left(), temporary_leftovers()
+    assert _test_jobs(server_harness) == [] and throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     tls_postgres.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
