@@ -4,6 +4,12 @@ restore start over the pg_restore way, with pg_restore's result and warnings."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pglast
 import pytest
 from rdsbackup.postgres import ConnectionInfo, backup_postgres, predata, restore_postgres, tools
 from rdsbackup.postgres.predata import split_statements
@@ -58,9 +64,51 @@ def test_statements_end_only_at_their_own_semicolons():
     b"CREATE FUNCTION f() RETURNS int AS $$ SELECT 1;\n",
     b"CREATE TABLE t (a int);\nCREATE TABLE u (a int)\n",  # cut short
     b"SET standard_conforming_strings = off;\nCREATE TABLE t (a text DEFAULT 'x\\';y');\n",
+    b"CREATE TABLE t (a int) WITH NOTHING KNOWN;\n",  # what PostgreSQL's parser does not accept
+    b"CREATE TABLE t (a int);\x00CREATE TABLE u (a int);\n",  # a NUL would end the parser's C string
+    # A psql command line in a body: psql sends it as text. Not worth telling apart here.
+    b"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n\\restrict K3y\nSELECT 1 $$;\n",
 ])
 def test_a_script_only_psql_can_run_is_not_cut(script):
     assert split_statements(script) is None
+
+
+# Semicolons next to multibyte text: where a cut lands depends on the offsets meaning bytes of the script.
+MULTIBYTE_STATEMENTS = [
+    '\n--\n-- Name: fün; Type: FUNCTION; Owner: é\n--\n\n'
+    'CREATE FUNCTION "sché;ma"."fün;"() RETURNS text LANGUAGE plpgsql AS $_$\nBEGIN\n'
+    "  RETURN 'naïve;' || $é$;€;$é$ || $x$ «; » $x$; -- commentaire; é\nEND;\n$_$;",
+    "\n/* bloc « é; » /* imbriqué; */ ; */\nCOMMENT ON TABLE \"sché;ma\".\"tàble;\" IS 'ça; « ''€;'' »';",
+    '\nCREATE TABLE "sché;ma"."tàble;" ("côl;""q" text DEFAULT E\'\\\'; é\', ü int);',
+    '\nCREATE FUNCTION "sché;ma".atomic(x int) RETURNS text LANGUAGE sql\nBEGIN ATOMIC\n'
+    " SELECT CASE WHEN x > 0 THEN 'plus; é' ELSE 'moins;' END;\n SELECT 'deux; ü';\nEND;",
+    '\nCREATE VIEW "vüe" AS SELECT \'é\' AS "€";',
+]
+# Characters of 3 and 4 bytes in UTF-8.
+WIDE_STATEMENTS = [
+    "\nCOMMENT ON TABLE \"日本語;\" IS '日本語; テスト ''😀;''';",
+    '\nCREATE FUNCTION "😀"() RETURNS text LANGUAGE sql AS $😀$ SELECT \'😀;\' $😀$;',
+]
+
+
+@pytest.mark.parametrize(("encoding", "expected"), [
+    ("utf-8", MULTIBYTE_STATEMENTS + WIDE_STATEMENTS),
+    ("iso8859_15", MULTIBYTE_STATEMENTS),  # LATIN9: one byte a character, not valid UTF-8
+])
+def test_cuts_land_on_the_right_byte_next_to_multibyte_text(encoding, expected):
+    """Each statement comes back exactly, with its comments and its `;`: the offsets the parser gives
+    are character offsets, and they must land on the script's bytes."""
+    script = "\\restrict K3y" + "".join(expected) + "\n\n--\n-- fin; é\n--\n\n\\unrestrict K3y\n"
+    assert split_statements(script.encode(encoding)) == [s.encode(encoding) for s in expected]
+
+
+def test_a_sql_standard_body_is_one_statement():
+    """`BEGIN ATOMIC ... END` holds semicolons of its own (and CASE ... END): cut inside, a batch
+    boundary there would send half a function."""
+    function = (b"CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+                b" SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\n SELECT 3;\nEND;")
+    procedure = b"\nCREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END;"
+    assert split_statements(function + procedure + b"\n") == [function, procedure]
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +181,72 @@ def test_a_failing_batch_starts_over_the_pg_restore_way(server, tmp_path, monkey
     assert schema_dump(server, "pre_ours_again") == schema_dump(server, "pre_src")
     assert table_checksums(server, "pre_ours_again") == table_checksums(server, "pre_src")
     server.drop_database("pre_ours_again")
+
+
+TRICKY_SCHEMA = r"""
+    CREATE SCHEMA "sché;ma";
+    COMMENT ON SCHEMA "sché;ma" IS 'un schéma; « $$ » -- /* pas un commentaire';
+    CREATE TYPE "sché;ma"."humeur;" AS ENUM ('triste;', 'ça va', 'it''s', '$_$', 'a\b', E'deux\nlignes;');
+    CREATE DOMAIN "sché;ma".d AS text CHECK (VALUE <> 'x;y' AND VALUE !~ '^/\*;');
+    CREATE FUNCTION "sché;ma"."fün;"(a int) RETURNS text LANGUAGE plpgsql AS $body$
+    DECLARE s text := 'a;b'; -- un commentaire; é
+    BEGIN
+      /* imbriqué /* ; */ toujours; */
+      s := s || $x$;$x$ || $é$;€;$é$ || E'\';' || '日本語;' || '$_$;';
+      RETURN s;
+    END;
+    $body$;
+    CREATE FUNCTION "sché;ma".atomic(x int) RETURNS text LANGUAGE sql IMMUTABLE
+    BEGIN ATOMIC
+      SELECT CASE WHEN x > 0 THEN 'plus; é' ELSE 'moins;' END;
+    END;
+    CREATE TABLE "sché;ma"."tàble;" (id int, "côl;""q" text DEFAULT 'dé;faut', h "sché;ma"."humeur;",
+                                     v text GENERATED ALWAYS AS ("sché;ma".atomic(id)) STORED);
+    CREATE PROCEDURE "sché;ma".p(x int) LANGUAGE sql
+    BEGIN ATOMIC
+      INSERT INTO "sché;ma"."tàble;" (id) VALUES (x);
+      INSERT INTO "sché;ma"."tàble;" (id) VALUES (x + 1);
+    END;
+    CREATE VIEW "sché;ma"."vüe;" AS SELECT id, 'lit;é' AS l, $$dollar; ü$$ AS d FROM "sché;ma"."tàble;"
+      WHERE "côl;""q" <> ';' AND h <> 'triste;';
+    COMMENT ON COLUMN "sché;ma"."tàble;"."côl;""q" IS E'ligne\nsuivante; 😀 ''';
+"""
+
+
+def test_each_cut_is_one_whole_statement_to_the_server(server, tmp_path):
+    """The script `pg_restore -f` writes for a schema with tricky bodies, cut, and each piece sent on its
+    own through the extended protocol, which takes exactly one statement: a piece holding two, or half
+    of one, fails. What they build is what `pg_restore --section=pre-data` builds."""
+    for name in ("pre_tricky", "pre_tricky_cut", "pre_tricky_control"):
+        server.drop_database(name)
+        server.create_database(name)
+    server.psql(TRICKY_SCHEMA, dbname="pre_tricky")
+    env = dict(os.environ, PGPASSWORD=server.password)
+    conn = ["-h", server.host, "-p", str(server.port), "-U", server.superuser]
+    dump, script_path = tmp_path / "tricky.dump", tmp_path / "tricky.sql"
+    subprocess.run([f"{server.bin_dir}/pg_dump", *conn, "-Fc", "-f", dump, "pre_tricky"], env=env, check=True)
+    subprocess.run([f"{server.bin_dir}/pg_restore", "--section=pre-data", "-f", script_path, dump], check=True)
+    subprocess.run([f"{server.bin_dir}/pg_restore", *conn, "--section=pre-data", "-d", "pre_tricky_control",
+                    "--exit-on-error", dump], env=env, check=True)
+    script = script_path.read_bytes()
+
+    statements = split_statements(script)
+    # Joined, they are the script from after its \restrict line to its last statement's `;`.
+    body = script[script.index(b"\n", script.index(b"\\restrict ")):script.rindex(b";") + 1]
+    assert b"".join(statements) == body
+    assert len(statements) > 20 and all(s.rstrip().endswith(b";") for s in statements)
+    with server.connect("pre_tricky_cut") as conn:
+        conn.autocommit = True
+        for stmt in statements:
+            conn.execute(stmt, binary=True)  # binary: the extended protocol, one statement only
+    assert schema_dump(server, "pre_tricky_cut") == schema_dump(server, "pre_tricky_control")
+    for name in ("pre_tricky", "pre_tricky_cut", "pre_tricky_control"):
+        server.drop_database(name)
+
+
+def test_the_parser_knows_the_grammar_of_the_image_s_pg_restore():
+    """The worker image's pg_restore writes the scripts; a parser older than it would send every
+    restore with a newer statement down the slow path."""
+    dockerfile = (Path(__file__).parents[2] / "worker_image" / "Dockerfile").read_text()
+    client_major = int(re.search(r"^ARG PG_MAJOR=(\d+)$", dockerfile, re.M).group(1))
+    assert pglast.parser.get_postgresql_version()[0] >= client_major

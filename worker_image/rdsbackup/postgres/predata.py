@@ -4,9 +4,9 @@ constraints) sent to the server many statements to a round trip.
 `pg_restore --section=pre-data` sends each object's statements on their own and waits for each: two
 round trips and a commit per table, 20,000 for a database of 10,000 tables, one after another on one
 session. That is most of the restore of a database of many small tables, and on RDS every round trip
-crosses the network. Here `pg_restore -f` writes the same statements as a script, which is cut into
-statements (`split_statements`) and sent `BATCH_STATEMENTS` at a time, each batch one implicit
-transaction on one session, in the script's order.
+crosses the network. Here `pg_restore -f` writes the same statements as a script, which PostgreSQL's
+own parser cuts into statements (`split_statements`), sent `BATCH_STATEMENTS` at a time, each batch one
+implicit transaction on one session, in the script's order.
 
 Any failure leaves the caller to start over the pg_restore way (`pre_data_in_batches` returns False):
 pg_restore goes on past a failing statement and reports it, which a batch (rolled back whole) cannot
@@ -15,10 +15,12 @@ do, and its error messages are what the restore reports. So the batches only eve
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import re
 
+import pglast
 import psycopg
 
 from .connection import ConnectionInfo
@@ -29,70 +31,63 @@ from .tools import run_tool
 BATCH_STATEMENTS = 200
 BATCH_BYTES = 1024 * 1024
 
-_IDENT = rb"A-Za-z0-9_$\x80-\xff"
-# What the lexer must see at the top level of the script: comments, quoted text, psql commands at the
-# start of a line, and the semicolons that end statements.
-_TOKEN = re.compile(
-    rb"--[^\n]*"  # comment to the end of the line
-    rb"|/\*"  # block comment (nested: matched in code)
-    rb"|(?<![" + _IDENT + rb"])[Ee]'(?:[^'\\]|\\.|'')*'"  # E'...': backslash escapes
-    rb"|'(?:[^']|'')*'"  # '...' (standard_conforming_strings on)
-    rb'|"(?:[^"]|"")*"'  # "quoted identifier"
-    rb"|(?<![" + _IDENT + rb"])\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$"  # $tag$ dollar quote
-    rb"|(?m:^\\[^\n]*)"  # psql meta-command (pg_restore -f writes \restrict and \unrestrict)
-    rb"|;"
-    rb"""|['"]""",  # a quote that is never closed
-    re.S,
-)
-_COMMENT_MARK = re.compile(rb"/\*|\*/")
-_LINE_COMMENT = re.compile(rb"--[^\n]*")
-# The psql commands pg_restore -f writes around the script (a key psql checks): not SQL, dropped.
-_RESTRICT = re.compile(rb"\\(?:un)?restrict\s+\S+\s*")
+# psql commands pg_restore -f writes around the script (a key psql checks; pg_dump's keys are letters
+# and digits): not SQL, left out of what is sent.
+_RESTRICT = re.compile(r"(?m)^\\(?:un)?restrict[ \t]+[A-Za-z0-9]+[ \t]*$")
+# With standard_conforming_strings off, '\'' is a whole string: the parser below assumes it is on.
 _NON_STANDARD_STRINGS = re.compile(rb"(?im)^SET standard_conforming_strings = off;")
-_SPACE = b" \t\r\n"
+# PostgreSQL's whitespace (scan.l's `space`), and what may stand before a statement's first token.
+_SPACE = re.compile(r"[ \t\n\r\f\v]*")
+_SPACE_AND_LINE_COMMENTS = re.compile(r"(?:[ \t\n\r\f\v]+|--[^\n]*)*")
 
 
 def split_statements(script: bytes) -> list[bytes] | None:
     """The SQL statements of a script `pg_restore -f` wrote, in order, each exactly as written (with
     the comments before it and its `;`), so that joined they are the script; None when the script
     holds something only psql or pg_restore itself can run (a psql command other than \\restrict and
-    \\unrestrict, such as \\connect; backslash escapes in plain strings) or is cut short."""
-    if _NON_STANDARD_STRINGS.search(script):
+    \\unrestrict, such as \\connect; backslash escapes in plain strings), is cut short, or is anything
+    PostgreSQL's own parser (libpg_query, through pglast) does not accept.
+
+    The statements are where the parser says they are: semicolons in strings, comments, dollar quotes,
+    parentheses and `BEGIN ATOMIC` bodies do not end one. The script is decoded as Latin-1, one
+    character per byte: PostgreSQL's lexer reads every byte with the high bit set as a letter (in every
+    server encoding, UTF-8 or not), and the Latin-1 characters reach it as two such bytes, so each token
+    is what it is in the original, and each character offset is the byte offset in `script`. Every
+    statement the parser returns is then checked against the text it was cut from, so nothing is sent
+    on a doubt."""
+    if b"\0" in script or _NON_STANDARD_STRINGS.search(script):
+        return None  # libpg_query reads a C string; see _NON_STANDARD_STRINGS
+    text = script.decode("latin-1")
+    commands = [m.span() for m in _RESTRICT.finditer(text)]
+    parsed = text
+    for begin, end in commands:  # the parser sees the psql commands as spaces, at the same offsets
+        parsed = parsed[:begin] + " " * (end - begin) + parsed[end:]
+    try:
+        found = pglast.parser.split(parsed)
+    except pglast.Error:
         return None
-    statements: list[bytes] = []
-    start = pos = 0
-    while True:
-        m = _TOKEN.search(script, pos)
-        if m is None:
-            break
-        token = m.group()
-        pos = m.end()
-        if token == b";":
-            statements.append(script[start:pos])
-            start = pos
-        elif token == b"/*":
-            depth = 1
-            while depth:
-                mark = _COMMENT_MARK.search(script, pos)
-                if mark is None:
-                    return None
-                depth += 1 if mark.group() == b"/*" else -1
-                pos = mark.end()
-        elif token[:1] == b"$":
-            close = script.find(token, pos)
-            if close < 0:
-                return None
-            pos = close + len(token)
-        elif token[:1] == b"\\":
-            # Only where a statement may start, and only \restrict / \unrestrict: dropped.
-            if not _RESTRICT.fullmatch(token) or _LINE_COMMENT.sub(b"", script[start:m.start()]).strip(_SPACE):
-                return None
-            start = pos
-        elif token in (b"'", b'"'):
+    # Each statement's [start, stop) in the script: from the end of the one before to its `;`.
+    spans: list[list[int]] = []
+    pos = 0
+    for stmt in found:  # each without the whitespace around it and its `;`
+        first = _SPACE.match(parsed, pos).end()
+        if not parsed.startswith(stmt, first):
             return None
-    if _LINE_COMMENT.sub(b"", script[start:]).strip(_SPACE):
-        return None  # text after the last statement: cut short, or not a pg_restore script
-    return statements
+        semicolon = _SPACE.match(parsed, first + len(stmt)).end()
+        if parsed[semicolon:semicolon + 1] != ";":
+            return None  # the last statement has no `;`: cut short
+        spans.append([pos, semicolon + 1])
+        pos = semicolon + 1
+    starts = [start for start, _ in spans]
+    for begin, end in commands:
+        if begin >= pos:
+            continue  # after the last statement, where only spaces and comments are: not sent
+        span = spans[bisect.bisect_right(starts, begin) - 1]
+        # Only where a statement may start: after nothing but spaces and -- comments since the last `;`.
+        if not _SPACE_AND_LINE_COMMENTS.fullmatch(parsed, span[0], begin):
+            return None  # in a string, a body or a statement: more than we can know
+        span[0] = end  # the statement is sent from after the command, as psql sends it
+    return [script[start:stop] for start, stop in spans]
 
 
 def _batches(statements: list[bytes]):
