@@ -183,6 +183,29 @@ def test_a_failing_batch_starts_over_the_pg_restore_way(server, tmp_path, monkey
     server.drop_database("pre_ours_again")
 
 
+
+def test_a_script_the_parser_rejects_is_restored_the_pg_restore_way(server, tmp_path, monkeypatch):
+    """As with a statement newer than the parser's grammar: nothing is sent in batches, pg_restore
+    restores the section into the database, and the restore is what the source is."""
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password="pw")
+    info = ConnectionInfo(server.host, server.port, server.superuser, server.password)
+    rp = backup_postgres(repo, info, databases=["pre_src"])["restore_point_id"]
+
+    def newer_grammar(text):
+        raise pglast.parser.ParseError("syntax error at or near \"SOMETHING\"", 1)
+
+    monkeypatch.setattr(pglast.parser, "split", newer_grammar)
+    monkeypatch.setattr(predata, "_batches", lambda statements: pytest.fail("batches sent"))
+    runs = tool_runs(monkeypatch)
+    result = restore_postgres(repo, rp, info, database="pre_src", target_database="pre_unparsed", jobs=2)
+
+    assert result["warnings"] == []
+    assert [r for r in runs if "--section=pre-data" in r and "--file=-" in r], "the script was not written"
+    assert [r for r in runs if "--section=pre-data" in r and "--file=-" not in r], "not started over"
+    assert schema_dump(server, "pre_unparsed") == schema_dump(server, "pre_src")
+    assert table_checksums(server, "pre_unparsed") == table_checksums(server, "pre_src")
+    server.drop_database("pre_unparsed")
+
 TRICKY_SCHEMA = r"""
     CREATE SCHEMA "sché;ma";
     COMMENT ON SCHEMA "sché;ma" IS 'un schéma; « $$ » -- /* pas un commentaire';
