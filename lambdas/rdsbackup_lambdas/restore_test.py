@@ -185,15 +185,14 @@ def _archived_test(test: dict[str, Any], source: Resource, session_id: str, arch
                    ) -> dict[str, Any]:
     """The TEST of the source's newest archived point, beside `test` (the source's other TEST, whose
     snapshot restores the throwaway server): its packs are retrieved (``retrieval``) before the throwaway
-    is made, then the worker restores the point from the archive repository and compares every table."""
+    is made, then the worker restores the point from the archive repository: PostgreSQL's tables compared
+    with the recorded counts and digests, SQL Server's ``.bak`` staged in the leased temporary bucket,
+    restored natively and checked (ONLINE, ``DBCC CHECKDB``), as for a point in the backup repository."""
     plan_ = test["restore_test"]
     error = test["error"]
     if error is None and point is None:
         error = {"Error": "NothingToTest", "Cause": f"{source.arn} has no restore point in archive repository "
                  f"{archive['name']!r} yet"}
-    elif error is None and source.engine not in ("postgres", "aurora-postgresql"):
-        error = {"Error": "NothingToTest", "Cause": f"archived restore point {point['id']} of {source.arn}: "
-                 "a restore test restores archived PostgreSQL restore points only"}
     rp_id = point["id"] if point else None
     image_backup = {**test["image_backup"], "repository_url": archive["repository"]}
     return {

@@ -381,22 +381,23 @@ def test_a_deletion_that_outlasts_its_wait_is_left_to_the_sweeper_and_ends_the_l
 
 @pytest.fixture
 def archive(tmp_path, monkeypatch) -> dict:
-    """A real archive repository (file://) holding two points of `orders` and one of `other`, archived from a
-    backup repository as the backup-account session does; returns the policy's maintenance.archive section
-    and the archived ids."""
+    """A real archive repository (file://) holding two points of `orders`, one of `other` and one of the SQL
+    Server `mssql`, archived from a backup repository as the backup-account session does; returns the
+    policy's maintenance.archive section and the archived ids."""
     from rdsbackup.repository import Repository
     from rdsbackup.repository.archive import ArchiveRepository, archive_restore_point
 
     monkeypatch.setenv("RDSBACKUP_ARCHIVE_PASSWORD", "archive key")
     source = Repository.init(f"file://{tmp_path}/backup", password="backup key")
     ids = {}
-    for n, name in enumerate(("orders", "other", "orders")):
-        with source.begin_backup(source_id=name, engine="postgres") as writer:
+    for n, (name, engine) in enumerate((("orders", "postgres"), ("other", "postgres"), ("orders", "postgres"),
+                                        ("mssql", "sqlserver"))):
+        with source.begin_backup(source_id=name, engine=engine) as writer:
             stream = writer.add_stream("t", [f"rows of {name} {n}\n".encode() * 100], profile="table")
             ids.setdefault(name, []).append(writer.commit({"streams": {"t": stream}, "databases": []}))
     url = f"file://{tmp_path}/archive"
     archive = ArchiveRepository.init_archive(url, id_key=source._keys.id_key)
-    for rp_id in [*ids["orders"], *ids["other"]]:
+    for rp_id in [*ids["orders"], *ids["other"], *ids["mssql"]]:
         archive_restore_point(source, archive, rp_id, storage_class="DEEP_ARCHIVE")
     return {"section": {"repository": url, "name": "cold", "retrieval_timeout_hours": 12,
                         "storage_class": "DEEP_ARCHIVE"}, "ids": ids}
@@ -446,6 +447,30 @@ def test_only_the_archived_target_plans_one_test_in_the_configured_tier(net, wor
     pols = archiving(["orders"], archive["section"], targets=("archived_restore_point",), retrieval_tier="Standard")
     [test] = plan(monkeypatch, ctx, pols)["tests"]
     assert test["retrieval"]["tier"] == "Standard" and test["restore_test"]["check_snapshot"] is False
+
+
+def test_an_archived_sqlserver_point_is_retrieved_first_then_restored_through_the_leased_bucket(
+        net, world, ctx, monkeypatch, archive):
+    net.instance("mssql", engine="sqlserver-se", option_group=net.option_group(with_option=True))
+    backed_up(world, "mssql")
+    pols = archiving(["mssql"], archive["section"], targets=("archived_restore_point",))
+    [test] = plan(monkeypatch, ctx, pols)["tests"]
+    [newest] = archive["ids"]["mssql"]
+    assert test["error"] is None and test["retrieval"]["restore_point_id"] == newest
+    assert test["restore_test"]["restore_point_id"] == newest and test["restore_test"]["check_snapshot"] is False
+    # the throwaway restored from the snapshot is the server the archived .bak is restored into, through the
+    # temporary bucket: its lease and the option group's grant, as for a point in the backup repository
+    image = prepare_restore_test.handler(test, ctx)["image"]
+    assert image["engine"] == "sqlserver"
+    assert image["temp_bucket"] == names.temp_bucket_name(SOURCE_ACCOUNT, REGION, TEMP_BUCKET_SECRET)
+    prepared = {**test, "image": {**image, "endpoint": "throwaway.example", "port": 1433}}
+    item = Item.model_validate(prepared)
+    spec = worker_tasks.job_spec(item, ImageState(**prepared["image"]), item.image_backup)
+    assert spec["repository"] == archive["section"]["repository"] and spec["restore_point_id"] == newest
+    assert spec["check_snapshot"] is False
+    assert spec["sqlserver"] == {"temp_bucket": image["temp_bucket"], "temp_prefix": image["temp_prefix"]}
+    assert cleanup_worker.handler(prepared, ctx)["complete"] is True
+    assert temp_bucket.live_leases(world.table, image["temp_bucket"]) == []
 
 
 def test_a_source_with_nothing_archived_or_no_archive_yet_has_nothing_to_test(net, world, ctx, monkeypatch,
