@@ -8,7 +8,6 @@ import json
 import re
 import sys
 import time
-from pathlib import Path
 
 import boto3
 import pytest
@@ -17,12 +16,18 @@ from tests.e2e.configs import REGION
 from tests.e2e.conftest import report_of
 from tests.e2e.server_harness import (
     create_postgres_instance,
-    create_sqlserver_instance,
     network,
     nothing_left,
     temporary_leftovers,
     throwaway_instances,
-    use_fake_sqlserver,
+)
+from tests.e2e.sqlserver_points import (
+    backed_up_digest,
+    bucket_leases,
+    calls_of,
+    restored_baks,
+    restored_digests,
+    sqlserver_backed_up,
 )
 from tests.support.postgres_server import create_sample_database, ensure_role
 
@@ -156,26 +161,6 @@ def test_a_snapshot_only_test_fails_when_a_database_is_missing_from_the_restored
     assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
-def _sqlserver_backed_up(harness, tmp_path, **test_fake) -> tuple[str, Path]:
-    """mssql-db backed up by `images` (the real worker against the fake RDS SQL Server: no SQL Server runs here);
-    then the fake the test worker meets is `test_fake` over the same database. Returns the restore point and
-    the file of every statement the fake answered."""
-    create_sqlserver_instance("mssql-db", network(), {"backup": "images"})
-    calls = tmp_path / "sqlserver-calls.jsonl"
-    use_fake_sqlserver(harness, {"databases": {"appdb": 1_000_000}, "log": str(calls)})
-    backup = report_of(harness.run({"policy": "images"}, name="mssql-rt-backup", timeout=300))
-    assert backup["status"] == "Success", backup
-    # one fake per worker process ("shared"): a database one connection restores is there for the next
-    use_fake_sqlserver(harness, {"databases": {"appdb": 1_000_000}, "log": str(calls), "shared": True, **test_fake})
-    return backup["resources"][0]["restore_point_id"], calls
-
-
-def _restored_baks(calls: Path) -> list[str]:
-    """The `.bak` S3 ARNs the worker handed to rds_restore_database."""
-    return [params[1] for sql, params in map(json.loads, calls.read_text().splitlines())
-            if sql.startswith("exec msdb.dbo.rds_restore_database")]
-
-
 def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_then_the_bucket_goes(
         server_harness, tmp_path):
     """The real worker against the fake RDS SQL Server: the restored snapshot's databases pass DBCC CHECKDB; the
@@ -185,7 +170,7 @@ def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_th
     from rdsbackup_local.moto_patches import tls_requests
 
     with tls_requests():
-        restore_point, calls = _sqlserver_backed_up(server_harness, tmp_path)
+        restore_point, calls = sqlserver_backed_up(server_harness, tmp_path)
         described, report = _run_test(server_harness, "mssql-rt")
     assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
     [source] = report["sources"]
@@ -196,9 +181,11 @@ def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_th
     bucket = job["sqlserver"]["temp_bucket"]
     assert re.fullmatch(r"rdsbackup-tmp-123456789012-us-east-1-[0-9a-f]{12}", bucket), job["sqlserver"]
     assert job["sqlserver"]["temp_prefix"] == f"{job['session_id']}/{source['throwaway']}/"
-    [bak] = _restored_baks(calls)
+    [bak] = restored_baks(calls)
     assert bak == f"arn:aws:s3:::{bucket}/{job['sqlserver']['temp_prefix']}rdsbackup_test_appdb.bak"
-    statements = [sql for sql, _ in map(json.loads, calls.read_text().splitlines())]
+    # what RDS read back is the .bak its native backup wrote
+    assert restored_digests(calls) == {"rdsbackup_test_appdb": backed_up_digest()}
+    statements = [sql for sql, _ in calls_of(calls)]
     assert "DBCC CHECKDB ([appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS" in statements
     assert "DBCC CHECKDB ([rdsbackup_test_appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS" in statements
     # the worker's result as the report read it: the restored database checked
@@ -209,7 +196,7 @@ def test_a_sqlserver_restore_point_is_restored_into_the_throwaway_and_checked_th
         ("appdb", "rdsbackup_test_appdb", "ONLINE", "passed")]
     # the lease is released and the bucket (no other lease) deleted, with everything else
     assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
-    assert _bucket_leases() == []
+    assert bucket_leases() == []
 
 
 def test_a_sqlserver_restore_point_that_rds_cannot_restore_fails_the_test_and_still_cleans_up(
@@ -219,20 +206,13 @@ def test_a_sqlserver_restore_point_that_rds_cannot_restore_fails_the_test_and_st
     from rdsbackup_local.moto_patches import tls_requests
 
     with tls_requests():
-        restore_point, calls = _sqlserver_backed_up(server_harness, tmp_path, statuses=["IN_PROGRESS", "ERROR"])
+        restore_point, calls = sqlserver_backed_up(server_harness, tmp_path, statuses=["IN_PROGRESS", "ERROR"])
         described, report = _run_test(server_harness, "mssql-rt-error")
     assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
     [source] = report["sources"]
     assert source["status"] == "Failed" and source["restore_point_id"] == restore_point
     assert any("native restore of database 'rdsbackup_test_appdb'" in f for f in source["failures"]), source
-    assert len(_restored_baks(calls)) == 1
+    assert len(restored_baks(calls)) == 1
     assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
-    assert _bucket_leases() == []
+    assert bucket_leases() == []
 
-
-def _bucket_leases() -> list[str]:
-    """The temporary bucket's leases left in the control table(s)."""
-    ddb = boto3.client("dynamodb", region_name=REGION)
-    return [item["pk"]["S"] for table in ddb.list_tables()["TableNames"]
-            for item in ddb.scan(TableName=table)["Items"]
-            if item.get("pk", {}).get("S", "").startswith("bucketlease#")]

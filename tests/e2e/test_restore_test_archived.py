@@ -24,6 +24,13 @@ from tests.e2e.server_harness import (
     temporary_leftovers,
     throwaway_instances,
 )
+from tests.e2e.sqlserver_points import (
+    backed_up_digest,
+    bucket_leases,
+    restored_baks,
+    restored_digests,
+    sqlserver_backed_up,
+)
 from tests.support.postgres_server import create_sample_database, ensure_role
 
 SCRATCH = "rdsbackup_test_shop"
@@ -41,13 +48,31 @@ def archived(server_harness, tls_postgres):
     create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
     backup = report_of(server_harness.run({"policy": "archtested"}, name="at-backup", timeout=300))
     assert backup["status"] == "Success", backup
-    session = server_harness.run({"policy": "archtested"}, name="at-archive", workflow="Maintenance", timeout=300)
-    assert session["status"] == "SUCCEEDED", session.get("cause")
-    [point] = json.loads(session["output"])["archived"]
-    assert point == backup["resources"][0]["restore_point_id"]
-    yield point
+    yield _archive(server_harness, backup["resources"][0]["restore_point_id"])
     for name in ("shop", SCRATCH):
         tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _archive(harness, restore_point: str) -> str:
+    """The backup-account session of `archtested`, which archives `restore_point` (after_days 0)."""
+    session = harness.run({"policy": "archtested"}, name="at-archive", workflow="Maintenance", timeout=300)
+    assert session["status"] == "SUCCEEDED", session.get("cause")
+    [point] = json.loads(session["output"])["archived"]
+    assert point == restore_point
+    return point
+
+
+@pytest.fixture
+def archived_sqlserver(server_harness, tmp_path, request):
+    """mssql-db (the fake RDS SQL Server) backed up once by `archtested`, then archived; the test worker meets the
+    fake `request.param` describes (default: native restores succeed). Yields (archived point, the fake's
+    call log), inside tls_requests (moto would refuse the TLS-only temporary bucket's object calls)."""
+    from rdsbackup_local.moto_patches import tls_requests
+
+    with tls_requests():
+        restore_point, calls = sqlserver_backed_up(server_harness, tmp_path, "archtested",
+                                                   **getattr(request, "param", {}))
+        yield _archive(server_harness, restore_point), calls
 
 
 def _run_test(harness, name: str) -> tuple[dict, dict]:
@@ -139,7 +164,10 @@ def test_an_archived_point_whose_restored_data_differs_fails_naming_the_table(
     assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
 
 
-def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or_worker(server_harness, archived):
+@pytest.mark.parametrize("engine", ["postgres", "sqlserver"])
+def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or_worker(server_harness, engine,
+                                                                                       request):
+    request.getfixturevalue("archived" if engine == "postgres" else "archived_sqlserver")
     runs_before = len(server_harness.workers.runs)
     with slow_retrievals():
         described, report = _run_test(server_harness, "at-timeout")
@@ -151,7 +179,57 @@ def test_a_retrieval_that_never_completes_fails_the_test_before_any_throwaway_or
     assert len(server_harness.workers.runs) == runs_before, "no worker starts for a point that is not readable"
     assert server_harness.sfn.list_executions(
         stateMachineArn=server_harness.app.workflow_arn("Restore"))["executions"] == [], "no throwaway restored"
-    assert throwaway_instances() == [] and nothing_left(), temporary_leftovers()
+    # nor a temporary bucket or its lease (a SQL Server point takes them only once its packs are readable)
+    assert throwaway_instances() == [] and nothing_left() and bucket_leases() == [], temporary_leftovers()
+
+
+def test_an_archived_sqlserver_point_is_retrieved_then_its_bak_restored_from_the_archive_through_the_bucket(
+        server_harness, archived_sqlserver, slow_retrieval):
+    """The .bak comes from the ARCHIVE repository (its packs retrieved first) through the temporary bucket
+    (leased by Prepare restore test) into the throwaway with rds_restore_database; the restored database is
+    ONLINE and passes DBCC CHECKDB; then the throwaway, groups, lease and bucket are gone."""
+    point, calls = archived_sqlserver
+    described, report = _run_test(server_harness, "at-mssql")
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
+    [source] = report["sources"]
+    assert source["status"] == "Passed" and source["failures"] == [], source
+    assert source["archived"] is True and source["restore_point_id"] == point
+    assert source["retrieval"]["requested"] == source["retrieval"]["packs"] > 0
+    assert _entered(server_harness, described["executionArn"], "Wait for archive retrieval") == 2
+    restored = _retrieved_keys()
+    assert restored and all(key.startswith("archtested/data/") for key in restored)
+    [job] = _test_jobs(server_harness)
+    assert job["engine"] == "sqlserver" and job["repository"] == f"s3://{ARCHIVE_BUCKET}/archtested"
+    assert job["restore_point_id"] == point and job["check_snapshot"] is False
+    [bak] = restored_baks(calls)
+    assert bak == (f"arn:aws:s3:::{job['sqlserver']['temp_bucket']}/{job['sqlserver']['temp_prefix']}"
+                   "rdsbackup_test_appdb.bak")
+    # what RDS read back is the .bak the backup's native backup wrote, by way of the archive
+    assert restored_digests(calls) == {"rdsbackup_test_appdb": backed_up_digest()}
+    checks = [sql for sql, _ in map(json.loads, calls.read_text().splitlines()) if sql.startswith("DBCC CHECKDB")]
+    assert checks == ["DBCC CHECKDB ([rdsbackup_test_appdb]) WITH NO_INFOMSGS, ALL_ERRORMSGS"]
+    assert _live_locks() == []
+    assert throwaway_instances() == [] and nothing_left() and bucket_leases() == [], temporary_leftovers()
+    [child] = server_harness.sfn.list_executions(stateMachineArn=server_harness.app.workflow_arn("Restore"))[
+        "executions"]
+    print(f"\narchived SQL Server restore test: {_entered(server_harness, described['executionArn'])} transitions "
+          f"(+ {_entered(server_harness, child['executionArn'])} in the restore), "
+          f"{described['wall_seconds']} s", file=sys.stderr)
+
+
+@pytest.mark.parametrize("archived_sqlserver", [{"statuses": ["IN_PROGRESS", "ERROR"]}], indirect=True)
+def test_an_archived_sqlserver_point_that_rds_cannot_restore_fails_naming_why_and_still_cleans_up(
+        server_harness, archived_sqlserver):
+    point, calls = archived_sqlserver
+    described, report = _run_test(server_harness, "at-mssql-error")
+    assert described["status"] == "FAILED" and described["error"] == "RestoreTestFailed"
+    [source] = report["sources"]
+    assert source["status"] == "Failed" and source["archived"] is True and source["restore_point_id"] == point
+    assert any("native restore of database 'rdsbackup_test_appdb'" in f and "Aborted the task" in f
+               for f in source["failures"]), source
+    assert len(restored_baks(calls)) == 1
+    assert _live_locks() == []
+    assert throwaway_instances() == [] and nothing_left() and bucket_leases() == [], temporary_leftovers()
 
 
 def test_a_source_with_nothing_archived_yet_is_a_failed_test_naming_the_archive(server_harness, tls_postgres):

@@ -77,11 +77,16 @@ class FakeRdsSqlServer:
     def _s3(self):
         return boto3.client("s3", endpoint_url=self.endpoint or os.environ.get("AWS_ENDPOINT_URL") or None)
 
+    def _log(self, sql: str, params: list) -> None:
+        """A worker subprocess's calls (and, as "-- restored" [name, sha256], the bytes each native restore read
+        from S3), for the test that started it."""
+        if self.call_log:
+            with open(self.call_log, "a") as log:
+                log.write(json.dumps([sql, params]) + "\n")
+
     def answer(self, sql: str, params: tuple) -> list[dict]:
         self.calls.append((" ".join(sql.split()), tuple(params or ())))
-        if self.call_log:  # a worker subprocess's calls, for the test that started it
-            with open(self.call_log, "a") as log:
-                log.write(json.dumps([" ".join(sql.split()), list(params or ())]) + "\n")
+        self._log(" ".join(sql.split()), list(params or ()))
         text = " ".join(sql.split()).lower()
         if "serverproperty('productversion')" in text:
             return [{"version": "15.00.4415.2", "edition": "Standard Edition (64-bit)"}]
@@ -140,6 +145,7 @@ class FakeRdsSqlServer:
             bucket, key = task.s3_arn.removeprefix("arn:aws:s3:::").split("/", 1)
             if first_success and task.kind == "RESTORE_DB":
                 self.restored[task.database] = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+                self._log("-- restored", [task.database, hashlib.sha256(self.restored[task.database]).hexdigest()])
             elif first_success and self.upload:
                 self._s3().put_object(Bucket=bucket, Key=key, Body=self.databases[task.database])
             return [{"task_id": task.task_id, "task_type": task.kind, "database_name": task.database,

@@ -23,7 +23,8 @@ point recorded. The result document:
 
 SQL Server (`"engine": "sqlserver"`, `sqlserver/validate.py`): the snapshot's databases (the restore
 point's, else every user database) there, ONLINE and passing `DBCC CHECKDB`; a restore point's `.bak`s
-restored through `rds_restore_database` (`"sqlserver": {"temp_bucket", "temp_prefix"}` stages them) under
+(read from the backup repository, or from the archive repository once retrieved) restored through
+`rds_restore_database` (`"sqlserver": {"temp_bucket", "temp_prefix"}` stages them) under
 `rdsbackup_test_<name>`, each restore task polled to SUCCESS, each restored database ONLINE and passing
 `DBCC CHECKDB` (a SQL Server restore point records no row counts or digests).
 
