@@ -66,6 +66,8 @@ def test_statements_end_only_at_their_own_semicolons():
     b"SET standard_conforming_strings = off;\nCREATE TABLE t (a text DEFAULT 'x\\';y');\n",
     b"CREATE TABLE t (a int) WITH NOTHING KNOWN;\n",  # what PostgreSQL's parser does not accept
     b"CREATE TABLE t (a int);\x00CREATE TABLE u (a int);\n",  # a NUL would end the parser's C string
+    b"CREATE TABLE t (a int);\nfoo\n",  # after the last statement, a word the scanner alone lets pass
+    b"CREATE TABLE t (a int);\n42;\nCREATE TABLE u (a int);\n",
     # A psql command line in a body: psql sends it as text. Not worth telling apart here.
     b"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n\\restrict K3y\nSELECT 1 $$;\n",
 ])
@@ -110,6 +112,18 @@ def test_a_sql_standard_body_is_one_statement():
     procedure = b"\nCREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END;"
     assert split_statements(function + procedure + b"\n") == [function, procedure]
 
+
+
+@pytest.mark.parametrize("parse_bytes", [1, 200, 1 << 20])
+def test_the_parser_s_parts_do_not_move_a_cut(monkeypatch, parse_bytes):
+    """The parser reads the script a part at a time (for its memory), each part ending where the scanner
+    says a statement may end, which a `;` in a BEGIN ATOMIC body also is: the cuts are the same
+    whatever the parts."""
+    monkeypatch.setattr(predata, "PARSE_BYTES", parse_bytes)
+    atomic = (b"\nCREATE FUNCTION g(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n" + b" SELECT x;\n" * 40
+              + b" SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\nEND;")
+    expected = [s.encode() for s in MULTIBYTE_STATEMENTS] + [atomic] * 3 + [s.encode() for s in WIDE_STATEMENTS]
+    assert split_statements(b"".join(expected) + b"\n-- fin\n") == expected
 
 @pytest.fixture(scope="module")
 def server():
@@ -191,8 +205,12 @@ def test_a_script_the_parser_rejects_is_restored_the_pg_restore_way(server, tmp_
     info = ConnectionInfo(server.host, server.port, server.superuser, server.password)
     rp = backup_postgres(repo, info, databases=["pre_src"])["restore_point_id"]
 
-    def newer_grammar(text):
-        raise pglast.parser.ParseError("syntax error at or near \"SOMETHING\"", 1)
+    scan = pglast.parser.split
+
+    def newer_grammar(text, with_parser=True):  # the lexer reads it, the grammar does not
+        if with_parser:
+            raise pglast.parser.ParseError('syntax error at or near "SOMETHING"', 1)
+        return scan(text, with_parser=False)
 
     monkeypatch.setattr(pglast.parser, "split", newer_grammar)
     monkeypatch.setattr(predata, "_batches", lambda statements: pytest.fail("batches sent"))

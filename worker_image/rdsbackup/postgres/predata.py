@@ -30,6 +30,8 @@ from .tools import run_tool
 # Statements sent in one round trip: each table created holds a lock or two until its batch commits.
 BATCH_STATEMENTS = 200
 BATCH_BYTES = 1024 * 1024
+# Script text given to PostgreSQL's parser at a time (see _parse).
+PARSE_BYTES = 256 * 1024
 
 # psql commands pg_restore -f writes around the script (a key psql checks; pg_dump's keys are letters
 # and digits): not SQL, left out of what is sent.
@@ -57,30 +59,19 @@ def split_statements(script: bytes) -> list[bytes] | None:
     on a doubt."""
     if b"\0" in script or _NON_STANDARD_STRINGS.search(script):
         return None  # libpg_query reads a C string; see _NON_STANDARD_STRINGS
-    text = script.decode("latin-1")
-    commands = [m.span() for m in _RESTRICT.finditer(text)]
-    parsed = text
+    parsed = script.decode("latin-1")
+    commands = [m.span() for m in _RESTRICT.finditer(parsed)]
     for begin, end in commands:  # the parser sees the psql commands as spaces, at the same offsets
         parsed = parsed[:begin] + " " * (end - begin) + parsed[end:]
     try:
-        found = pglast.parser.split(parsed)
+        spans = _parse(parsed)
     except pglast.Error:
         return None
-    # Each statement's [start, stop) in the script: from the end of the one before to its `;`.
-    spans: list[list[int]] = []
-    pos = 0
-    for stmt in found:  # each without the whitespace around it and its `;`
-        first = _SPACE.match(parsed, pos).end()
-        if not parsed.startswith(stmt, first):
-            return None
-        semicolon = _SPACE.match(parsed, first + len(stmt)).end()
-        if parsed[semicolon:semicolon + 1] != ";":
-            return None  # the last statement has no `;`: cut short
-        spans.append([pos, semicolon + 1])
-        pos = semicolon + 1
+    if spans is None:
+        return None
     starts = [start for start, _ in spans]
     for begin, end in commands:
-        if begin >= pos:
+        if not spans or begin >= spans[-1][1]:
             continue  # after the last statement, where only spaces and comments are: not sent
         span = spans[bisect.bisect_right(starts, begin) - 1]
         # Only where a statement may start: after nothing but spaces and -- comments since the last `;`.
@@ -88,6 +79,60 @@ def split_statements(script: bytes) -> list[bytes] | None:
             return None  # in a string, a body or a statement: more than we can know
         span[0] = end  # the statement is sent from after the command, as psql sends it
     return [script[start:stop] for start, stop in spans]
+
+
+def _parse(text: str) -> list[list[int]] | None:
+    """Each statement's [start, stop) in `text`, from the end of the one before to after its `;`, as
+    PostgreSQL's parser cuts it; None when the parser's statements are not exactly that.
+
+    The parser is given about PARSE_BYTES at a time, each part ending where a statement may end: its
+    parse tree takes some 17 bytes of memory for each byte of SQL (48 MiB for the 10,000-table script),
+    and the worker has 512 MiB. Where a statement may end is what libpg_query's scanner says: each `;`
+    outside strings, comments and parentheses, as PostgreSQL's lexer reads them. A `;` in a `BEGIN
+    ATOMIC` body is one too; a part that ends there is a syntax error at its end, and is made longer."""
+    scanned = _located(text, 0, pglast.parser.split(text, with_parser=False))
+    if scanned is None:
+        return None
+    ends = [stop for _, stop in scanned]
+    spans: list[list[int]] = []
+    start = 0
+    size = PARSE_BYTES
+    while True:
+        i = bisect.bisect_left(ends, start + size)
+        # The last part runs to the end of the text: what follows the last `;` must be no statement.
+        end = ends[i] if i < len(ends) - 1 else len(text)
+        try:
+            part = _located(text, start, pglast.parser.split(text[start:end]))
+        except pglast.parser.ParseError as e:
+            if end == len(text) or e.args[1:] != (None,) or not str(e.args[0]).endswith("at end of input"):
+                return None
+            size = 2 * (end - start)  # in a BEGIN ATOMIC body: twice as long, not quadratic in its length
+            continue
+        if part is None:
+            return None
+        spans += part
+        if end == len(text):  # the parser's statements end where the scanner's do
+            return spans if (spans[-1][1] if spans else 0) == (ends[-1] if ends else 0) else None
+        if not part or part[-1][1] != end:
+            return None
+        start, size = end, PARSE_BYTES
+
+
+def _located(text: str, pos: int, statements) -> list[list[int]] | None:
+    """The [start, stop) in `text`, from `pos` on, of each of `statements` as pglast returns them
+    (without the whitespace around them and their `;`): from the end of the one before to after its
+    `;`; None when they do not follow one another so."""
+    spans: list[list[int]] = []
+    for stmt in statements:
+        first = _SPACE.match(text, pos).end()
+        if not text.startswith(stmt, first):
+            return None
+        semicolon = _SPACE.match(text, first + len(stmt)).end()
+        if text[semicolon:semicolon + 1] != ";":
+            return None  # the last statement has no `;`: cut short
+        spans.append([pos, semicolon + 1])
+        pos = semicolon + 1
+    return spans
 
 
 def _batches(statements: list[bytes]):
