@@ -116,14 +116,28 @@ def test_a_sql_standard_body_is_one_statement():
 
 @pytest.mark.parametrize("parse_bytes", [1, 200, 1 << 20])
 def test_the_parser_s_parts_do_not_move_a_cut(monkeypatch, parse_bytes):
-    """The parser reads the script a part at a time (for its memory), each part ending where the scanner
-    says a statement may end, which a `;` in a BEGIN ATOMIC body also is: the cuts are the same
-    whatever the parts."""
+    """The parser reads the script a part at a time (for its memory), each part ending after a `;` at
+    the end of a line before a -- comment. One in a body, a string or a comment is not where a statement
+    ends: the cuts are the same whatever the parts."""
     monkeypatch.setattr(predata, "PARSE_BYTES", parse_bytes)
-    atomic = (b"\nCREATE FUNCTION g(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n" + b" SELECT x;\n" * 40
-              + b" SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\nEND;")
-    expected = [s.encode() for s in MULTIBYTE_STATEMENTS] + [atomic] * 3 + [s.encode() for s in WIDE_STATEMENTS]
+    atomic = (b"\n--\nCREATE FUNCTION g(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+              + b" SELECT x;\n-- in the body\n" * 20 + b" SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\nEND;")
+    quoted = (b"\n--\nCREATE FUNCTION h() RETURNS int LANGUAGE plpgsql AS $_$\nBEGIN\n"
+              + b" PERFORM 1;\n-- in the body\n" * 20 + b" RETURN 1;\nEND;\n$_$;")
+    commented = b"\n-- a;\n-- b;\n--\nCOMMENT ON FUNCTION h() IS 'a;\n--\nb';"
+    expected = ([s.encode() for s in MULTIBYTE_STATEMENTS] + [atomic, quoted, commented] * 3
+                + [s.encode() for s in WIDE_STATEMENTS])
     assert split_statements(b"".join(expected) + b"\n-- fin\n") == expected
+
+
+def test_a_statement_longer_than_the_parser_reads_at_most_is_not_cut(monkeypatch):
+    monkeypatch.setattr(predata, "PARSE_BYTES", 16)
+    monkeypatch.setattr(predata, "PARSE_LIMIT", 200)
+    entry = b"\n--\nCREATE TABLE t (a text DEFAULT ';');"
+    assert split_statements(entry * 20 + b"\n") == [entry] * 20
+    long = b"\n--\nCOMMENT ON TABLE t IS '" + b"x;\n--\n" * 40 + b"';"
+    assert split_statements(entry + long + entry + b"\n") is None
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -205,12 +219,8 @@ def test_a_script_the_parser_rejects_is_restored_the_pg_restore_way(server, tmp_
     info = ConnectionInfo(server.host, server.port, server.superuser, server.password)
     rp = backup_postgres(repo, info, databases=["pre_src"])["restore_point_id"]
 
-    scan = pglast.parser.split
-
-    def newer_grammar(text, with_parser=True):  # the lexer reads it, the grammar does not
-        if with_parser:
-            raise pglast.parser.ParseError('syntax error at or near "SOMETHING"', 1)
-        return scan(text, with_parser=False)
+    def newer_grammar(text):
+        raise pglast.parser.ParseError('syntax error at or near "SOMETHING"', 1)
 
     monkeypatch.setattr(pglast.parser, "split", newer_grammar)
     monkeypatch.setattr(predata, "_batches", lambda statements: pytest.fail("batches sent"))

@@ -20,7 +20,6 @@ import contextlib
 import os
 import re
 
-import pglast
 import psycopg
 
 from .connection import ConnectionInfo
@@ -30,8 +29,9 @@ from .tools import run_tool
 # Statements sent in one round trip: each table created holds a lock or two until its batch commits.
 BATCH_STATEMENTS = 200
 BATCH_BYTES = 1024 * 1024
-# Script text given to PostgreSQL's parser at a time (see _parse).
+# Script text given to PostgreSQL's parser at a time, and at most (see _parse).
 PARSE_BYTES = 256 * 1024
+PARSE_LIMIT = 16 * PARSE_BYTES
 
 # psql commands pg_restore -f writes around the script (a key psql checks; pg_dump's keys are letters
 # and digits): not SQL, left out of what is sent.
@@ -41,6 +41,8 @@ _NON_STANDARD_STRINGS = re.compile(rb"(?im)^SET standard_conforming_strings = of
 # PostgreSQL's whitespace (scan.l's `space`), and what may stand before a statement's first token.
 _SPACE = re.compile(r"[ \t\n\r\f\v]*")
 _SPACE_AND_LINE_COMMENTS = re.compile(r"(?:[ \t\n\r\f\v]+|--[^\n]*)*")
+# Where a part of the script given to the parser may end (see _parse).
+_PART_END = re.compile(r";(?=[ \t\r]*\n\n*--)")
 
 
 def split_statements(script: bytes) -> list[bytes] | None:
@@ -63,10 +65,7 @@ def split_statements(script: bytes) -> list[bytes] | None:
     commands = [m.span() for m in _RESTRICT.finditer(parsed)]
     for begin, end in commands:  # the parser sees the psql commands as spaces, at the same offsets
         parsed = parsed[:begin] + " " * (end - begin) + parsed[end:]
-    try:
-        spans = _parse(parsed)
-    except pglast.Error:
-        return None
+    spans = _parse(parsed)
     if spans is None:
         return None
     starts = [start for start, _ in spans]
@@ -85,37 +84,43 @@ def _parse(text: str) -> list[list[int]] | None:
     """Each statement's [start, stop) in `text`, from the end of the one before to after its `;`, as
     PostgreSQL's parser cuts it; None when the parser's statements are not exactly that.
 
-    The parser is given about PARSE_BYTES at a time, each part ending where a statement may end: its
-    parse tree takes some 17 bytes of memory for each byte of SQL (48 MiB for the 10,000-table script),
-    and the worker has 512 MiB. Where a statement may end is what libpg_query's scanner says: each `;`
-    outside strings, comments and parentheses, as PostgreSQL's lexer reads them. A `;` in a `BEGIN
-    ATOMIC` body is one too; a part that ends there is a syntax error at its end, and is made longer."""
-    scanned = _located(text, 0, pglast.parser.split(text, with_parser=False))
-    if scanned is None:
-        return None
-    ends = [stop for _, stop in scanned]
+    The parser reads about PARSE_BYTES at a time: its parse tree takes some 17 bytes of memory for each
+    byte of SQL (48 MiB for the 10,000-table script), and the worker has 512 MiB. A part ends after a
+    `;` at the end of a line before a -- comment line, as each statement before pg_restore's header of
+    the next object: the parser's last statement must end exactly there. A `;` in a string, a comment,
+    a dollar quote or a BEGIN ATOMIC body cannot: the part is then unterminated, a syntax error at its
+    end, or its last statement ends before it (a -- comment runs to the part's end). The parser's state
+    after a `;` that ends a statement does not depend on what follows, so the cut is the one it makes
+    in the whole script. Otherwise the part is taken twice as long, up to PARSE_LIMIT (longer goes the
+    pg_restore way)."""
     spans: list[list[int]] = []
     start = 0
-    size = PARSE_BYTES
     while True:
-        i = bisect.bisect_left(ends, start + size)
-        # The last part runs to the end of the text: what follows the last `;` must be no statement.
-        end = ends[i] if i < len(ends) - 1 else len(text)
-        try:
-            part = _located(text, start, pglast.parser.split(text[start:end]))
-        except pglast.parser.ParseError as e:
-            if end == len(text) or e.args[1:] != (None,) or not str(e.args[0]).endswith("at end of input"):
+        size = PARSE_BYTES
+        while True:
+            mark = _PART_END.search(text, start + size - 1)
+            end = mark.end() if mark else len(text)  # the last part runs to the end
+            if end - start > PARSE_LIMIT:
                 return None
-            size = 2 * (end - start)  # in a BEGIN ATOMIC body: twice as long, not quadratic in its length
-            continue
-        if part is None:
-            return None
+            part = _parsed_part(text, start, end)
+            if part is not None and (end == len(text) or (part and part[-1][1] == end)):
+                break
+            if end == len(text):
+                return None
+            size = 2 * (end - start)
         spans += part
-        if end == len(text):  # the parser's statements end where the scanner's do
-            return spans if (spans[-1][1] if spans else 0) == (ends[-1] if ends else 0) else None
-        if not part or part[-1][1] != end:
-            return None
-        start, size = end, PARSE_BYTES
+        if end == len(text):
+            return spans
+        start = end
+
+
+def _parsed_part(text: str, start: int, end: int) -> list[list[int]] | None:
+    import pglast  # here: only a restore needs it, and its import takes tens of milliseconds
+
+    try:
+        return _located(text, start, pglast.parser.split(text[start:end]))
+    except pglast.Error:
+        return None
 
 
 def _located(text: str, pos: int, statements) -> list[list[int]] | None:
