@@ -190,6 +190,22 @@ INSERT INTO app.replaced SELECT i, 1 FROM generate_series(1, 50) i;
 -- materialized view refreshes)
 ALTER TABLE app.customers FORCE ROW LEVEL SECURITY;
 
+-- security labels (the tests load the provider rdsbackup_test: tests/support/label_provider.py) on
+-- every kind of object an owner may label
+SECURITY LABEL FOR rdsbackup_test ON SCHEMA app IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON TABLE app.customers IS 'secret';
+SECURITY LABEL FOR rdsbackup_test ON COLUMN app.customers.email IS 'secret';
+SECURITY LABEL FOR rdsbackup_test ON VIEW app.customer_orders IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON MATERIALIZED VIEW app.order_totals IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON SEQUENCE app.tickets IS 'public';
+SECURITY LABEL FOR rdsbackup_test ON FUNCTION app.add_tax(numeric, numeric) IS 'public';
+SECURITY LABEL FOR rdsbackup_test ON PROCEDURE app.reset_counts(int) IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON AGGREGATE app.sum_squares(numeric) IS 'public';
+SECURITY LABEL FOR rdsbackup_test ON TYPE app.color IS 'public';
+SECURITY LABEL FOR rdsbackup_test ON DOMAIN app.email IS 'secret';
+SECURITY LABEL FOR rdsbackup_test ON LARGE OBJECT 7001 IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON PUBLICATION corpus_pub IS 'internal';
+
 -- @superuser-only: what only a superuser may create (RDS's master user may not, or needs rds_superuser
 -- extensions), left out of the corpus restored as a non-superuser
 -- a tablespace (corpus_ts: the test creates it on both servers) for a table, its key, an index, a
@@ -201,9 +217,6 @@ CREATE TABLE app.placed_parted_1 PARTITION OF app.placed_parted FOR VALUES FROM 
 INSERT INTO app.placed SELECT i, md5(i::text) FROM generate_series(1, 20) i;
 INSERT INTO app.placed_parted SELECT i, md5(i::text) FROM generate_series(1, 20) i;
 CREATE MATERIALIZED VIEW app.placed_count TABLESPACE corpus_ts AS SELECT count(*) AS n FROM app.placed;
--- no security labels: they need a label provider, and none loads here (dummy_seclabel is a test module
--- of PostgreSQL's source tree that Debian does not package; sepgsql needs SELinux, which this kernel
--- does not run; PostgreSQL Anonymizer, the provider RDS offers, is not installed)
 CREATE EXTENSION bloom;
 CREATE EXTENSION postgres_fdw;
 CREATE EXTENSION dblink;
@@ -246,3 +259,5 @@ CREATE OPERATOR CLASS app.rev_int_ops FOR TYPE int USING btree FAMILY app.rev_in
     FUNCTION 1 app.int_cmp_rev(int, int);
 CREATE INDEX orders_rev ON app.orders (customer_id app.rev_int_ops);
 CREATE PUBLICATION corpus_schema_pub FOR TABLES IN SCHEMA app;
+SECURITY LABEL FOR rdsbackup_test ON EVENT TRIGGER corpus_ddl IS 'internal';
+SECURITY LABEL FOR rdsbackup_test ON FOREIGN TABLE app.remote_items IS 'secret';

@@ -2,8 +2,9 @@
 on a source server whose session defaults differ from the target's (DateStyle, IntervalStyle,
 extra_float_digits, TimeZone; an ICU database), backed up while another session moves money between
 accounts and replaces a table with TRUNCATE, then restored on the target server. Compared with the
-source: `pg_dump -s --create` entry by entry, every table's rows, sequences, large objects and
-database properties. The same comparison is made for `pg_dump -Fc | pg_restore` (the control): a
+source: `pg_dump -s --create` entry by entry, every table's rows, sequences, large objects, security
+labels (both servers load a test label provider: tests/support/label_provider.py) and database
+properties. The same comparison is made for `pg_dump -Fc | pg_restore` (the control): a
 difference both share is printed as such, and ours may have no difference the control has not.
 Then the corpus without its superuser-only part is restored by a role like RDS's master user.
 """
@@ -21,13 +22,13 @@ import pytest
 from rdsbackup.postgres import ConnectionInfo, backup_postgres, restore_postgres
 from rdsbackup.repository import Repository
 
+from tests.support.label_provider import label_provider_settings
 from tests.support.pg_types import TABLE_SHAPES_SQL, all_types_table_sql
 from tests.support.postgres_server import (
     create_tablespace,
-    drop_tablespace,
     ensure_role,
+    find_server_bin,
     running_server,
-    shared_server,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -64,6 +65,7 @@ def _create_source(server, dbname: str, sql_text: str) -> None:
         ALTER ROLE corpus_reader IN DATABASE {dbname} SET work_mem = '3MB';
         GRANT CONNECT, TEMPORARY ON DATABASE {dbname} TO corpus_reader WITH GRANT OPTION;
         COMMENT ON DATABASE {dbname} IS 'the corpus';
+        SECURITY LABEL FOR rdsbackup_test ON DATABASE {dbname} IS 'internal';
     """)
     server.psql(sql_text + TABLE_SHAPES_SQL + all_types_table_sql("s.all_types"), dbname=dbname)
 
@@ -72,7 +74,7 @@ def _create_source(server, dbname: str, sql_text: str) -> None:
 def source():
     location = None
     try:
-        with running_server(settings=SOURCE_DEFAULTS) as server:
+        with running_server(settings={**SOURCE_DEFAULTS, **label_provider_settings(find_server_bin())}) as server:
             for role in ROLES:
                 ensure_role(server, role)
             location = create_tablespace(server, TABLESPACE)
@@ -86,27 +88,16 @@ def source():
 
 @pytest.fixture(scope="module")
 def target():
-    server = shared_server()
-    for name in ("corpus_ours", "corpus_src", "corpus_rds_ours", "corpus_rds_control"):
-        _drop(server, name)
-    drop_tablespace(server, TABLESPACE, None)
-    location = create_tablespace(server, TABLESPACE)
-    yield server
-    for name in ("corpus_ours", "corpus_src", "corpus_rds_ours", "corpus_rds_control"):
-        _drop(server, name)
-    drop_tablespace(server, TABLESPACE, location)
-
-
-def _drop(server, dbname: str) -> None:
-    """DROP DATABASE, after its subscriptions (which block it) are detached from their slots."""
-    if server.execute("SELECT 1 FROM pg_database WHERE datname = %s".replace("%s", f"'{dbname}'")):
-        with server.connect(dbname) as conn:
-            for (name,) in conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d"
-                                        " ON d.oid = s.subdbid WHERE d.datname = current_database()").fetchall():
-                conn.execute(f'ALTER SUBSCRIPTION "{name}" DISABLE')
-                conn.execute(f'ALTER SUBSCRIPTION "{name}" SET (slot_name = NONE)')
-                conn.execute(f'DROP SUBSCRIPTION "{name}"')
-    server.drop_database(dbname)
+    """The restore target: its own server, with the label provider loaded (as the source's) so that
+    security labels can be restored; the server's defaults are PostgreSQL's, unlike the source's."""
+    location = None
+    try:
+        with running_server(settings=label_provider_settings(find_server_bin())) as server:
+            location = create_tablespace(server, TABLESPACE)
+            yield server
+    finally:
+        if location:
+            shutil.rmtree(location, ignore_errors=True)
 
 
 # --- what is compared ------------------------------------------------------------------------------------
@@ -164,8 +155,21 @@ def database_properties(server, dbname: str) -> tuple:
             " shobj_description(d.oid, 'pg_database'),"
             " (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0),"
             " ARRAY(SELECT pg_get_userbyid(setrole) || ':' || array_to_string(setconfig, ',')"
-            "       FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole <> 0 ORDER BY 1)"
+            "       FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole <> 0 ORDER BY 1),"
+            " ARRAY(SELECT provider || ':' || label FROM pg_shseclabel"
+            "       WHERE objoid = d.oid AND classoid = 'pg_database'::regclass ORDER BY 1)"
             " FROM pg_database d WHERE d.datname = current_database()").fetchone()
+
+
+def security_labels(server, dbname: str) -> set[tuple]:
+    """Every security label in the database, by the object it is on (the database's own included)."""
+    with _connect(server, dbname) as conn:
+        conn.execute("SET search_path = pg_catalog")  # objects described schema-qualified, whatever the database's
+        return set(conn.execute(
+            "SELECT pg_describe_object(classoid, objoid, objsubid), provider, label FROM pg_seclabel"
+            " UNION ALL SELECT 'this database', provider, label FROM pg_shseclabel"
+            " WHERE classoid = 'pg_database'::regclass"
+            " AND objoid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall())
 
 
 def differences(source, src_db: str, server, db: str, **login) -> dict[str, set]:
@@ -179,6 +183,7 @@ def differences(source, src_db: str, server, db: str, **login) -> dict[str, set]
         "sequences": {k for k, v in sequences(source, src_db).items() if sequences(server, db).get(k) != v},
         "large objects": set() if large_objects(source, src_db) == large_objects(server, db) else {"large objects"},
         "database": _database_difference(database_properties(source, src_db), database_properties(server, db)),
+        "security labels": security_labels(source, src_db) ^ security_labels(server, db),
     }
 
 
@@ -277,6 +282,7 @@ def object_counts(server, dbname: str) -> dict[str, int]:
             " + (SELECT count(*) FROM pg_user_mapping)",
         "default privileges": "SELECT count(*) FROM pg_default_acl",
         "comments (user objects)": "SELECT count(*) FROM pg_description WHERE objoid >= 16384",
+        "security labels": "SELECT (SELECT count(*) FROM pg_seclabel) + (SELECT count(*) FROM pg_shseclabel)",
         "large objects": "SELECT count(*) FROM pg_largeobject_metadata",
         "columns of built-in types in s.all_types":
             "SELECT count(*) FROM pg_attribute WHERE attrelid = 's.all_types'::regclass AND attnum > 0",
@@ -335,6 +341,7 @@ def test_corpus_round_trips_as_well_as_pg_dump_and_pg_restore(source, target, tm
         assert ours[kind] <= control[kind], f"{kind}: ours differs where pg_dump/pg_restore does not: " \
                                             f"{sorted(ours[kind] - control[kind])}"
     assert ours["rows"] == set() and ours["large objects"] == set() and ours["database"] == set()
+    assert len(security_labels(source, "corpus_src")) >= 15 and ours["security labels"] == set()
 
 
 def test_corpus_restored_by_a_non_superuser_owner(source, target, tmp_path):
@@ -365,7 +372,8 @@ def test_corpus_restored_by_a_non_superuser_owner(source, target, tmp_path):
     ours = differences(source, "corpus_rds", target, "corpus_rds_ours")
     control = differences(source, "corpus_rds", target, "corpus_rds_control")
     _report("non-superuser restore", ours, control)
-    for kind in ("schema", "rows", "sequences", "large objects"):
+    for kind in ("schema", "rows", "sequences", "large objects", "security labels"):
         assert ours[kind] <= control[kind], f"{kind}: ours differs where pg_restore does not: " \
                                             f"{sorted(ours[kind] - control[kind])}"
     assert ours["rows"] == set()
+    assert len(security_labels(source, "corpus_rds")) >= 13 and ours["security labels"] == set()

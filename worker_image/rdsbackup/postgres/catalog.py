@@ -292,8 +292,8 @@ def is_empty(conn: psycopg.Connection) -> bool:
 
 
 def database_properties(conn: psycopg.Connection) -> dict:
-    """What pg_dump writes only with --create: the current database's settings, comment, grants (with
-    grant options), connection limit, locale provider and ICU locale/rules, whether it is a template
+    """What pg_dump writes only with --create: the current database's settings, comment, security labels,
+    grants (with grant options), connection limit, locale provider and ICU locale/rules, whether it is a template
     (`IS_TEMPLATE`), and the settings of roles in this database (`ALTER ROLE ... IN DATABASE ... SET`).
     `ALLOW_CONNECTIONS` is not among them: a database that refuses connections cannot be dumped (by
     pg_dump neither), so every database backed up allows them, and so does its restored copy."""
@@ -302,7 +302,7 @@ def database_properties(conn: psycopg.Connection) -> dict:
     provider = "d.datlocprovider::text" if version >= 150000 else "'c'"
     icu_rules = "d.daticurules" if version >= 160000 else "NULL"
     (settings, comment, acl_is_set, grants, conn_limit, loc_provider, loc, rules, role_settings,
-     is_template) = conn.execute(
+     is_template, labels) = conn.execute(
         f"""
         SELECT ARRAY(SELECT unnest(s.setconfig) FROM pg_db_role_setting s
                      WHERE s.setdatabase = d.oid AND s.setrole = 0),
@@ -316,11 +316,14 @@ def database_properties(conn: psycopg.Connection) -> dict:
                                               'settings', s.setconfig)::text
                      FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0
                      ORDER BY 1),
-               d.datistemplate
+               d.datistemplate,
+               ARRAY(SELECT json_build_object('provider', l.provider, 'label', l.label)::text
+                     FROM pg_shseclabel l WHERE l.objoid = d.oid AND l.classoid = 'pg_database'::regclass
+                     ORDER BY l.provider)
         FROM pg_database d WHERE d.datname = current_database()
         """
     ).fetchone()
     return {"settings": list(settings), "comment": comment, "acl": list(grants) if acl_is_set else None,
             "connection_limit": conn_limit, "locale_provider": loc_provider, "icu_locale": loc,
             "icu_rules": rules, "role_settings": [json.loads(r) for r in role_settings],
-            "is_template": bool(is_template)}
+            "is_template": bool(is_template), "security_labels": [json.loads(label) for label in labels]}

@@ -2,8 +2,9 @@
 pieces, so memory stays bounded whatever their size).
 
 Stream format, version 1: the magic `RDSBLO1\\n`, then per large object a record
-`u32 header length | header (JSON: oid, owner, grants, comment) | pieces`, each piece
-`u32 length | bytes`, a zero-length piece ending the object. Integers are big-endian.
+`u32 header length | header (JSON: oid, owner, grants, comment, and `labels` — its security labels as
+{provider, label} — when it has any) | pieces`, each piece `u32 length | bytes`, a zero-length piece
+ending the object. Integers are big-endian. (`labels` came later; a header without it has none.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
 from psycopg import sql
+
+from .errors import RestoreFailed
 
 MAGIC = b"RDSBLO1\n"
 PIECE = 1 << 20
@@ -30,14 +33,19 @@ def dump_large_objects(conn: psycopg.Connection) -> Iterator[bytes]:
             SELECT l.oid, pg_get_userbyid(l.lomowner), obj_description(l.oid, 'pg_largeobject'),
                    ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee))
                                 END || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN '+' ELSE '' END
-                         FROM aclexplode(l.lomacl) a WHERE a.grantee <> l.lomowner)
+                         FROM aclexplode(l.lomacl) a WHERE a.grantee <> l.lomowner),
+                   ARRAY(SELECT json_build_object('provider', s.provider, 'label', s.label)::text
+                         FROM pg_seclabel s WHERE s.objoid = l.oid AND s.classoid = 'pg_largeobject'::regclass
+                         ORDER BY s.provider)
             FROM pg_largeobject_metadata l ORDER BY l.oid
             """
         )
         with conn.cursor() as reader:
-            for oid, owner, comment, grants in cur:
-                header = json.dumps({"oid": oid, "owner": owner, "comment": comment,
-                                     "grants": list(grants)}).encode()
+            for oid, owner, comment, grants, labels in cur:
+                fields = {"oid": oid, "owner": owner, "comment": comment, "grants": list(grants)}
+                if labels:
+                    fields["labels"] = [json.loads(label) for label in labels]
+                header = json.dumps(fields).encode()
                 yield _U32.pack(len(header)) + header
                 offset = 0
                 while True:
@@ -77,7 +85,10 @@ class _Reader:
 def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, set_owner: bool,
                           skip_owners: set[str] = frozenset(),
                           warn: Callable[[str], None], commit_every: int = 500) -> int:
-    """Recreate the large objects of a stream (same OIDs, owner, grants, comments); returns how many."""
+    """Recreate the large objects of a stream (same OIDs, owner, grants, comments, security labels);
+    returns how many. A grant the target refuses (a missing role) is skipped and named through `warn`.
+    A security label the target refuses (its provider is not loaded there) fails the restore, as
+    pg_restore fails the label of any other object: dropping it could unmask what it protects."""
     reader = _Reader(blocks)
     if reader.read(len(MAGIC)) != MAGIC:
         raise ValueError("not a large-object stream of a known version")
@@ -98,17 +109,19 @@ def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, 
         for grant in header["grants"]:
             grantee, privilege = grant.rsplit(" ", 1)
             option = " WITH GRANT OPTION" if privilege.endswith("+") else ""
-            stmt = f"GRANT {privilege.rstrip('+')} ON LARGE OBJECT {int(oid)} TO {grantee}{option}"
-            try:
-                conn.execute("SAVEPOINT grant_lo")
-                conn.execute(stmt)
-                conn.execute("RELEASE SAVEPOINT grant_lo")
-            except psycopg.Error as exc:
-                conn.execute("ROLLBACK TO SAVEPOINT grant_lo")
-                warn(f"large object {oid}: {stmt} failed: {' '.join(str(exc).split())}")
+            _or_warn(conn, sql.SQL(f"GRANT {privilege.rstrip('+')} ON LARGE OBJECT {int(oid)} TO {grantee}{option}"),
+                     oid, warn)
         if header.get("comment") is not None:
             conn.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(
                 sql.Literal(oid), sql.Literal(header["comment"])))
+        for label in header.get("labels") or []:
+            stmt = sql.SQL("SECURITY LABEL FOR {} ON LARGE OBJECT {} IS {}").format(
+                sql.Identifier(label["provider"]), sql.Literal(oid), sql.Literal(label["label"]))
+            try:
+                conn.execute(stmt)
+            except psycopg.Error as exc:
+                raise RestoreFailed(f"large object {oid}: {stmt.as_string(conn)} failed: "
+                                    f"{' '.join(str(exc).split())}") from None
         count += 1
         if count % commit_every == 0:
             conn.execute("COMMIT")
@@ -116,3 +129,14 @@ def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, 
     conn.execute("COMMIT")
     return count
 
+
+def _or_warn(conn: psycopg.Connection, stmt: sql.Composable, oid: int, warn: Callable[[str], None]) -> None:
+    """Run one statement of a large object's restore; if the server refuses it, undo just that
+    statement and say so."""
+    try:
+        conn.execute("SAVEPOINT lo_statement")
+        conn.execute(stmt)
+        conn.execute("RELEASE SAVEPOINT lo_statement")
+    except psycopg.Error as exc:
+        conn.execute("ROLLBACK TO SAVEPOINT lo_statement")
+        warn(f"large object {oid}: {stmt.as_string(conn)} failed: {' '.join(str(exc).split())}")

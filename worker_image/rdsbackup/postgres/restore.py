@@ -310,11 +310,13 @@ def _setting_sql(target: str, setting: str, role: str | None = None) -> sql.Comp
 
 def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | None, props: dict,
                                 warnings: list[str]) -> None:
-    """Owner, settings, comment, grants, connection limit, per-role settings and the template mark of
-    the database itself
-    (under its new name, if renamed), as `pg_dump --create` writes them. Applied after the load: the
-    connection limit must not stop the load's sessions, a new owner must not take the restoring role's
-    rights away mid-load, and settings must not change how the load reads values."""
+    """Owner, settings, comment, security labels, grants, connection limit, per-role settings and the
+    template mark of the database itself (under its new name, if renamed), as `pg_dump --create` writes
+    them. Applied after the load: the connection limit must not stop the load's sessions, a new owner
+    must not take the restoring role's rights away mid-load, and settings must not change how the load
+    reads values. What the target refuses is a warning, except a security label: as pg_restore fails
+    the label of any other object, a label the target cannot apply (its provider is not loaded there)
+    fails the restore rather than leave unprotected what it protected."""
     name = sql.Identifier(target)
     statements: list[sql.Composable] = []
     if owner:
@@ -322,6 +324,9 @@ def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | N
     statements += [_setting_sql(target, s) for s in props.get("settings") or []]
     if props.get("comment") is not None:
         statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(name, sql.Literal(props["comment"])))
+    labels = [sql.SQL("SECURITY LABEL FOR {} ON DATABASE {} IS {}").format(
+        sql.Identifier(label["provider"]), name, sql.Literal(label["label"]))
+        for label in props.get("security_labels") or []]
     if props.get("acl") is not None:
         statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
         for grant in props["acl"]:
@@ -337,9 +342,15 @@ def _apply_database_properties(info: ConnectionInfo, target: str, owner: str | N
     if props.get("is_template"):
         # Last, as pg_dump --create writes it: a template is what new databases are copied from.
         statements.append(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(name))
-    if not statements:
+    if not statements and not labels:
         return
     with info.connect(target) as conn:
+        for stmt in labels:
+            try:
+                conn.execute(stmt)
+            except psycopg.Error as exc:
+                raise RestoreFailed(f"database {target!r}: {stmt.as_string(conn)} failed: {one_line(str(exc))}") \
+                    from None
         for stmt in statements:
             try:
                 conn.execute(stmt)
