@@ -1,6 +1,7 @@
 """The pre-data section goes to the server many statements to a round trip (predata.py): the script
-`pg_restore -f` writes is cut into statements exactly where they end, and a failing batch makes the
-restore start over the pg_restore way, with pg_restore's result and warnings."""
+`pg_restore -f` writes is cut into statements exactly where PostgreSQL's parser says they end, and a
+failing batch, or a script the parser does not accept, makes the restore start over the pg_restore way,
+with pg_restore's result and warnings."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_statements_end_only_at_their_own_semicolons():
     b"SET standard_conforming_strings = off;\nCREATE TABLE t (a text DEFAULT 'x\\';y');\n",
     b"CREATE TABLE t (a int) WITH NOTHING KNOWN;\n",  # what PostgreSQL's parser does not accept
     b"CREATE TABLE t (a int);\x00CREATE TABLE u (a int);\n",  # a NUL would end the parser's C string
-    b"CREATE TABLE t (a int);\nfoo\n",  # after the last statement, a word the scanner alone lets pass
+    b"CREATE TABLE t (a int);\nfoo\n",  # after the last statement: neither a statement nor a comment
     b"CREATE TABLE t (a int);\n42;\nCREATE TABLE u (a int);\n",
     # A psql command line in a body: psql sends it as text. Not worth telling apart here.
     b"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n\\restrict K3y\nSELECT 1 $$;\n",
@@ -111,7 +112,6 @@ def test_a_sql_standard_body_is_one_statement():
                 b" SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\n SELECT 3;\nEND;")
     procedure = b"\nCREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END;"
     assert split_statements(function + procedure + b"\n") == [function, procedure]
-
 
 
 @pytest.mark.parametrize("parse_bytes", [1, 200, 1 << 20])
