@@ -5,6 +5,10 @@ pg_restore reports it, and leaves no half-restored database."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
 from rdsbackup.postgres import ConnectionInfo, backup_postgres, restore_postgres
 from rdsbackup.postgres.errors import RestoreFailed
@@ -93,3 +97,25 @@ def test_the_database_s_own_label_and_a_large_object_s_label_fail_alike(where, t
     with pytest.raises(RestoreFailed, match=f'SECURITY LABEL FOR "{PROVIDER}" {expected} IS .* is not loaded'):
         restore_postgres(repo, point, info, database="labelled", target_database="labelled_elsewhere")
     assert target.execute("SELECT 1 FROM pg_database WHERE datname = 'labelled_elsewhere'") == []
+
+
+def test_no_security_labels_restores_into_a_server_without_the_provider_through_the_cli(labelled, tmp_path):
+    """`rdsbackup restore postgres --no-security-labels`, as `pg_restore --no-security-labels`: every
+    label left out (object, column, large object, the database's own), everything else restored."""
+    repo, point = _backup(labelled, tmp_path)
+    target = shared_server()
+    target.drop_database("labelled_unlabelled")
+    env = dict(os.environ, RDSBACKUP_PASSWORD="pw", TARGET_PW=target.password)
+    try:
+        done = subprocess.run(
+            ["rdsbackup", "restore", "postgres", "--repo", repo.backend.url, "--restore-point", point,
+             "--host", target.host, "--port", str(target.port), "--user", target.superuser,
+             "--password-env", "TARGET_PW", "--database", "labelled", "--target-database", "labelled_unlabelled",
+             "--no-security-labels", "--json"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["warnings"] == []
+        assert _labels(target, "labelled_unlabelled") == set()
+        assert target.execute("SELECT count(*) FROM t", dbname="labelled_unlabelled") == [(10,)]
+        assert target.execute("SELECT lo_get(9001)", dbname="labelled_unlabelled") == [(b"labelled bytes",)]
+    finally:
+        target.drop_database("labelled_unlabelled")

@@ -332,7 +332,7 @@ def cmd_restore_postgres(args: argparse.Namespace) -> int:
     result = _restore(args, lambda repo, reporter: restore_postgres(
         repo, args.restore_point, info, database=args.database, target_database=args.target_database,
         include_globals=args.include_globals, replace=args.replace, jobs=args.jobs, reporter=reporter,
-        maintenance_work_mem=args.maintenance_work_mem))
+        maintenance_work_mem=args.maintenance_work_mem, security_labels=not args.no_security_labels))
     if args.json:
         print_json(result)
     else:
@@ -539,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpg.add_argument("--replace", action="store_true",
                      help="replace a target that is not empty: restored beside it, verified, then swapped in by "
                           "renaming; the old one is dropped only after (warns before terminating its sessions)")
+    rpg.add_argument("--no-security-labels", action="store_true",
+                     help="leave security labels out (as pg_restore --no-security-labels): for a target server "
+                          "that does not load their providers, where a label fails the restore")
     rpg.add_argument("--maintenance-work-mem", metavar="SIZE", default="256MB",
                      help="maintenance_work_mem of the sessions that build indexes and check constraints "
                           "after the data (default 256MB, each of --jobs sessions)")

@@ -83,12 +83,13 @@ class _Reader:
 
 
 def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, set_owner: bool,
-                          skip_owners: set[str] = frozenset(),
+                          skip_owners: set[str] = frozenset(), security_labels: bool = True,
                           warn: Callable[[str], None], commit_every: int = 500) -> int:
     """Recreate the large objects of a stream (same OIDs, owner, grants, comments, security labels);
     returns how many. A grant the target refuses (a missing role) is skipped and named through `warn`.
     A security label the target refuses (its provider is not loaded there) fails the restore, as
-    pg_restore fails the label of any other object: dropping it could unmask what it protects."""
+    pg_restore fails the label of any other object: dropping it could unmask what it protects.
+    `security_labels=False` leaves them out (`--no-security-labels`)."""
     reader = _Reader(blocks)
     if reader.read(len(MAGIC)) != MAGIC:
         raise ValueError("not a large-object stream of a known version")
@@ -114,7 +115,7 @@ def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, 
         if header.get("comment") is not None:
             conn.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(
                 sql.Literal(oid), sql.Literal(header["comment"])))
-        for label in header.get("labels") or []:
+        for label in header.get("labels") or [] if security_labels else []:
             stmt = sql.SQL("SECURITY LABEL FOR {} ON LARGE OBJECT {} IS {}").format(
                 sql.Identifier(label["provider"]), sql.Literal(oid), sql.Literal(label["label"]))
             try:

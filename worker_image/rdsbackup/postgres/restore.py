@@ -53,8 +53,10 @@ def restore_point_metadata(manifest: dict) -> dict:
 def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, database: str | None = None,
                      target_database: str | None = None, include_globals: bool = False,
                      replace: bool = False, jobs: int = 4, reporter: Reporter | None = None,
-                     maintenance_work_mem: str = DEFAULT_MAINTENANCE_WORK_MEM) -> dict:
-    """Restore; returns a summary (databases restored, rows, warnings)."""
+                     maintenance_work_mem: str = DEFAULT_MAINTENANCE_WORK_MEM, security_labels: bool = True) -> dict:
+    """Restore; returns a summary (databases restored, rows, warnings). `security_labels=False` leaves
+    every security label out, as `pg_restore --no-security-labels` (for a target server that does not
+    load the labels' providers)."""
     if not MEMORY_SETTING.fullmatch(maintenance_work_mem):
         raise RestoreFailed(f"maintenance_work_mem {maintenance_work_mem!r} is not a PostgreSQL memory size "
                             f"(a number with kB, MB or GB)")
@@ -63,7 +65,7 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
 
         return replace_postgres(repo, restore_point_id, info, database=database, target_database=target_database,
                                 include_globals=include_globals, jobs=jobs, reporter=reporter,
-                                maintenance_work_mem=maintenance_work_mem)
+                                maintenance_work_mem=maintenance_work_mem, security_labels=security_labels)
     reporter = reporter or Reporter()
     meta = restore_point_metadata(repo.load_manifest(restore_point_id))
     if meta.get("engine") != "postgres" or meta.get("format") not in METADATA_FORMATS:
@@ -111,7 +113,7 @@ def restore_postgres(repo, restore_point_id: str, info: ConnectionInfo, *, datab
         results.append(_restore_database(repo, restore_point_id, info, entry, target, existing=existing,
                                          maintenance_db=maintenance_db, is_superuser=is_superuser,
                                          jobs=jobs, reporter=reporter, warnings=warnings,
-                                         maintenance_work_mem=maintenance_work_mem))
+                                         maintenance_work_mem=maintenance_work_mem, security_labels=security_labels))
     return {"restore_point_id": restore_point_id, "databases": results, "warnings": warnings}
 
 
@@ -265,17 +267,17 @@ def _pg_restore(info: ConnectionInfo, target: str, path: str, sections: list[str
                             f"{first_error(stderr) or 'no message'}")
 
 
-def _pre_data(info: ConnectionInfo, target: str, path: str, tablespaces: list[str], warnings: list[str],
+def _pre_data(info: ConnectionInfo, target: str, path: str, options: list[str], warnings: list[str],
               foreign: list[str], start_over) -> None:
     """The pre-data section: in batches of statements (predata.py) into a database this restore created,
     when no statement is expected to fail; else, or when a batch fails (after `start_over`), as
     `pg_restore` runs it, which goes on past failing statements and names them (an ALTER ... OWNER TO a
     role the restoring role cannot become fails for every object of that owner)."""
     if start_over is not None and not foreign:
-        if pre_data_in_batches(info, target, path, tablespaces):
+        if pre_data_in_batches(info, target, path, options):
             return
         start_over()
-    _pg_restore(info, target, path, ["pre-data"], tablespaces, warnings, foreign_owners=foreign)
+    _pg_restore(info, target, path, ["pre-data"], options, warnings, foreign_owners=foreign)
 
 
 def _is_owner_change_to(message: str, roles: list[str]) -> bool:
@@ -453,7 +455,8 @@ def _set_sequences(conn: psycopg.Connection, target: str, sequences: list[dict])
 
 def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str, *,
                       existing: dict[str, bool], maintenance_db: str, is_superuser: bool, jobs: int,
-                      reporter: Reporter, warnings: list[str], maintenance_work_mem: str) -> dict:
+                      reporter: Reporter, warnings: list[str], maintenance_work_mem: str,
+                      security_labels: bool) -> dict:
     reporter.status(target)
     with tempfile.TemporaryDirectory(prefix="rdsbackup-") as workdir:
         # Fetch the schema first: a damaged repository fails the restore before the target changes.
@@ -473,7 +476,7 @@ def _restore_database(repo, restore_point_id: str, info: ConnectionInfo, entry: 
         try:
             return _load_database(repo, restore_point_id, info, entry, target, schema_path,
                                   is_superuser=is_superuser, jobs=jobs, reporter=reporter, warnings=warnings,
-                                  maintenance_work_mem=maintenance_work_mem,
+                                  maintenance_work_mem=maintenance_work_mem, security_labels=security_labels,
                                   start_over=start_over if created else None)
         except BaseException:
             if created:
@@ -493,10 +496,14 @@ def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> Non
 
 def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
-                   warnings: list[str], maintenance_work_mem: str, start_over=None) -> dict:
+                   warnings: list[str], maintenance_work_mem: str, security_labels: bool = True,
+                   start_over=None) -> dict:
     foreign = _foreign_owners(info, target, entry.get("owners", []), is_superuser, warnings)
-    tablespaces = _tablespace_options(info, target, entry, warnings)
-    _pre_data(info, target, schema_path, tablespaces, warnings, foreign, start_over)
+    # pg_restore's options for every section: where objects go, and whether labels come along.
+    pg_restore_options = _tablespace_options(info, target, entry, warnings)
+    if not security_labels:
+        pg_restore_options.append("--no-security-labels")
+    _pre_data(info, target, schema_path, pg_restore_options, warnings, foreign, start_over)
 
     # The rows are read in the styles they were written in (settings.py), whatever the target's defaults.
     load_settings = {**data_session_settings(entry["encoding"]), "synchronous_commit": "off"}
@@ -537,7 +544,7 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         with info.connect(target, settings=load_settings) as conn:
             blocks = repo.open_stream(entry["large_objects"], restore_point=restore_point_id)
             return restore_large_objects(conn, blocks, set_owner=True, warn=warnings.append,
-                                         skip_owners=set(foreign))
+                                         skip_owners=set(foreign), security_labels=security_labels)
 
     tables = entry["tables"]
     with info.connect(target) as admin, autovacuum_paused(admin, tables), sessions:
@@ -555,10 +562,13 @@ def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dic
         # Index builds and foreign-key checks sort in memory with a larger maintenance_work_mem (the
         # PostgreSQL manual's advice for bulk loads); each of the `jobs` sessions may use that much.
         for sections, options in _post_data_steps(info, schema_path):
-            _pg_restore(info, target, schema_path, sections, [*options, *tablespaces], warnings, jobs=jobs,
+            _pg_restore(info, target, schema_path, sections, [*options, *pg_restore_options], warnings, jobs=jobs,
                         foreign_owners=foreign,
                         settings={"maintenance_work_mem": maintenance_work_mem})
+    properties = entry.get("properties") or {}
+    if not security_labels:
+        properties = {**properties, "security_labels": []}
     _apply_database_properties(info, target, entry.get("owner") if entry.get("owner") not in foreign else None,
-                               entry.get("properties") or {}, warnings)
+                               properties, warnings)
     return {"name": entry["name"], "target": target, "tables": len(tables), "rows": rows,
             "large_objects": lob_future.result() if lob_future else 0}
