@@ -11,6 +11,8 @@ import pytest
 from rdsbackup.errors import RepositoryExists, RepositoryNotFound
 from rdsbackup.repository import Repository
 from rdsbackup.repository import backends as backends_module
+from rdsbackup.repository.index import Index
+from rdsbackup.repository.packs import read_trailer
 
 from tests.support import moto_server
 
@@ -122,6 +124,35 @@ def test_scattered_small_edits_store_a_small_fraction(file_url):
     # 20 changed ~2 KiB chunks plus the chunk list's changed parts and index: a few percent at most.
     assert second < first * 0.08, (second, first)
     assert refs["orders"]["new_bytes"] < first * 0.08
+
+
+def test_new_chunks_between_known_ones_are_stored_at_their_own_places(file_url):
+    """A stream whose new chunks lie between known ones (and one new piece twice): each new run of
+    chunks is copied into the block on its own, and every chunk's index location, pack trailer entry
+    and stored bytes agree (`verify --read-data` hashes every chunk at its location)."""
+    repo = Repository.init(file_url, password=PASSWORD)
+    old = table_rows(8, 20_000)
+    backup(repo, {"t": old})
+    new = [table_rows(100 + k, 300) for k in range(6)]
+    mixed_stream = (old[:150_000] + new[0] + old[150_000:260_000] + new[1] + new[2] + old[260_000:300_000]
+                    + new[3] + new[1] + old[300_000:] + new[4] + new[5])
+    _, refs = backup(repo, {"t": mixed_stream})
+    assert 0 < refs["t"]["new_bytes"] < len(mixed_stream) // 2
+    repo = Repository.open(file_url, password=PASSWORD)
+    assert read(repo, refs["t"]) == mixed_stream
+    assert repo.verify(read_data=True)["errors"] == []
+    index = repo._index(reload=True)
+    in_trailers = {}
+    for key, size in repo.backend.list("data/"):
+        pid = bytes.fromhex(key.rsplit("/", 1)[-1])
+        for offset, _stored, _raw, chunks in read_trailer(repo.backend, repo._keys, pid, size):
+            in_trailers.update({cid: (pid, offset, off, length) for cid, off, length in chunks})
+    located = {}
+    for cid, loc in index.chunks.items():
+        block_no, off, length = Index.unpack_location(loc)
+        pack_no, offset, _stored, _raw = index.blocks[block_no]
+        located[cid] = (index.packs[pack_no], offset, off, length)
+    assert located == in_trailers
 
 
 def test_packs_are_several_mib_and_one_put_each(file_url):

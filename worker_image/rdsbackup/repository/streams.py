@@ -61,12 +61,13 @@ class StreamWriter:
     def add_batch(self, view: memoryview, ends: list[int]) -> None:
         """Add the chunks that tile `view` (chunk i ends at ends[i])."""
         copy = self.keys.id_hasher.copy
-        ids = []
+        ids: list[bytes] = []
+        append = ids.append
         start = 0
         for end in ends:
             h = copy()
             h.update(view[start:end])
-            ids.append(h.digest())
+            append(h.digest())
             start = end
         self.size += start
         self.chunks += len(ends)
@@ -89,7 +90,12 @@ class StreamWriter:
             self.ids = bytearray()
 
     def _store(self, view: memoryview, ends: list[int], ids: list[bytes]) -> None:
-        """Put the chunks whose ids the index does not know yet into this stream's open block."""
+        """Put the chunks whose ids the index does not know yet into this stream's open block.
+
+        This runs once per chunk of every stream (~2 KiB each), so the loop does the least it can per
+        chunk: a run of new chunks that lie one after another in `view` (every chunk of a first
+        backup) is copied into the block in one piece, and the block's index records join the
+        backup's (`new_records`) once, when it closes."""
         index = self.index
         with index.lock:
             # Claim new ids at once so parallel streams dedup against them (they get their location
@@ -97,32 +103,42 @@ class StreamWriter:
             missing = index.chunks.claim_many(ids)
         if not missing:
             return
-        records = self.session.new_records
-        base = self.session.block_base
         pack_record = CHUNK_RECORD.pack
         set_location = _LOCATION.pack_into
         limit = self.prof.block_size
         starts = [0]
         starts += ends
         block = self.block
-        block_no = self.block_no
         block_records = self.block_records
+        block_no = self.block_no
+        rel = block_no - self.session.block_base
+        high = block_no << 48
+        off = len(block)
+        run_start = run_end = 0  # the bytes of `view` still to copy into the block
         for i, bucket, pos in missing:
             start = starts[i]
-            length = ends[i] - start
+            end = ends[i]
+            if start != run_end:
+                block += view[run_start:run_end]
+                run_start = start
+            run_end = end
             if block_no < 0:
                 block_no = self.block_no = index.new_block()
-            off = len(block)
-            block += view[start : start + length]
-            set_location(bucket, pos + 16, (block_no << 48) | (off << 24) | length)
-            record = pack_record(ids[i], block_no - base, off, length)
-            records += record
-            block_records += record
-            if off + length >= limit:
+                rel = block_no - self.session.block_base
+                high = block_no << 48
+            length = end - start
+            set_location(bucket, pos + 16, high | (off << 24) | length)
+            block_records += pack_record(ids[i], rel, off, length)
+            off += length
+            if off >= limit:
+                block += view[run_start:run_end]
+                run_start = run_end
                 self.close_block()
                 block = self.block
                 block_records = self.block_records
                 block_no = -1
+                off = 0
+        block += view[run_start:run_end]
 
     def close_block(self) -> None:
         """Seal the open block and hand it to the packer. Called also when the stream failed: a
@@ -133,6 +149,7 @@ class StreamWriter:
         self.block = bytearray()
         self.block_records = bytearray()
         self.block_no = -1
+        self.session.new_records += records
         self.sealed.append(self.session.seal_block(block_no, raw, records))
 
     def new_bytes(self) -> int:
