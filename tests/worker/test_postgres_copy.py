@@ -139,6 +139,43 @@ def test_psql_writes_copy_rows_in_large_blocks(server, tmp_path):
     assert data.splitlines()[-1] == b"20000\t" + b"x" * 200
 
 
+def test_psql_reports_row_counts_and_copies_tables_of_any_name(server, tmp_path, monkeypatch):
+    """Large tables' row counts come from the COPY's command tag (psql's `\\copy ... TO pstdout`, its
+    status in a file), not from counting newlines. Names that need quoting go through `\\copy` as the
+    server reads them; a name `\\copy` cannot take (a newline) is copied as before and its newlines
+    counted. Both give what psycopg gives."""
+    server.drop_database("copy_names")
+    server.create_database("copy_names")
+    server.psql('CREATE SCHEMA "odd schema.(x)";'
+                'CREATE TABLE "odd schema.(x)"."t ""q"", (p)" ("id  key" int PRIMARY KEY, "a,b" text,'
+                ' "ünï ✓" int, "select" text);'
+                'INSERT INTO "odd schema.(x)"."t ""q"", (p)" SELECT g, E\'v\\t\' || g, -g, NULL'
+                ' FROM generate_series(1, 3000) g;'
+                'CREATE TABLE public."new\nline" ("col\nnl" int PRIMARY KEY, v text);'
+                "INSERT INTO public.\"new\nline\" SELECT g, 'x' FROM generate_series(1, 7) g;",
+                dbname="copy_names")
+    reported = []
+    real_reported_rows = backup_module._PsqlCopy._reported_rows
+
+    def reported_rows(self):
+        reported.append(real_reported_rows(self))
+        return reported[-1]
+
+    monkeypatch.setattr(backup_module._PsqlCopy, "_reported_rows", reported_rows)
+    repo = Repository.init(f"file://{tmp_path / 'repo'}", password=PASSPHRASE)
+    info = info_for(server)
+    try:
+        through_psycopg = _streams(repo, backup_postgres(repo, info, databases=["copy_names"]))
+        monkeypatch.setattr(backup_module, "PSQL_COPY_MIN_BYTES", 0)
+        through_psql = _streams(repo, backup_postgres(repo, info, databases=["copy_names"]))
+    finally:
+        server.drop_database("copy_names")
+    assert through_psql == through_psycopg
+    assert through_psql[("odd schema.(x)", 't "q", (p)')][1] == 3000
+    assert through_psql[("public", "new\nline")][1] == 7
+    assert reported == [3000]  # the table with a newline in its names counted its rows itself
+
+
 def test_psql_copy_over_verified_tls(tmp_path, monkeypatch):
     server = shared_tls_server()
     for name in ("copy_tls_src", "copy_tls_dst"):

@@ -132,16 +132,38 @@ def _copy_out_block(pgconn):
     return buf, None
 
 
-def _psql_copy_script(snapshot_id: str, sql_text: str) -> bytes:
+def _psql_copy_script(snapshot_id: str, sql_text: str, status_path: str | None = None) -> bytes:
     """psql input: a transaction that imports the exported snapshot, the same settings as the
-    connections of `SnapshotSession`, then the COPY (its rows go to psql's stdout)."""
+    connections of `SnapshotSession`, then the COPY (its rows go to psql's stdout).
+
+    With `status_path` the COPY runs as psql's `\\copy ... TO pstdout`: the rows still go to stdout,
+    and its command tag (`COPY <rows>`) to that file (`\\o`), so the row count comes from the server
+    instead of counting the newlines of every byte in the worker (a quarter of a second of held GIL
+    per 650 MB). Only for a COPY that `\\copy` takes as it is (`_copy_meta_command`)."""
     lines = ["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;",
              "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "';",
              *(stmt + ";" for stmt in READ_SETTINGS),
-             f"SET LOCAL lock_timeout = '{READER_LOCK_WAIT}';",
-             sql_text + ";",
-             "COMMIT;"]
+             f"SET LOCAL lock_timeout = '{READER_LOCK_WAIT}';"]
+    meta = _copy_meta_command(sql_text) if status_path is not None else None
+    if meta is None:
+        lines.append(sql_text + ";")
+    else:
+        lines += ["\\o '" + status_path + "'", "\\set QUIET off", meta, "\\set QUIET on", "\\o"]
+    lines.append("COMMIT;")
     return ("\n".join(lines) + "\n").encode()
+
+
+def _copy_meta_command(sql_text: str) -> str | None:
+    """`COPY <x> TO STDOUT` as psql's `\\copy <x> TO pstdout`, or None when psql's `\\copy` could read
+    it otherwise than the server would: it takes one line, splits it into words outside double and
+    single quotes and joins them with single spaces (so no newline, no string literal, no backslash,
+    no dollar quote)."""
+    head, tail = "COPY ", " TO STDOUT"
+    if not (sql_text.startswith(head) and sql_text.endswith(tail)):
+        return None
+    if any(c in sql_text for c in "\n\r\\'$") or not sql_text.isprintable():
+        return None
+    return "\\copy " + sql_text[len(head):-len(tail)] + " TO pstdout"
 
 
 def _stdout_buffered(size: int) -> list[str]:
@@ -168,9 +190,13 @@ class _PsqlCopy:
         env = self._environment.enter_context(info.tool_environment(dbname))
         env["PGCLIENTENCODING"] = encoding
         env["PGOPTIONS"] = options_string(data_session_settings(encoding))
+        fd, self._status = tempfile.mkstemp(prefix="copy-", suffix=".status", dir=workdir)
+        os.close(fd)
+        if _copy_meta_command(sql_text) is None or "'" in self._status:
+            self._status = None
         fd, self._script = tempfile.mkstemp(prefix="copy-", suffix=".sql", dir=workdir)
         with os.fdopen(fd, "wb") as f:
-            f.write(_psql_copy_script(snapshot_id, sql_text))
+            f.write(_psql_copy_script(snapshot_id, sql_text, self._status))
         self._stderr = tempfile.TemporaryFile(dir=workdir)  # noqa: SIM115 - closed in close()
         try:
             self.proc = subprocess.Popen(
@@ -190,13 +216,15 @@ class _PsqlCopy:
 
     def blocks(self, counts: dict, reporter: Reporter) -> Iterator[bytes]:
         read = self.proc.stdout.read
+        count = self._status is None  # else psql writes the COPY's command tag to the status file
         rows = total = 0
         while True:
             piece = read(PSQL_READ)
             if not piece:
                 break
             # In COPY text format every row ends with a newline; newlines inside values are escaped.
-            rows += piece.count(b"\n")
+            if count:
+                rows += piece.count(b"\n")
             total += len(piece)
             reporter.advance(len(piece))
             yield piece
@@ -207,8 +235,18 @@ class _PsqlCopy:
             # "psql:/tmp/.../copy-x.sql:9: ERROR:  ..." -> "ERROR: ..."
             message = one_line(message[message.find("ERROR:"):]) if "ERROR:" in message else message
             raise ToolFailed(message or f"psql failed (exit {self.proc.returncode})")
+        if not count:
+            rows = self._reported_rows()
         counts["rows"] = rows
         counts["bytes"] = total
+
+    def _reported_rows(self) -> int:
+        """The row count of the COPY's command tag (`COPY <rows>`) in the status file."""
+        with open(self._status, encoding="utf-8", errors="replace") as f:
+            tags = [line.split() for line in f if line.startswith("COPY ")]
+        if len(tags) != 1 or len(tags[0]) != 2 or not tags[0][1].isdigit():
+            raise ToolFailed(f"psql did not report the COPY's row count (status: {tags or 'none'})")
+        return int(tags[0][1])
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -223,6 +261,9 @@ class _PsqlCopy:
         self._environment.close()
         with contextlib.suppress(OSError):
             os.unlink(self._script)
+        if self._status is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._status)
 
 
 def _schema_dump_args(snapshot_id: str, out_path: str) -> list[str]:
