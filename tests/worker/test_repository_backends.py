@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rdsbackup.errors import MissingObject, RepositoryError, RepositoryLocked
 from rdsbackup.repository.backends import FileBackend, S3Backend, backend_for
@@ -45,6 +47,25 @@ def test_file_backend_round_trip_range_list_delete(tmp_path):
     with pytest.raises(MissingObject, match="index/one"):
         backend.get("index/one")
     assert list(backend.list("nothing/")) == []
+
+
+def test_a_durable_file_object_leaves_the_page_cache_once_synced(tmp_path, monkeypatch):
+    """After its fsync, a written object's pages are dropped from the page cache (a backup's packs
+    would otherwise push everything else out); without fsync (dirty pages) they are left alone."""
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *advice: calls.append(("advise", fd, *advice)))
+    backend = FileBackend(str(tmp_path))
+    backend.put("data/ab/abcd", b"0123456789" * 1000)
+    # the object's fsync, then its advice; then the directory's fsync (the new name's durability)
+    synced = calls[0][1]
+    assert calls[:2] == [("fsync", synced), ("advise", synced, 0, 0, os.POSIX_FADV_DONTNEED)]
+    assert [c[0] for c in calls[2:]] == ["fsync"]
+    assert backend.get("data/ab/abcd") == b"0123456789" * 1000
+    calls.clear()
+    FileBackend(str(tmp_path), fsync=False).put("data/ab/abce", b"x")
+    assert calls == []
 
 
 def test_a_failed_file_write_leaves_neither_the_object_nor_a_temporary_file(tmp_path):

@@ -79,9 +79,23 @@ class Backend:
             self.delete(key)
 
 
+def _drop_cached_pages(fd: int) -> None:
+    """Advise the kernel to drop a file's (clean, just synced) pages from the page cache."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 class FileBackend(Backend):
     """A directory on a local filesystem. `fsync` makes a written object durable before put returns,
-    which the write order (packs, index, manifest) relies on to survive a power loss."""
+    which the write order (packs, index, manifest) relies on to survive a power loss.
+
+    A durable object's pages then leave the page cache (POSIX_FADV_DONTNEED, as borg does): a backup
+    writes hundreds of MiB that nobody reads back soon, which would otherwise push the database's and
+    everyone else's cached pages out, and the next pack's write reuses the freed pages instead of
+    taking new ones (on the benchmark's VM the kernel's copy into never-used pages cost a full backup
+    ~0.5 s of CPU; into reused ones ~0.1 s)."""
 
     def __init__(self, root: str, *, fsync: bool = True):
         self.root = os.path.abspath(root)
@@ -112,6 +126,7 @@ class FileBackend(Backend):
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+                    _drop_cached_pages(f.fileno())
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
