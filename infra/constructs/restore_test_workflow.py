@@ -4,13 +4,18 @@
         │  (least recently tested sources first; the newest snapshot and restore point of each, and
         │   with archived_restore_point a second TEST of each: its newest archived point)
         ▼
-    Map: each TEST, one at a time (per-item Catch)
-    │  Nothing to test? ─yes──────────────────────────────────────────────────> Test result
-    │      │ no
+    Any archived point? ─no─────────────────────────────────────────────────────┐
+        │ yes                                                                   │
+    Map: every TEST at once (40 at a time), before any test runs  (fails ─> Report failed run)
     │  From the archive? ─yes─> Request archive retrieval ─> Check archive retrieval <─┐
     │      │ no                  (an archived point's packs,    │ not all ready ───────┴─ Wait
-    │      │                      Bulk tier: hours)             │ fails, or past the bound ─> Test result
+    │      │                      Bulk tier: hours)             │ fails, or past the bound: $.error
     │      ▼ <──────────────────────────────────────────────────┘ every pack readable
+    │  Retrieval done                                                           │
+    ▼ (the TESTs, each with its retrieval's state)                              │
+    Map: each TEST, one at a time (per-item Catch) <────────────────────────────┘
+    │  Nothing to test (or its retrieval failed)? ─yes────────────────────────> Test result
+    │      │ no
     │  Take test slot (lease per account-region: one running test there; LeaseHeld retried)
     │  Prepare restore test (the worker's 2 groups; SQL Server: bucket lease; the restore input)
     │  Restore throwaway = RestoreStateMachine, run as a child (.sync:2): smallest class, private,
@@ -31,8 +36,9 @@ Handlers: plan_restore_test, prepare_restore_test, locate_throwaway, delete_thro
 restore_test_report; the image-level steps start_worker, check_worker, cleanup_worker and the lease
 steps are the backup workflow's own; the archive retrieval (request_archive_retrieval,
 check_archive_retrieval) is the fragment the restore workflow runs too (fragments.archive_retrieval). It
-runs before the slot is taken and the throwaway made: hours of waiting hold no slot and bill no
-instance hours, and a failed retrieval has nothing to clean up.
+runs for every archived point of the run at once, before any test takes its slot or makes its throwaway:
+N archived points cost one retrieval wait, not N; hours of waiting hold no slot and bill no instance
+hours, and a failed retrieval has nothing to clean up.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ from infra.constructs.fragments import JSON_NULL, Retries, archive_retrieval, ca
 from infra.constructs.lambda_step import LambdaStep
 
 SLOT_PREFIX = "rdsbackup-restore-test"
+# an inline Map runs at most 40 iterations at once (Step Functions): a run's archived points are retrieved
+# together in batches of this many (infra.durations.restore_test_timeout_seconds counts the batches)
+RETRIEVALS_AT_ONCE = 40
 
 
 @dataclass(frozen=True)
@@ -162,16 +171,26 @@ class RestoreTestWorkflow(Construct):
                 "image_backup", "restore_test", "error", "retrieval")},
             **{f"{key}.$": JSON_NULL for key in ("image", "timing", "throwaway_cleanup", "cleanup")},
         })
-        # an archived point: its packs retrieved first (nothing exists yet, so a failure ends the test)
-        from_archive = archive_retrieval(self, request=steps.request_archive_retrieval,
-                                         check=steps.check_archive_retrieval, retries=retries, failed=test_result,
-                                         then=take_slot)
+        # nothing to test, or its archived point could not be retrieved: the test ends with that error
         nothing_to_test = sfn.Choice(self, "Nothing to test?").when(
-            sfn.Condition.is_not_null("$.error"), test_result).otherwise(from_archive)
+            sfn.Condition.is_not_null("$.error"), test_result).otherwise(take_slot)
         test_defaults.next(nothing_to_test)
         each_test = sfn.Map(self, "Test each source", items_path="$.run.tests", max_concurrency=1,
                             result_path="$.tests")
         each_test.item_processor(test_defaults)
+
+        # --- every archived point's packs retrieved at once, before the first test ----------------------
+        # (nothing exists yet, so a failure only records $.error, which ends that test unstarted)
+        retrieved = sfn.Pass(self, "Retrieval done")
+        from_archive = archive_retrieval(self, request=steps.request_archive_retrieval,
+                                         check=steps.check_archive_retrieval, retries=retries, failed=retrieved,
+                                         then=retrieved)
+        retrieve_each = sfn.Map(self, "Retrieve archived points", items_path="$.run.tests",
+                                max_concurrency=RETRIEVALS_AT_ONCE, result_path="$.run.tests")
+        retrieve_each.item_processor(from_archive)
+        retrieve_each.next(each_test)
+        any_archived = sfn.Choice(self, "Any archived point?").when(
+            sfn.Condition.number_greater_than("$.run.retrievals", 0), retrieve_each).otherwise(each_test)
 
         # --- the run --------------------------------------------------------------------------------------
         plan = steps.plan_restore_test.task(self, "Plan restore test", result_path="$.run", payload={
@@ -193,12 +212,13 @@ class RestoreTestWorkflow(Construct):
             "session.$": JSON_NULL, "policy.$": "$.policy", "execution_name.$": "$$.Execution.Name",
             "started_at.$": "$$.Execution.StartTime", "tests": [], "error.$": "$.error"}, retries=[throttled])
         catch_into(plan, failed_report)
+        catch_into(retrieve_each, failed_report)
         run_failed = sfn.Pass(self, "Failure cause", parameters={"cause.$": "States.JsonToString($.report)"}).next(
             sfn.Fail(self, "Restore test failed", error="RestoreTestFailed", cause_path="$.cause"))
         failed_report.next(run_failed)
         report.next(sfn.Choice(self, "Any test failed?").when(
             sfn.Condition.string_equals("$.report.status", "Failed"), run_failed).otherwise(
             sfn.Pass(self, "Run passed", output_path="$.report").next(sfn.Succeed(self, "Done"))))
-        plan.next(each_test)
+        plan.next(any_archived)
         each_test.next(report)
         self.definition: sfn.IChainable = has_policy

@@ -23,6 +23,7 @@ cluster, so the image-level worker steps (start, check, clean up) serve it uncha
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -103,8 +104,8 @@ def record_tested(table: str, policy: str, arn: str, passed: bool, now: float) -
 
 def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_name: str | None,
          started_at: str | None, throwaway_prefix: str, resources: list[str] | None = None) -> dict[str, Any]:
-    """The run: ``{"session": {session_id, policy, started_at}, "tests": [TEST, ...]}``; each throwaway is
-    named ``<throwaway_prefix><16 hex>``."""
+    """The run: ``{"session": {session_id, policy, started_at}, "tests": [TEST, ...], "retrievals": <how many
+    TESTs have an archived point to retrieve>}``; each throwaway is named ``<throwaway_prefix><16 hex>``."""
     if policy_name not in policies:
         raise UnknownPolicy(f"unknown policy {policy_name!r} (configured: {', '.join(sorted(policies)) or 'none'})")
     raw = policies[policy_name]
@@ -139,6 +140,11 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     targets = settings.get("targets") or ["snapshot"]
     archive = (raw.get("maintenance") or {}).get("archive") if ARCHIVED in targets else None
     archived = newest_archived_points(archive["repository"]) if archive else {}
+    timeout_seconds = settings.get("timeout_seconds", 10800)
+    # every archived point is retrieved before the first test, then the tests run one after another: the
+    # retrieved copies stay readable until the last of them can have read its point
+    per_source = (1 if set(targets) - {ARCHIVED} else 0) + (1 if archive is not None else 0)
+    keep_days = max(1, math.ceil(len(chosen) * per_source * timeout_seconds / 86400))
     tests = []
     for resource, target in chosen:
         last = newest.get(resource.arn) or {}
@@ -167,21 +173,22 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
                 "compare_restore_point_id": compare_id, "warnings": warnings,
                 "check_snapshot": "snapshot" in targets
                 or "replica" in targets, "instance_class": settings.get("instance_class")
-                or smallest_class(resource.engine), "timeout_seconds": settings.get("timeout_seconds", 10800),
+                or smallest_class(resource.engine), "timeout_seconds": timeout_seconds,
             })
         if set(targets) - {ARCHIVED}:
             tests.append(test)
         if archive is not None:
             tests.append(_archived_test(test, resource, session_id, archive, archived.get(resource.id),
-                                        tier=settings.get("retrieval_tier") or "Bulk", policy=policy,
-                                        throwaway_prefix=throwaway_prefix))
+                                        tier=settings.get("retrieval_tier") or "Bulk", days=keep_days,
+                                        policy=policy, throwaway_prefix=throwaway_prefix))
     logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
     return {"session": {"session_id": session_id, "policy": policy_name,
-                        "started_at": started_at or now_iso()}, "tests": tests}
+                        "started_at": started_at or now_iso()}, "tests": tests,
+            "retrievals": sum(1 for test in tests if test["retrieval"])}
 
 
 def _archived_test(test: dict[str, Any], source: Resource, session_id: str, archive: dict[str, Any],
-                   point: dict[str, Any] | None, *, tier: str, policy: Policy, throwaway_prefix: str
+                   point: dict[str, Any] | None, *, tier: str, days: int, policy: Policy, throwaway_prefix: str
                    ) -> dict[str, Any]:
     """The TEST of the source's newest archived point, beside `test` (the source's other TEST, whose
     snapshot restores the throwaway server): its packs are retrieved (``retrieval``) before the throwaway
@@ -201,8 +208,7 @@ def _archived_test(test: dict[str, Any], source: Resource, session_id: str, arch
         "restore_test": {**plan_, "restore_point_id": rp_id, "compare_restore_point_id": rp_id, "warnings": [],
                          "check_snapshot": False, "archived": True,
                          "restore_point_time": point["time"] if point else None},
-        # the retrieved copies are read within hours of the retrieval: one day of STANDARD storage is enough
-        "retrieval": retrieval_for(archive, rp_id, tier=tier, days=1, wait=policy.wait)
+        "retrieval": retrieval_for(archive, rp_id, tier=tier, days=days, wait=policy.wait)
         if rp_id and error is None else None,
     }
 

@@ -29,7 +29,8 @@ def sqlserver_backed_up(harness, tmp_path: Path, policy: str = "images", **test_
     assert backup["status"] == "Success", backup
     # one fake per worker process ("shared"): a database one connection restores is there for the next
     use_fake_sqlserver(harness, {"databases": DATABASES, "log": str(calls), "shared": True, **test_fake})
-    return backup["resources"][0]["restore_point_id"], calls
+    [restore_point] = [r["restore_point_id"] for r in backup["resources"] if r["arn"].endswith(":db:mssql-db")]
+    return restore_point, calls
 
 
 def calls_of(calls: Path) -> list[tuple[str, list]]:

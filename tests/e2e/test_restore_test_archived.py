@@ -1,18 +1,20 @@
 """Restore tests of archived restore points end to end (`restore_test.targets: archived_restore_point`): the
-synthesized restore-test state machine in moto retrieves the newest archived point's packs (the restore
-workflow's retrieval loop, Glacier retrievals kept in progress by `slow_retrievals`), restores the newest
-snapshot into a throwaway as a child restore, and the real worker restores the archived point from the
-archive repository into the local PostgreSQL standing in for the throwaway and compares every table."""
+synthesized restore-test state machine in moto retrieves the newest archived points' packs, all of a run's
+at once (the restore workflow's retrieval loop, Glacier retrievals kept in progress by `slow_retrievals`),
+restores the newest snapshot into a throwaway as a child restore, and the real worker restores the archived
+point from the archive repository: into the local PostgreSQL standing in for the throwaway, comparing every
+table, or (SQL Server) through the temporary bucket into the fake RDS SQL Server, checking the database."""
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
 
 import boto3
 import pytest
-from rdsbackup_lambdas.handlers import check_archive_retrieval
+from rdsbackup_lambdas.handlers import check_archive_retrieval, request_archive_retrieval
 
 from rdsbackup_local.moto_patches import slow_retrievals
 from tests.e2e.configs import CONTROL_ACCOUNT, REGION
@@ -38,28 +40,33 @@ ARCHIVE_BUCKET = f"rdsbackup-cold-{CONTROL_ACCOUNT}-{REGION}"
 
 
 @pytest.fixture
-def archived(server_harness, tls_postgres):
-    """shop-db backed up once by policy `archtested`, then archived by its backup-account session:
-    yields the archived restore point's id."""
+def shop_db(tls_postgres):
+    """shop-db, selected by `archtested`: the local server's `shop`; dropped again after the test."""
     ensure_role(tls_postgres, "app_reader")
     for name in ("shop", SCRATCH):
         tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     db = create_postgres_instance("shop-db", tls_postgres, network(), {"backup": "archtested"})
     create_sample_database(tls_postgres, "shop", user=db["user"], password=db["password"])
-    backup = report_of(server_harness.run({"policy": "archtested"}, name="at-backup", timeout=300))
-    assert backup["status"] == "Success", backup
-    yield _archive(server_harness, backup["resources"][0]["restore_point_id"])
+    yield db
     for name in ("shop", SCRATCH):
         tls_postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _archive(harness, restore_point: str) -> str:
-    """The backup-account session of `archtested`, which archives `restore_point` (after_days 0)."""
+@pytest.fixture
+def archived(server_harness, shop_db):
+    """shop-db backed up once by policy `archtested`, then archived by its backup-account session:
+    yields the archived restore point's id."""
+    backup = report_of(server_harness.run({"policy": "archtested"}, name="at-backup", timeout=300))
+    assert backup["status"] == "Success", backup
+    assert _archive(server_harness) == [backup["resources"][0]["restore_point_id"]]
+    return backup["resources"][0]["restore_point_id"]
+
+
+def _archive(harness) -> list[str]:
+    """The backup-account session of `archtested` (after_days 0: it archives every point): what it archived."""
     session = harness.run({"policy": "archtested"}, name="at-archive", workflow="Maintenance", timeout=300)
     assert session["status"] == "SUCCEEDED", session.get("cause")
-    [point] = json.loads(session["output"])["archived"]
-    assert point == restore_point
-    return point
+    return json.loads(session["output"])["archived"]
 
 
 @pytest.fixture
@@ -72,7 +79,21 @@ def archived_sqlserver(server_harness, tmp_path, request):
     with tls_requests():
         restore_point, calls = sqlserver_backed_up(server_harness, tmp_path, "archtested",
                                                    **getattr(request, "param", {}))
-        yield _archive(server_harness, restore_point), calls
+        assert _archive(server_harness) == [restore_point]
+        yield restore_point, calls
+
+
+@pytest.fixture
+def archived_pair(server_harness, shop_db, tmp_path):
+    """shop-db (PostgreSQL) and mssql-db (the fake RDS SQL Server), both backed up by one `archtested` session
+    and archived by one backup-account session: yields {"shop-db": point, "mssql-db": point}."""
+    from rdsbackup_local.moto_patches import tls_requests
+
+    with tls_requests():
+        mssql, _ = sqlserver_backed_up(server_harness, tmp_path, "archtested")  # the session backs up both
+        archived = _archive(server_harness)
+        assert len(archived) == 2 and mssql in archived, archived
+        yield {"shop-db": next(p for p in archived if p != mssql), "mssql-db": mssql}
 
 
 def _run_test(harness, name: str) -> tuple[dict, dict]:
@@ -104,20 +125,45 @@ def _live_locks() -> list[str]:
             or []]
 
 
+class Retrievals:
+    """What the retrieval loops saw: every request and check, as (time, restore point, packs waiting)."""
+
+    def __init__(self, together: int):
+        self.together = together
+        self.requests: list[tuple[float, str, int]] = []
+        self.checks: list[tuple[float, str, int]] = []
+
+    def checks_of(self, point: str) -> list[int]:
+        return [waiting for _, checked, waiting in self.checks if checked == point]
+
+    def due(self) -> bool:
+        """Glacier's hours are over: `together` retrievals have each been checked twice (two waits each)."""
+        counts = collections.Counter(point for _, point, _ in self.checks)
+        return len(counts) >= self.together and all(n >= 2 for n in counts.values())
+
+
 @pytest.fixture
 def slow_retrieval(monkeypatch):
-    """Glacier retrievals stay in progress for the first two checks, as a retrieval of hours would."""
-    checks: list[int] = []
-    real_poll = check_archive_retrieval.poll
+    """Glacier retrievals stay in progress until every point the run retrieves (`together`, 1 unless the test
+    says more) has been checked twice, as retrievals of hours waited for together would: two waits each. A
+    point whose retrieval starts only after another's has completed is never retrieved (that other's run
+    would have waited forever)."""
+    seen = Retrievals(together=1)
+    real_check, real_request = check_archive_retrieval.poll, request_archive_retrieval.poll
     with slow_retrievals() as retrievals:
-        def poll(retrieval, *, first):
-            checks.append(retrieval.waiting)
-            if len(checks) == 3:
+        def check(retrieval, *, first):
+            if seen.due():
                 retrievals.complete()
-            return real_poll(retrieval, first=first)
+            seen.checks.append((time.time(), retrieval.restore_point_id, retrieval.waiting))
+            return real_check(retrieval, first=first)
 
-        monkeypatch.setattr(check_archive_retrieval, "poll", poll)
-        yield checks
+        def request(retrieval, *, first):
+            seen.requests.append((time.time(), retrieval.restore_point_id, 0))
+            return real_request(retrieval, first=first)
+
+        monkeypatch.setattr(check_archive_retrieval, "poll", check)
+        monkeypatch.setattr(request_archive_retrieval, "poll", request)
+        yield seen
 
 
 def test_the_newest_archived_point_is_retrieved_restored_from_the_archive_and_passes(
@@ -130,7 +176,8 @@ def test_the_newest_archived_point_is_retrieved_restored_from_the_archive_and_pa
     assert source["tables_checked"] >= 10
     # the retrieval loop ran before the test: two waits while the packs were in Glacier
     assert _entered(server_harness, described["executionArn"], "Wait for archive retrieval") == 2
-    assert slow_retrieval[0] > 0 and len(slow_retrieval) == 3
+    checks = slow_retrieval.checks_of(archived)
+    assert checks[0] > 0 and len(checks) == 3 and len(slow_retrieval.checks) == 3
     assert source["retrieval"]["storage_class"] == "DEEP_ARCHIVE" and source["retrieval"]["tier"] == "Bulk"
     assert source["retrieval"]["requested"] == source["retrieval"]["packs"] > 0
     restored = _retrieved_keys()
@@ -247,3 +294,32 @@ def test_a_source_with_nothing_archived_yet_is_a_failed_test_naming_the_archive(
                                   "'cold' yet"], source
     assert _test_jobs(server_harness) == [] and throwaway_instances() == [] and nothing_left(), temporary_leftovers()
     tls_postgres.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
+
+
+def test_a_runs_archived_points_are_retrieved_together_before_its_first_test_each_waiting_as_one_alone(
+        server_harness, archived_pair, slow_retrieval):
+    """Two sources' archived points (PostgreSQL and SQL Server): both retrievals are asked for before either
+    comes back, each waits as a single source's does (two waits, three checks), and the tests, one after
+    another, start only once both are readable: N points cost one retrieval wait, not N."""
+    slow_retrieval.together = 2
+    described, report = _run_test(server_harness, "at-pair")
+    assert described["status"] == "SUCCEEDED", (report, server_harness.worker_logs())
+    tested = {source["source"].rsplit(":", 1)[1]: source for source in report["sources"]}
+    assert set(tested) == {"shop-db", "mssql-db"}
+    for name, source in tested.items():
+        assert source["status"] == "Passed" and source["archived"] is True, source
+        assert source["restore_point_id"] == archived_pair[name]
+        assert len(slow_retrieval.checks_of(archived_pair[name])) == 3, slow_retrieval.checks
+    assert tested["shop-db"]["tables_checked"] >= 10
+    assert sorted(job["engine"] for job in _test_jobs(server_harness)) == ["postgres", "sqlserver"]
+    # in the run's history: the second retrieval was asked for before the first came back, and the first
+    # test took its slot after the last retrieval was done
+    names = [e["stateEnteredEventDetails"]["name"] for e in server_harness.history(described["executionArn"])
+             if e["type"].endswith("StateEntered")]
+    requested = [i for i, name in enumerate(names) if name == "Request archive retrieval"]
+    done = [i for i, name in enumerate(names) if name == "Retrieval done"]
+    assert len(requested) == len(done) == 2 and requested[1] < done[0], names
+    assert names.index("Take test slot") > done[1], names
+    assert names.count("Wait for archive retrieval") == 4  # two per point, waited at the same time
+    assert throwaway_instances() == [] and nothing_left() and bucket_leases() == [], temporary_leftovers()
+    print(f"\ntwo archived points tested: {len(names)} transitions, {described['wall_seconds']} s", file=sys.stderr)

@@ -416,6 +416,7 @@ def test_the_newest_archived_point_is_a_second_test_retrieved_first_and_read_fro
     backed_up(world, "orders")
     run = plan(monkeypatch, ctx, archiving(["orders"], archive["section"]))
     usual, archived = run["tests"]
+    assert run["retrievals"] == 1  # the workflow retrieves before any test when there is one
     assert usual["retrieval"] is None and usual["restore_test"]["restore_point_id"] == "rp-orders"
     # its own throwaway, restored from the same snapshot (a server to restore into), not checked itself
     assert archived["error"] is None and archived["resource"]["id"] != usual["resource"]["id"]
@@ -432,6 +433,7 @@ def test_the_newest_archived_point_is_a_second_test_retrieved_first_and_read_fro
     assert retrieval["restore_point_id"] == newest and retrieval["repository"] == archive["section"]["repository"]
     assert retrieval["tier"] == "Bulk" and retrieval["storage_class"] == "DEEP_ARCHIVE"
     assert retrieval["timeout_hours"] == 12 and retrieval["wait"]["timeout_seconds"] == 12 * 3600
+    assert retrieval["days"] == 1  # two tests of at most an hour each read it within a day
     from rdsbackup_lambdas.restore.archive_retrieval import Retrieval
 
     Retrieval.model_validate(retrieval)  # what request_archive_retrieval reads
@@ -439,6 +441,20 @@ def test_the_newest_archived_point_is_a_second_test_retrieved_first_and_read_fro
     item = Item.model_validate(archived)
     spec = worker_tasks.job_spec(item, ImageState(**image), item.image_backup)
     assert spec["repository"] == archive["section"]["repository"] and spec["restore_point_id"] == newest
+
+
+def test_the_retrieved_copies_stay_readable_until_the_runs_last_test_can_have_read_them(
+        net, world, ctx, monkeypatch, archive):
+    """Every archived point is retrieved before the first test; the tests then run one after another."""
+    for name in ("orders", "other"):
+        net.instance(name)
+        backed_up(world, name)
+    # 2 sources x (their snapshot's test + their archived point's) x 8 h: 32 h after the retrievals
+    run = plan(monkeypatch, ctx, archiving(["orders", "other"], archive["section"], timeout_seconds=8 * 3600))
+    assert run["retrievals"] == 2
+    assert [t["retrieval"]["days"] for t in run["tests"] if t["retrieval"]] == [2, 2]
+    without = plan(monkeypatch, ctx, policies(["orders", "other"]))
+    assert without["retrievals"] == 0 and all(t["retrieval"] is None for t in without["tests"])
 
 
 def test_only_the_archived_target_plans_one_test_in_the_configured_tier(net, world, ctx, monkeypatch, archive):
