@@ -302,6 +302,48 @@ def test_s3_forget_and_prune_delete_objects_and_keep_the_rest_restorable(moto_en
     assert reopened.verify(read_data=True)["errors"] == []
 
 
+class _ShortReads(io.RawIOBase):
+    """A pipe-like source: `readinto` hands out at most a few KiB at a time, of varying size."""
+
+    def __init__(self, data: bytes):
+        self._data = memoryview(data)
+        self._pos = 0
+        self._rng = random.Random(11)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        n = min(len(view), self._rng.randrange(1, 70_000), len(self._data) - self._pos)
+        view[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+@pytest.mark.parametrize("profile", ["table", "bulk"])
+def test_a_source_read_into_the_chunkers_buffer_is_cut_as_pieces_are(profile):
+    """A file or pipe is read straight into one reused buffer (`readinto`); the chunks are the same
+    as for the same bytes in pieces, whatever the sizes of the reads."""
+    from rdsbackup.repository.chunking import chunk_batches
+    from rdsbackup.repository.chunking import profile as chunking_profile
+
+    prof = chunking_profile(profile)
+    data = mixed(12, 3 * prof.batch_size + 12345)
+
+    def cuts(source) -> list[int]:
+        out, base = [], 0
+        for view, ends in chunk_batches(source, prof):
+            out += [base + e for e in ends]
+            base += ends[-1]
+            assert bytes(view[: ends[-1]]) == data[out[-len(ends)] - ends[0] : base]
+        return out
+
+    by_pieces = cuts(pieces(data, 7000))
+    assert by_pieces[-1] == len(data) and len(by_pieces) > 3
+    assert cuts(_ShortReads(data)) == by_pieces
+    assert cuts(io.BytesIO(data)) == by_pieces
+
+
 def test_chunking_uses_the_compiled_fastcdc():
     from rdsbackup.repository import chunking
 

@@ -214,6 +214,14 @@ class _PsqlCopy:
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PSQL_READ)
 
+    def source(self, counts: dict, reporter: Reporter, digest: TableDigest):
+        """What the repository reads the table's rows from. When psql reports the row count, its
+        stdout is read straight into the chunker's buffer (`readinto`, no copy of every byte into a
+        batch); otherwise in blocks whose newlines are counted."""
+        if self._status is None:
+            return digesting(self.blocks(counts, reporter), digest, counts)
+        return _CopyReader(self, counts, reporter, digest)
+
     def blocks(self, counts: dict, reporter: Reporter) -> Iterator[bytes]:
         read = self.proc.stdout.read
         count = self._status is None  # else psql writes the COPY's command tag to the status file
@@ -228,6 +236,14 @@ class _PsqlCopy:
             total += len(piece)
             reporter.advance(len(piece))
             yield piece
+        self.finish()
+        if not count:
+            rows = self._reported_rows()
+        counts["rows"] = rows
+        counts["bytes"] = total
+
+    def finish(self) -> None:
+        """Wait for psql (its stdout is at its end); ToolFailed with the server's error if it failed."""
         self.proc.wait()
         if self.proc.returncode != 0:
             self._stderr.seek(0)
@@ -235,10 +251,6 @@ class _PsqlCopy:
             # "psql:/tmp/.../copy-x.sql:9: ERROR:  ..." -> "ERROR: ..."
             message = one_line(message[message.find("ERROR:"):]) if "ERROR:" in message else message
             raise ToolFailed(message or f"psql failed (exit {self.proc.returncode})")
-        if not count:
-            rows = self._reported_rows()
-        counts["rows"] = rows
-        counts["bytes"] = total
 
     def _reported_rows(self) -> int:
         """The row count of the COPY's command tag (`COPY <rows>`) in the status file."""
@@ -264,6 +276,34 @@ class _PsqlCopy:
         if self._status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._status)
+
+
+class _CopyReader:
+    """psql's stdout as a file that the repository reads into its own buffer (`readinto`): every
+    byte read is digested and reported; at the end psql's exit is checked (ToolFailed, raised inside
+    the stream like any read error) and `counts` gets the rows psql reported, the bytes, the digest."""
+
+    def __init__(self, child: _PsqlCopy, counts: dict, reporter: Reporter, digest: TableDigest):
+        self._child = child
+        self._read_into = child.proc.stdout.readinto
+        self._counts = counts
+        self._reporter = reporter
+        self._digest = digest
+        self._total = 0
+
+    def readinto(self, view) -> int:
+        n = self._read_into(view)
+        if n:
+            piece = view[:n]
+            self._digest.update(piece)
+            self._total += n
+            self._reporter.advance(n)
+            return n
+        self._child.finish()
+        self._counts["rows"] = self._child._reported_rows()
+        self._counts["bytes"] = self._total
+        self._counts["digest"] = self._digest.value
+        return 0
 
 
 def _schema_dump_args(snapshot_id: str, out_path: str) -> list[str]:
@@ -363,8 +403,7 @@ def _backup_database_once(writer, info: ConnectionInfo, db: DatabaseInfo, *, job
             child = _PsqlCopy(info, db.name, db.encoding, session.snapshot_id, sql_text, workdir)
             child_started(child)
             try:
-                return writer.add_stream(name, digesting(child.blocks(counts, reporter), digest, counts),
-                                         profile="table")
+                return writer.add_stream(name, child.source(counts, reporter, digest), profile="table")
             except ToolFailed as exc:
                 if "lock timeout" in str(exc) and not counts.get("bytes"):
                     return None

@@ -56,7 +56,7 @@ class TableDigest:
             self._sha.update(block)
             return
         # COPY text ends every row with a newline (newlines inside values are escaped)
-        rows = (self._rest + block).split(b"\n")
+        rows = (self._rest + bytes(block)).split(b"\n")  # bytes(): a memoryview too (no copy of bytes)
         self._rest = rows.pop()
         total = self._sum
         # copying an initialised state costs less than setting one up per row (a third of the time here)
