@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 from infra.config import BackupConfig, Policy, Timing
-from infra.constructs.restore_test_workflow import RETRIEVALS_AT_ONCE
 
 MAX_EXECUTION_SECONDS = 365 * 24 * 3600  # Step Functions: a Standard execution lasts at most one year
 _MARGIN_SECONDS = 3600
@@ -53,11 +52,11 @@ RESTORE_TEST_BASE_SECONDS = 24 * 3600
 
 def restore_test_timeout_seconds(config: BackupConfig) -> int:
     """The restore-test state machine's timeout: a day for the tests themselves, plus, for a policy that
-    tests archived points, one retrieval wait (``archive.retrieval_timeout_hours``) per batch of
-    ``RETRIEVALS_AT_ONCE`` archived points a run may hold (``sample``, else up to ``max_resources``
-    sources): a run retrieves them together before its first test."""
-    retrievals = max((math.ceil(p.archive.retrieval_timeout_hours * 3600)
-                      * math.ceil((p.restore_test.sample or p.max_resources) / RETRIEVALS_AT_ONCE)
+    tests archived points, one retrieval wait (``archive.retrieval_timeout_hours``) per test of a run
+    (``sample``, else up to ``max_resources`` sources). A run asks for every retrieval at its start, so
+    they usually complete together, but each test bounds only its own wait, which it starts when its turn
+    comes: in the worst case the waits add up, and a run cut off by this timeout would report nothing."""
+    retrievals = max((math.ceil(p.archive.retrieval_timeout_hours * 3600) * (p.restore_test.sample or p.max_resources)
                       for p in config.policies
                       if p.archive is not None and p.restore_test is not None
                       and "archived_restore_point" in p.restore_test_targets), default=0)

@@ -93,18 +93,34 @@ def archive_retrieval(scope: Construct, *, request: LambdaStep, check: LambdaSte
           then
 
     Handlers request_archive_retrieval and check_archive_retrieval (the restore and restore-test
-    workflows share them). Returns the Choice.
+    workflows share them; the restore-test workflow runs the two halves apart: `request_retrieval` for
+    every archived point of a run first, `await_retrieval` in each test). Returns the Choice.
     """
-    payload = {"retrieval.$": "$.retrieval"}
-    first = catch_into(request.task(scope, "Request archive retrieval", result_path="$.retrieval", payload=payload,
-                                    retries=[retries.throttled]), failed)
-    poll = catch_into(check.task(scope, "Check archive retrieval", result_path="$.retrieval", payload=payload,
-                                 retries=[retries.throttled]), failed)
-    poll_until(scope, check=poll, done=sfn.Condition.boolean_equals("$.retrieval.ready", True),
-               wait_seconds_path="$.retrieval.wait_seconds", then=then,
-               choice_name="Archive retrieved?", wait_name="Wait for archive retrieval")
-    first.next(poll)
+    poll = await_retrieval(scope, check=check, retries=retries, failed=failed, then=then)
+    first = request_retrieval(scope, request=request, retries=retries, failed=failed).next(poll)
     return sfn.Choice(scope, "From the archive?").when(sfn.Condition.is_not_null("$.retrieval"), first).otherwise(then)
+
+
+_RETRIEVAL = {"retrieval.$": "$.retrieval"}
+
+
+def request_retrieval(scope: Construct, *, request: LambdaStep, retries: Retries,
+                      failed: sfn.IChainable) -> sfn.TaskStateBase:
+    """``Request archive retrieval`` (``$.retrieval``: S3 asked to retrieve the point's packs); any failure to
+    `failed`."""
+    return catch_into(request.task(scope, "Request archive retrieval", result_path="$.retrieval",
+                                   payload=_RETRIEVAL, retries=[retries.throttled]), failed)
+
+
+def await_retrieval(scope: Construct, *, check: LambdaStep, retries: Retries, failed: sfn.IChainable,
+                    then: sfn.IChainable) -> sfn.TaskStateBase:
+    """``Check archive retrieval`` until every pack is readable, then `then`; any failure, the bound's
+    included, to `failed`. Returns the check."""
+    poll = catch_into(check.task(scope, "Check archive retrieval", result_path="$.retrieval", payload=_RETRIEVAL,
+                                 retries=[retries.throttled]), failed)
+    return poll_until(scope, check=poll, done=sfn.Condition.boolean_equals("$.retrieval.ready", True),
+                      wait_seconds_path="$.retrieval.wait_seconds", then=then,
+                      choice_name="Archive retrieved?", wait_name="Wait for archive retrieval")
 
 
 def logged_state_machine(scope: Construct, id_: str, *, definition: sfn.IChainable, log_group_id: str,

@@ -2,20 +2,24 @@
 
     Plan restore test ──(fails)──> Report failed run ──> Fail
         │  (least recently tested sources first; the newest snapshot and restore point of each, and
-        │   with archived_restore_point a second TEST of each: its newest archived point)
+        │   with archived_restore_point a second TEST of each, planned after all the others: its
+        │   newest archived point)
         ▼
-    Any archived point? ─no─────────────────────────────────────────────────────┐
-        │ yes                                                                   │
-    Map: every TEST at once (40 at a time), before any test runs  (fails ─> Report failed run)
-    │  From the archive? ─yes─> Request archive retrieval ─> Check archive retrieval <─┐
-    │      │ no                  (an archived point's packs,    │ not all ready ───────┴─ Wait
-    │      │                      Bulk tier: hours)             │ fails, or past the bound: $.error
-    │      ▼ <──────────────────────────────────────────────────┘ every pack readable
-    │  Retrieval done                                                           │
-    ▼ (the TESTs, each with its retrieval's state)                              │
-    Map: each TEST, one at a time (per-item Catch) <────────────────────────────┘
-    │  Nothing to test (or its retrieval failed)? ─yes────────────────────────> Test result
+    Any archived point? ─no───────────────────────────────────────────┐
+        │ yes                                                         │
+    Map: every TEST at once (40 at a time)   (fails ─> Report failed run)
+    │  Archived point? ─yes─> Request archive retrieval (an archived  │
+    │      │ no               point's packs; Bulk tier: hours)        │
+    │      ▼ <─────────────── (fails: $.error)                        │
+    │  Retrieval requested                                            │
+    ▼ (the TESTs; every retrieval under way)                          │
+    Map: each TEST, one at a time (per-item Catch) <──────────────────┘
+    │  Nothing to test (or no retrieval)? ─yes───────────────────────────────────> Test result
     │      │ no
+    │  From the archive? ─yes─> Check archive retrieval <─┐ (the snapshot tests ran meanwhile; the
+    │      │ no                   │ not all ready ────────┴─ Wait   later archived points are ready
+    │      │                      │ fails, or past the bound ─> Test result       at their first check)
+    │      ▼ <────────────────────┘ every pack readable
     │  Take test slot (lease per account-region: one running test there; LeaseHeld retried)
     │  Prepare restore test (the worker's 2 groups; SQL Server: bucket lease; the restore input)
     │  Restore throwaway = RestoreStateMachine, run as a child (.sync:2): smallest class, private,
@@ -35,10 +39,11 @@
 Handlers: plan_restore_test, prepare_restore_test, locate_throwaway, delete_throwaway,
 restore_test_report; the image-level steps start_worker, check_worker, cleanup_worker and the lease
 steps are the backup workflow's own; the archive retrieval (request_archive_retrieval,
-check_archive_retrieval) is the fragment the restore workflow runs too (fragments.archive_retrieval). It
-runs for every archived point of the run at once, before any test takes its slot or makes its throwaway:
-N archived points cost one retrieval wait, not N; hours of waiting hold no slot and bill no instance
-hours, and a failed retrieval has nothing to clean up.
+check_archive_retrieval) is the restore workflow's (fragments.archive_retrieval), run in its two halves:
+every archived point of the run is asked for at the start, and each test waits for its own before it
+takes its slot or makes its throwaway. The retrievals run together (N archived points cost one retrieval
+wait, not N) while the snapshot tests run; hours of waiting hold no slot and bill no instance hours, and a
+failed retrieval has nothing to clean up.
 """
 
 from __future__ import annotations
@@ -50,12 +55,20 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.config import Timing
-from infra.constructs.fragments import JSON_NULL, Retries, archive_retrieval, catch_into, poll_until, retry
+from infra.constructs.fragments import (
+    JSON_NULL,
+    Retries,
+    await_retrieval,
+    catch_into,
+    poll_until,
+    request_retrieval,
+    retry,
+)
 from infra.constructs.lambda_step import LambdaStep
 
 SLOT_PREFIX = "rdsbackup-restore-test"
-# an inline Map runs at most 40 iterations at once (Step Functions): a run's archived points are retrieved
-# together in batches of this many (infra.durations.restore_test_timeout_seconds counts the batches)
+# an inline Map runs at most 40 iterations at once (Step Functions): a run asks for its archived points'
+# retrievals this many at a time (each request takes seconds; the retrievals then run together)
 RETRIEVALS_AT_ONCE = 40
 
 
@@ -171,26 +184,32 @@ class RestoreTestWorkflow(Construct):
                 "image_backup", "restore_test", "error", "retrieval")},
             **{f"{key}.$": JSON_NULL for key in ("image", "timing", "throwaway_cleanup", "cleanup")},
         })
-        # nothing to test, or its archived point could not be retrieved: the test ends with that error
+        # an archived point (its retrieval asked for at the start of the run): checked until its packs are
+        # readable (a copy expired since is asked for again); nothing exists yet, so a failure ends the test
+        awaited = await_retrieval(self, check=steps.check_archive_retrieval, retries=retries, failed=test_result,
+                                  then=take_slot)
+        from_archive = sfn.Choice(self, "From the archive?").when(
+            sfn.Condition.is_not_null("$.retrieval"), awaited).otherwise(take_slot)
+        # nothing to test, or its archived point's retrieval could not be asked for: the test ends with that
         nothing_to_test = sfn.Choice(self, "Nothing to test?").when(
-            sfn.Condition.is_not_null("$.error"), test_result).otherwise(take_slot)
+            sfn.Condition.is_not_null("$.error"), test_result).otherwise(from_archive)
         test_defaults.next(nothing_to_test)
         each_test = sfn.Map(self, "Test each source", items_path="$.run.tests", max_concurrency=1,
                             result_path="$.tests")
         each_test.item_processor(test_defaults)
 
-        # --- every archived point's packs retrieved at once, before the first test ----------------------
-        # (nothing exists yet, so a failure only records $.error, which ends that test unstarted)
-        retrieved = sfn.Pass(self, "Retrieval done")
-        from_archive = archive_retrieval(self, request=steps.request_archive_retrieval,
-                                         check=steps.check_archive_retrieval, retries=retries, failed=retrieved,
-                                         then=retrieved)
-        retrieve_each = sfn.Map(self, "Retrieve archived points", items_path="$.run.tests",
-                                max_concurrency=RETRIEVALS_AT_ONCE, result_path="$.run.tests")
-        retrieve_each.item_processor(from_archive)
-        retrieve_each.next(each_test)
+        # --- every archived point's retrieval asked for at once, before the first test --------------------
+        # (the snapshot tests, planned first, run while Glacier works; a failure records $.error)
+        requested = sfn.Pass(self, "Retrieval requested")
+        request_each = sfn.Map(self, "Request archive retrievals", items_path="$.run.tests",
+                               max_concurrency=RETRIEVALS_AT_ONCE, result_path="$.run.tests")
+        request_each.item_processor(sfn.Choice(self, "Archived point?").when(
+            sfn.Condition.is_not_null("$.retrieval"),
+            request_retrieval(self, request=steps.request_archive_retrieval, retries=retries,
+                              failed=requested).next(requested)).otherwise(requested))
+        request_each.next(each_test)
         any_archived = sfn.Choice(self, "Any archived point?").when(
-            sfn.Condition.number_greater_than("$.run.retrievals", 0), retrieve_each).otherwise(each_test)
+            sfn.Condition.number_greater_than("$.run.retrievals", 0), request_each).otherwise(each_test)
 
         # --- the run --------------------------------------------------------------------------------------
         plan = steps.plan_restore_test.task(self, "Plan restore test", result_path="$.run", payload={
@@ -212,7 +231,7 @@ class RestoreTestWorkflow(Construct):
             "session.$": JSON_NULL, "policy.$": "$.policy", "execution_name.$": "$$.Execution.Name",
             "started_at.$": "$$.Execution.StartTime", "tests": [], "error.$": "$.error"}, retries=[throttled])
         catch_into(plan, failed_report)
-        catch_into(retrieve_each, failed_report)
+        catch_into(request_each, failed_report)
         run_failed = sfn.Pass(self, "Failure cause", parameters={"cause.$": "States.JsonToString($.report)"}).next(
             sfn.Fail(self, "Restore test failed", error="RestoreTestFailed", cause_path="$.cause"))
         failed_report.next(run_failed)

@@ -141,11 +141,11 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
     archive = (raw.get("maintenance") or {}).get("archive") if ARCHIVED in targets else None
     archived = newest_archived_points(archive["repository"]) if archive else {}
     timeout_seconds = settings.get("timeout_seconds", 10800)
-    # every archived point is retrieved before the first test, then the tests run one after another: the
-    # retrieved copies stay readable until the last of them can have read its point
+    # every archived point's retrieval is asked for before the first test, then the tests run one after
+    # another: the retrieved copies stay readable until the last of them can have read its point
     per_source = (1 if set(targets) - {ARCHIVED} else 0) + (1 if archive is not None else 0)
     keep_days = max(1, math.ceil(len(chosen) * per_source * timeout_seconds / 86400))
-    tests = []
+    tests, archived_tests = [], []
     for resource, target in chosen:
         last = newest.get(resource.arn) or {}
         snapshot_arn = last.get("replica_arn") if "replica" in targets and "snapshot" not in targets \
@@ -178,9 +178,13 @@ def plan(policy_name: str, policies: dict[str, Any], table: str, *, execution_na
         if set(targets) - {ARCHIVED}:
             tests.append(test)
         if archive is not None:
-            tests.append(_archived_test(test, resource, session_id, archive, archived.get(resource.id),
-                                        tier=settings.get("retrieval_tier") or "Bulk", days=keep_days,
-                                        policy=policy, throwaway_prefix=throwaway_prefix))
+            archived_tests.append(_archived_test(
+                test, resource, session_id, archive, archived.get(resource.id),
+                tier=settings.get("retrieval_tier") or "Bulk", days=keep_days, policy=policy,
+                throwaway_prefix=throwaway_prefix))
+    # the archived points last: the workflow asks for their retrievals first and runs the other tests while
+    # Glacier works
+    tests += archived_tests
     logger.info("restore test planned", extra={"tests": [t["source"]["arn"] for t in tests]})
     return {"session": {"session_id": session_id, "policy": policy_name,
                         "started_at": started_at or now_iso()}, "tests": tests,

@@ -68,76 +68,78 @@ def test_weekly_schedule_per_policy_with_restore_test(control_template, definiti
     assert flatten(weekly["Target"]["Arn"]).startswith("<RestoreTestStateMachine")
 
 
-def test_every_archived_point_is_retrieved_at_once_by_the_restore_workflows_steps_before_any_test(
+def test_every_archived_points_retrieval_is_asked_for_at_the_start_and_each_test_waits_for_its_own(
         definition, per_test, control_template):
     states = definition["States"]
     assert states["Plan restore test"]["Next"] == "Any archived point?"
     any_archived = states["Any archived point?"]
     assert any_archived["Choices"] == [{"Variable": "$.run.retrievals", "NumericGreaterThan": 0,
-                                        "Next": "Retrieve archived points"}]
+                                        "Next": "Request archive retrievals"}]
     assert any_archived["Default"] == "Test each source"
     # a Map over the run's TESTs, 40 at a time (an inline Map's most), writing them back for the tests
-    retrieve = states["Retrieve archived points"]
-    assert retrieve["ItemsPath"] == "$.run.tests" and retrieve["ResultPath"] == "$.run.tests"
-    assert retrieve["MaxConcurrency"] == 40 and retrieve["Next"] == "Test each source"
-    assert retrieve["Catch"][0]["Next"] == "Report failed run"
-    loop = retrieve["ItemProcessor"]["States"]
-    assert retrieve["ItemProcessor"]["StartAt"] == "From the archive?"
-    choice = loop["From the archive?"]
-    assert choice["Choices"][0]["Next"] == "Request archive retrieval" and choice["Default"] == "Retrieval done"
-    assert loop["Request archive retrieval"]["Next"] == "Check archive retrieval"
-    assert loop["Check archive retrieval"]["Next"] == "Archive retrieved?"
-    ready = loop["Archive retrieved?"]
-    assert ready["Choices"][0]["Next"] == "Retrieval done" and ready["Default"] == "Wait for archive retrieval"
-    assert loop["Wait for archive retrieval"]["SecondsPath"] == "$.retrieval.wait_seconds"
-    assert loop["Wait for archive retrieval"]["Next"] == "Check archive retrieval"
-    assert loop["Retrieval done"]["Type"] == "Pass" and loop["Retrieval done"]["End"] is True
-    # nothing exists yet: any failure (the bound's ArchiveRetrievalTimedOut included) is the TEST's error ...
-    for name in ("Request archive retrieval", "Check archive retrieval"):
-        assert loop[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
-                                        "Next": "Retrieval done"}], name
-    # ... which ends that test before its slot and throwaway; no test retrieves anything itself
+    requests = states["Request archive retrievals"]
+    assert requests["ItemsPath"] == "$.run.tests" and requests["ResultPath"] == "$.run.tests"
+    assert requests["MaxConcurrency"] == 40 and requests["Next"] == "Test each source"
+    assert requests["Catch"][0]["Next"] == "Report failed run"
+    asked = requests["ItemProcessor"]["States"]
+    assert requests["ItemProcessor"]["StartAt"] == "Archived point?"
+    assert asked["Archived point?"]["Choices"] == [{"Variable": "$.retrieval", "IsNull": False,
+                                                    "Next": "Request archive retrieval"}]
+    assert asked["Archived point?"]["Default"] == "Retrieval requested"
+    assert asked["Request archive retrieval"]["Next"] == "Retrieval requested"
+    # nothing exists yet: a failure is that TEST's error, which ends it before its slot and throwaway
+    assert asked["Request archive retrieval"]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                                            "Next": "Retrieval requested"}]
+    assert asked["Retrieval requested"]["Type"] == "Pass" and asked["Retrieval requested"]["End"] is True
     assert per_test["Nothing to test?"]["Choices"][0] == {"Variable": "$.error", "IsNull": False,
                                                           "Next": "Test result"}
-    assert per_test["Nothing to test?"]["Default"] == "Take test slot"
-    assert not {"From the archive?", "Request archive retrieval", "Check archive retrieval"} & set(per_test)
+    # each test then checks its own (already under way) until readable, before its slot and throwaway
+    assert per_test["Nothing to test?"]["Default"] == "From the archive?"
+    choice = per_test["From the archive?"]
+    assert choice["Choices"][0]["Next"] == "Check archive retrieval" and choice["Default"] == "Take test slot"
+    assert "Request archive retrieval" not in per_test
+    assert per_test["Check archive retrieval"]["Next"] == "Archive retrieved?"
+    ready = per_test["Archive retrieved?"]
+    assert ready["Choices"][0]["Next"] == "Take test slot" and ready["Default"] == "Wait for archive retrieval"
+    assert per_test["Wait for archive retrieval"]["SecondsPath"] == "$.retrieval.wait_seconds"
+    assert per_test["Wait for archive retrieval"]["Next"] == "Check archive retrieval"
+    # any failure (the bound's ArchiveRetrievalTimedOut included) ends the test
+    assert per_test["Check archive retrieval"]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                                             "Next": "Test result"}]
     # the very functions the restore workflow's loop invokes (one function, role and log group each)
     restore = definition_of(state_machine(control_template, "RestoreStateMachine"))["States"]
-    for name in ("Request archive retrieval", "Check archive retrieval"):
-        assert loop[name]["Resource"] == restore[name]["Resource"]
-        assert "RetrievalFunction" in loop[name]["Resource"], loop[name]["Resource"]
-        assert loop[name]["Parameters"] == {"retrieval.$": "$.retrieval"}
+    for name, state in (("Request archive retrieval", asked["Request archive retrieval"]),
+                        ("Check archive retrieval", per_test["Check archive retrieval"])):
+        assert state["Resource"] == restore[name]["Resource"]
+        assert "RetrievalFunction" in state["Resource"], state["Resource"]
+        assert state["Parameters"] == {"retrieval.$": "$.retrieval"}
     # the retrieval's state reaches the report on every path
     assert per_test["Test result"]["Parameters"]["retrieval.$"] == "$.retrieval"
 
 
-def test_the_restore_test_timeout_leaves_room_for_one_retrieval_per_40_archived_tests(control_template):
+def test_the_restore_test_timeout_leaves_room_for_a_retrieval_per_archived_test(control_template):
     machine = state_machine(control_template, "RestoreTestStateMachine")
-    # 24 h + archtested's archive.retrieval_timeout_hours (0.005 h = 18 s) for each batch of 40 of up to
-    # max_resources (1,000) sources, retrieved together before the tests
-    assert definition_of(machine)["TimeoutSeconds"] == 24 * 3600 + 18 * 25
+    # 24 h + archtested's archive.retrieval_timeout_hours (0.005 h = 18 s) for each of up to max_resources
+    # (1,000) sources: each test bounds its own wait, so in the worst case they add up
+    assert definition_of(machine)["TimeoutSeconds"] == 24 * 3600 + 18 * 1000
 
 
-def test_a_run_waits_for_one_retrieval_per_40_archived_points_and_a_year_bounds_all():
+def test_a_sample_bounds_the_retrievals_a_run_waits_for_and_a_year_bounds_all():
     from infra.config import parse_config
     from infra.durations import MAX_EXECUTION_SECONDS, restore_test_timeout_seconds
     from tests.e2e.configs import CONTROL_ACCOUNT, E2E_CONFIG, REGION
 
-    def timeout(max_resources: int = 1000, **restore_test) -> int:
+    def timeout(**restore_test) -> int:
         config = json.loads(json.dumps(E2E_CONFIG))
         for policy in config["policies"]:
             if policy["name"] == "archtested":
                 policy["restore_test"].update(restore_test)
                 policy["archive"]["retrieval_timeout_hours"] = 48
-                policy["max_resources"] = max_resources
         return restore_test_timeout_seconds(parse_config(config, default_account=CONTROL_ACCOUNT,
                                                          default_region=REGION))
 
-    assert timeout(sample=2) == timeout(sample=40) == (24 + 48) * 3600
-    assert timeout(sample=41) == (24 + 2 * 48) * 3600
-    assert timeout() == (24 + 25 * 48) * 3600  # 1,000 sources: 25 batches of 40
-    # 10,000 sources, 250 batches x 48 h: capped at a Standard execution's year
-    assert timeout(max_resources=10000) == MAX_EXECUTION_SECONDS
+    assert timeout(sample=2) == (24 + 2 * 48) * 3600
+    assert timeout() == MAX_EXECUTION_SECONDS  # 1,000 sources x 48 h: capped at a Standard execution's year
     assert timeout(targets=["restore_point"]) == 24 * 3600
 
 

@@ -445,13 +445,16 @@ def test_the_newest_archived_point_is_a_second_test_retrieved_first_and_read_fro
 
 def test_the_retrieved_copies_stay_readable_until_the_runs_last_test_can_have_read_them(
         net, world, ctx, monkeypatch, archive):
-    """Every archived point is retrieved before the first test; the tests then run one after another."""
+    """Every archived point's retrieval is asked for before the first test; the tests then run one after
+    another, the archived points last (their retrievals run while the snapshots are tested)."""
     for name in ("orders", "other"):
         net.instance(name)
         backed_up(world, name)
     # 2 sources x (their snapshot's test + their archived point's) x 8 h: 32 h after the retrievals
     run = plan(monkeypatch, ctx, archiving(["orders", "other"], archive["section"], timeout_seconds=8 * 3600))
     assert run["retrievals"] == 2
+    assert [(t["source"]["id"], t["restore_test"].get("archived", False)) for t in run["tests"]] == [
+        ("orders", False), ("other", False), ("orders", True), ("other", True)]
     assert [t["retrieval"]["days"] for t in run["tests"] if t["retrieval"]] == [2, 2]
     without = plan(monkeypatch, ctx, policies(["orders", "other"]))
     assert without["retrievals"] == 0 and all(t["retrieval"] is None for t in without["tests"])
