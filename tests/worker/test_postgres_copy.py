@@ -52,7 +52,8 @@ def info_for(server, **kw) -> ConnectionInfo:
 
 def _streams(repo, result) -> dict:
     db = result["databases"][0]
-    return {(t["schema"], t["name"]): (b"".join(repo.open_stream(t["stream"])), t["rows"], t["bytes"], t["order"])
+    return {(t["schema"], t["name"]): (b"".join(repo.open_stream(t["stream"])), t["rows"], t["bytes"], t["order"],
+                                       t["digest"])
             for t in db["tables"]}
 
 
@@ -152,7 +153,10 @@ def test_psql_reports_row_counts_and_copies_tables_of_any_name(server, tmp_path,
                 'INSERT INTO "odd schema.(x)"."t ""q"", (p)" SELECT g, E\'v\\t\' || g, -g, NULL'
                 ' FROM generate_series(1, 3000) g;'
                 'CREATE TABLE public."new\nline" ("col\nnl" int PRIMARY KEY, v text);'
-                "INSERT INTO public.\"new\nline\" SELECT g, 'x' FROM generate_series(1, 7) g;",
+                "INSERT INTO public.\"new\nline\" SELECT g, 'x' FROM generate_series(1, 7) g;"
+                # no key: physical order, the order-independent digest, fed from psql's reads
+                "CREATE TABLE public.keyless (v text);"
+                "INSERT INTO public.keyless SELECT repeat(md5(g::text), 8) FROM generate_series(1, 5000) g;",
                 dbname="copy_names")
     reported = []
     real_reported_rows = backup_module._PsqlCopy._reported_rows
@@ -173,7 +177,10 @@ def test_psql_reports_row_counts_and_copies_tables_of_any_name(server, tmp_path,
     assert through_psql == through_psycopg
     assert through_psql[("odd schema.(x)", 't "q", (p)')][1] == 3000
     assert through_psql[("public", "new\nline")][1] == 7
-    assert reported == [3000]  # the table with a newline in its names counted its rows itself
+    assert through_psql[("public", "keyless")][1] == 5000
+    assert through_psql[("public", "keyless")][3] == "physical"
+    assert through_psql[("public", "keyless")][4].startswith("rowsum-")
+    assert sorted(reported) == [3000, 5000]  # the table with a newline in its names counted its rows itself
 
 
 def test_psql_copy_over_verified_tls(tmp_path, monkeypatch):
