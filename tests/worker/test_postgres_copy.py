@@ -119,6 +119,26 @@ def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp
     assert not list(tmp_path.iterdir())  # the script file is gone
 
 
+def test_a_copy_that_psql_would_read_otherwise_counts_its_rows_and_leaves_no_file(server, tmp_path):
+    """A string literal in the COPY: psql's `\\copy` would rewrite it, so the COPY is sent as it is and
+    its rows are counted in the worker; no status file is made for it, none is left behind."""
+    info = info_for(server)
+    session = SnapshotSession(info, "copy_src", "UTF8")
+    session.begin([], lock_timeout_ms=0)
+    try:
+        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id,
+                                        "COPY (SELECT g, 'a  b' FROM generate_series(1, 3) g) TO STDOUT", str(tmp_path))
+        try:
+            counts: dict = {}
+            assert b"".join(child.blocks(counts, backup_module.Reporter())) == b"1\ta  b\n2\ta  b\n3\ta  b\n"
+            assert counts["rows"] == 3
+        finally:
+            child.close()
+    finally:
+        session.close()
+    assert not list(tmp_path.iterdir())
+
+
 def test_psql_writes_copy_rows_in_large_blocks(server, tmp_path):
     """psql's stdout gets a buffer as large as our reads (stdbuf): a few write(2) calls per MiB, not one
     per 4 KiB. The rows come out whole and counted."""

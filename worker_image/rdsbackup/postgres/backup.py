@@ -190,10 +190,10 @@ class _PsqlCopy:
         env = self._environment.enter_context(info.tool_environment(dbname))
         env["PGCLIENTENCODING"] = encoding
         env["PGOPTIONS"] = options_string(data_session_settings(encoding))
-        fd, self._status = tempfile.mkstemp(prefix="copy-", suffix=".status", dir=workdir)
-        os.close(fd)
-        if _copy_meta_command(sql_text) is None or "'" in self._status:
-            self._status = None
+        self._status = None  # psql's status file, when it reports the COPY's row count
+        if _copy_meta_command(sql_text) is not None and "'" not in workdir:  # the path goes into `\o '...'`
+            fd, self._status = tempfile.mkstemp(prefix="copy-", suffix=".status", dir=workdir)
+            os.close(fd)
         fd, self._script = tempfile.mkstemp(prefix="copy-", suffix=".sql", dir=workdir)
         with os.fdopen(fd, "wb") as f:
             f.write(_psql_copy_script(snapshot_id, sql_text, self._status))

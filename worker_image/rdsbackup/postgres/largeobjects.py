@@ -115,7 +115,8 @@ def restore_large_objects(conn: psycopg.Connection, blocks: Iterable[bytes], *, 
         if header.get("comment") is not None:
             conn.execute(sql.SQL("COMMENT ON LARGE OBJECT {} IS {}").format(
                 sql.Literal(oid), sql.Literal(header["comment"])))
-        for label in header.get("labels") or [] if security_labels else []:
+        labels = header.get("labels", []) if security_labels else []
+        for label in labels:
             stmt = sql.SQL("SECURITY LABEL FOR {} ON LARGE OBJECT {} IS {}").format(
                 sql.Identifier(label["provider"]), sql.Literal(oid), sql.Literal(label["label"]))
             try:

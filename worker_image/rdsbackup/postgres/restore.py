@@ -496,7 +496,7 @@ def _drop_quietly(info: ConnectionInfo, maintenance_db: str, target: str) -> Non
 
 def _load_database(repo, restore_point_id: str, info: ConnectionInfo, entry: dict, target: str,
                    schema_path: str, *, is_superuser: bool, jobs: int, reporter: Reporter,
-                   warnings: list[str], maintenance_work_mem: str, security_labels: bool = True,
+                   warnings: list[str], maintenance_work_mem: str, security_labels: bool,
                    start_over=None) -> dict:
     foreign = _foreign_owners(info, target, entry.get("owners", []), is_superuser, warnings)
     # pg_restore's options for every section: where objects go, and whether labels come along.
