@@ -396,7 +396,7 @@ def archive(tmp_path, monkeypatch) -> dict:
             stream = writer.add_stream("t", [f"rows of {name} {n}\n".encode() * 100], profile="table")
             ids.setdefault(name, []).append(writer.commit({"streams": {"t": stream}, "databases": []}))
     url = f"file://{tmp_path}/archive"
-    archive = ArchiveRepository.init_archive(url, id_key=source._keys.id_key)
+    archive = ArchiveRepository.init_archive(url, ids_of=source._keys)
     for rp_id in [*ids["orders"], *ids["other"], *ids["mssql"]]:
         archive_restore_point(source, archive, rp_id, storage_class="DEEP_ARCHIVE")
     return {"section": {"repository": url, "name": "cold", "retrieval_timeout_hours": 12,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -19,6 +20,7 @@ from rdsbackup.repository.archive import (
     forget_archived,
     verify_archive,
 )
+from rdsbackup.repository.crypto import CHUNK_ID_BLAKE2B, CHUNK_ID_BLAKE3
 from rdsbackup.repository.gfs import gfs_keep
 from rdsbackup.repository.index import pack_key
 from rdsbackup.repository.retrieval import (
@@ -56,17 +58,19 @@ def read_table(repo: Repository, rp_id: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def source(tmp_path):
-    return Repository.init(f"file://{tmp_path}/backup", password="backup key")
+@pytest.fixture(params=[CHUNK_ID_BLAKE3, CHUNK_ID_BLAKE2B])
+def source(tmp_path, request):
+    """A backup repository as `init` makes it now (keyed BLAKE3 chunk ids), or as format 2 made it
+    (keyed BLAKE2b)."""
+    return Repository.init(f"file://{tmp_path}/backup", password="backup key", chunk_ids=request.param)
 
 
 @pytest.fixture(params=["source-ids", "own-ids"])
 def archive(tmp_path, source, request):
-    """An archive named with the source's chunk-id key (what `rdsbackup archive` creates: blocks and lists
-    copied as they are) or with its own (every chunk hashed again, lists rewritten)."""
-    id_key = source._keys.id_key if request.param == "source-ids" else None
-    return ArchiveRepository.init_archive(f"file://{tmp_path}/archive", password="archive key", id_key=id_key)
+    """An archive named with the source's chunk-id key and scheme (what `rdsbackup archive` creates:
+    blocks and lists copied as they are) or with its own (every chunk hashed again, lists rewritten)."""
+    ids_of = source._keys if request.param == "source-ids" else None
+    return ArchiveRepository.init_archive(f"file://{tmp_path}/archive", password="archive key", ids_of=ids_of)
 
 
 @pytest.fixture
@@ -151,7 +155,8 @@ def test_the_archive_has_its_own_key(source, archive, three_days):
     assert opened._keys.master != source._keys.master
     assert opened._keys._aead is not source._keys._aead
     # Opened again, the archive names chunks as it did when it was written.
-    assert opened._keys.id_key == archive._keys.id_key
+    assert opened._keys.same_chunk_ids(archive._keys)
+    assert opened._keys.chunk_id(b"a chunk") == archive._keys.chunk_id(b"a chunk")
     assert read_table(opened.for_point(ids[0]), ids[0]) == contents[0]
     # A pack is not readable with the source's key: the encryption key is the archive's own.
     index = opened.for_point(ids[0])._index()
@@ -284,7 +289,8 @@ def test_gfs_keeps_the_newest_point_of_each_recent_period():
 
 @pytest.fixture
 def s3_archive(moto_endpoint, request):  # noqa: F811
-    bucket = f"archive-{request.node.name[-40:].replace('_', '-').lower()}"
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())
+    bucket = f"archive-{name[-40:]}"
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
     return s3, bucket
@@ -378,7 +384,7 @@ def test_the_restore_job_reads_an_archived_point_once_retrieved_and_names_what_i
 def test_retention_never_deletes_a_point_under_object_lock_and_reports_early_deletion(
         source, three_days, moto_endpoint):  # noqa: F811
     s3 = boto3.client("s3")
-    bucket = "archive-object-lock"
+    bucket = f"archive-object-lock-{source._keys.chunk_id_scheme}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     ids, _ = three_days
     archive = ArchiveRepository.init_archive(f"s3://{bucket}/p", password="archive key")

@@ -91,7 +91,7 @@ def source(tmp_path):
 @pytest.fixture
 def archive(tmp_path, source):
     return ArchiveRepository.init_archive(f"file://{tmp_path}/archive", password="archive key",
-                                          id_key=source._keys.id_key)
+                                          ids_of=source._keys)
 
 
 def test_a_prune_cannot_run_under_an_archive_copy(source, archive, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 from rdsbackup import cli
 from rdsbackup.errors import CorruptObject, MissingObject, RepositoryDamaged, RestorePointNotFound
 from rdsbackup.repository import FORMAT_VERSION, Repository
-from rdsbackup.repository.crypto import AuthenticationFailed
+from rdsbackup.repository.crypto import CHUNK_ID_BLAKE2B, AuthenticationFailed
 from rdsbackup.repository.packs import FOOTER_SIZE, TrailerMissing, decode_trailer, read_trailer, trailer_length
 from rdsbackup.repository.repair import repair_index, repair_packs, repair_points
 
@@ -40,12 +40,22 @@ def read(repo: Repository, ref: dict) -> bytes:
 @pytest.fixture(params=["file", "s3"])
 def repo(request, tmp_path):
     """An empty repository on file:// and on moto's S3 server."""
+    return _new_repository(request, tmp_path)
+
+
+def _new_repository(request, tmp_path, **kwargs) -> Repository:
     if request.param == "file":
-        return Repository.init(f"file://{tmp_path}/repo", password="pw")
+        return Repository.init(f"file://{tmp_path}/repo", password="pw", **kwargs)
     request.getfixturevalue("moto_endpoint")
     bucket = f"repair-{os.urandom(6).hex()}"
     boto3.client("s3").create_bucket(Bucket=bucket)
-    return Repository.init(f"s3://{bucket}/repo", password="pw")
+    return Repository.init(f"s3://{bucket}/repo", password="pw", **kwargs)
+
+
+@pytest.fixture(params=["file", "s3"])
+def repo_blake2b(request, tmp_path):
+    """An empty repository whose chunks are named as format versions 1 and 2 named them."""
+    return _new_repository(request, tmp_path, chunk_ids=CHUNK_ID_BLAKE2B)
 
 
 def reopen(repo: Repository) -> Repository:
@@ -234,9 +244,12 @@ def test_cli_repair_commands_report(repo, capsys, monkeypatch):
 
 
 def make_format_1(repo: Repository) -> None:
-    """Turn a repository into what format 1 wrote: no checksums, packs without trailers."""
+    """Turn a repository into what format 1 wrote: no checksums, no chunk-id scheme (BLAKE2b), packs
+    without trailers."""
+    assert repo._keys.chunk_id_scheme == CHUNK_ID_BLAKE2B
     config = json.loads(repo.backend.get("config"))
     config.pop("checksum")
+    config.pop("chunk_id")
     config["version"] = 1
     repo.backend.replace("config", json.dumps(config).encode())
     for key, _ in list(repo.backend.list("keys/")):
@@ -249,7 +262,8 @@ def make_format_1(repo: Repository) -> None:
         repo.backend.replace(key, data[: size - FOOTER_SIZE - length])
 
 
-def test_a_format_1_repository_is_read_and_upgraded(repo, monkeypatch, capsys):
+def test_a_format_1_repository_is_read_and_upgraded(repo_blake2b, monkeypatch, capsys):
+    repo = repo_blake2b
     _rp, refs = backup(repo, "s", {"t": data_of(18, 1_500_000)})
     make_format_1(repo)
     old = reopen(repo)
@@ -263,6 +277,8 @@ def test_a_format_1_repository_is_read_and_upgraded(repo, monkeypatch, capsys):
     assert result["from_version"] == 1 and result["version"] == FORMAT_VERSION and result["packs_rewritten"] == 1
     upgraded = reopen(repo)
     assert upgraded.config["version"] == FORMAT_VERSION
+    # Its chunks keep their BLAKE2b names, now said in the config.
+    assert upgraded.config["chunk_id"] == CHUNK_ID_BLAKE2B == upgraded._keys.chunk_id_scheme
     for key, size in upgraded.backend.list("data/"):
         read_trailer(upgraded.backend, upgraded._keys, bytes.fromhex(key.rsplit("/", 1)[-1]), size)
     assert read(upgraded, refs["t"]) == data_of(18, 1_500_000)

@@ -178,7 +178,7 @@ def test_an_archived_point_is_restored_from_the_archive_once_retrieved_under_a_l
     backup_spec, rp_id = restore_point
     archive_url = f"s3://{aws['bucket']}/archive"
     source = Repository.open(backup_spec["repository"])
-    archive = ArchiveRepository.init_archive(archive_url, kms_key_id=aws["key_arn"], id_key=source._keys.id_key)
+    archive = ArchiveRepository.init_archive(archive_url, kms_key_id=aws["key_arn"], ids_of=source._keys)
     archive_restore_point(source, archive, rp_id, storage_class="DEEP_ARCHIVE")
     spec = rt_spec(backup_spec, rp_id, repository=archive_url, check_snapshot=False)
     result, code = run_restore_test(spec, log=quiet())

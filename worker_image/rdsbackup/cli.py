@@ -200,7 +200,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             raise CliError(f"no archive repository at {args.archive_repo}: set RDSBACKUP_ARCHIVE_PASSWORD or give "
                            "--archive-kms-key-id to create it") from None
         archive = ArchiveRepository.init_archive(args.archive_repo, kms_key_id=args.archive_kms_key_id,
-                                                 id_key=source._keys.id_key)
+                                                 ids_of=source._keys)
     # ECS stops a task with SIGTERM: unwind like Ctrl-C so the copy deletes what it wrote.
     signal.signal(signal.SIGTERM, _interrupt)
     results = []

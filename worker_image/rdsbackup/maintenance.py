@@ -123,7 +123,7 @@ def _open_archive(spec: ArchiveSpec, source):
     except RepositoryNotFound:
         # Named with the backup repository's chunk-id key: blocks are copied without recompressing.
         return ArchiveRepository.init_archive(spec.repository, kms_key_id=spec.kms_key_arn,
-                                              id_key=source._keys.id_key)
+                                              ids_of=source._keys)
 
 
 def run_archive(repo, spec: ArchiveSpec, result: dict, log, *, now: float) -> set[str]:

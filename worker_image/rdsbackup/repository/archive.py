@@ -123,18 +123,20 @@ class ArchiveRepository(Repository):
 
     @classmethod
     def init_archive(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None,
-                     id_key: bytes | None = None) -> ArchiveRepository:
-        """Create an archive repository. With `id_key` (its source repository's chunk-id key) archived
-        chunks keep their ids, so blocks and chunk lists are copied without being decompressed or hashed."""
+                     ids_of: Keys | None = None) -> ArchiveRepository:
+        """Create an archive repository. With `ids_of` (its source repository's keys) archived chunks
+        keep their ids (the source's chunk-id key and scheme), so blocks and chunk lists are copied
+        without being decompressed or hashed."""
         if not kms_key_id and not archive_password(password):
             raise WrongRepositoryKey(f"no archive passphrase: set {ARCHIVE_PASSWORD_ENV} or give a KMS key")
+        kwargs = {"chunk_ids": ids_of.chunk_id_scheme} if ids_of is not None else {}
         repo = Repository.init(url, kms_key_id=kms_key_id, password=None if kms_key_id else archive_password(password),
-                               kind=ARCHIVE_KIND)
+                               kind=ARCHIVE_KIND, **kwargs)
         keys = repo._keys
-        if id_key is not None:
-            doc = {"type": CHUNK_ID_KEY_TYPE, "sealed": b64(keys.seal(id_key, CHUNK_ID_KEY_AD, compress=False))}
+        if ids_of is not None:
+            doc = {"type": CHUNK_ID_KEY_TYPE, "sealed": b64(keys.seal(ids_of.id_key, CHUNK_ID_KEY_AD, compress=False))}
             repo.backend.put(CHUNK_ID_KEY_OBJECT, json.dumps(doc).encode())
-            keys = Keys(keys.master, id_key=id_key)
+            keys = Keys(keys.master, id_key=ids_of.id_key, chunk_id_scheme=ids_of.chunk_id_scheme)
         return cls(repo.backend, repo.config, keys)
 
     @classmethod
@@ -161,7 +163,7 @@ class ArchiveRepository(Repository):
         except (AuthenticationFailed, KeyError, ValueError) as exc:
             raise CorruptObject(f"{CHUNK_ID_KEY_OBJECT} in {repo.url} is corrupt ({exc})",
                                 object_name=CHUNK_ID_KEY_OBJECT) from None
-        repo._keys = Keys(repo._keys.master, id_key=bytes(id_key))
+        repo._keys = Keys(repo._keys.master, id_key=bytes(id_key), chunk_id_scheme=repo._keys.chunk_id_scheme)
         return repo
 
     def for_point(self, rp_id: str) -> ArchiveRepository:
@@ -272,7 +274,7 @@ class _Copy:
         self._rebuilt_block = -1
         self.index_key: str | None = None
         # Same chunk-id key: ids, chunk lists and roots stay as they are; blocks need no decompression.
-        self.same_ids = self.src_keys.id_key == self.dst_keys.id_key
+        self.same_ids = self.src_keys.same_chunk_ids(self.dst_keys)
 
     # source side
 
@@ -342,18 +344,15 @@ class _Copy:
             for coff, length, cid in live:
                 self._add_rebuilt(cid, view[coff : coff + length])
             return
-        src_id = self.src_keys.id_hasher.copy
-        dst_id = self.dst_keys.id_hasher.copy
+        src_id = self.src_keys.chunk_id
+        dst_id = self.dst_keys.chunk_id
         live.sort()
         new_ids = []
         for coff, length, cid in live:
-            h = src_id()
-            h.update(view[coff : coff + length])
-            if h.digest() != cid or coff + length > len(plain):
+            data = view[coff : coff + length]
+            if coff + length > len(plain) or src_id(data) != cid:
                 raise self._corrupt(f"chunk {cid.hex()} in pack {key} does not match its id", key)
-            h = dst_id()
-            h.update(view[coff : coff + length])
-            new_ids.append(h.digest())
+            new_ids.append(dst_id(data))
         live_bytes = sum(length for _, length, _ in live)
         if live_bytes >= MOVE_WHOLE_MIN_LIVE * len(plain) or len(plain) - live_bytes <= MOVE_WHOLE_MAX_DEAD:
             for (_, _, cid), nid in zip(live, new_ids, strict=True):

@@ -11,9 +11,12 @@ import hashlib
 import json
 
 from rdsbackup.errors import RepositoryDamaged, UnsupportedFormatVersion
+from rdsbackup.repository.crypto import CHUNK_ID_BLAKE2B, CHUNK_ID_SCHEMES
 
 FORMAT_NAME = "rdsbackup-repository"
-FORMAT_VERSION = 2
+# 3: `chunk_id` names how chunks are named (new repositories: keyed BLAKE3). 2: pack trailers,
+# checksums, the damage registry. docs/repository-format.md says what each reader and writer does.
+FORMAT_VERSION = 3
 OLDEST_READABLE_VERSION = 1
 
 
@@ -66,7 +69,17 @@ def decode_config(raw: bytes, url: str) -> dict:
         )
     if not isinstance(config.get("id"), str) or len(config["id"]) != 32:
         raise RepositoryDamaged(f"the config object of {url} is damaged: no repository id")
+    if chunk_id_scheme(config) not in CHUNK_ID_SCHEMES:
+        raise UnsupportedFormatVersion(
+            f"repository {url} names its chunks with {config['chunk_id']!r}; this rdsbackup knows "
+            f"{', '.join(CHUNK_ID_SCHEMES)}: upgrade rdsbackup"
+        )
     return config
+
+
+def chunk_id_scheme(config: dict) -> str:
+    """How the repository of `config` names its chunks: versions 1 and 2 wrote no `chunk_id` (BLAKE2b)."""
+    return config.get("chunk_id", CHUNK_ID_BLAKE2B)
 
 
 KEY_FIELDS = {"passphrase": ("kdf", "wrapped_master_key"), "kms": ("kms_key_id", "encrypted_master_key")}

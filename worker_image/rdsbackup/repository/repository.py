@@ -36,7 +36,14 @@ from rdsbackup.errors import (
 from rdsbackup.repository import crypto
 from rdsbackup.repository.backends import Backend, backend_for
 from rdsbackup.repository.chunking import profile as chunking_profile
-from rdsbackup.repository.config import FORMAT_NAME, FORMAT_VERSION, decode_config, decode_key_doc, with_checksum
+from rdsbackup.repository.config import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    chunk_id_scheme,
+    decode_config,
+    decode_key_doc,
+    with_checksum,
+)
 from rdsbackup.repository.crypto import AuthenticationFailed, Keys
 from rdsbackup.repository.damage import DamageRegistry, load_damage
 from rdsbackup.repository.index import Index, encode_new_entries, pack_id_from_key
@@ -145,9 +152,10 @@ class Repository:
 
     @classmethod
     def init(cls, url: str, *, kms_key_id: str | None = None, password: str | None = None,
-             kind: str | None = None) -> Repository:
+             kind: str | None = None, chunk_ids: str = crypto.CHUNK_ID_BLAKE3) -> Repository:
         """Create a repository at `url`: RepositoryExists if one is there already. `kind="archive"`
-        marks an archive repository (see rdsbackup.repository.archive)."""
+        marks an archive repository (see rdsbackup.repository.archive); `chunk_ids` is how it names
+        its chunks (an archive repository takes its source's)."""
         backend = backend_for(url)
         if backend.exists("config"):
             raise RepositoryExists(f"a repository already exists at {backend.url}")
@@ -158,7 +166,8 @@ class Repository:
             master = os.urandom(32)
             key_doc = crypto.wrap_with_password(master, _password(password), repo_id)
         key_doc["created"] = _now_iso()
-        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "id": repo_id, "created": _now_iso()}
+        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "id": repo_id, "created": _now_iso(),
+                  "chunk_id": chunk_ids}
         if kind:
             config["kind"] = kind
         # Key first, config last: a repository exists (for open and init) once its config does. The
@@ -169,7 +178,7 @@ class Repository:
         if not backend.put_new("config", with_checksum(config)):
             backend.delete(key_name)
             raise RepositoryExists(f"a repository already exists at {backend.url} (created concurrently)")
-        return cls(backend, config, Keys(master))
+        return cls(backend, config, Keys(master, chunk_id_scheme=chunk_ids))
 
     @classmethod
     def open(cls, url: str, *, password: str | None = None) -> Repository:
@@ -212,7 +221,7 @@ class Repository:
         if master is None:
             errors += damaged
             raise WrongRepositoryKey(f"cannot open repository {backend.url}: {'; '.join(errors) or 'no usable key'}")
-        return cls(backend, config, Keys(master))
+        return cls(backend, config, Keys(master, chunk_id_scheme=chunk_id_scheme(config)))
 
     @property
     def stats(self) -> dict:
@@ -504,6 +513,8 @@ class Repository:
             if from_version != FORMAT_VERSION:
                 config = {k: v for k, v in self.config.items() if k != "checksum"}
                 config["version"] = FORMAT_VERSION
+                # Its chunks keep the names they have (rehashing would mean rewriting every pack).
+                config["chunk_id"] = chunk_id_scheme(config)
                 config["upgraded"] = _now_iso()
                 self.backend.replace("config", with_checksum(config))
                 self.config = config

@@ -60,16 +60,8 @@ class StreamWriter:
 
     def add_batch(self, view: memoryview, ends: list[int]) -> None:
         """Add the chunks that tile `view` (chunk i ends at ends[i])."""
-        copy = self.keys.id_hasher.copy
-        ids: list[bytes] = []
-        append = ids.append
-        start = 0
-        for end in ends:
-            h = copy()
-            h.update(view[start:end])
-            append(h.digest())
-            start = end
-        self.size += start
+        ids = self.keys.chunk_ids(view, ends)
+        self.size += ends[-1] if ends else 0
         self.chunks += len(ends)
         self.ids += b"".join(ids)
         self._store(view, ends, ids)
@@ -351,15 +343,18 @@ class StreamReader:
             self.cache.move_to_end(block_no)
         data = plain[off : off + length]
         if len(data) != length or self.keys.chunk_id(data) != cid:
-            pack_no, _boff, _, _ = self.index.blocks[block_no]
-            key = pack_key(self.index.packs[pack_no])
-            self._record_damage(block_no, whole_pack=False, problem=f"corrupt: chunk {cid.hex()} does not match its id")
-            raise CorruptObject(
-                f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
-                object_name=key,
-                restore_point=self.restore_point,
-            )
+            raise self._chunk_damaged(cid, block_no)
         return data
+
+    def _chunk_damaged(self, cid: bytes, block_no: int) -> CorruptObject:
+        """Record that block `block_no` holds a chunk that does not match its id `cid`; the error to raise."""
+        key = pack_key(self.index.packs[self.index.blocks[block_no][0]])
+        self._record_damage(block_no, whole_pack=False, problem=f"corrupt: chunk {cid.hex()} does not match its id")
+        return CorruptObject(
+            f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
+            object_name=key,
+            restore_point=self.restore_point,
+        )
 
     def read_chunks(self, ids: list[bytes]) -> Iterator[bytes]:
         """Yield the data of `ids` in order, fetching their blocks in as few requests as possible."""
@@ -422,8 +417,8 @@ class StreamReader:
         """The bytes of the chunks `items` ((id, location) pairs), each checked against its id."""
         self.fetch_blocks({loc >> 48 for _, loc in items})
         cache = self.cache
-        copy = self.keys.id_hasher.copy
         out = bytearray()
+        ends: list[int] = []  # where each chunk ends in `out`
         current = -1
         view = memoryview(b"")
         # Chunks written one after another sit one after another in a block: copied out as one run.
@@ -444,21 +439,17 @@ class StreamReader:
                     view = memoryview(plain)
                     current = block_no
                 run_start = off
-            data = view[off:end]
-            h = copy()
-            h.update(data)
-            if len(data) != end - off or h.digest() != cid:
-                pack_no = self.index.blocks[block_no][0]
-                key = pack_key(self.index.packs[pack_no])
-                self._record_damage(block_no, whole_pack=False,
-                                    problem=f"corrupt: chunk {cid.hex()} does not match its id")
-                raise CorruptObject(
-                    f"chunk {cid.hex()} in pack {key} does not match its id{self._where()}",
-                    object_name=key,
-                    restore_point=self.restore_point,
-                )
+            if end > len(view):  # the location reaches past its block's end
+                raise self._chunk_damaged(cid, block_no)
             run_end = end
+            ends.append(len(out) + run_end - run_start)
         out += view[run_start:run_end]
+        # Every chunk checked against its id in one pass over the window's bytes.
+        with memoryview(out) as whole:
+            ids = self.keys.chunk_ids(whole, ends)
+        if ids != [cid for cid, _ in items]:
+            cid, loc = next(item for item, got in zip(items, ids, strict=True) if item[0] != got)
+            raise self._chunk_damaged(cid, loc >> 48)
         return out
 
     def read_streams(self, root_ids: list[bytes]) -> Iterator[bytearray]:
