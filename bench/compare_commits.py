@@ -11,6 +11,7 @@ On a shared machine the CPU figures are the steadier instrument.
 
     python bench/compare_commits.py --side old=c044674 --side new=.      [--repeat 5] [--jobs N]
     python bench/compare_commits.py --side new=. --profile               # + one py-spy run per side
+    python bench/compare_commits.py --side old=c044674 --side new=. --restore   # restores instead
 
 A side is NAME=REF: REF a commit (its worker_image/ extracted with `git archive` into the work dir) or
 a directory (a checkout, or its worker_image/). `.` is this checkout (uncommitted changes included).
@@ -93,6 +94,9 @@ class Compare:
         self.sides = sides
         self.postmaster = postmaster
         self.rows: dict[str, list[dict]] = {name: [] for name in sides}
+        self.restore_points: dict[str, tuple[str, str]] = {}
+        self.expected = (bench.sql("SELECT count(*) FROM orders", run.DB),
+                         bench.sql("SELECT count(*) FROM attachments", run.DB))
 
     def env(self, side: str) -> dict:
         return {**self.bench.env, "PYTHONPATH": self.sides[side]}
@@ -107,6 +111,31 @@ class Compare:
 
     def once(self, side: str, tag: str) -> dict:
         args = self.backup_args(side, tag)
+        row = self.measure(side, args)
+        shutil.rmtree(os.path.join(self.bench.work, f"repo-{side}-{tag}"))
+        return row
+
+    def prepare_restore(self, side: str) -> None:
+        """A restore point of the shop database written by the side's own code (a newer repository
+        format may not be readable by an older side), kept for its restores."""
+        args = self.backup_args(side, "restore")
+        res = procs.run(self.command(side, *args), env=self.env(side))
+        self.restore_points[side] = (args[args.index("--repo") + 1], json.loads(res.stdout)["restore_point_id"])
+
+    def restore_once(self, side: str) -> dict:
+        url, rp = self.restore_points[side]
+        server = self.bench.server
+        target = f"compare_{side}"
+        row = self.measure(side, ["restore", "postgres", "--repo", url, "--restore-point", rp, "--host", server.host,
+                                  "--port", str(server.port), "--user", server.superuser, "--password-env",
+                                  "BENCH_PGPASSWORD", "--database", run.DB, "--target-database", target, "--json",
+                                  *self.bench.jobs_args])
+        self.bench.check_restored(target, self.expected)
+        return row
+
+    def measure(self, side: str, args: list[str]) -> dict:
+        """One run of the side's worker with `args`: its wall time and CPU (its own, its children's, the
+        server's)."""
         self.bench.checkpoint()
         server0 = server_cpu(self.postmaster)
         res = procs.run(self.command(side, *args), env=self.env(side))
@@ -114,10 +143,8 @@ class Compare:
         cpu = json.loads(res.stderr[res.stderr.rindex("COMPARE-CPU ") + 12:].splitlines()[0])
         if not cpu["module"].startswith(self.sides[side]):
             raise RuntimeError(f"side {side} ran {cpu['module']}, not the code under {self.sides[side]}")
-        shutil.rmtree(os.path.join(self.bench.work, f"repo-{side}-{tag}"))
         row = {"wall": res.seconds, "worker_cpu": cpu["self"], "children_cpu": cpu["children"],
-               "server_cpu": server, "load": os.getloadavg()[0],
-               "stored": json.loads(res.stdout).get("bytes", 0)}
+               "server_cpu": server, "load": os.getloadavg()[0]}
         self.rows[side].append(row)
         run.log(f"  {side}: wall {row['wall']:.2f} s, worker CPU {row['worker_cpu']:.2f} s, children "
                 f"{row['children_cpu']:.2f} s, server {row['server_cpu']:.2f} s, load {row['load']:.1f}")
@@ -167,6 +194,8 @@ def main() -> int:
     parser.add_argument("--side", action="append", required=True, metavar="NAME=REF")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="one more run per side under py-spy")
+    parser.add_argument("--restore", action="store_true",
+                        help="time restores (of a restore point each side backed up) instead of backups")
     args = parser.parse_args()
     sides_spec = dict(s.split("=", 1) for s in args.side)
     if args.profile and not shutil.which("py-spy"):
@@ -183,10 +212,16 @@ def main() -> int:
                 postmaster = int(f.readline())
             compare = Compare(bench, sides, postmaster)
             names = list(sides)
+            if args.restore:
+                for name in names:
+                    compare.prepare_restore(name)
             for i in range(args.repeat):
                 run.log(f"round {i + 1}")
                 for name in (names if i % 2 == 0 else names[::-1]):
-                    compare.once(name, str(i))
+                    if args.restore:
+                        compare.restore_once(name)
+                    else:
+                        compare.once(name, str(i))
             print(compare.table())
             if args.profile:
                 out_dir = os.path.join(HERE, "results")
