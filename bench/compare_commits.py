@@ -95,11 +95,12 @@ class Compare:
         self.postmaster = postmaster
         self.rows: dict[str, list[dict]] = {name: [] for name in sides}
         self.restore_points: dict[str, tuple[str, str]] = {}
+        self.from_archive = False
         self.expected = (bench.sql("SELECT count(*) FROM orders", run.DB),
                          bench.sql("SELECT count(*) FROM attachments", run.DB))
 
     def env(self, side: str) -> dict:
-        return {**self.bench.env, "PYTHONPATH": self.sides[side]}
+        return {**self.bench.env, "PYTHONPATH": self.sides[side], "RDSBACKUP_ARCHIVE_PASSWORD": "compare-archive"}
 
     def command(self, side: str, *args: str) -> list[str]:
         return [sys.executable, "-c", LAUNCHER, *args]
@@ -120,7 +121,13 @@ class Compare:
         format may not be readable by an older side), kept for its restores."""
         args = self.backup_args(side, "restore")
         res = procs.run(self.command(side, *args), env=self.env(side))
-        self.restore_points[side] = (args[args.index("--repo") + 1], json.loads(res.stdout)["restore_point_id"])
+        url, rp = args[args.index("--repo") + 1], json.loads(res.stdout)["restore_point_id"]
+        if self.from_archive:  # restores read the point's copy in an archive repository instead
+            archive = self.bench.ours_url(f"archive-{side}")
+            procs.run(self.command(side, "archive", "--repo", url, "--archive-repo", archive, "--restore-point", rp,
+                                   "--json"), env=self.env(side))
+            url = archive
+        self.restore_points[side] = (url, rp)
 
     def restore_once(self, side: str) -> dict:
         url, rp = self.restore_points[side]
@@ -196,6 +203,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="one more run per side under py-spy")
     parser.add_argument("--restore", action="store_true",
                         help="time restores (of a restore point each side backed up) instead of backups")
+    parser.add_argument("--from-archive", action="store_true",
+                        help="with --restore: restore the point's copy in an archive repository (`rdsbackup archive`)")
     args = parser.parse_args()
     sides_spec = dict(s.split("=", 1) for s in args.side)
     if args.profile and not shutil.which("py-spy"):
@@ -211,6 +220,7 @@ def main() -> int:
             with open(os.path.join(server.data_dir, "postmaster.pid")) as f:
                 postmaster = int(f.readline())
             compare = Compare(bench, sides, postmaster)
+            compare.from_archive = args.from_archive
             names = list(sides)
             if args.restore:
                 for name in names:
