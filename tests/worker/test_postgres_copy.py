@@ -4,8 +4,10 @@ streams physical order. Run against the plain and the TLS-only test servers."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -102,60 +104,47 @@ def test_no_key_order_streams_physical_order(server, tmp_path, monkeypatch, caps
     assert table_checksums(server, "copy_dst") == table_checksums(server, "copy_src")
 
 
-def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp_path):
+@contextlib.contextmanager
+def psql_copy(server, sql_text: str, work_dir) -> Iterator[backup_module._PsqlCopy]:
+    """A `psql` child running `sql_text` inside a snapshot exported from copy_src; closed afterwards."""
     info = info_for(server)
     session = SnapshotSession(info, "copy_src", "UTF8")
     session.begin([], lock_timeout_ms=0)
     try:
-        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id,
-                                        "COPY public.no_such_table TO STDOUT", str(tmp_path))
+        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id, sql_text, str(work_dir))
         try:
-            with pytest.raises(ToolFailed, match=r'relation "public\.no_such_table" does not exist'):
-                list(child.blocks({}, backup_module.Reporter()))
+            yield child
         finally:
             child.close()
     finally:
         session.close()
+
+
+def test_a_failing_psql_copy_fails_the_backup_with_the_servers_error(server, tmp_path):
+    with psql_copy(server, "COPY public.no_such_table TO STDOUT", tmp_path) as child, pytest.raises(
+            ToolFailed, match=r'relation "public\.no_such_table" does not exist'):
+        list(child.blocks({}, backup_module.Reporter()))
     assert not list(tmp_path.iterdir())  # the script file is gone
 
 
 def test_a_copy_that_psql_would_read_otherwise_counts_its_rows_and_leaves_no_file(server, tmp_path):
     """A string literal in the COPY: psql's `\\copy` would rewrite it, so the COPY is sent as it is and
     its rows are counted in the worker; no status file is made for it, none is left behind."""
-    info = info_for(server)
-    session = SnapshotSession(info, "copy_src", "UTF8")
-    session.begin([], lock_timeout_ms=0)
-    try:
-        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id,
-                                        "COPY (SELECT g, 'a  b' FROM generate_series(1, 3) g) TO STDOUT", str(tmp_path))
-        try:
-            counts: dict = {}
-            assert b"".join(child.blocks(counts, backup_module.Reporter())) == b"1\ta  b\n2\ta  b\n3\ta  b\n"
-            assert counts["rows"] == 3
-        finally:
-            child.close()
-    finally:
-        session.close()
+    counts: dict = {}
+    with psql_copy(server, "COPY (SELECT g, 'a  b' FROM generate_series(1, 3) g) TO STDOUT", tmp_path) as child:
+        assert b"".join(child.blocks(counts, backup_module.Reporter())) == b"1\ta  b\n2\ta  b\n3\ta  b\n"
+    assert counts["rows"] == 3
     assert not list(tmp_path.iterdir())
 
 
 def test_psql_writes_copy_rows_in_large_blocks(server, tmp_path):
     """psql's stdout gets a buffer as large as our reads (stdbuf): a few write(2) calls per MiB, not one
     per 4 KiB. The rows come out whole and counted."""
-    info = info_for(server)
-    session = SnapshotSession(info, "copy_src", "UTF8")
-    session.begin([], lock_timeout_ms=0)
+    counts: dict = {}
     sql_text = "COPY (SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g) TO STDOUT"
-    try:
-        child = backup_module._PsqlCopy(info, "copy_src", "UTF8", session.snapshot_id, sql_text, str(tmp_path))
-        try:
-            counts: dict = {}
-            data = b"".join(child.blocks(counts, backup_module.Reporter()))
-            assert child.proc.args[:2] == [shutil.which("stdbuf"), f"--output={backup_module.PSQL_READ}"]
-        finally:
-            child.close()
-    finally:
-        session.close()
+    with psql_copy(server, sql_text, tmp_path) as child:
+        data = b"".join(child.blocks(counts, backup_module.Reporter()))
+        assert child.proc.args[:2] == [shutil.which("stdbuf"), f"--output={backup_module.PSQL_READ}"]
     assert counts == {"rows": 20000, "bytes": len(data)}
     assert data.splitlines()[-1] == b"20000\t" + b"x" * 200
 

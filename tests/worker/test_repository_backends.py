@@ -7,7 +7,7 @@ import os
 import pytest
 from rdsbackup.errors import MissingObject, RepositoryError, RepositoryLocked
 from rdsbackup.repository.backends import FileBackend, S3Backend, backend_for
-from rdsbackup.repository.crypto import Keys
+from rdsbackup.repository.crypto import CHUNK_ID_BLAKE3, Keys
 from rdsbackup.repository.locks import Lock
 
 
@@ -79,7 +79,7 @@ def test_a_failed_file_write_leaves_neither_the_object_nor_a_temporary_file(tmp_
 
 def test_backup_locks_are_shared_and_exclusive_locks_are_not(tmp_path):
     backend = FileBackend(str(tmp_path))
-    keys = Keys(bytes(32))
+    keys = Keys(bytes(32), chunk_id_scheme=CHUNK_ID_BLAKE3)
     first = Lock(backend, keys, "backup", owner="backup one").acquire()
     second = Lock(backend, keys, "backup", owner="backup two").acquire()
     with pytest.raises(RepositoryLocked, match=r"backup (one|two)"):

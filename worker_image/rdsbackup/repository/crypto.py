@@ -76,7 +76,9 @@ class Keys:
     """Subkeys derived from the 32-byte master key: one for AES-256-GCM, one for chunk ids (named by
     `chunk_id_scheme`, one of CHUNK_ID_SCHEMES)."""
 
-    def __init__(self, master: bytes, *, id_key: bytes | None = None, chunk_id_scheme: str = CHUNK_ID_BLAKE2B):
+    def __init__(self, master: bytes, *, chunk_id_scheme: str, id_key: bytes | None = None):
+        # No default scheme: keys that named chunks otherwise than their repository's config says would
+        # deduplicate against nothing and find every chunk read "damaged".
         if len(master) != 32:
             raise RepositoryError("the repository master key must be 32 bytes")
         if chunk_id_scheme not in CHUNK_ID_SCHEMES:
